@@ -1,0 +1,116 @@
+//! The one error type of the HTTP edge, rendered in Svix's shapes.
+//!
+//! Client errors carry a stable machine-readable `code` and a human `detail`; validation
+//! errors list every problem (`{"detail": [{"loc", "msg", "type"}]}`). Internal errors are
+//! logged here with their cause and answered with a body that reveals nothing.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kait_core::validate::Problem;
+use kait_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized,
+    NotFound(&'static str),
+    Conflict(String),
+    PayloadTooLarge(String),
+    /// A request that is not well-formed (e.g. not JSON at all).
+    BadRequest {
+        code: &'static str,
+        detail: String,
+    },
+    /// Well-formed but invalid fields, all of them.
+    Validation(Vec<Problem>),
+    Unavailable,
+    Internal(String),
+}
+
+impl ApiError {
+    /// One invalid body field.
+    pub fn invalid(field: &str, msg: impl Into<String>) -> Self {
+        Self::Validation(vec![Problem {
+            loc: vec!["body".into(), field.into()],
+            msg: msg.into(),
+            kind: "value_error",
+        }])
+    }
+
+    /// One invalid query parameter.
+    pub fn invalid_query(parameter: &str, msg: impl Into<String>) -> Self {
+        Self::Validation(vec![Problem {
+            loc: vec!["query".into(), parameter.into()],
+            msg: msg.into(),
+            kind: "value_error",
+        }])
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::NotFound("entity"),
+            StoreError::Conflict(detail) => Self::Conflict(detail),
+            StoreError::Closed => Self::Unavailable,
+            StoreError::Database(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl From<Vec<Problem>> for ApiError {
+    fn from(problems: Vec<Problem>) -> Self {
+        Self::Validation(problems)
+    }
+}
+
+fn coded(status: StatusCode, code: &str, detail: &str) -> Response {
+    (status, Json(json!({ "code": code, "detail": detail }))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Unauthorized => coded(
+                StatusCode::UNAUTHORIZED,
+                "authentication_failed",
+                "missing or invalid bearer token",
+            ),
+            Self::NotFound(what) => coded(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("{what} not found"),
+            ),
+            Self::Conflict(detail) => coded(StatusCode::CONFLICT, "conflict", &detail),
+            Self::PayloadTooLarge(detail) => {
+                coded(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &detail)
+            }
+            Self::BadRequest { code, detail } => coded(StatusCode::BAD_REQUEST, code, &detail),
+            Self::Validation(problems) => {
+                let detail: Vec<_> = problems
+                    .into_iter()
+                    .map(|problem| json!({ "loc": problem.loc, "msg": problem.msg, "type": problem.kind }))
+                    .collect();
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(json!({ "code": "validation_error", "detail": detail })),
+                )
+                    .into_response()
+            }
+            Self::Unavailable => coded(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down",
+            ),
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                coded(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal server error",
+                )
+            }
+        }
+    }
+}

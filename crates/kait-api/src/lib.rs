@@ -1,0 +1,69 @@
+//! Kait's HTTP API: the Svix-compatible v1 routes.
+//!
+//! Paths, JSON field names, id prefixes, status codes and iterator pagination follow the Svix
+//! v1 API so that the official Svix client libraries work unchanged; where Svix renamed a field
+//! between versions (`filterTypes` → `eventTypes`, `rateLimit` → `throttleRate`) both are
+//! accepted and both returned. Handlers validate input, map wire shapes to the domain records
+//! of `kait-core`, and call the [`Store`]; they never send webhooks themselves (ingest never
+//! calls an endpoint), and they answer `202` for a message only after the store has made it
+//! and its deliveries durable.
+
+mod auth;
+mod error;
+mod extract;
+mod routes;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use kait_store::Store;
+
+pub use error::ApiError;
+
+/// Checks an endpoint URL against the egress policy at creation time (a refused literal
+/// address is a 422); host names are checked again at every attempt by the sender.
+pub type UrlCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub admin_token: Arc<str>,
+    pub url_check: UrlCheck,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes (a larger one is a 413).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The whole API as one router. Trailing slashes are accepted on every path (older Svix
+/// libraries send them): wrap the router with [`trim_trailing_slash`] when serving.
+pub fn router(state: ApiState, config: &ApiConfig) -> Router {
+    let protected = routes::protected()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin_token,
+        ))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    Router::new()
+        .nest("/api/v1", routes::public().merge(protected))
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// Serves `/path/` like `/path`, by rewriting the URI before routing.
+pub fn trim_trailing_slash(router: Router) -> tower_http::normalize_path::NormalizePath<Router> {
+    tower_http::normalize_path::NormalizePath::trim_trailing_slash(router)
+}

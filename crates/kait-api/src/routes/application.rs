@@ -1,0 +1,148 @@
+//! `/api/v1/app`: applications.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use kait_core::time::now_millis;
+use kait_core::validate::{self, Problems};
+use kait_core::{AppId, Application};
+
+use super::find_app;
+use crate::extract::{ListQuery, ValidJson};
+use crate::wire::{ApplicationIn, ApplicationOut, ApplicationPatch, ListResponse};
+use crate::{ApiError, ApiState};
+
+fn check(name: &str, uid: Option<&str>) -> Result<(), ApiError> {
+    let mut problems = Problems::new();
+    problems.check("name", validate::name(name));
+    if let Some(uid) = uid {
+        problems.check("uid", validate::uid(uid));
+    }
+    Ok(problems.into_result()?)
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<ApplicationOut>>, ApiError> {
+    let page = state.store.list_applications(query.page()?).await?;
+    let data = page.items.into_iter().map(ApplicationOut::from).collect();
+    Ok(Json(ListResponse::new(
+        data,
+        page.done,
+        |app: &ApplicationOut| app.id.clone(),
+    )))
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    query: ListQuery,
+    ValidJson(input): ValidJson<ApplicationIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    check(&input.name, input.uid.as_deref())?;
+    if query.flag("get_if_exists", false)?
+        && let Some(uid) = &input.uid
+        && let Some(existing) = state.store.get_application(uid).await?
+    {
+        return Ok((StatusCode::OK, Json(ApplicationOut::from(existing))));
+    }
+    let now = now_millis();
+    let created = state
+        .store
+        .create_application(Application {
+            id: AppId::generate(),
+            uid: input.uid,
+            name: input.name,
+            rate_limit: input.throttle_rate,
+            metadata: input.metadata.unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(ApplicationOut::from(created))))
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+) -> Result<Json<ApplicationOut>, ApiError> {
+    Ok(Json(find_app(&state, &app_key).await?.into()))
+}
+
+/// PUT: replaces the application, or creates it when the path names a `uid` not yet taken.
+pub async fn upsert(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+    ValidJson(input): ValidJson<ApplicationIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    check(&input.name, input.uid.as_deref())?;
+    let now = now_millis();
+    match state.store.get_application(&app_key).await? {
+        Some(existing) => {
+            let updated = state
+                .store
+                .update_application(Application {
+                    uid: input.uid,
+                    name: input.name,
+                    rate_limit: input.throttle_rate,
+                    metadata: input.metadata.unwrap_or_default(),
+                    updated_at: now,
+                    ..existing
+                })
+                .await?;
+            Ok((StatusCode::OK, Json(ApplicationOut::from(updated))))
+        }
+        None if !AppId::has_prefix(&app_key) => {
+            if let Some(uid) = &input.uid
+                && uid != &app_key
+            {
+                return Err(ApiError::invalid("uid", "must match the uid in the path"));
+            }
+            check(&input.name, Some(&app_key))?;
+            let created = state
+                .store
+                .create_application(Application {
+                    id: AppId::generate(),
+                    uid: Some(app_key),
+                    name: input.name,
+                    rate_limit: input.throttle_rate,
+                    metadata: input.metadata.unwrap_or_default(),
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await?;
+            Ok((StatusCode::CREATED, Json(ApplicationOut::from(created))))
+        }
+        None => Err(ApiError::NotFound("application")),
+    }
+}
+
+pub async fn patch(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+    ValidJson(input): ValidJson<ApplicationPatch>,
+) -> Result<Json<ApplicationOut>, ApiError> {
+    let existing = find_app(&state, &app_key).await?;
+    let application = Application {
+        name: input.name.unwrap_or(existing.name.clone()),
+        uid: input.uid.unwrap_or(existing.uid.clone()),
+        rate_limit: input.throttle_rate.unwrap_or(existing.rate_limit),
+        metadata: input.metadata.unwrap_or(existing.metadata.clone()),
+        updated_at: now_millis(),
+        ..existing
+    };
+    check(&application.name, application.uid.as_deref())?;
+    Ok(Json(
+        state.store.update_application(application).await?.into(),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    state.store.delete_application(&application.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,209 @@
+//! Attempts and delivery states: what happened to a message at each endpoint, and resend.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use kait_core::time::to_datetime;
+use kait_core::{AttemptId, DeliveryStatus, EndpointId, MessageId};
+use kait_store::AttemptFilter;
+
+use super::message::message_filter;
+use super::{find_app, find_endpoint};
+use crate::extract::ListQuery;
+use crate::wire::{
+    EndpointMessageOut, EndpointOut, ListResponse, MessageAttemptOut, MessageEndpointOut,
+};
+use crate::{ApiError, ApiState};
+
+fn status_filter(query: &ListQuery) -> Result<Option<DeliveryStatus>, ApiError> {
+    query
+        .get("status")
+        .map(|text| {
+            text.parse::<i64>()
+                .ok()
+                .and_then(DeliveryStatus::from_code)
+                .ok_or_else(|| ApiError::invalid_query("status", "must be 0, 1, 2 or 3"))
+        })
+        .transpose()
+}
+
+fn attempt_page(
+    page: kait_store::Page<kait_core::Attempt>,
+) -> Json<ListResponse<MessageAttemptOut>> {
+    let data = page
+        .items
+        .into_iter()
+        .map(MessageAttemptOut::from)
+        .collect();
+    Json(ListResponse::new(
+        data,
+        page.done,
+        |attempt: &MessageAttemptOut| attempt.id.clone(),
+    ))
+}
+
+async fn message_id(
+    state: &ApiState,
+    app_id: &kait_core::AppId,
+    key: &str,
+) -> Result<MessageId, ApiError> {
+    Ok(state
+        .store
+        .get_message(app_id, key)
+        .await?
+        .ok_or(ApiError::NotFound("message"))?
+        .id)
+}
+
+/// `GET …/attempt/endpoint/{endpoint_id}`.
+pub async fn list_by_endpoint(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let messages = message_filter(&query)?;
+    let filter = AttemptFilter {
+        endpoint_id: Some(endpoint.id),
+        msg_id: None,
+        status: status_filter(&query)?,
+        event_types: messages.event_types,
+        channel: messages.channel,
+        before: messages.before,
+        after: messages.after,
+    };
+    let page = state
+        .store
+        .list_attempts(&application.id, filter, query.page()?)
+        .await?;
+    Ok(attempt_page(page))
+}
+
+/// `GET …/attempt/msg/{msg_id}` (and the older `…/msg/{msg_id}/attempt`).
+pub async fn list_by_message(
+    State(state): State<ApiState>,
+    Path((app_key, msg_key)): Path<(String, String)>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let msg_id = message_id(&state, &application.id, &msg_key).await?;
+    let endpoint_id = match query.get("endpoint_id") {
+        Some(key) => Some(find_endpoint(&state, &application.id, key).await?.id),
+        None => None,
+    };
+    let messages = message_filter(&query)?;
+    let filter = AttemptFilter {
+        endpoint_id,
+        msg_id: Some(msg_id),
+        status: status_filter(&query)?,
+        event_types: messages.event_types,
+        channel: messages.channel,
+        before: messages.before,
+        after: messages.after,
+    };
+    let page = state
+        .store
+        .list_attempts(&application.id, filter, query.page()?)
+        .await?;
+    Ok(attempt_page(page))
+}
+
+/// `GET …/msg/{msg_id}/attempt/{attempt_id}`.
+pub async fn get(
+    State(state): State<ApiState>,
+    Path((app_key, msg_key, attempt_id)): Path<(String, String, String)>,
+) -> Result<Json<MessageAttemptOut>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let msg_id = message_id(&state, &application.id, &msg_key).await?;
+    let attempt = state
+        .store
+        .get_attempt(
+            &application.id,
+            &msg_id,
+            &AttemptId::from_trusted(attempt_id),
+        )
+        .await?
+        .ok_or(ApiError::NotFound("attempt"))?;
+    Ok(Json(attempt.into()))
+}
+
+/// `GET …/msg/{msg_id}/endpoint`: the message's state at every endpoint it was bound for.
+pub async fn list_message_destinations(
+    State(state): State<ApiState>,
+    Path((app_key, msg_key)): Path<(String, String)>,
+) -> Result<Json<ListResponse<MessageEndpointOut>>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let msg_id = message_id(&state, &application.id, &msg_key).await?;
+    let states = state
+        .store
+        .list_delivery_states(&application.id, &msg_id)
+        .await?;
+    let data = states
+        .into_iter()
+        .map(|delivery| MessageEndpointOut {
+            endpoint: EndpointOut::from(&delivery.endpoint),
+            status: delivery.status.code(),
+            status_text: delivery.status.text(),
+            next_attempt: delivery.next_attempt_at.map(to_datetime),
+        })
+        .collect();
+    Ok(Json(ListResponse::new(
+        data,
+        true,
+        |state: &MessageEndpointOut| state.endpoint.id.clone(),
+    )))
+}
+
+/// `GET …/endpoint/{endpoint_id}/msg`: messages bound for one endpoint, newest first.
+pub async fn list_endpoint_messages(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<EndpointMessageOut>>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let with_content = query.flag("with_content", true)?;
+    let page = state
+        .store
+        .list_endpoint_messages(
+            &application.id,
+            &endpoint.id,
+            status_filter(&query)?,
+            query.page()?,
+        )
+        .await?;
+    let data = page
+        .items
+        .into_iter()
+        .map(|item| {
+            EndpointMessageOut::new(
+                item.message,
+                with_content,
+                item.status,
+                item.next_attempt_at,
+            )
+        })
+        .collect();
+    Ok(Json(ListResponse::new(
+        data,
+        page.done,
+        |message: &EndpointMessageOut| message.id.clone(),
+    )))
+}
+
+/// `POST …/msg/{msg_id}/endpoint/{endpoint_id}/resend`: one more delivery, same message id.
+pub async fn resend(
+    State(state): State<ApiState>,
+    Path((app_key, msg_key, endpoint_key)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let msg_id = message_id(&state, &application.id, &msg_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let endpoint_id: EndpointId = endpoint.id;
+    state
+        .store
+        .resend(&application.id, &msg_id, &endpoint_id)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}

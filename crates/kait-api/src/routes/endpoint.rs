@@ -1,0 +1,323 @@
+//! `/api/v1/app/{app_id}/endpoint`: endpoints, their secrets and custom headers.
+//!
+//! Every change is committed before it is acknowledged, and the store moves its endpoint epoch
+//! before answering, so the next attempt to that endpoint already uses the new settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use kait_core::signing::Secret;
+use kait_core::time::now_millis;
+use kait_core::validate::{self, Problems};
+use kait_core::{AppId, Endpoint, EndpointId};
+
+use super::{find_app, find_endpoint};
+use crate::extract::{ListQuery, ValidJson, parse_json};
+use crate::wire::{
+    EndpointHeadersIn, EndpointHeadersOut, EndpointHeadersPatchIn, EndpointIn, EndpointOut,
+    EndpointPatch, EndpointSecretOut, EndpointSecretRotateIn, ListResponse,
+};
+use crate::{ApiError, ApiState};
+
+/// Checks every field of an endpoint as it would be stored, reporting all problems at once.
+fn check(state: &ApiState, endpoint: &Endpoint) -> Result<(), ApiError> {
+    let mut problems = Problems::new();
+    problems.check(
+        "url",
+        validate::endpoint_url(&endpoint.url)
+            .map(drop)
+            .and_then(|()| (state.url_check)(&endpoint.url)),
+    );
+    if let Some(uid) = &endpoint.uid {
+        problems.check("uid", validate::uid(uid));
+    }
+    if let Some(event_types) = &endpoint.event_types {
+        problems.check(
+            "eventTypes",
+            event_types
+                .iter()
+                .try_for_each(|name| validate::event_type_name(name)),
+        );
+    }
+    if let Some(channels) = &endpoint.channels {
+        problems.check("channels", validate::channels(channels.iter()));
+    }
+    if endpoint.rate_limit == Some(0) {
+        problems.check(
+            "throttleRate",
+            Err("must be at least 1 message per second".into()),
+        );
+    }
+    problems.check("headers", check_headers(&endpoint.headers));
+    Ok(problems.into_result()?)
+}
+
+fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
+    headers
+        .iter()
+        .try_for_each(|(name, value)| validate::custom_header(name, value))
+}
+
+fn parse_secret(text: Option<&str>) -> Result<Secret, ApiError> {
+    match text {
+        Some(text) => {
+            Secret::parse(text).map_err(|error| ApiError::invalid("secret", error.to_string()))
+        }
+        None => Ok(Secret::generate()),
+    }
+}
+
+fn new_endpoint(
+    app_id: AppId,
+    uid: Option<String>,
+    input: EndpointIn,
+) -> Result<Endpoint, ApiError> {
+    let now = now_millis();
+    Ok(Endpoint {
+        id: EndpointId::generate(),
+        app_id,
+        uid,
+        url: input.url,
+        description: input.description,
+        version: input.version.unwrap_or(1),
+        disabled: input.disabled.unwrap_or(false),
+        event_types: input.event_types,
+        channels: input.channels,
+        rate_limit: input.throttle_rate,
+        metadata: input.metadata.unwrap_or_default(),
+        secret: parse_secret(input.secret.as_deref())?,
+        headers: input.headers.unwrap_or_default(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<EndpointOut>>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let page = state
+        .store
+        .list_endpoints(&application.id, query.page()?)
+        .await?;
+    let data = page.items.iter().map(EndpointOut::from).collect();
+    Ok(Json(ListResponse::new(
+        data,
+        page.done,
+        |endpoint: &EndpointOut| endpoint.id.clone(),
+    )))
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+    ValidJson(input): ValidJson<EndpointIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let uid = input.uid.clone();
+    let endpoint = new_endpoint(application.id, uid, input)?;
+    check(&state, &endpoint)?;
+    let created = state.store.create_endpoint(endpoint).await?;
+    Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+) -> Result<Json<EndpointOut>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    Ok(Json(EndpointOut::from(&endpoint)))
+}
+
+/// PUT: replaces the endpoint's settings (its secret stays), or creates it when the path
+/// names a `uid` not yet taken.
+pub async fn upsert(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    ValidJson(input): ValidJson<EndpointIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    match state
+        .store
+        .get_endpoint(&application.id, &endpoint_key)
+        .await?
+    {
+        Some(existing) => {
+            let endpoint = Endpoint {
+                uid: input.uid.or(existing.uid.clone()),
+                url: input.url,
+                description: input.description,
+                version: input.version.unwrap_or(existing.version),
+                disabled: input.disabled.unwrap_or(false),
+                event_types: input.event_types,
+                channels: input.channels,
+                rate_limit: input.throttle_rate,
+                metadata: input.metadata.unwrap_or_default(),
+                headers: input.headers.unwrap_or(existing.headers.clone()),
+                updated_at: now_millis(),
+                ..existing
+            };
+            check(&state, &endpoint)?;
+            let updated = state.store.update_endpoint(endpoint).await?;
+            Ok((StatusCode::OK, Json(EndpointOut::from(&updated))))
+        }
+        None if !EndpointId::has_prefix(&endpoint_key) => {
+            if input.uid.as_ref().is_some_and(|uid| uid != &endpoint_key) {
+                return Err(ApiError::invalid("uid", "must match the uid in the path"));
+            }
+            let endpoint = new_endpoint(application.id, Some(endpoint_key), input)?;
+            check(&state, &endpoint)?;
+            let created = state.store.create_endpoint(endpoint).await?;
+            Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
+        }
+        None => Err(ApiError::NotFound("endpoint")),
+    }
+}
+
+pub async fn patch(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    ValidJson(input): ValidJson<EndpointPatch>,
+) -> Result<Json<EndpointOut>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let secret = match input.secret.as_deref() {
+        Some(text) => parse_secret(Some(text))?,
+        None => existing.secret.clone(),
+    };
+    let endpoint = Endpoint {
+        url: input.url.unwrap_or(existing.url.clone()),
+        description: input.description.unwrap_or(existing.description.clone()),
+        uid: input.uid.unwrap_or(existing.uid.clone()),
+        disabled: input.disabled.unwrap_or(existing.disabled),
+        event_types: input.event_types.unwrap_or(existing.event_types.clone()),
+        channels: input.channels.unwrap_or(existing.channels.clone()),
+        rate_limit: input.throttle_rate.unwrap_or(existing.rate_limit),
+        metadata: input.metadata.unwrap_or(existing.metadata.clone()),
+        version: input.version.unwrap_or(existing.version),
+        secret,
+        updated_at: now_millis(),
+        ..existing
+    };
+    check(&state, &endpoint)?;
+    Ok(Json(EndpointOut::from(
+        &state.store.update_endpoint(endpoint).await?,
+    )))
+}
+
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    state
+        .store
+        .delete_endpoint(&application.id, &endpoint.id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn get_secret(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+) -> Result<Json<EndpointSecretOut>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    Ok(Json(EndpointSecretOut {
+        key: endpoint.secret.to_wire(),
+    }))
+}
+
+/// Replaces the secret (with the given one or a new random one) and returns it.
+pub async fn rotate_secret(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<EndpointSecretOut>, ApiError> {
+    // Older clients send no body at all.
+    let input: EndpointSecretRotateIn = if body.iter().all(u8::is_ascii_whitespace) {
+        EndpointSecretRotateIn::default()
+    } else {
+        parse_json(&body)?
+    };
+    let application = find_app(&state, &app_key).await?;
+    let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let secret = parse_secret(input.key.as_deref())?;
+    let key = secret.to_wire();
+    state
+        .store
+        .update_endpoint(Endpoint {
+            secret,
+            updated_at: now_millis(),
+            ..existing
+        })
+        .await?;
+    Ok(Json(EndpointSecretOut { key }))
+}
+
+pub async fn get_headers(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+) -> Result<Json<EndpointHeadersOut>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    Ok(Json(EndpointHeadersOut {
+        headers: endpoint.headers,
+        sensitive: BTreeSet::new(),
+    }))
+}
+
+async fn store_headers(
+    state: &ApiState,
+    existing: Endpoint,
+    headers: BTreeMap<String, String>,
+) -> Result<StatusCode, ApiError> {
+    check_headers(&headers).map_err(|msg| ApiError::invalid("headers", msg))?;
+    state
+        .store
+        .update_endpoint(Endpoint {
+            headers,
+            updated_at: now_millis(),
+            ..existing
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn set_headers(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    ValidJson(input): ValidJson<EndpointHeadersIn>,
+) -> Result<StatusCode, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    store_headers(&state, existing, input.headers).await
+}
+
+pub async fn patch_headers(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    ValidJson(input): ValidJson<EndpointHeadersPatchIn>,
+) -> Result<StatusCode, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let mut headers = existing.headers.clone();
+    for (name, value) in input.headers {
+        match value {
+            Some(value) => headers.insert(name, value),
+            None => headers.remove(&name),
+        };
+    }
+    for name in input.delete_headers {
+        headers.remove(&name);
+    }
+    store_headers(&state, existing, headers).await
+}

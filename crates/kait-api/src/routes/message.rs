@@ -1,0 +1,143 @@
+//! `/api/v1/app/{app_id}/msg`: accepting and listing messages.
+//!
+//! Accepting a message writes it and one delivery per matching endpoint in one transaction;
+//! the `202` goes out only after that commit is synced. The dispatcher is woken by the store,
+//! never by this handler: ingest never calls an endpoint.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use kait_core::time::now_millis;
+use kait_core::validate::{self, Problems};
+use kait_core::{Message, MessageId};
+use kait_store::{MessageFilter, NewMessage};
+
+use super::find_app;
+use crate::extract::{ListQuery, ValidJson};
+use crate::wire::{ListResponse, MessageIn, MessageOut};
+use crate::{ApiError, ApiState};
+
+/// Longest `eventId` and `Idempotency-Key` accepted.
+const MAX_KEY_LEN: usize = 256;
+
+pub async fn create(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+    headers: HeaderMap,
+    ValidJson(input): ValidJson<MessageIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut problems = Problems::new();
+    problems.check("eventType", validate::event_type_name(&input.event_type));
+    if let Some(channels) = &input.channels {
+        problems.check("channels", validate::channels(channels.iter()));
+    }
+    if let Some(event_id) = &input.event_id {
+        problems.check(
+            "eventId",
+            if event_id.is_empty() || event_id.len() > MAX_KEY_LEN {
+                Err(format!("must be 1 to {MAX_KEY_LEN} characters long"))
+            } else {
+                Ok(())
+            },
+        );
+    }
+    problems.check(
+        "payload",
+        if input.payload.get().trim_start().starts_with('{') {
+            Ok(())
+        } else {
+            Err("must be a JSON object".into())
+        },
+    );
+    problems.into_result()?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => {
+            let key = value.to_str().map_err(|_| ApiError::BadRequest {
+                code: "invalid_idempotency_key",
+                detail: "Idempotency-Key must be visible ASCII".into(),
+            })?;
+            if key.is_empty() || key.len() > MAX_KEY_LEN {
+                return Err(ApiError::BadRequest {
+                    code: "invalid_idempotency_key",
+                    detail: format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} characters long"),
+                });
+            }
+            Some(key.to_owned())
+        }
+        None => None,
+    };
+
+    let application = find_app(&state, &app_key).await?;
+    let accepted = state
+        .store
+        .create_message(NewMessage {
+            message: Message {
+                id: MessageId::generate(),
+                app_id: application.id,
+                event_type: input.event_type,
+                event_id: input.event_id,
+                channels: input.channels,
+                payload: input.payload.get().to_owned(),
+                created_at: now_millis(),
+            },
+            idempotency_key,
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessageOut::new(accepted.message, true)),
+    ))
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<MessageOut>>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let filter = message_filter(&query)?;
+    let with_content = query.flag("with_content", true)?;
+    let page = state
+        .store
+        .list_messages(&application.id, filter, query.page()?)
+        .await?;
+    let data = page
+        .items
+        .into_iter()
+        .map(|message| MessageOut::new(message, with_content))
+        .collect();
+    Ok(Json(ListResponse::new(
+        data,
+        page.done,
+        |message: &MessageOut| message.id.clone(),
+    )))
+}
+
+/// The message filters shared by message and attempt listings.
+pub fn message_filter(query: &ListQuery) -> Result<MessageFilter, ApiError> {
+    Ok(MessageFilter {
+        event_types: query.list("event_types"),
+        channel: query.get("channel").map(str::to_owned),
+        before: query.time("before")?,
+        after: query.time("after")?,
+    })
+}
+
+/// `GET …/msg/{msg_id}`: by message id, or by the caller's `eventId`.
+pub async fn get(
+    State(state): State<ApiState>,
+    Path((app_key, msg_key)): Path<(String, String)>,
+    query: ListQuery,
+) -> Result<Json<MessageOut>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let message = state
+        .store
+        .get_message(&application.id, &msg_key)
+        .await?
+        .ok_or(ApiError::NotFound("message"))?;
+    Ok(Json(MessageOut::new(
+        message,
+        query.flag("with_content", true)?,
+    )))
+}

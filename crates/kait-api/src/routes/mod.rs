@@ -1,0 +1,132 @@
+//! The route table. Each module handles one Svix resource.
+
+mod application;
+mod attempt;
+mod endpoint;
+mod event_type;
+mod message;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use kait_core::{AppId, Application, Endpoint};
+
+use crate::{ApiError, ApiState};
+
+/// Routes that need no token.
+pub fn public() -> Router<ApiState> {
+    Router::new().route("/health", get(health))
+}
+
+/// Routes behind the admin token.
+pub fn protected() -> Router<ApiState> {
+    Router::new()
+        .route("/app", get(application::list).post(application::create))
+        .route(
+            "/app/{app_id}",
+            get(application::get)
+                .put(application::upsert)
+                .patch(application::patch)
+                .delete(application::delete),
+        )
+        .route(
+            "/event-type",
+            get(event_type::list).post(event_type::create),
+        )
+        .route(
+            "/event-type/{event_type_name}",
+            get(event_type::get)
+                .put(event_type::upsert)
+                .patch(event_type::patch)
+                .delete(event_type::delete),
+        )
+        .route(
+            "/app/{app_id}/endpoint",
+            get(endpoint::list).post(endpoint::create),
+        )
+        .route(
+            "/app/{app_id}/endpoint/{endpoint_id}",
+            get(endpoint::get)
+                .put(endpoint::upsert)
+                .patch(endpoint::patch)
+                .delete(endpoint::delete),
+        )
+        .route(
+            "/app/{app_id}/endpoint/{endpoint_id}/secret",
+            get(endpoint::get_secret),
+        )
+        .route(
+            "/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
+            post(endpoint::rotate_secret),
+        )
+        .route(
+            "/app/{app_id}/endpoint/{endpoint_id}/headers",
+            get(endpoint::get_headers)
+                .put(endpoint::set_headers)
+                .patch(endpoint::patch_headers),
+        )
+        .route(
+            "/app/{app_id}/endpoint/{endpoint_id}/msg",
+            get(attempt::list_endpoint_messages),
+        )
+        .route(
+            "/app/{app_id}/msg",
+            get(message::list).post(message::create),
+        )
+        .route("/app/{app_id}/msg/{msg_id}", get(message::get))
+        .route(
+            "/app/{app_id}/msg/{msg_id}/endpoint",
+            get(attempt::list_message_destinations),
+        )
+        .route(
+            "/app/{app_id}/msg/{msg_id}/attempt",
+            get(attempt::list_by_message),
+        )
+        .route(
+            "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
+            get(attempt::get),
+        )
+        .route(
+            "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
+            post(attempt::resend),
+        )
+        .route(
+            "/app/{app_id}/attempt/endpoint/{endpoint_id}",
+            get(attempt::list_by_endpoint),
+        )
+        .route(
+            "/app/{app_id}/attempt/msg/{msg_id}",
+            get(attempt::list_by_message),
+        )
+}
+
+/// `GET /api/v1/health`: 204 while the server can serve.
+async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+/// The application named by a path segment (its id or its `uid`).
+pub async fn find_app(state: &ApiState, key: &str) -> Result<Application, ApiError> {
+    state
+        .store
+        .get_application(key)
+        .await?
+        .ok_or(ApiError::NotFound("application"))
+}
+
+/// The endpoint named by a path segment (its id or its `uid`) within an application.
+pub async fn find_endpoint(
+    state: &ApiState,
+    app_id: &AppId,
+    key: &str,
+) -> Result<Endpoint, ApiError> {
+    state
+        .store
+        .get_endpoint(app_id, key)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))
+}

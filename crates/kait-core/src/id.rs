@@ -1,0 +1,152 @@
+//! Prefixed, time-sortable identifiers (`app_…`, `ep_…`, `msg_…`, `atmpt_…`).
+//!
+//! The body is a KSUID (4 bytes of seconds since 2014-05-13 plus 16 random bytes, base62,
+//! 27 characters), the same shape Svix uses, so ids sort roughly by creation time and look
+//! familiar to Svix client code. Ids are newtypes so that an endpoint id can never be passed
+//! where a message id is expected.
+
+use std::fmt;
+
+use rand::RngCore;
+
+/// KSUID epoch: 2014-05-13T16:53:20Z.
+const KSUID_EPOCH_SECONDS: i64 = 1_400_000_000;
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const KSUID_CHARS: usize = 27;
+
+/// Returns a new KSUID string for the given Unix time in seconds.
+pub fn ksuid_at(unix_seconds: i64) -> String {
+    let mut bytes = [0u8; 20];
+    let since_epoch = (unix_seconds - KSUID_EPOCH_SECONDS).clamp(0, u32::MAX as i64) as u32;
+    bytes[..4].copy_from_slice(&since_epoch.to_be_bytes());
+    rand::rng().fill_bytes(&mut bytes[4..]);
+    encode_base62(bytes)
+}
+
+/// Base62-encodes a 160-bit big-endian number into exactly 27 characters.
+fn encode_base62(mut number: [u8; 20]) -> String {
+    let mut out = [b'0'; KSUID_CHARS];
+    let mut position = KSUID_CHARS;
+    while number.iter().any(|&byte| byte != 0) && position > 0 {
+        // Long division of the whole number by 62; the remainder is the next digit.
+        let mut remainder: u32 = 0;
+        for byte in number.iter_mut() {
+            let accumulator = (remainder << 8) | u32::from(*byte);
+            *byte = (accumulator / 62) as u8;
+            remainder = accumulator % 62;
+        }
+        position -= 1;
+        out[position] = BASE62[remainder as usize];
+    }
+    String::from_utf8(out.to_vec()).expect("base62 digits are ASCII")
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A fresh id stamped with the current time.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, ksuid_at(chrono::Utc::now().timestamp())))
+            }
+
+            /// Wraps a string that is known to be an id of this kind (from the store).
+            pub fn from_trusted(value: String) -> Self {
+                Self(value)
+            }
+
+            /// Whether `value` has this id's prefix, so an API path segment can be told apart
+            /// from a caller-chosen `uid`.
+            pub fn has_prefix(value: &str) -> bool {
+                value.starts_with($prefix)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(&self.0)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// An application (tenant / consumer).
+    AppId,
+    "app_"
+);
+prefixed_id!(
+    /// A webhook endpoint of an application.
+    EndpointId,
+    "ep_"
+);
+prefixed_id!(
+    /// A message (one event sent to one application).
+    MessageId,
+    "msg_"
+);
+prefixed_id!(
+    /// One HTTP try of a delivery.
+    AttemptId,
+    "atmpt_"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_prefix_and_ksuid_length() {
+        let message_id = MessageId::generate();
+        assert!(message_id.as_str().starts_with("msg_"));
+        assert_eq!(message_id.as_str().len(), 4 + KSUID_CHARS);
+        assert!(
+            message_id.as_str()[4..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        );
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let ids: std::collections::HashSet<_> = (0..1000).map(|_| EndpointId::generate()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn ksuid_sorts_by_time() {
+        let earlier = ksuid_at(1_700_000_000);
+        let later = ksuid_at(1_700_000_001);
+        assert!(earlier < later, "{earlier} should sort before {later}");
+    }
+
+    #[test]
+    fn base62_of_known_values() {
+        assert_eq!(encode_base62([0; 20]), "0".repeat(27));
+        let mut one = [0u8; 20];
+        one[19] = 61;
+        assert_eq!(encode_base62(one), format!("{}z", "0".repeat(26)));
+        // The largest KSUID, as published by the KSUID reference implementation.
+        assert_eq!(encode_base62([0xff; 20]), "aWgEPTl1tmebfsQzFP4bxwgy80V");
+    }
+}

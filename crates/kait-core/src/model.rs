@@ -1,0 +1,157 @@
+//! The records Kait keeps: applications, event types, endpoints, messages, deliveries, attempts.
+//!
+//! These are the store's and the dispatcher's vocabulary. The API crate maps them to and from
+//! the Svix wire shapes; nothing here knows about JSON field names or HTTP.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::id::{AppId, AttemptId, EndpointId, MessageId};
+use crate::signing::Secret;
+use crate::time::Millis;
+
+/// A tenant: the consumer a set of endpoints and messages belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    pub id: AppId,
+    pub uid: Option<String>,
+    pub name: String,
+    pub rate_limit: Option<u16>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A named kind of event, e.g. `camera.motion.detected`. Archiving hides it from lists but
+/// keeps messages of that type flowing, as in Svix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventType {
+    pub name: String,
+    pub description: String,
+    pub archived: bool,
+    pub deprecated: bool,
+    pub schemas: Option<serde_json::Value>,
+    pub feature_flag: Option<String>,
+    pub group_name: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A subscriber's URL and how to call it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub app_id: AppId,
+    pub uid: Option<String>,
+    pub url: String,
+    pub description: String,
+    pub version: i32,
+    pub disabled: bool,
+    /// `None` receives every event type.
+    pub event_types: Option<BTreeSet<String>>,
+    /// `None` receives messages of every channel (and those with none).
+    pub channels: Option<BTreeSet<String>>,
+    /// Messages per second; `None` is unlimited.
+    pub rate_limit: Option<u16>,
+    pub metadata: BTreeMap<String, String>,
+    pub secret: Secret,
+    /// Extra headers sent with every webhook to this endpoint.
+    pub headers: BTreeMap<String, String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One event sent to one application. The payload is kept as the JSON text received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: MessageId,
+    pub app_id: AppId,
+    pub event_type: String,
+    pub event_id: Option<String>,
+    pub channels: Option<BTreeSet<String>>,
+    pub payload: String,
+    pub created_at: Millis,
+}
+
+/// Where a delivery (a message bound for one endpoint) stands. The numbers are Svix's
+/// `MessageStatus` and are stored as such.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    Success = 0,
+    Pending = 1,
+    Fail = 2,
+    Sending = 3,
+}
+
+impl DeliveryStatus {
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Success,
+            1 => Self::Pending,
+            2 => Self::Fail,
+            3 => Self::Sending,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Svix's `statusText`.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Pending => "pending",
+            Self::Fail => "fail",
+            Self::Sending => "sending",
+        }
+    }
+}
+
+/// Why an attempt was made (Svix's `MessageAttemptTriggerType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerType {
+    Scheduled = 0,
+    Manual = 1,
+}
+
+impl TriggerType {
+    pub fn from_code(code: i64) -> Self {
+        if code == 1 {
+            Self::Manual
+        } else {
+            Self::Scheduled
+        }
+    }
+
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+}
+
+/// The record of one HTTP try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub msg_id: MessageId,
+    pub endpoint_id: EndpointId,
+    pub app_id: AppId,
+    pub url: String,
+    /// `Success` or `Fail` for a finished try.
+    pub status: DeliveryStatus,
+    /// The HTTP status, or 0 when no response came (timeout, refused, blocked).
+    pub response_status_code: i32,
+    /// The response body (capped), or the reason no response came.
+    pub response: String,
+    pub response_duration_ms: i64,
+    pub trigger_type: TriggerType,
+    pub created_at: Millis,
+}
+
+/// A message's state at one endpoint, as listed by `/msg/{id}/endpoint`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryState {
+    pub endpoint: Endpoint,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<Millis>,
+}

@@ -1,0 +1,15 @@
+//! Kait's HTTP sender: the egress guard, the signed request, and what came of it.
+//!
+//! [`Sender::send`] takes one webhook (URL, body, signing key, custom headers), refuses targets
+//! the [`EgressPolicy`] forbids, signs the body per Standard Webhooks, POSTs it over a pooled
+//! keep-alive client that never follows redirects, and returns an [`AttemptResult`] with the
+//! status, the capped response body and the duration. Deciding whether to retry is the
+//! dispatcher's job; this crate only reports.
+
+pub mod guard;
+mod sender;
+
+pub use guard::{BlockedAddress, EgressPolicy};
+/// Header types used in [`Webhook`], so callers need not depend on the HTTP client.
+pub use reqwest::header;
+pub use sender::{AttemptResult, SendError, Sender, SenderConfig, Webhook};

@@ -1,0 +1,79 @@
+//! The dispatcher's endpoint cache.
+//!
+//! Loading the endpoint for every attempt would cost a store read per webhook; caching it
+//! forever would send with stale secrets or headers. Each entry remembers the store's endpoint
+//! epoch it was loaded at and is reloaded once the epoch has moved, which the store does
+//! before it acknowledges any endpoint change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kait_core::signing::SigningKey;
+use kait_core::{Endpoint, EndpointId};
+use kait_deliver::header::{HeaderMap, HeaderName, HeaderValue};
+use kait_store::{Store, StoreResult};
+
+/// An endpoint in the form an attempt needs it: key schedule and headers prepared once.
+pub struct PreparedEndpoint {
+    pub url: String,
+    pub disabled: bool,
+    pub signing_key: SigningKey,
+    pub headers: HeaderMap,
+}
+
+impl PreparedEndpoint {
+    fn new(endpoint: &Endpoint) -> Self {
+        let mut headers = HeaderMap::with_capacity(endpoint.headers.len());
+        for (name, value) in &endpoint.headers {
+            // Validated at the API; a header that still does not parse is skipped, not sent.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        Self {
+            url: endpoint.url.clone(),
+            disabled: endpoint.disabled,
+            signing_key: endpoint.secret.signing_key(),
+            headers,
+        }
+    }
+}
+
+pub struct EndpointCache {
+    store: Arc<dyn Store>,
+    entries: Mutex<HashMap<EndpointId, (u64, Arc<PreparedEndpoint>)>>,
+}
+
+impl EndpointCache {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The endpoint as it is now, or `None` if it was deleted.
+    pub async fn get(&self, id: &EndpointId) -> StoreResult<Option<Arc<PreparedEndpoint>>> {
+        // Read the epoch before loading: a change racing with the load moves the epoch past
+        // the one recorded, so the next call reloads.
+        let epoch = self.store.endpoint_epoch();
+        if let Some((cached_epoch, endpoint)) = self.entries.lock().expect("cache lock").get(id)
+            && *cached_epoch == epoch
+        {
+            return Ok(Some(endpoint.clone()));
+        }
+        let Some(endpoint) = self.store.get_endpoint_by_id(id).await? else {
+            self.entries.lock().expect("cache lock").remove(id);
+            return Ok(None);
+        };
+        let prepared = Arc::new(PreparedEndpoint::new(&endpoint));
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .insert(id.clone(), (epoch, prepared.clone()));
+        Ok(Some(prepared))
+    }
+}

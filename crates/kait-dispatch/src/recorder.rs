@@ -1,0 +1,37 @@
+//! Writes attempt outcomes to the store in batches.
+//!
+//! Attempt tasks hand their outcome over a channel; this task drains whatever has arrived and
+//! records it in one store call, so a burst of deliveries costs a few commits, not one each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kait_store::{Outcome, Store};
+use tokio::sync::mpsc;
+
+const MAX_OUTCOMES_PER_BATCH: usize = 2048;
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+const MAX_TRIES: u32 = 50;
+
+pub async fn run(store: Arc<dyn Store>, mut outcomes: mpsc::Receiver<Outcome>) {
+    let mut batch = Vec::with_capacity(MAX_OUTCOMES_PER_BATCH);
+    while outcomes.recv_many(&mut batch, MAX_OUTCOMES_PER_BATCH).await > 0 {
+        let pending: Arc<[Outcome]> = batch.drain(..).collect();
+        let mut tries = 0;
+        loop {
+            match store.record_outcomes(pending.clone()).await {
+                Ok(()) => break,
+                Err(error) if tries < MAX_TRIES => {
+                    tries += 1;
+                    tracing::error!(%error, tries, "recording attempt outcomes failed; retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                }
+                Err(error) => {
+                    // The deliveries stay `Sending` and are made due again on the next start.
+                    tracing::error!(%error, "giving up recording attempt outcomes");
+                    break;
+                }
+            }
+        }
+    }
+}

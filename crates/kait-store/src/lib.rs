@@ -1,0 +1,257 @@
+//! Kait's durable store: one [`Store`] trait, with the embedded SQLite implementation beside it.
+//!
+//! Everything above this crate (API, dispatcher) talks to `Arc<dyn Store>` and never sees SQL;
+//! only this crate writes SQL. A successful write returns only after its transaction has been
+//! committed and synced, so "acknowledged" always means "durable".
+//!
+//! The queue lives here too: a message and its deliveries (one per matching endpoint) are
+//! written in the same transaction, the dispatcher claims due deliveries in batches, and
+//! records each attempt's outcome, again in batches.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kait_core::time::Millis;
+use kait_core::{
+    AppId, Application, Attempt, AttemptId, DeliveryState, DeliveryStatus, Endpoint, EndpointId,
+    EventType, Message, MessageId, TriggerType,
+};
+
+pub mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A unique field (`uid`, event type name, `eventId`) is already taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The record to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The database failed; the operation had no effect.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store is shutting down or its writer stopped.
+    #[error("store is closed")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Sort order of a listing, Svix's `order` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Ascending,
+    Descending,
+}
+
+/// Which page of a listing to return. The iterator is an item's id (or name): the page
+/// starts after it, or before it when `reverse` is set (Svix's `prevIterator`).
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub iterator: Option<String>,
+    pub reverse: bool,
+    pub order: Order,
+}
+
+/// A page of results and whether more exist past its end.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub done: bool,
+}
+
+/// Filters for message listings.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub event_types: Option<Vec<String>>,
+    pub channel: Option<String>,
+    pub before: Option<Millis>,
+    pub after: Option<Millis>,
+}
+
+/// Filters for attempt listings.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    pub endpoint_id: Option<EndpointId>,
+    pub msg_id: Option<MessageId>,
+    pub status: Option<DeliveryStatus>,
+    pub event_types: Option<Vec<String>>,
+    pub channel: Option<String>,
+    pub before: Option<Millis>,
+    pub after: Option<Millis>,
+}
+
+/// A message to accept.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub message: Message,
+    /// The caller's `Idempotency-Key`: a repeat within the app returns the first message.
+    pub idempotency_key: Option<String>,
+}
+
+/// What accepting a message did.
+#[derive(Debug, Clone)]
+pub struct AcceptedMessage {
+    pub message: Message,
+    /// False when an `Idempotency-Key` matched and the earlier message was returned.
+    pub created: bool,
+    pub deliveries: usize,
+}
+
+/// A message's state at one endpoint, with the message (for `/endpoint/{id}/msg`).
+#[derive(Debug, Clone)]
+pub struct EndpointMessage {
+    pub message: Message,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<Millis>,
+}
+
+/// A delivery the dispatcher now owns until it records the outcome.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery_id: i64,
+    pub endpoint_id: EndpointId,
+    pub app_id: AppId,
+    pub msg_id: MessageId,
+    pub event_type: Arc<str>,
+    /// Shared between the deliveries of one message claimed together.
+    pub payload: Arc<str>,
+    pub attempts_made: u32,
+    pub trigger_type: TriggerType,
+}
+
+/// The result of a claim: what to send now, and when the next pending delivery falls due.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    pub deliveries: Vec<ClaimedDelivery>,
+    pub next_due_at: Option<Millis>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Delivered; nothing more to do.
+    Succeeded,
+    /// Failed; try again at this time.
+    RetryAt(Millis),
+    /// Failed and out of retries (or the endpoint is gone or disabled).
+    GiveUp,
+}
+
+/// One finished attempt to record.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub delivery_id: i64,
+    pub attempt: Attempt,
+    pub next: NextStep,
+}
+
+/// The one interface to durable state. Implementations must make every write durable before
+/// returning and must be safe to call from many tasks at once.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Applications.
+    async fn create_application(&self, application: Application) -> StoreResult<Application>;
+    /// Looks an application up by id, or by `uid` when the key is not an `app_` id.
+    async fn get_application(&self, id_or_uid: &str) -> StoreResult<Option<Application>>;
+    async fn list_applications(&self, page: PageRequest) -> StoreResult<Page<Application>>;
+    /// Replaces every field but id and `created_at`.
+    async fn update_application(&self, application: Application) -> StoreResult<Application>;
+    /// Deletes the application with its endpoints, messages, deliveries and attempts.
+    async fn delete_application(&self, id: &AppId) -> StoreResult<()>;
+
+    // Event types.
+    async fn create_event_type(&self, event_type: EventType) -> StoreResult<EventType>;
+    async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>>;
+    async fn list_event_types(
+        &self,
+        include_archived: bool,
+        page: PageRequest,
+    ) -> StoreResult<Page<EventType>>;
+    async fn update_event_type(&self, event_type: EventType) -> StoreResult<EventType>;
+    /// Removes an event type for good (archiving is an update).
+    async fn expunge_event_type(&self, name: &str) -> StoreResult<()>;
+
+    // Endpoints.
+    async fn create_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint>;
+    async fn get_endpoint(&self, app_id: &AppId, id_or_uid: &str) -> StoreResult<Option<Endpoint>>;
+    async fn get_endpoint_by_id(&self, id: &EndpointId) -> StoreResult<Option<Endpoint>>;
+    async fn list_endpoints(
+        &self,
+        app_id: &AppId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Endpoint>>;
+    async fn update_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint>;
+    /// Deletes an endpoint and its pending deliveries; its attempts stay in the log.
+    async fn delete_endpoint(&self, app_id: &AppId, id: &EndpointId) -> StoreResult<()>;
+    /// A number that changes whenever any endpoint changes, so the dispatcher's endpoint cache
+    /// can tell that it is stale before an attempt starts.
+    fn endpoint_epoch(&self) -> u64;
+
+    // Messages.
+    /// Writes the message and one pending delivery per matching endpoint in one transaction.
+    async fn create_message(&self, new_message: NewMessage) -> StoreResult<AcceptedMessage>;
+    async fn get_message(
+        &self,
+        app_id: &AppId,
+        id_or_event_id: &str,
+    ) -> StoreResult<Option<Message>>;
+    async fn list_messages(
+        &self,
+        app_id: &AppId,
+        filter: MessageFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Message>>;
+
+    // Deliveries and attempts.
+    /// Claims up to `limit` deliveries due at `now` (marking them `Sending`).
+    async fn claim_due(&self, now: Millis, limit: usize) -> StoreResult<Claim>;
+    /// Records finished attempts and moves their deliveries on, in one transaction. Shared so
+    /// that a caller can retry the same batch after an error without copying it.
+    async fn record_outcomes(&self, outcomes: Arc<[Outcome]>) -> StoreResult<()>;
+    /// Makes a delivery of `msg_id` to `endpoint_id` due now as a manual attempt, creating it
+    /// if the endpoint never had one.
+    async fn resend(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        endpoint_id: &EndpointId,
+    ) -> StoreResult<()>;
+    /// A handle that is notified whenever new deliveries fall due, so the dispatcher need
+    /// not poll.
+    fn due_signal(&self) -> Arc<tokio::sync::Notify>;
+
+    async fn list_attempts(
+        &self,
+        app_id: &AppId,
+        filter: AttemptFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Attempt>>;
+    async fn get_attempt(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        attempt_id: &AttemptId,
+    ) -> StoreResult<Option<Attempt>>;
+    /// The message's state at every endpoint it was bound for.
+    async fn list_delivery_states(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+    ) -> StoreResult<Vec<DeliveryState>>;
+    /// Messages bound for one endpoint, newest first, with their state there.
+    async fn list_endpoint_messages(
+        &self,
+        app_id: &AppId,
+        endpoint_id: &EndpointId,
+        status: Option<DeliveryStatus>,
+        page: PageRequest,
+    ) -> StoreResult<Page<EndpointMessage>>;
+
+    /// Counts deliveries by status (for health, metrics and tests).
+    async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
+}

@@ -1,0 +1,1118 @@
+//! The embedded store: one SQLite file in WAL mode under the data directory.
+//!
+//! Writes go through the writer thread's group commit ([`writer`]); reads use a small pool of
+//! read-only connections on blocking threads, which WAL lets run beside the writer. A lock file
+//! keeps a second process off the same data directory: the embedded mode is one node by
+//! design, which is also why deliveries left `Sending` by a crash are simply made due again
+//! when the store opens.
+
+mod paging;
+mod rows;
+mod schema;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kait_core::time::{Millis, now_millis};
+use kait_core::{
+    AppId, Application, Attempt, AttemptId, DeliveryState, DeliveryStatus, Endpoint, EndpointId,
+    EventType, MessageId, TriggerType,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+use tokio::sync::Notify;
+
+use self::paging::{Keyset, finish, where_clause};
+use self::writer::{WriteContext, WriterHandle, WriterSignals};
+use crate::{
+    AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, EndpointMessage, MessageFilter,
+    NewMessage, NextStep, Outcome, Page, PageRequest, Store, StoreError, StoreResult,
+};
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "kait.db";
+const LOCK_FILE: &str = "kait.lock";
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub data_dir: PathBuf,
+    /// `FULL` syncs the WAL on every commit (survives power loss); `NORMAL` only survives a
+    /// process crash. Kait uses `FULL`; tests of unrelated behaviour may relax it.
+    pub synchronous_full: bool,
+}
+
+impl SqliteOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            synchronous_full: true,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    writer: WriterHandle,
+    readers: Arc<ReaderPool>,
+    due: Arc<Notify>,
+    endpoint_epoch: Arc<AtomicU64>,
+    /// Held for the store's lifetime: the OS lock that keeps other processes out.
+    _lock: File,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn open_connection(&self) -> StoreResult<Connection> {
+        let connection = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(connection)
+    }
+
+    fn with_connection<T>(
+        &self,
+        body: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let pooled = self.idle.lock().expect("reader pool lock").pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => self.open_connection()?,
+        };
+        let result = body(&connection);
+        let mut idle = self.idle.lock().expect("reader pool lock");
+        if idle.len() < IDLE_READERS {
+            idle.push(connection);
+        }
+        result
+    }
+}
+
+fn configure(connection: &Connection, synchronous_full: bool) -> rusqlite::Result<()> {
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(
+        None,
+        "synchronous",
+        if synchronous_full { "FULL" } else { "NORMAL" },
+    )?;
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
+    connection.pragma_update(None, "cache_size", -16_000)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `options.data_dir`, migrates it, and makes
+    /// deliveries that a previous process left in flight due again.
+    pub fn open(options: SqliteOptions) -> StoreResult<Self> {
+        std::fs::create_dir_all(&options.data_dir).map_err(io_error)?;
+        let lock = File::create(options.data_dir.join(LOCK_FILE)).map_err(io_error)?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Database(format!(
+                "data directory {} is in use by another Kait process",
+                options.data_dir.display()
+            ))
+        })?;
+
+        let path = options.data_dir.join(DATABASE_FILE);
+        let mut connection = Connection::open(&path)?;
+        configure(&connection, options.synchronous_full)?;
+        schema::migrate(&mut connection)?;
+        let orphans = connection.execute(
+            "UPDATE delivery SET status = 1, due_at = ?1, updated_at = ?1 WHERE status = 3",
+            [now_millis()],
+        )?;
+        if orphans > 0 {
+            tracing::info!(
+                orphans,
+                "deliveries left in flight by the last run are due again"
+            );
+        }
+
+        let due = Arc::new(Notify::new());
+        let endpoint_epoch = Arc::new(AtomicU64::new(0));
+        let (writer, _thread) = writer::spawn(
+            connection,
+            WriterSignals {
+                due: due.clone(),
+                endpoint_epoch: endpoint_epoch.clone(),
+            },
+        )
+        .map_err(io_error)?;
+        Ok(Self {
+            writer,
+            readers: Arc::new(ReaderPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+            due,
+            endpoint_epoch,
+            _lock: lock,
+        })
+    }
+
+    pub fn database_path(data_dir: &Path) -> PathBuf {
+        data_dir.join(DATABASE_FILE)
+    }
+
+    async fn read<T, F>(&self, body: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with_connection(body))
+            .await
+            .map_err(|error| StoreError::Database(format!("reader task failed: {error}")))?
+    }
+}
+
+fn io_error(error: std::io::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+fn query_page<T>(
+    connection: &Connection,
+    sql: &str,
+    parameters: Vec<Value>,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement
+        .query_map(params_from_iter(parameters), map)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+fn application_by_key(connection: &Connection, key: &str) -> StoreResult<Option<Application>> {
+    let column = if AppId::has_prefix(key) { "id" } else { "uid" };
+    let sql = format!(
+        "SELECT {} FROM application WHERE {column} = ?1",
+        rows::APPLICATION_COLUMNS
+    );
+    Ok(connection
+        .prepare_cached(&sql)?
+        .query_row([key], rows::application)
+        .optional()?)
+}
+
+fn endpoint_by_key(
+    connection: &Connection,
+    app_id: &str,
+    key: &str,
+) -> StoreResult<Option<Endpoint>> {
+    let column = if EndpointId::has_prefix(key) {
+        "id"
+    } else {
+        "uid"
+    };
+    let sql = format!(
+        "SELECT {} FROM endpoint WHERE app_id = ?1 AND {column} = ?2",
+        rows::ENDPOINT_COLUMNS
+    );
+    Ok(connection
+        .prepare_cached(&sql)?
+        .query_row([app_id, key], rows::endpoint)
+        .optional()?)
+}
+
+fn message_by_seq(connection: &Connection, seq: i64) -> StoreResult<kait_core::Message> {
+    let sql = format!(
+        "SELECT {} FROM message m WHERE m.seq = ?1",
+        rows::MESSAGE_COLUMNS
+    );
+    Ok(connection
+        .prepare_cached(&sql)?
+        .query_row([seq], rows::message)?)
+}
+
+fn message_seq(connection: &Connection, app_id: &str, msg_id: &str) -> StoreResult<Option<i64>> {
+    Ok(connection
+        .prepare_cached("SELECT seq FROM message WHERE id = ?1 AND app_id = ?2")?
+        .query_row([msg_id, app_id], |row| row.get(0))
+        .optional()?)
+}
+
+fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> StoreResult<()> {
+    context
+        .connection
+        .prepare_cached(&format!(
+            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            rows::ENDPOINT_COLUMNS
+        ))?
+        .execute(params![
+            endpoint.id.as_str(),
+            endpoint.app_id.as_str(),
+            endpoint.uid,
+            endpoint.url,
+            endpoint.description,
+            endpoint.version,
+            endpoint.disabled,
+            rows::optional_set_json(&endpoint.event_types),
+            rows::optional_set_json(&endpoint.channels),
+            endpoint.rate_limit,
+            rows::to_json(&endpoint.metadata),
+            endpoint.secret.to_wire(),
+            rows::to_json(&endpoint.headers),
+            endpoint.created_at,
+            endpoint.updated_at,
+        ])
+        .map_err(|error| rows::conflict_on_unique(error, "an endpoint with this uid already exists"))?;
+    context.forget_endpoints_of(endpoint.app_id.as_str());
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_application(&self, application: Application) -> StoreResult<Application> {
+        self.writer
+            .write(move |context| {
+                context
+                    .connection
+                    .prepare_cached(&format!(
+                        "INSERT INTO application ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        rows::APPLICATION_COLUMNS
+                    ))?
+                    .execute(params![
+                        application.id.as_str(),
+                        application.uid,
+                        application.name,
+                        application.rate_limit,
+                        rows::to_json(&application.metadata),
+                        application.created_at,
+                        application.updated_at,
+                    ])
+                    .map_err(|error| {
+                        rows::conflict_on_unique(
+                            error,
+                            "an application with this uid already exists",
+                        )
+                    })?;
+                Ok(application)
+            })
+            .await
+    }
+
+    async fn get_application(&self, id_or_uid: &str) -> StoreResult<Option<Application>> {
+        let key = id_or_uid.to_owned();
+        self.read(move |connection| application_by_key(connection, &key))
+            .await
+    }
+
+    async fn list_applications(&self, page: PageRequest) -> StoreResult<Page<Application>> {
+        self.read(move |connection| {
+            let keyset = Keyset {
+                key_column: "id",
+                iterator_key: "?",
+                newest_first: false,
+            };
+            let mut parameters = Vec::new();
+            let page_sql = keyset.page_sql(&page, &mut parameters);
+            let sql = format!(
+                "SELECT {} FROM application {} ORDER BY {} LIMIT {}",
+                rows::APPLICATION_COLUMNS,
+                where_clause(std::slice::from_ref(&page_sql.condition)),
+                page_sql.order_by,
+                page_sql.limit
+            );
+            let items = query_page(connection, &sql, parameters, rows::application)?;
+            Ok(finish(items, &page, &page_sql))
+        })
+        .await
+    }
+
+    async fn update_application(&self, application: Application) -> StoreResult<Application> {
+        self.writer
+            .write(move |context| {
+                let changed = context
+                    .connection
+                    .prepare_cached(
+                        "UPDATE application SET uid = ?2, name = ?3, rate_limit = ?4, metadata = ?5, \
+                         updated_at = ?6 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        application.id.as_str(),
+                        application.uid,
+                        application.name,
+                        application.rate_limit,
+                        rows::to_json(&application.metadata),
+                        application.updated_at,
+                    ])
+                    .map_err(|error| {
+                        rows::conflict_on_unique(error, "an application with this uid already exists")
+                    })?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                application_by_key(context.connection, application.id.as_str())?
+                    .ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
+    async fn delete_application(&self, id: &AppId) -> StoreResult<()> {
+        let id = id.clone();
+        self.writer
+            .write(move |context| {
+                let connection = context.connection;
+                let changed = connection.execute("DELETE FROM application WHERE id = ?1", [id.as_str()])?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                connection.execute(
+                    "DELETE FROM delivery WHERE endpoint_id IN (SELECT id FROM endpoint WHERE app_id = ?1)",
+                    [id.as_str()],
+                )?;
+                connection.execute("DELETE FROM attempt WHERE app_id = ?1", [id.as_str()])?;
+                connection.execute("DELETE FROM idempotency_key WHERE app_id = ?1", [id.as_str()])?;
+                connection.execute("DELETE FROM message WHERE app_id = ?1", [id.as_str()])?;
+                connection.execute("DELETE FROM endpoint WHERE app_id = ?1", [id.as_str()])?;
+                context.forget_endpoints_of(id.as_str());
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_event_type(&self, event_type: EventType) -> StoreResult<EventType> {
+        self.writer
+            .write(move |context| {
+                context
+                    .connection
+                    .prepare_cached(&format!(
+                        "INSERT INTO event_type ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        rows::EVENT_TYPE_COLUMNS
+                    ))?
+                    .execute(params![
+                        event_type.name,
+                        event_type.description,
+                        event_type.archived,
+                        event_type.deprecated,
+                        event_type.schemas.as_ref().map(rows::to_json),
+                        event_type.feature_flag,
+                        event_type.group_name,
+                        event_type.created_at,
+                        event_type.updated_at,
+                    ])
+                    .map_err(|error| {
+                        rows::conflict_on_unique(
+                            error,
+                            "an event type with this name already exists",
+                        )
+                    })?;
+                Ok(event_type)
+            })
+            .await
+    }
+
+    async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>> {
+        let name = name.to_owned();
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(&format!(
+                    "SELECT {} FROM event_type WHERE name = ?1",
+                    rows::EVENT_TYPE_COLUMNS
+                ))?
+                .query_row([name], rows::event_type)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_event_types(
+        &self,
+        include_archived: bool,
+        page: PageRequest,
+    ) -> StoreResult<Page<EventType>> {
+        self.read(move |connection| {
+            let keyset = Keyset {
+                key_column: "name",
+                iterator_key: "?",
+                newest_first: false,
+            };
+            let mut parameters = Vec::new();
+            let page_sql = keyset.page_sql(&page, &mut parameters);
+            let archived = if include_archived {
+                String::new()
+            } else {
+                "archived = 0".to_owned()
+            };
+            let sql = format!(
+                "SELECT {} FROM event_type {} ORDER BY {} LIMIT {}",
+                rows::EVENT_TYPE_COLUMNS,
+                where_clause(&[archived, page_sql.condition.clone()]),
+                page_sql.order_by,
+                page_sql.limit
+            );
+            let items = query_page(connection, &sql, parameters, rows::event_type)?;
+            Ok(finish(items, &page, &page_sql))
+        })
+        .await
+    }
+
+    async fn update_event_type(&self, event_type: EventType) -> StoreResult<EventType> {
+        self.writer
+            .write(move |context| {
+                let changed = context
+                    .connection
+                    .prepare_cached(
+                        "UPDATE event_type SET description = ?2, archived = ?3, deprecated = ?4, \
+                         schemas = ?5, feature_flag = ?6, group_name = ?7, updated_at = ?8 WHERE name = ?1",
+                    )?
+                    .execute(params![
+                        event_type.name,
+                        event_type.description,
+                        event_type.archived,
+                        event_type.deprecated,
+                        event_type.schemas.as_ref().map(rows::to_json),
+                        event_type.feature_flag,
+                        event_type.group_name,
+                        event_type.updated_at,
+                    ])?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(event_type)
+            })
+            .await
+    }
+
+    async fn expunge_event_type(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |context| {
+                let changed = context
+                    .connection
+                    .execute("DELETE FROM event_type WHERE name = ?1", [name])?;
+                if changed == 0 {
+                    Err(StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn create_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint> {
+        self.writer
+            .write(move |context| {
+                insert_endpoint(context, &endpoint)?;
+                Ok(endpoint)
+            })
+            .await
+    }
+
+    async fn get_endpoint(&self, app_id: &AppId, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+        let (app_id, key) = (app_id.clone(), id_or_uid.to_owned());
+        self.read(move |connection| endpoint_by_key(connection, app_id.as_str(), &key))
+            .await
+    }
+
+    async fn get_endpoint_by_id(&self, id: &EndpointId) -> StoreResult<Option<Endpoint>> {
+        let id = id.clone();
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(&format!(
+                    "SELECT {} FROM endpoint WHERE id = ?1",
+                    rows::ENDPOINT_COLUMNS
+                ))?
+                .query_row([id.as_str()], rows::endpoint)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_endpoints(
+        &self,
+        app_id: &AppId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Endpoint>> {
+        let app_id = app_id.clone();
+        self.read(move |connection| {
+            let keyset = Keyset {
+                key_column: "id",
+                iterator_key: "?",
+                newest_first: false,
+            };
+            let mut parameters = vec![Value::Text(app_id.into_string())];
+            let page_sql = keyset.page_sql(&page, &mut parameters);
+            let sql = format!(
+                "SELECT {} FROM endpoint {} ORDER BY {} LIMIT {}",
+                rows::ENDPOINT_COLUMNS,
+                where_clause(&["app_id = ?".to_owned(), page_sql.condition.clone()]),
+                page_sql.order_by,
+                page_sql.limit
+            );
+            let items = query_page(connection, &sql, parameters, rows::endpoint)?;
+            Ok(finish(items, &page, &page_sql))
+        })
+        .await
+    }
+
+    async fn update_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint> {
+        self.writer
+            .write(move |context| {
+                let changed = context
+                    .connection
+                    .prepare_cached(
+                        "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5, version = ?6, \
+                         disabled = ?7, event_types = ?8, channels = ?9, rate_limit = ?10, metadata = ?11, \
+                         secret = ?12, headers = ?13, updated_at = ?14 WHERE id = ?1 AND app_id = ?2",
+                    )?
+                    .execute(params![
+                        endpoint.id.as_str(),
+                        endpoint.app_id.as_str(),
+                        endpoint.uid,
+                        endpoint.url,
+                        endpoint.description,
+                        endpoint.version,
+                        endpoint.disabled,
+                        rows::optional_set_json(&endpoint.event_types),
+                        rows::optional_set_json(&endpoint.channels),
+                        endpoint.rate_limit,
+                        rows::to_json(&endpoint.metadata),
+                        endpoint.secret.to_wire(),
+                        rows::to_json(&endpoint.headers),
+                        endpoint.updated_at,
+                    ])
+                    .map_err(|error| {
+                        rows::conflict_on_unique(error, "an endpoint with this uid already exists")
+                    })?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                context.forget_endpoints_of(endpoint.app_id.as_str());
+                Ok(endpoint)
+            })
+            .await
+    }
+
+    async fn delete_endpoint(&self, app_id: &AppId, id: &EndpointId) -> StoreResult<()> {
+        let (app_id, id) = (app_id.clone(), id.clone());
+        self.writer
+            .write(move |context| {
+                let changed = context.connection.execute(
+                    "DELETE FROM endpoint WHERE id = ?1 AND app_id = ?2",
+                    [id.as_str(), app_id.as_str()],
+                )?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                context
+                    .connection
+                    .execute("DELETE FROM delivery WHERE endpoint_id = ?1", [id.as_str()])?;
+                context.forget_endpoints_of(app_id.as_str());
+                Ok(())
+            })
+            .await
+    }
+
+    fn endpoint_epoch(&self) -> u64 {
+        self.endpoint_epoch.load(Ordering::SeqCst)
+    }
+
+    async fn create_message(&self, new_message: NewMessage) -> StoreResult<AcceptedMessage> {
+        self.writer
+            .write(move |context| {
+                let NewMessage {
+                    message,
+                    idempotency_key,
+                } = new_message;
+                let app_id = message.app_id.as_str();
+                if let Some(key) = &idempotency_key {
+                    let earlier: Option<i64> = context
+                        .connection
+                        .prepare_cached(
+                            "SELECT msg_seq FROM idempotency_key WHERE app_id = ?1 AND key = ?2",
+                        )?
+                        .query_row([app_id, key.as_str()], |row| row.get(0))
+                        .optional()?;
+                    if let Some(seq) = earlier {
+                        return Ok(AcceptedMessage {
+                            message: message_by_seq(context.connection, seq)?,
+                            created: false,
+                            deliveries: 0,
+                        });
+                    }
+                }
+                let seq: i64 = context
+                    .connection
+                    .prepare_cached(
+                        "INSERT INTO message (id, app_id, event_type, event_id, channels, payload, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
+                    )?
+                    .query_row(
+                        params![
+                            message.id.as_str(),
+                            app_id,
+                            message.event_type,
+                            message.event_id,
+                            rows::optional_set_json(&message.channels),
+                            message.payload,
+                            message.created_at,
+                        ],
+                        |row| row.get(0),
+                    )
+                    .map_err(|error| {
+                        rows::conflict_on_unique(error, "a message with this eventId already exists")
+                    })?;
+                if let Some(key) = &idempotency_key {
+                    context
+                        .connection
+                        .prepare_cached(
+                            "INSERT INTO idempotency_key (app_id, key, msg_seq, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![app_id, key, seq, message.created_at])?;
+                }
+                let endpoints = context.endpoints_of(app_id)?;
+                let mut insert = context.connection.prepare_cached(
+                    "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at) \
+                     VALUES (?1, ?2, 1, ?3, ?3)",
+                )?;
+                let mut deliveries = 0;
+                for endpoint in endpoints.iter().filter(|endpoint| {
+                    kait_core::filter::endpoint_matches(
+                        endpoint,
+                        &message.event_type,
+                        message.channels.as_ref(),
+                    )
+                }) {
+                    insert.execute(params![seq, endpoint.id.as_str(), message.created_at])?;
+                    deliveries += 1;
+                }
+                if deliveries > 0 {
+                    context.deliveries_became_due = true;
+                }
+                Ok(AcceptedMessage {
+                    message,
+                    created: true,
+                    deliveries,
+                })
+            })
+            .await
+    }
+
+    async fn get_message(
+        &self,
+        app_id: &AppId,
+        id_or_event_id: &str,
+    ) -> StoreResult<Option<kait_core::Message>> {
+        let (app_id, key) = (app_id.clone(), id_or_event_id.to_owned());
+        self.read(move |connection| {
+            let column = if MessageId::has_prefix(&key) {
+                "id"
+            } else {
+                "event_id"
+            };
+            let sql = format!(
+                "SELECT {} FROM message m WHERE m.app_id = ?1 AND m.{column} = ?2",
+                rows::MESSAGE_COLUMNS
+            );
+            Ok(connection
+                .prepare_cached(&sql)?
+                .query_row([app_id.as_str(), key.as_str()], rows::message)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        app_id: &AppId,
+        filter: MessageFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<kait_core::Message>> {
+        let app_id = app_id.clone();
+        self.read(move |connection| {
+            let mut parameters = vec![Value::Text(app_id.into_string())];
+            let mut conditions = vec!["m.app_id = ?".to_owned()];
+            message_conditions(&filter, "m", &mut conditions, &mut parameters);
+            let keyset = Keyset {
+                key_column: "m.seq",
+                iterator_key: "(SELECT seq FROM message WHERE id = ?)",
+                newest_first: true,
+            };
+            let page_sql = keyset.page_sql(&page, &mut parameters);
+            conditions.push(page_sql.condition.clone());
+            let sql = format!(
+                "SELECT {} FROM message m {} ORDER BY {} LIMIT {}",
+                rows::MESSAGE_COLUMNS,
+                where_clause(&conditions),
+                page_sql.order_by,
+                page_sql.limit
+            );
+            let items = query_page(connection, &sql, parameters, rows::message)?;
+            Ok(finish(items, &page, &page_sql))
+        })
+        .await
+    }
+
+    async fn claim_due(&self, now: Millis, limit: usize) -> StoreResult<Claim> {
+        self.writer
+            .write(move |context| {
+                let connection = context.connection;
+                let mut claim = connection.prepare_cached(
+                    "UPDATE delivery SET status = 3, updated_at = ?1 WHERE id IN \
+                     (SELECT id FROM delivery WHERE status = 1 AND due_at <= ?1 ORDER BY due_at LIMIT ?2) \
+                     RETURNING id, msg_seq, endpoint_id, attempts, trigger_type",
+                )?;
+                let claimed = claim
+                    .query_map(params![now, limit as i64], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, u32>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+
+                let mut message_lookup = connection.prepare_cached(
+                    "SELECT id, app_id, event_type, payload FROM message WHERE seq = ?1",
+                )?;
+                // One message fans out to many endpoints: load each payload once per claim.
+                let mut messages: std::collections::HashMap<i64, (MessageId, AppId, Arc<str>, Arc<str>)> =
+                    std::collections::HashMap::new();
+                let mut deliveries = Vec::with_capacity(claimed.len());
+                for (delivery_id, msg_seq, endpoint_id, attempts_made, trigger_type) in claimed {
+                    let loaded = match messages.entry(msg_seq) {
+                        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(entry) => {
+                            entry.insert(message_lookup.query_row([msg_seq], |row| {
+                                Ok((
+                                    MessageId::from_trusted(row.get(0)?),
+                                    AppId::from_trusted(row.get(1)?),
+                                    Arc::<str>::from(row.get::<_, String>(2)?),
+                                    Arc::<str>::from(row.get::<_, String>(3)?),
+                                ))
+                            })?)
+                        }
+                    };
+                    let (msg_id, app_id, event_type, payload) = &*loaded;
+                    deliveries.push(ClaimedDelivery {
+                        delivery_id,
+                        endpoint_id: EndpointId::from_trusted(endpoint_id),
+                        app_id: app_id.clone(),
+                        msg_id: msg_id.clone(),
+                        event_type: event_type.clone(),
+                        payload: payload.clone(),
+                        attempts_made,
+                        trigger_type: TriggerType::from_code(trigger_type),
+                    });
+                }
+                let next_due_at: Option<Millis> = connection
+                    .prepare_cached("SELECT MIN(due_at) FROM delivery WHERE status = 1")?
+                    .query_row([], |row| row.get(0))?;
+                Ok(Claim {
+                    deliveries,
+                    next_due_at,
+                })
+            })
+            .await
+    }
+
+    async fn record_outcomes(&self, outcomes: Arc<[Outcome]>) -> StoreResult<()> {
+        self.writer
+            .write(move |context| {
+                let connection = context.connection;
+                let mut advance = connection.prepare_cached(
+                    "UPDATE delivery SET status = ?2, attempts = attempts + 1, due_at = ?3, updated_at = ?4 \
+                     WHERE id = ?1 AND status = 3 RETURNING msg_seq",
+                )?;
+                let mut insert_attempt = connection.prepare_cached(
+                    "INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
+                     response_status_code, response, response_duration_ms, trigger_type, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?;
+                let mut retried = false;
+                for outcome in outcomes.iter() {
+                    let (status, due_at) = match outcome.next {
+                        NextStep::Succeeded => (DeliveryStatus::Success, None),
+                        NextStep::RetryAt(due_at) => {
+                            retried = true;
+                            (DeliveryStatus::Pending, Some(due_at))
+                        }
+                        NextStep::GiveUp => (DeliveryStatus::Fail, None),
+                    };
+                    let attempt = &outcome.attempt;
+                    let msg_seq: Option<i64> = advance
+                        .query_row(
+                            params![outcome.delivery_id, status.code(), due_at, attempt.created_at],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    // No row: the endpoint was deleted while the attempt ran; nothing to log.
+                    let Some(msg_seq) = msg_seq else { continue };
+                    insert_attempt.execute(params![
+                        attempt.id.as_str(),
+                        msg_seq,
+                        attempt.msg_id.as_str(),
+                        attempt.endpoint_id.as_str(),
+                        attempt.app_id.as_str(),
+                        attempt.url,
+                        attempt.status.code(),
+                        attempt.response_status_code,
+                        attempt.response,
+                        attempt.response_duration_ms,
+                        attempt.trigger_type.code(),
+                        attempt.created_at,
+                    ])?;
+                }
+                if retried {
+                    context.deliveries_became_due = true;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn resend(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        endpoint_id: &EndpointId,
+    ) -> StoreResult<()> {
+        let (app_id, msg_id, endpoint_id) = (app_id.clone(), msg_id.clone(), endpoint_id.clone());
+        self.writer
+            .write(move |context| {
+                let connection = context.connection;
+                let seq = message_seq(connection, app_id.as_str(), msg_id.as_str())?
+                    .ok_or(StoreError::NotFound)?;
+                let now = now_millis();
+                // A delivery already in flight is left alone: it is being sent right now.
+                connection
+                    .prepare_cached(
+                        "INSERT INTO delivery (msg_seq, endpoint_id, status, attempts, due_at, trigger_type, updated_at) \
+                         VALUES (?1, ?2, 1, 0, ?3, 1, ?3) \
+                         ON CONFLICT (msg_seq, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
+                         due_at = ?3, trigger_type = 1, updated_at = ?3 WHERE status <> 3",
+                    )?
+                    .execute(params![seq, endpoint_id.as_str(), now])?;
+                context.deliveries_became_due = true;
+                Ok(())
+            })
+            .await
+    }
+
+    fn due_signal(&self) -> Arc<Notify> {
+        self.due.clone()
+    }
+
+    async fn list_attempts(
+        &self,
+        app_id: &AppId,
+        filter: AttemptFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Attempt>> {
+        let app_id = app_id.clone();
+        self.read(move |connection| {
+            let mut parameters = vec![Value::Text(app_id.into_string())];
+            let mut conditions = vec!["a.app_id = ?".to_owned()];
+            if let Some(endpoint_id) = filter.endpoint_id {
+                conditions.push("a.endpoint_id = ?".to_owned());
+                parameters.push(Value::Text(endpoint_id.into_string()));
+            }
+            if let Some(msg_id) = filter.msg_id {
+                conditions.push("a.msg_id = ?".to_owned());
+                parameters.push(Value::Text(msg_id.into_string()));
+            }
+            if let Some(status) = filter.status {
+                conditions.push("a.status = ?".to_owned());
+                parameters.push(Value::Integer(status.code()));
+            }
+            let message_filter = MessageFilter {
+                event_types: filter.event_types,
+                channel: filter.channel,
+                before: None,
+                after: None,
+            };
+            let needs_message =
+                message_filter.event_types.is_some() || message_filter.channel.is_some();
+            message_conditions(&message_filter, "m", &mut conditions, &mut parameters);
+            if let Some(before) = filter.before {
+                conditions.push("a.created_at < ?".to_owned());
+                parameters.push(Value::Integer(before));
+            }
+            if let Some(after) = filter.after {
+                conditions.push("a.created_at > ?".to_owned());
+                parameters.push(Value::Integer(after));
+            }
+            let keyset = Keyset {
+                key_column: "a.seq",
+                iterator_key: "(SELECT seq FROM attempt WHERE id = ?)",
+                newest_first: true,
+            };
+            let page_sql = keyset.page_sql(&page, &mut parameters);
+            conditions.push(page_sql.condition.clone());
+            let join = if needs_message {
+                "JOIN message m ON m.seq = a.msg_seq"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT {} FROM attempt a {join} {} ORDER BY {} LIMIT {}",
+                rows::ATTEMPT_COLUMNS,
+                where_clause(&conditions),
+                page_sql.order_by,
+                page_sql.limit
+            );
+            let items = query_page(connection, &sql, parameters, rows::attempt)?;
+            Ok(finish(items, &page, &page_sql))
+        })
+        .await
+    }
+
+    async fn get_attempt(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        attempt_id: &AttemptId,
+    ) -> StoreResult<Option<Attempt>> {
+        let (app_id, msg_id, attempt_id) = (app_id.clone(), msg_id.clone(), attempt_id.clone());
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(&format!(
+                    "SELECT {} FROM attempt a WHERE a.id = ?1 AND a.app_id = ?2 AND a.msg_id = ?3",
+                    rows::ATTEMPT_COLUMNS
+                ))?
+                .query_row(
+                    [attempt_id.as_str(), app_id.as_str(), msg_id.as_str()],
+                    rows::attempt,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_delivery_states(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+    ) -> StoreResult<Vec<DeliveryState>> {
+        let (app_id, msg_id) = (app_id.clone(), msg_id.clone());
+        self.read(move |connection| {
+            let Some(seq) = message_seq(connection, app_id.as_str(), msg_id.as_str())? else {
+                return Err(StoreError::NotFound);
+            };
+            let sql = format!(
+                "SELECT d.status, d.due_at, {} FROM delivery d JOIN endpoint e ON e.id = d.endpoint_id \
+                 WHERE d.msg_seq = ?1 ORDER BY e.id",
+                rows::ENDPOINT_COLUMNS_E
+            );
+            let states = connection
+                .prepare_cached(&sql)?
+                .query_map([seq], |row| {
+                    let status = rows::delivery_status(row, 0)?;
+                    Ok(DeliveryState {
+                        status,
+                        next_attempt_at: if status == DeliveryStatus::Pending { row.get(1)? } else { None },
+                        endpoint: rows::endpoint_at(row, 2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(states)
+        })
+        .await
+    }
+
+    async fn list_endpoint_messages(
+        &self,
+        app_id: &AppId,
+        endpoint_id: &EndpointId,
+        status: Option<DeliveryStatus>,
+        page: PageRequest,
+    ) -> StoreResult<Page<EndpointMessage>> {
+        let (app_id, endpoint_id) = (app_id.clone(), endpoint_id.clone());
+        self.read(move |connection| {
+            let mut parameters = vec![
+                Value::Text(endpoint_id.into_string()),
+                Value::Text(app_id.into_string()),
+            ];
+            let mut conditions = vec!["d.endpoint_id = ?".to_owned(), "m.app_id = ?".to_owned()];
+            if let Some(status) = status {
+                conditions.push("d.status = ?".to_owned());
+                parameters.push(Value::Integer(status.code()));
+            }
+            let keyset = Keyset {
+                key_column: "d.msg_seq",
+                iterator_key: "(SELECT seq FROM message WHERE id = ?)",
+                newest_first: true,
+            };
+            let page_sql = keyset.page_sql(&page, &mut parameters);
+            conditions.push(page_sql.condition.clone());
+            let sql = format!(
+                "SELECT {}, d.status, d.due_at FROM delivery d JOIN message m ON m.seq = d.msg_seq {} \
+                 ORDER BY {} LIMIT {}",
+                rows::MESSAGE_COLUMNS,
+                where_clause(&conditions),
+                page_sql.order_by,
+                page_sql.limit
+            );
+            let items = query_page(connection, &sql, parameters, |row| {
+                let status = rows::delivery_status(row, 7)?;
+                Ok(EndpointMessage {
+                    message: rows::message(row)?,
+                    status,
+                    next_attempt_at: if status == DeliveryStatus::Pending { row.get(8)? } else { None },
+                })
+            })?;
+            Ok(finish(items, &page, &page_sql))
+        })
+        .await
+    }
+
+    async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>> {
+        self.read(|connection| {
+            let counts = connection
+                .prepare_cached(
+                    "SELECT status, COUNT(*) FROM delivery GROUP BY status ORDER BY status",
+                )?
+                .query_map([], |row| {
+                    Ok((rows::delivery_status(row, 0)?, row.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(counts)
+        })
+        .await
+    }
+}
+
+/// Conditions on the message table (alias `alias`) for event types, channel and time.
+fn message_conditions(
+    filter: &MessageFilter,
+    alias: &str,
+    conditions: &mut Vec<String>,
+    parameters: &mut Vec<Value>,
+) {
+    if let Some(event_types) = &filter.event_types
+        && !event_types.is_empty()
+    {
+        let placeholders = vec!["?"; event_types.len()].join(", ");
+        conditions.push(format!("{alias}.event_type IN ({placeholders})"));
+        parameters.extend(event_types.iter().cloned().map(Value::Text));
+    }
+    if let Some(channel) = &filter.channel {
+        conditions.push(format!(
+            "EXISTS (SELECT 1 FROM json_each({alias}.channels) WHERE json_each.value = ?)"
+        ));
+        parameters.push(Value::Text(channel.clone()));
+    }
+    if let Some(before) = filter.before {
+        conditions.push(format!("{alias}.created_at < ?"));
+        parameters.push(Value::Integer(before));
+    }
+    if let Some(after) = filter.after {
+        conditions.push(format!("{alias}.created_at > ?"));
+        parameters.push(Value::Integer(after));
+    }
+}

@@ -1,0 +1,79 @@
+//! Keyset pagination shared by every listing.
+//!
+//! A page starts after the iterator's key (or before it, for a `prevIterator`), so pages stay
+//! stable while rows are added and cost an index seek whatever the page number.
+
+use rusqlite::types::Value;
+
+use crate::{Order, PageRequest};
+
+/// How one listing is keyed: its key column and how an iterator maps to a key value.
+pub struct Keyset {
+    /// The column rows are ordered by, e.g. `m.seq`.
+    pub key_column: &'static str,
+    /// SQL yielding the key of the iterator's row, with one `?` for the iterator text;
+    /// `"?"` when the iterator is the key itself.
+    pub iterator_key: &'static str,
+    /// Whether the natural order is newest first.
+    pub newest_first: bool,
+}
+
+/// The pieces a listing adds to its query.
+pub struct PageSql {
+    /// A condition to AND into the `WHERE` clause (or empty).
+    pub condition: String,
+    pub order_by: String,
+    pub limit: i64,
+    /// Whether the fetched rows must be reversed to come out in the listing's order.
+    pub reverse_rows: bool,
+}
+
+impl Keyset {
+    pub fn page_sql(&self, page: &PageRequest, parameters: &mut Vec<Value>) -> PageSql {
+        let descending = self.newest_first ^ (page.order == Order::Descending);
+        // Reading backwards (from a prevIterator) flips both the comparison and the order.
+        let scan_descending = descending ^ page.reverse;
+        let condition = match &page.iterator {
+            Some(iterator) => {
+                parameters.push(Value::Text(iterator.clone()));
+                let comparison = if scan_descending { "<" } else { ">" };
+                format!("{} {} {}", self.key_column, comparison, self.iterator_key)
+            }
+            None => String::new(),
+        };
+        PageSql {
+            condition,
+            order_by: format!(
+                "{} {}",
+                self.key_column,
+                if scan_descending { "DESC" } else { "ASC" }
+            ),
+            limit: page.limit as i64 + 1,
+            reverse_rows: page.reverse,
+        }
+    }
+}
+
+/// Joins conditions with `AND`, skipping empty ones, into a `WHERE` clause.
+pub fn where_clause(conditions: &[String]) -> String {
+    let present: Vec<&str> = conditions
+        .iter()
+        .map(String::as_str)
+        .filter(|condition| !condition.is_empty())
+        .collect();
+    if present.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", present.join(" AND "))
+    }
+}
+
+/// Cuts the extra row used to detect `done`, and restores the listing order.
+pub fn finish<T>(mut rows: Vec<T>, page: &PageRequest, sql: &PageSql) -> crate::Page<T> {
+    let done = rows.len() <= page.limit;
+    rows.truncate(page.limit);
+    if sql.reverse_rows {
+        rows.reverse();
+    }
+    crate::Page { items: rows, done }
+}

@@ -1,0 +1,165 @@
+//! Mapping between SQLite rows and the domain records, and the column lists that go with them.
+//!
+//! Sets and maps are stored as JSON text; ids as text; times as integer milliseconds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kait_core::signing::Secret;
+use kait_core::{
+    AppId, Application, Attempt, AttemptId, DeliveryStatus, Endpoint, EndpointId, EventType,
+    Message, MessageId, TriggerType,
+};
+use rusqlite::Row;
+
+use crate::StoreError;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+/// Turns a unique-constraint violation into a `Conflict` with the given text.
+pub fn conflict_on_unique(error: rusqlite::Error, what: &str) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what.to_owned()),
+        _ => error.into(),
+    }
+}
+
+pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("maps and sets of strings serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(index: usize, text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, error.into())
+    })
+}
+
+fn optional_json<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<Option<T>> {
+    match row.get::<_, Option<String>>(index)? {
+        Some(text) => from_json(index, &text).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub fn optional_set_json(set: &Option<BTreeSet<String>>) -> Option<String> {
+    set.as_ref().map(to_json)
+}
+
+pub const APPLICATION_COLUMNS: &str = "id, uid, name, rate_limit, metadata, created_at, updated_at";
+
+pub fn application(row: &Row<'_>) -> rusqlite::Result<Application> {
+    Ok(Application {
+        id: AppId::from_trusted(row.get(0)?),
+        uid: row.get(1)?,
+        name: row.get(2)?,
+        rate_limit: row.get(3)?,
+        metadata: from_json(4, &row.get::<_, String>(4)?)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+    })
+}
+
+pub const EVENT_TYPE_COLUMNS: &str = "name, description, archived, deprecated, schemas, \
+     feature_flag, group_name, created_at, updated_at";
+
+pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
+    Ok(EventType {
+        name: row.get(0)?,
+        description: row.get(1)?,
+        archived: row.get(2)?,
+        deprecated: row.get(3)?,
+        schemas: optional_json(row, 4)?,
+        feature_flag: row.get(5)?,
+        group_name: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+    })
+}
+
+pub const ENDPOINT_COLUMNS: &str = "id, app_id, uid, url, description, version, disabled, \
+     event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at";
+
+/// The same columns qualified with the `e` alias, for joins.
+pub const ENDPOINT_COLUMNS_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
+     e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
+     e.created_at, e.updated_at";
+
+pub fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
+    endpoint_at(row, 0)
+}
+
+pub fn endpoint_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Endpoint> {
+    let secret_text: String = row.get(base + 11)?;
+    let secret = Secret::parse_lenient(&secret_text).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(
+            base + 11,
+            rusqlite::types::Type::Text,
+            error.into(),
+        )
+    })?;
+    Ok(Endpoint {
+        id: EndpointId::from_trusted(row.get(base)?),
+        app_id: AppId::from_trusted(row.get(base + 1)?),
+        uid: row.get(base + 2)?,
+        url: row.get(base + 3)?,
+        description: row.get(base + 4)?,
+        version: row.get(base + 5)?,
+        disabled: row.get(base + 6)?,
+        event_types: optional_json(row, base + 7)?,
+        channels: optional_json(row, base + 8)?,
+        rate_limit: row.get(base + 9)?,
+        metadata: from_json::<BTreeMap<String, String>>(
+            base + 10,
+            &row.get::<_, String>(base + 10)?,
+        )?,
+        secret,
+        headers: from_json(base + 12, &row.get::<_, String>(base + 12)?)?,
+        created_at: row.get(base + 13)?,
+        updated_at: row.get(base + 14)?,
+    })
+}
+
+pub const MESSAGE_COLUMNS: &str =
+    "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.payload, m.created_at";
+
+pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: MessageId::from_trusted(row.get(0)?),
+        app_id: AppId::from_trusted(row.get(1)?),
+        event_type: row.get(2)?,
+        event_id: row.get(3)?,
+        channels: optional_json(row, 4)?,
+        payload: row.get(5)?,
+        created_at: row.get(6)?,
+    })
+}
+
+pub const ATTEMPT_COLUMNS: &str = "a.id, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
+     a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at";
+
+pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: AttemptId::from_trusted(row.get(0)?),
+        msg_id: MessageId::from_trusted(row.get(1)?),
+        endpoint_id: EndpointId::from_trusted(row.get(2)?),
+        app_id: AppId::from_trusted(row.get(3)?),
+        url: row.get(4)?,
+        status: delivery_status(row, 5)?,
+        response_status_code: row.get(6)?,
+        response: row.get(7)?,
+        response_duration_ms: row.get(8)?,
+        trigger_type: TriggerType::from_code(row.get(9)?),
+        created_at: row.get(10)?,
+    })
+}
+
+pub fn delivery_status(row: &Row<'_>, index: usize) -> rusqlite::Result<DeliveryStatus> {
+    let code: i64 = row.get(index)?;
+    DeliveryStatus::from_code(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(index, code))
+}

@@ -1,0 +1,120 @@
+//! The SQLite schema and its migrations, applied in order and tracked in `PRAGMA user_version`.
+//!
+//! Queue rows (`delivery`) stay small: the payload lives once in `message` and is joined in at
+//! claim time. The partial index `delivery_due` holds only pending rows in the order the claim
+//! reads them, so claiming stays fast however large the history grows.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE application (
+    id          TEXT PRIMARY KEY,
+    uid         TEXT UNIQUE,
+    name        TEXT NOT NULL,
+    rate_limit  INTEGER,
+    metadata    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+
+CREATE TABLE event_type (
+    name          TEXT PRIMARY KEY,
+    description   TEXT NOT NULL,
+    archived      INTEGER NOT NULL,
+    deprecated    INTEGER NOT NULL,
+    schemas       TEXT,
+    feature_flag  TEXT,
+    group_name    TEXT,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+
+CREATE TABLE endpoint (
+    id           TEXT PRIMARY KEY,
+    app_id       TEXT NOT NULL,
+    uid          TEXT,
+    url          TEXT NOT NULL,
+    description  TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    disabled     INTEGER NOT NULL,
+    event_types  TEXT,
+    channels     TEXT,
+    rate_limit   INTEGER,
+    metadata     TEXT NOT NULL,
+    secret       TEXT NOT NULL,
+    headers      TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX endpoint_app_uid ON endpoint (app_id, uid) WHERE uid IS NOT NULL;
+CREATE INDEX endpoint_app ON endpoint (app_id, id);
+
+CREATE TABLE message (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    app_id      TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    event_id    TEXT,
+    channels    TEXT,
+    payload     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX message_app_event_id ON message (app_id, event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX message_app_seq ON message (app_id, seq);
+
+CREATE TABLE idempotency_key (
+    app_id      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    msg_seq     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE delivery (
+    id            INTEGER PRIMARY KEY,
+    msg_seq       INTEGER NOT NULL,
+    endpoint_id   TEXT NOT NULL,
+    status        INTEGER NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    due_at        INTEGER,
+    trigger_type  INTEGER NOT NULL DEFAULT 0,
+    updated_at    INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX delivery_msg_endpoint ON delivery (msg_seq, endpoint_id);
+CREATE INDEX delivery_endpoint ON delivery (endpoint_id, msg_seq);
+CREATE INDEX delivery_due ON delivery (due_at) WHERE status = 1;
+
+CREATE TABLE attempt (
+    seq                   INTEGER PRIMARY KEY,
+    id                    TEXT NOT NULL UNIQUE,
+    msg_seq               INTEGER NOT NULL,
+    msg_id                TEXT NOT NULL,
+    endpoint_id           TEXT NOT NULL,
+    app_id                TEXT NOT NULL,
+    url                   TEXT NOT NULL,
+    status                INTEGER NOT NULL,
+    response_status_code  INTEGER NOT NULL,
+    response              TEXT NOT NULL,
+    response_duration_ms  INTEGER NOT NULL,
+    trigger_type          INTEGER NOT NULL,
+    created_at            INTEGER NOT NULL
+);
+CREATE INDEX attempt_endpoint ON attempt (endpoint_id, seq);
+CREATE INDEX attempt_msg ON attempt (msg_seq, seq);
+"#];
+
+/// Brings the database's schema up to date inside one transaction.
+pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize =
+        connection.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+    if current >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    let transaction = connection.transaction()?;
+    for migration in &MIGRATIONS[current..] {
+        transaction.execute_batch(migration)?;
+    }
+    transaction.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    transaction.commit()
+}

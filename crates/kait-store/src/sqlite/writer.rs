@@ -1,0 +1,206 @@
+//! The single writer thread and its group commit.
+//!
+//! SQLite allows one writer at a time, and with `synchronous=FULL` each commit costs a sync of
+//! the WAL. So every write in Kait is a job sent to this thread, which takes all jobs waiting
+//! at that moment, runs each inside its own savepoint of one `BEGIN IMMEDIATE … COMMIT`, and
+//! answers them only after the commit returned: one sync serves the whole batch, and a job that
+//! fails rolls back alone without disturbing the others in its batch.
+//!
+//! The thread also owns a cache of each application's endpoints for fan-out. Every endpoint
+//! change runs on this same thread, so the cache is invalidated in the same order as the
+//! writes and can never serve a stale list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kait_core::Endpoint;
+use rusqlite::Connection;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::rows;
+use crate::{StoreError, StoreResult};
+
+/// Most jobs committed in one transaction; bounds the latency a large batch adds.
+const MAX_JOBS_PER_COMMIT: usize = 4096;
+/// Jobs that may wait for the writer before senders are made to wait (backpressure).
+pub const JOB_QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// What a job's body can use: the open transaction and the writer's caches.
+pub struct WriteContext<'conn> {
+    pub connection: &'conn Connection,
+    endpoints_by_app: &'conn mut HashMap<String, Arc<Vec<Endpoint>>>,
+    /// Set by a job that made deliveries due, so the dispatcher is woken after the commit.
+    pub deliveries_became_due: bool,
+    /// Set by a job that changed an endpoint, so the endpoint epoch moves after the commit.
+    pub endpoints_changed: bool,
+}
+
+impl WriteContext<'_> {
+    /// The application's endpoints, from the cache or the database.
+    pub fn endpoints_of(&mut self, app_id: &str) -> StoreResult<Arc<Vec<Endpoint>>> {
+        if let Some(endpoints) = self.endpoints_by_app.get(app_id) {
+            return Ok(endpoints.clone());
+        }
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {} FROM endpoint WHERE app_id = ?1",
+            rows::ENDPOINT_COLUMNS
+        ))?;
+        let endpoints = statement
+            .query_map([app_id], rows::endpoint)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let endpoints = Arc::new(endpoints);
+        self.endpoints_by_app
+            .insert(app_id.to_owned(), endpoints.clone());
+        Ok(endpoints)
+    }
+
+    /// Drops the cached endpoints of an application after a change to them.
+    pub fn forget_endpoints_of(&mut self, app_id: &str) {
+        self.endpoints_by_app.remove(app_id);
+        self.endpoints_changed = true;
+    }
+}
+
+/// Runs after the commit with its outcome, and answers the job's caller.
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A job's body: runs inside the transaction and says whether it succeeded; or, handed the
+/// error that kept the transaction from starting, only prepares that answer.
+pub type Job =
+    Box<dyn FnOnce(Result<&mut WriteContext<'_>, &StoreError>) -> (bool, Completion) + Send>;
+
+/// The sending side, held by the store.
+#[derive(Clone)]
+pub struct WriterHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    /// Runs `body` in the next group commit and returns its result once durable.
+    pub async fn write<T, F>(&self, body: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteContext<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |context| {
+            let result = match context {
+                Ok(context) => body(context),
+                Err(error) => Err(error.clone()),
+            };
+            let succeeded = result.is_ok();
+            let completion: Completion = Box::new(move |commit_error| {
+                let final_result = match commit_error {
+                    Some(error) => Err(error.clone()),
+                    None => result,
+                };
+                let _ = reply.send(final_result);
+            });
+            (succeeded, completion)
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Shared signals the writer raises after a commit.
+pub struct WriterSignals {
+    pub due: Arc<Notify>,
+    pub endpoint_epoch: Arc<AtomicU64>,
+}
+
+/// Starts the writer thread on `connection`. The thread ends when every handle is dropped.
+pub fn spawn(
+    connection: Connection,
+    signals: WriterSignals,
+) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
+    let (sender, receiver) = mpsc::channel(JOB_QUEUE_CAPACITY);
+    let thread = std::thread::Builder::new()
+        .name("kait-sqlite-writer".into())
+        .spawn(move || run(connection, receiver, signals))?;
+    Ok((WriterHandle { jobs: sender }, thread))
+}
+
+fn run(connection: Connection, mut receiver: mpsc::Receiver<Job>, signals: WriterSignals) {
+    let mut endpoints_by_app = HashMap::new();
+    let mut batch: Vec<Job> = Vec::with_capacity(256);
+    let mut completions: Vec<Completion> = Vec::with_capacity(256);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_JOBS_PER_COMMIT {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+
+        let mut context = WriteContext {
+            connection: &connection,
+            endpoints_by_app: &mut endpoints_by_app,
+            deliveries_became_due: false,
+            endpoints_changed: false,
+        };
+        let commit_result = run_batch(&mut context, &mut batch, &mut completions);
+        let (became_due, endpoints_changed) =
+            (context.deliveries_became_due, context.endpoints_changed);
+
+        let commit_error = commit_result.err();
+        if commit_error.is_some() {
+            // The database state is unknown to the cache: start it afresh.
+            endpoints_by_app.clear();
+        } else {
+            if endpoints_changed {
+                signals.endpoint_epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            if became_due {
+                signals.due.notify_one();
+            }
+        }
+        for completion in completions.drain(..) {
+            completion(commit_error.as_ref());
+        }
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+fn run_batch(
+    context: &mut WriteContext<'_>,
+    batch: &mut Vec<Job>,
+    completions: &mut Vec<Completion>,
+) -> StoreResult<()> {
+    if let Err(error) = context.connection.execute_batch("BEGIN IMMEDIATE") {
+        // Every job of the batch is answered with the error, none ran.
+        let error = StoreError::from(error);
+        for job in batch.drain(..) {
+            let (_, completion) = job(Err(&error));
+            completions.push(completion);
+        }
+        return Err(error);
+    }
+    for job in batch.drain(..) {
+        let savepoint = context.connection.execute_batch("SAVEPOINT job");
+        if let Err(error) = savepoint {
+            let _ = context.connection.execute_batch("ROLLBACK");
+            return Err(error.into());
+        }
+        let (succeeded, completion) = job(Ok(context));
+        let end = if succeeded {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if !succeeded {
+            // A failed job may have touched endpoints before rolling back.
+            context.endpoints_by_app.clear();
+        }
+        completions.push(completion);
+        if let Err(error) = context.connection.execute_batch(end) {
+            let _ = context.connection.execute_batch("ROLLBACK");
+            return Err(error.into());
+        }
+    }
+    context.connection.execute_batch("COMMIT").map_err(|error| {
+        let _ = context.connection.execute_batch("ROLLBACK");
+        StoreError::from(error)
+    })
+}

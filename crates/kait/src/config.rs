@@ -1,0 +1,293 @@
+//! Configuration: defaults, then a TOML file, then `KAIT_*` environment, then flags.
+//!
+//! Stage one is [`ServeArgs`] (clap reads flags and environment, each field optional) plus the
+//! optional file ([`FileConfig`]); stage two, [`ServeConfig::resolve`], merges them with the
+//! defaults and validates once, so the rest of the program only sees checked values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use kait_core::retry::RetrySchedule;
+use rand::Rng;
+use serde::Deserialize;
+
+/// The file inside the data directory that keeps a generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8071";
+const DEFAULT_DATA_DIR: &str = "./kait-data";
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `kait serve` flags; each also reads a `KAIT_*` variable.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (snake_case names).
+    #[arg(long, env = "KAIT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve the API on [default: 127.0.0.1:8071].
+    #[arg(long, env = "KAIT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite database and the generated admin token [default: ./kait-data].
+    #[arg(long, env = "KAIT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Bearer token for the API; generated, printed once and kept in the data dir if unset.
+    #[arg(long, env = "KAIT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A private network webhooks may target (repeatable), e.g. 10.0.0.0/8.
+    #[arg(
+        long = "allow-network",
+        env = "KAIT_ALLOW_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub allow_networks: Vec<IpNet>,
+    /// Delays between attempts [default: 5s,5m,30m,2h,5h,10h,10h].
+    #[arg(long, env = "KAIT_RETRY_SCHEDULE")]
+    pub retry_schedule: Option<String>,
+    /// Time limit of one webhook request, e.g. 15s [default: 15s].
+    #[arg(long, env = "KAIT_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+    /// Largest accepted API request body in bytes [default: 1048576].
+    #[arg(long, env = "KAIT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Webhook requests in flight at once [default: 1024].
+    #[arg(long, env = "KAIT_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Log format [default: text]; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "KAIT_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The same settings as read from a config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub admin_token: Option<String>,
+    #[serde(default)]
+    pub allow_networks: Vec<IpNet>,
+    pub retry_schedule: Option<String>,
+    pub request_timeout: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Checked settings for one `serve` run.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None` until [`ServeConfig::ensure_admin_token`] generated or loaded one.
+    pub admin_token: Option<String>,
+    pub allow_networks: Vec<IpNet>,
+    pub retry_schedule: RetrySchedule,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_in_flight: usize,
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// Defaults suitable for tests: everything local under `data_dir`.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("default address parses"),
+            data_dir: data_dir.into(),
+            admin_token: None,
+            allow_networks: Vec::new(),
+            retry_schedule: RetrySchedule::default(),
+            request_timeout: Duration::from_secs(15),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_in_flight: 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// Merges flags/environment over the file over the defaults, and validates.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = Self::for_data_dir(DEFAULT_DATA_DIR);
+        let retry_schedule = match args.retry_schedule.or(file.retry_schedule) {
+            Some(text) => RetrySchedule::parse(&text).context("--retry-schedule")?,
+            None => defaults.retry_schedule,
+        };
+        let request_timeout = match args.request_timeout.or(file.request_timeout) {
+            Some(text) => humantime::parse_duration(&text).with_context(|| {
+                format!("--request-timeout: `{text}` is not a duration such as 15s")
+            })?,
+            None => defaults.request_timeout,
+        };
+        if request_timeout.is_zero() {
+            bail!("--request-timeout must be more than zero");
+        }
+        let max_in_flight = args
+            .max_in_flight
+            .or(file.max_in_flight)
+            .unwrap_or(defaults.max_in_flight);
+        if max_in_flight == 0 {
+            bail!("--max-in-flight must be at least 1");
+        }
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(defaults.max_body_bytes);
+        if max_body_bytes < 1024 {
+            bail!("--max-body-bytes must be at least 1024");
+        }
+        let admin_token = args.admin_token.or(file.admin_token);
+        if let Some(token) = &admin_token {
+            check_token(token)?;
+        }
+        Ok(Self {
+            listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            admin_token,
+            allow_networks: if args.allow_networks.is_empty() {
+                file.allow_networks
+            } else {
+                args.allow_networks
+            },
+            retry_schedule,
+            request_timeout,
+            max_body_bytes,
+            max_in_flight,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(defaults.log_format),
+        })
+    }
+
+    /// Makes sure an admin token is set: the configured one, else the one kept in the data
+    /// dir, else a new one that is written there. Returns whether a new one was generated.
+    pub fn ensure_admin_token(&mut self) -> anyhow::Result<bool> {
+        if self.admin_token.is_some() {
+            return Ok(false);
+        }
+        let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let token = text.trim().to_owned();
+                check_token(&token).with_context(|| format!("{}", path.display()))?;
+                self.admin_token = Some(token);
+                Ok(false)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let token = generate_token();
+                write_secret_file(&self.data_dir, &path, &token)?;
+                self.admin_token = Some(token);
+                Ok(true)
+            }
+            Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+fn check_token(token: &str) -> anyhow::Result<()> {
+    if token.len() < 16 || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        bail!("the admin token must be at least 16 visible ASCII characters");
+    }
+    Ok(())
+}
+
+fn generate_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let body: String = (0..40)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("kait_{body}")
+}
+
+fn write_secret_file(dir: &Path, path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{contents}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kait.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nmax_in_flight = 7\nretry_schedule = \"1s\"\n",
+        )
+        .unwrap();
+        let config = ServeConfig::resolve(ServeArgs {
+            config: Some(file),
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.max_in_flight, 7);
+        assert_eq!(config.retry_schedule.max_attempts(), 2);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let bad_schedule = ServeArgs {
+            retry_schedule: Some("5s,later".into()),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(bad_schedule).is_err());
+        let short_token = ServeArgs {
+            admin_token: Some("short".into()),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(short_token).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kait.toml");
+        std::fs::write(&file, "listne = \"127.0.0.1:9000\"\n").unwrap();
+        let error = ServeConfig::resolve(ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("unknown field"), "{error:#}");
+    }
+
+    #[test]
+    fn generated_token_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = ServeConfig::for_data_dir(dir.path());
+        assert!(first.ensure_admin_token().unwrap());
+        let mut second = ServeConfig::for_data_dir(dir.path());
+        assert!(!second.ensure_admin_token().unwrap());
+        assert_eq!(first.admin_token, second.admin_token);
+    }
+}

@@ -1,0 +1,8 @@
+//! The `kait` binary's library half: configuration, wiring and the `serve` runtime.
+//!
+//! Only this crate knows about processes, signals, files and the command line; it assembles
+//! the store, the dispatcher and the API and hands each what it needs as values. Keeping it a
+//! library lets integration tests start a real server on a random port in-process.
+
+pub mod config;
+pub mod serve;
