@@ -196,7 +196,7 @@ pub async fn list_endpoint_messages(
 pub async fn resend(
     State(state): State<ApiState>,
     Path((app_key, msg_key, endpoint_key)): Path<(String, String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let application = find_app(&state, &app_key).await?;
     let msg_id = message_id(&state, &application.id, &msg_key).await?;
     let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
@@ -205,5 +205,6 @@ pub async fn resend(
         .store
         .resend(&application.id, &msg_id, &endpoint_id)
         .await?;
-    Ok(StatusCode::ACCEPTED)
+    // Svix answers `{}`; its client libraries parse it.
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))
 }

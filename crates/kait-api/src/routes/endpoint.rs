@@ -24,7 +24,12 @@ use crate::wire::{
 use crate::{ApiError, ApiState};
 
 /// Checks every field of an endpoint as it would be stored, reporting all problems at once.
-fn check(state: &ApiState, endpoint: &Endpoint) -> Result<(), ApiError> {
+/// `secret_problem` carries a secret that failed to parse, so it is reported with the rest.
+fn check(
+    state: &ApiState,
+    endpoint: &Endpoint,
+    secret_problem: Option<String>,
+) -> Result<(), ApiError> {
     let mut problems = Problems::new();
     problems.check(
         "url",
@@ -53,6 +58,9 @@ fn check(state: &ApiState, endpoint: &Endpoint) -> Result<(), ApiError> {
         );
     }
     problems.check("headers", check_headers(&endpoint.headers));
+    if let Some(problem) = secret_problem {
+        problems.check("secret", Err(problem));
+    }
     Ok(problems.into_result()?)
 }
 
@@ -62,22 +70,25 @@ fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
         .try_for_each(|(name, value)| validate::custom_header(name, value))
 }
 
-fn parse_secret(text: Option<&str>) -> Result<Secret, ApiError> {
+fn parse_secret(text: Option<&str>) -> Result<Secret, String> {
     match text {
-        Some(text) => {
-            Secret::parse(text).map_err(|error| ApiError::invalid("secret", error.to_string()))
-        }
+        Some(text) => Secret::parse(text).map_err(|error| error.to_string()),
         None => Ok(Secret::generate()),
     }
 }
 
+/// Builds a new endpoint from a create body; the second value is a secret problem, if any.
 fn new_endpoint(
     app_id: AppId,
     uid: Option<String>,
     input: EndpointIn,
-) -> Result<Endpoint, ApiError> {
+) -> (Endpoint, Option<String>) {
     let now = now_millis();
-    Ok(Endpoint {
+    let (secret, secret_problem) = match parse_secret(input.secret.as_deref()) {
+        Ok(secret) => (secret, None),
+        Err(problem) => (Secret::generate(), Some(problem)),
+    };
+    let endpoint = Endpoint {
         id: EndpointId::generate(),
         app_id,
         uid,
@@ -89,11 +100,12 @@ fn new_endpoint(
         channels: input.channels,
         rate_limit: input.throttle_rate,
         metadata: input.metadata.unwrap_or_default(),
-        secret: parse_secret(input.secret.as_deref())?,
+        secret,
         headers: input.headers.unwrap_or_default(),
         created_at: now,
         updated_at: now,
-    })
+    };
+    (endpoint, secret_problem)
 }
 
 pub async fn list(
@@ -121,8 +133,8 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let application = find_app(&state, &app_key).await?;
     let uid = input.uid.clone();
-    let endpoint = new_endpoint(application.id, uid, input)?;
-    check(&state, &endpoint)?;
+    let (endpoint, secret_problem) = new_endpoint(application.id, uid, input);
+    check(&state, &endpoint, secret_problem)?;
     let created = state.store.create_endpoint(endpoint).await?;
     Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
 }
@@ -164,7 +176,7 @@ pub async fn upsert(
                 updated_at: now_millis(),
                 ..existing
             };
-            check(&state, &endpoint)?;
+            check(&state, &endpoint, None)?;
             let updated = state.store.update_endpoint(endpoint).await?;
             Ok((StatusCode::OK, Json(EndpointOut::from(&updated))))
         }
@@ -172,8 +184,9 @@ pub async fn upsert(
             if input.uid.as_ref().is_some_and(|uid| uid != &endpoint_key) {
                 return Err(ApiError::invalid("uid", "must match the uid in the path"));
             }
-            let endpoint = new_endpoint(application.id, Some(endpoint_key), input)?;
-            check(&state, &endpoint)?;
+            let (endpoint, secret_problem) =
+                new_endpoint(application.id, Some(endpoint_key), input);
+            check(&state, &endpoint, secret_problem)?;
             let created = state.store.create_endpoint(endpoint).await?;
             Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
         }
@@ -188,10 +201,12 @@ pub async fn patch(
 ) -> Result<Json<EndpointOut>, ApiError> {
     let application = find_app(&state, &app_key).await?;
     let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
-    let secret = match input.secret.as_deref() {
-        Some(text) => parse_secret(Some(text))?,
-        None => existing.secret.clone(),
-    };
+    let (secret, secret_problem) =
+        match input.secret.as_deref().map(|text| parse_secret(Some(text))) {
+            Some(Ok(secret)) => (secret, None),
+            Some(Err(problem)) => (existing.secret.clone(), Some(problem)),
+            None => (existing.secret.clone(), None),
+        };
     let endpoint = Endpoint {
         url: input.url.unwrap_or(existing.url.clone()),
         description: input.description.unwrap_or(existing.description.clone()),
@@ -206,7 +221,7 @@ pub async fn patch(
         updated_at: now_millis(),
         ..existing
     };
-    check(&state, &endpoint)?;
+    check(&state, &endpoint, secret_problem)?;
     Ok(Json(EndpointOut::from(
         &state.store.update_endpoint(endpoint).await?,
     )))
@@ -250,7 +265,8 @@ pub async fn rotate_secret(
     };
     let application = find_app(&state, &app_key).await?;
     let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
-    let secret = parse_secret(input.key.as_deref())?;
+    let secret =
+        parse_secret(input.key.as_deref()).map_err(|problem| ApiError::invalid("key", problem))?;
     let key = secret.to_wire();
     state
         .store

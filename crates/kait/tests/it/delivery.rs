@@ -1,0 +1,317 @@
+//! Delivery behaviour end to end: real server, real receivers, real signatures.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::support::{Receiver, TestServer, assert_signed};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Endpoint ids the message was bound for, from `/msg/{id}/endpoint`.
+async fn destinations(server: &TestServer, app_id: &str, msg_id: &str) -> Vec<String> {
+    let (status, body) = server
+        .get(&format!("/api/v1/app/{app_id}/msg/{msg_id}/endpoint"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut ids: Vec<String> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|state| state["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_follows_event_type_filters_and_channels() {
+    let server = TestServer::start().await;
+    let app = server.create_app("fan-out").await;
+    let open = server
+        .create_endpoint(&app, json!({ "url": "http://127.0.0.1:9/open" }))
+        .await;
+    let typed = server
+        .create_endpoint(
+            &app,
+            json!({ "url": "http://127.0.0.1:9/typed", "filterTypes": ["sensor.hot"] }),
+        )
+        .await;
+    let channeled = server
+        .create_endpoint(
+            &app,
+            json!({ "url": "http://127.0.0.1:9/chan", "channels": ["site-1"] }),
+        )
+        .await;
+    assert_eq!(
+        typed["eventTypes"],
+        json!(["sensor.hot"]),
+        "older name maps to the current one"
+    );
+    let id = |endpoint: &serde_json::Value| endpoint["id"].as_str().unwrap().to_owned();
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+
+    let send = |event_type: &'static str, channels: serde_json::Value| {
+        let body = json!({ "eventType": event_type, "payload": {}, "channels": channels });
+        let server = &server;
+        let app = app.clone();
+        async move {
+            let (status, body) = server
+                .post(&format!("/api/v1/app/{app}/msg"), &body.to_string())
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let hot_on_site = send("sensor.hot", json!(["site-1"])).await;
+    let cold = send("sensor.cold", serde_json::Value::Null).await;
+    let cold_on_site = send("sensor.cold", json!(["site-1", "site-2"])).await;
+    let hot_elsewhere = send("sensor.hot", json!(["site-9"])).await;
+
+    assert_eq!(
+        destinations(&server, &app, &hot_on_site).await,
+        sorted(vec![id(&open), id(&typed), id(&channeled)])
+    );
+    assert_eq!(destinations(&server, &app, &cold).await, vec![id(&open)]);
+    assert_eq!(
+        destinations(&server, &app, &cold_on_site).await,
+        sorted(vec![id(&open), id(&channeled)])
+    );
+    assert_eq!(
+        destinations(&server, &app, &hot_elsewhere).await,
+        sorted(vec![id(&open), id(&typed)])
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_are_retried_with_the_same_id_until_success() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start_with(|_, index| {
+        if index < 2 {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::NO_CONTENT
+        }
+    })
+    .await;
+    let app = server.create_app("retries").await;
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let secret = server.secret(&app, endpoint_id).await;
+    let msg_id = server.send(&app, "job.done", json!({ "job": 1 })).await;
+
+    let received = receiver.wait_for(3, WAIT).await;
+    for webhook in &received {
+        assert_eq!(webhook.header("webhook-id"), msg_id);
+        assert_signed(webhook, &secret);
+    }
+    let attempts = server
+        .wait_until(
+            &format!("/api/v1/app/{app}/attempt/msg/{msg_id}"),
+            WAIT,
+            |body| body["data"].as_array().is_some_and(|data| data.len() == 3),
+        )
+        .await;
+    let codes: Vec<_> = attempts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|attempt| {
+            (
+                attempt["responseStatusCode"].as_i64().unwrap(),
+                attempt["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(codes, vec![(204, 0), (500, 2), (500, 2)], "newest first");
+    let states = server
+        .get(&format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"))
+        .await
+        .1;
+    assert_eq!(states["data"][0]["status"], 0);
+    assert_eq!(states["data"][0]["statusText"], "success");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_fails_once_the_schedule_is_exhausted() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start_with(|_, _| StatusCode::SERVICE_UNAVAILABLE).await;
+    let app = server.create_app("exhaust").await;
+    server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let msg_id = server.send(&app, "job.done", json!({})).await;
+    let states = server
+        .wait_until(
+            &format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"),
+            WAIT,
+            |body| body["data"][0]["status"] == 2,
+        )
+        .await;
+    assert_eq!(states["data"][0]["nextAttempt"], serde_json::Value::Null);
+    assert_eq!(receiver.count(), 3, "one attempt plus two retries");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_apply_to_the_next_attempt() {
+    let server = TestServer::start().await;
+    let first = Receiver::start().await;
+    let second = Receiver::start().await;
+    let app = server.create_app("changes").await;
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": first.url }))
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let secret = server.secret(&app, endpoint_id).await;
+
+    server.send(&app, "a.b", json!({ "n": 1 })).await;
+    assert_signed(&first.wait_for(1, WAIT).await[0], &secret);
+
+    let (status, rotated) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/secret/rotate"),
+            "{}",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let new_secret = rotated["key"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/headers"),
+            Some(r#"{"headers": {"X-Generation": "2"}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    server.send(&app, "a.b", json!({ "n": 2 })).await;
+    let webhook = &first.wait_for(2, WAIT).await[1];
+    assert_signed(webhook, &new_secret);
+    assert_eq!(webhook.header("x-generation"), "2");
+
+    let (status, _) = server
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}"),
+            Some(&json!({ "url": second.url }).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server.send(&app, "a.b", json!({ "n": 3 })).await;
+    assert_eq!(second.wait_for(1, WAIT).await[0].json(), json!({ "n": 3 }));
+    assert_eq!(first.count(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_endpoints_receive_nothing() {
+    let server = TestServer::start().await;
+    let enabled = Receiver::start().await;
+    let disabled = Receiver::start().await;
+    let app = server.create_app("disabled").await;
+    server
+        .create_endpoint(&app, json!({ "url": enabled.url }))
+        .await;
+    server
+        .create_endpoint(&app, json!({ "url": disabled.url, "disabled": true }))
+        .await;
+    let msg_id = server.send(&app, "a.b", json!({})).await;
+    enabled.wait_for(1, WAIT).await;
+    assert_eq!(destinations(&server, &app, &msg_id).await.len(), 1);
+    assert_eq!(disabled.count(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_returns_the_first_message() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("idempotent").await;
+    server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let body = json!({ "eventType": "a.b", "payload": { "once": true } }).to_string();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, response) = server
+            .request_with(
+                reqwest::Method::POST,
+                &format!("/api/v1/app/{app}/msg"),
+                Some(&body),
+                Some(crate::support::ADMIN_TOKEN),
+                &[("idempotency-key", "order-17")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.push(response["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids[0], ids[1]);
+    let listed = server.get(&format!("/api/v1/app/{app}/msg")).await.1;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    receiver.wait_for(1, WAIT).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_guard_refuses_non_public_targets() {
+    // No networks allowed: loopback is off limits like any private address.
+    let server = TestServer::start_with(|config| config.allow_networks.clear()).await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("guarded").await;
+    for url in [
+        receiver.url.clone(),
+        "http://10.0.0.8/hook".into(),
+        "http://169.254.169.254/latest/meta-data".into(),
+        "http://0x7f.1/hook".into(),
+        "http://2130706433/hook".into(),
+        "http://[::ffff:127.0.0.1]/hook".into(),
+        "http://[::1]/hook".into(),
+    ] {
+        let (status, body) = server
+            .post(
+                &format!("/api/v1/app/{app}/endpoint"),
+                &json!({ "url": url }).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert_eq!(body["detail"][0]["loc"], json!(["body", "url"]));
+    }
+
+    // A host name is checked when resolved: localhost resolves to loopback and is refused.
+    let port = receiver
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    server
+        .create_endpoint(
+            &app,
+            json!({ "url": format!("http://localhost:{port}/webhook") }),
+        )
+        .await;
+    let msg_id = server.send(&app, "a.b", json!({})).await;
+    let attempts = server
+        .wait_until(
+            &format!("/api/v1/app/{app}/attempt/msg/{msg_id}"),
+            WAIT,
+            |body| body["data"].as_array().is_some_and(|data| !data.is_empty()),
+        )
+        .await;
+    let reason = attempts["data"][0]["response"].as_str().unwrap();
+    assert!(reason.contains("egress guard"), "{reason}");
+    assert_eq!(attempts["data"][0]["responseStatusCode"], 0);
+    assert_eq!(receiver.count(), 0);
+    server.stop().await;
+}

@@ -1,0 +1,173 @@
+//! Nothing acknowledged is lost when the server is killed with SIGKILL mid-burst.
+//!
+//! Thousands of messages go to two endpoints while the server process is killed (no shutdown
+//! code runs) and restarted on the same data directory; every message that got a 202 must
+//! then reach both endpoints at least once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::support::process::KaitProcess;
+use crate::support::{ADMIN_TOKEN, Receiver, slow_tests_enabled};
+
+const MESSAGES: usize = 3000;
+const SENDERS: usize = 16;
+
+async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    body: String,
+) -> Option<serde_json::Value> {
+    let response = client
+        .post(url)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
+
+/// Distinct `webhook-id`s a receiver has seen.
+fn distinct_ids(receiver: &Receiver) -> HashSet<String> {
+    receiver
+        .received()
+        .iter()
+        .map(|webhook| webhook.header("webhook-id").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_message() {
+    if !slow_tests_enabled() {
+        eprintln!("skipped: set KAIT_SLOW_TESTS=1 (CI always runs it)");
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = KaitProcess::start(data_dir.path());
+    let client = reqwest::Client::new();
+    let receivers = [Receiver::start().await, Receiver::start().await];
+
+    let app = post_json(
+        &client,
+        format!("{}/api/v1/app", server.base_url),
+        json!({ "name": "durable" }).to_string(),
+    )
+    .await
+    .expect("app created");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    for receiver in &receivers {
+        post_json(
+            &client,
+            format!("{}/api/v1/app/{app_id}/endpoint", server.base_url),
+            json!({ "url": receiver.url }).to_string(),
+        )
+        .await
+        .expect("endpoint created");
+    }
+
+    // Senders post until half the messages are acknowledged; then the server is killed.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for sender_index in 0..SENDERS {
+        let (client, acknowledged, killed) = (client.clone(), acknowledged.clone(), killed.clone());
+        let url = format!("{}/api/v1/app/{app_id}/msg", server.base_url);
+        senders.push(tokio::spawn(async move {
+            for index in (sender_index..MESSAGES / 2 + SENDERS * 8).step_by(SENDERS) {
+                if killed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let body =
+                    json!({ "eventType": "burst.item", "payload": { "i": index } }).to_string();
+                if let Some(message) = post_json(&client, url.clone(), body).await {
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .push(message["id"].as_str().unwrap().to_owned());
+                }
+            }
+        }));
+    }
+    loop {
+        let count = acknowledged.lock().unwrap().len();
+        if count >= MESSAGES / 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill_hard();
+    killed.store(true, Ordering::SeqCst);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let delivered_before_kill = receivers
+        .iter()
+        .map(distinct_ids)
+        .map(|ids| ids.len())
+        .min()
+        .unwrap();
+
+    // Restart on the same data directory and send the rest.
+    let server = KaitProcess::start(data_dir.path());
+    let url = format!("{}/api/v1/app/{app_id}/msg", server.base_url);
+    let already = acknowledged.lock().unwrap().len();
+    for index in already..MESSAGES {
+        let body = json!({ "eventType": "burst.item", "payload": { "i": index } }).to_string();
+        let message = post_json(&client, url.clone(), body)
+            .await
+            .expect("accepted after restart");
+        acknowledged
+            .lock()
+            .unwrap()
+            .push(message["id"].as_str().unwrap().to_owned());
+    }
+
+    let expected: HashSet<String> = acknowledged.lock().unwrap().iter().cloned().collect();
+    assert_eq!(
+        expected.len(),
+        MESSAGES,
+        "every acknowledged id is distinct"
+    );
+    for receiver in &receivers {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let seen = distinct_ids(receiver);
+            let missing = expected.difference(&seen).count();
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{missing} acknowledged messages never reached {}",
+                receiver.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let duplicates = receiver.count() - distinct_ids(receiver).len();
+        eprintln!(
+            "{}: {} webhooks, {} distinct, {duplicates} duplicates (at-least-once)",
+            receiver.url,
+            receiver.count(),
+            distinct_ids(receiver).len()
+        );
+    }
+    assert!(
+        delivered_before_kill < MESSAGES,
+        "the kill happened mid-run"
+    );
+    let status = reqwest::get(format!("{}/api/v1/health", server.base_url))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}

@@ -1,0 +1,210 @@
+//! Test harness: a real Kait server on a random port, and real webhook receivers.
+
+pub mod process;
+pub mod receiver;
+
+use std::time::Duration;
+
+use kait::config::ServeConfig;
+use kait_core::retry::RetrySchedule;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub use receiver::{Received, Receiver};
+
+pub const ADMIN_TOKEN: &str = "kait_test_admin_token_0123456789";
+
+/// Whether slow tests (the crash tests) run: always in CI, on request locally.
+pub fn slow_tests_enabled() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("KAIT_SLOW_TESTS").is_some()
+}
+
+/// A Kait server running in this process with its own temporary data directory.
+pub struct TestServer {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server that may deliver to 127.0.0.0/8 and retries quickly.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data dir");
+        let mut config = ServeConfig::for_data_dir(data_dir.path());
+        config.admin_token = Some(ADMIN_TOKEN.to_owned());
+        config.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        config.retry_schedule =
+            RetrySchedule::new(vec![Duration::from_millis(50), Duration::from_millis(100)]);
+        config.request_timeout = Duration::from_secs(5);
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(kait::serve::run(config, listener, shutdown.clone()));
+        Self {
+            base_url,
+            http: reqwest::Client::new(),
+            shutdown,
+            task,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// The official Svix client library, pointed at this server.
+    pub fn svix(&self) -> svix::api::Svix {
+        svix::api::Svix::new(
+            ADMIN_TOKEN.to_owned(),
+            Some(svix::api::SvixOptions {
+                server_url: Some(self.base_url.clone()),
+                num_retries: Some(0),
+                ..Default::default()
+            }),
+        )
+    }
+
+    /// Sends a request with the admin token and returns the status and JSON body (or Null).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        self.request_with(method, path, body, Some(ADMIN_TOKEN), &[])
+            .await
+    }
+
+    pub async fn request_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{}", self.base_url, path));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body for {path}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Creates an application and returns its id.
+    pub async fn create_app(&self, name: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/app",
+                &serde_json::json!({ "name": name }).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates an endpoint from a JSON body and returns the response body.
+    pub async fn create_endpoint(&self, app_id: &str, body: Value) -> Value {
+        let (status, body) = self
+            .post(&format!("/api/v1/app/{app_id}/endpoint"), &body.to_string())
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Posts a message and returns its id.
+    pub async fn send(&self, app_id: &str, event_type: &str, payload: Value) -> String {
+        let body = serde_json::json!({ "eventType": event_type, "payload": payload });
+        let (status, body) = self
+            .post(&format!("/api/v1/app/{app_id}/msg"), &body.to_string())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The secret of an endpoint.
+    pub async fn secret(&self, app_id: &str, endpoint_id: &str) -> String {
+        let (status, body) = self
+            .get(&format!(
+                "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["key"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls until `check` returns true for the JSON at `path` (bounded by `timeout`).
+    pub async fn wait_until(
+        &self,
+        path: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, body) = self.get(path).await;
+            if check(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting on {path}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Verifies a received webhook with two independent implementations: the Standard Webhooks
+/// crate (`webhook-*` headers) and the Svix library's verifier (`svix-*` headers).
+pub fn assert_signed(received: &Received, secret: &str) {
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&received.body, &received.headers)
+        .unwrap_or_else(|error| panic!("standardwebhooks rejected the webhook: {error:?}"));
+    svix::webhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&received.body, &received.headers)
+        .unwrap_or_else(|error| panic!("svix rejected the webhook: {error:?}"));
+}
