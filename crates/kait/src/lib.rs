@@ -4,5 +4,6 @@
 //! the store, the dispatcher and the API and hands each what it needs as values. Keeping it a
 //! library lets integration tests start a real server on a random port in-process.
 
+pub mod bench;
 pub mod config;
 pub mod serve;

@@ -22,12 +22,15 @@ struct Cli {
 enum Command {
     /// Run the API and the dispatcher.
     Serve(ServeArgs),
+    /// Measure throughput and latency on this machine (loopback only).
+    Bench(kait::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => kait::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

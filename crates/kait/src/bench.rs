@@ -1,0 +1,492 @@
+//! `kait bench`: end-to-end throughput and latency on this machine, everything on loopback.
+//!
+//! The server runs as a child process (`kait serve` on a temporary data dir, durable commits
+//! as always), the receiver and the load client in this process. The receiver verifies every
+//! signature, so signing cannot be skipped to look fast. Scenarios:
+//!
+//! - `raw`: the load client POSTs ~1 KiB JSON bodies straight to the receiver: the ceiling of
+//!   an HTTP round trip on this box, which the other figures are compared with.
+//! - `push-1` / `push-10`: messages through `POST /api/v1/app/{app}/msg` to one or ten
+//!   endpoints; accepted/s, delivered/s and end-to-end latency (arrival minus send time).
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use clap::{Args, ValueEnum};
+use kait_core::signing::{Secret, SigningKey};
+use serde_json::json;
+
+const BENCH_TOKEN: &str = "kait_bench_admin_token_0123456789";
+/// One secret for every bench endpoint, so the receiver verifies with a single key.
+const BENCH_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Raw,
+    #[value(name = "push-1")]
+    Push1,
+    #[value(name = "push-10")]
+    Push10,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (repeatable) [default: raw, push-1, push-10].
+    #[arg(long, value_enum)]
+    pub scenario: Vec<Scenario>,
+    /// Messages (or raw requests) per scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Requests the load client keeps in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Approximate payload size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub payload_bytes: usize,
+}
+
+/// One scenario's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    pub scenario: &'static str,
+    pub messages: usize,
+    pub endpoints: usize,
+    pub accepted_per_second: f64,
+    /// Webhooks received per second, first send to last arrival.
+    pub delivered_per_second: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    pub missing: usize,
+    pub duplicates: usize,
+    pub bad_signatures: u64,
+    pub ratio_to_raw: Option<f64>,
+    pub server_peak_rss_mib: Option<f64>,
+    pub server_idle_rss_mib: Option<f64>,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.messages == 0 || args.concurrency == 0 {
+        bail!("--messages and --concurrency must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_scenarios(args))
+}
+
+async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
+    let scenarios = if args.scenario.is_empty() {
+        vec![Scenario::Raw, Scenario::Push1, Scenario::Push10]
+    } else {
+        args.scenario.clone()
+    };
+    let mut results = Vec::new();
+    let mut raw_rate = None;
+    for scenario in scenarios {
+        let receiver = BenchReceiver::start().await?;
+        let mut result = match scenario {
+            Scenario::Raw => raw(&receiver, &args).await?,
+            Scenario::Push1 => push(&receiver, &args, 1).await?,
+            Scenario::Push10 => push(&receiver, &args, 10).await?,
+        };
+        if scenario == Scenario::Raw {
+            raw_rate = Some(result.delivered_per_second);
+        } else if let Some(raw_rate) = raw_rate {
+            result.ratio_to_raw = Some(result.delivered_per_second / raw_rate);
+        }
+        results.push(result);
+    }
+    println!(
+        "{:<8} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9}",
+        "scenario", "messages", "eps", "accepted/s", "delivered/s", "p50 ms", "p99 ms", "max ms", "missing", "dups", "vs raw", "peak MiB"
+    );
+    for result in &results {
+        println!(
+            "{:<8} {:>8} {:>4} {:>11.0} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5} {:>7} {:>9}",
+            result.scenario,
+            result.messages,
+            result.endpoints,
+            result.accepted_per_second,
+            result.delivered_per_second,
+            result.latency_p50_ms,
+            result.latency_p99_ms,
+            result.latency_max_ms,
+            result.missing,
+            result.duplicates,
+            result.ratio_to_raw.map_or("-".into(), |ratio| format!("{ratio:.3}")),
+            result.server_peak_rss_mib.map_or("-".into(), |mib| format!("{mib:.1}")),
+        );
+    }
+    for result in &results {
+        println!("{}", serde_json::to_string(result)?);
+    }
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|result| result.missing > 0 || result.bad_signatures > 0)
+        .map(|result| result.scenario)
+        .collect();
+    if !failed.is_empty() {
+        bail!("webhooks missing or badly signed in: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// What the receiver saw.
+struct Arrivals {
+    /// (endpoint path, webhook id) → how many times it arrived.
+    counts: HashMap<(String, String), u32>,
+    latencies_micros: Vec<u64>,
+    last_arrival: Option<Instant>,
+}
+
+struct ReceiverState {
+    epoch: Instant,
+    key: SigningKey,
+    arrivals: Mutex<Arrivals>,
+    received: AtomicU64,
+    bad_signatures: AtomicU64,
+}
+
+struct BenchReceiver {
+    address: std::net::SocketAddr,
+    state: Arc<ReceiverState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BenchReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads the send time the load client put at the start of the payload: `{"t":<micros>,`.
+fn sent_micros(body: &[u8]) -> Option<u64> {
+    let digits = body.strip_prefix(b"{\"t\":")?;
+    let end = digits.iter().position(|byte| !byte.is_ascii_digit())?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+impl BenchReceiver {
+    async fn start() -> anyhow::Result<Self> {
+        let state = Arc::new(ReceiverState {
+            epoch: Instant::now(),
+            key: Secret::parse(BENCH_SECRET)?.signing_key(),
+            arrivals: Mutex::new(Arrivals {
+                counts: HashMap::new(),
+                latencies_micros: Vec::new(),
+                last_arrival: None,
+            }),
+            received: AtomicU64::new(0),
+            bad_signatures: AtomicU64::new(0),
+        });
+        let handler_state = state.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = handler_state.clone();
+            async move { state.receive(uri, headers, body) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            address,
+            state,
+            task,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.address)
+    }
+}
+
+impl ReceiverState {
+    fn receive(&self, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let now = Instant::now();
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if uri.path() == "/raw" {
+            return StatusCode::OK;
+        }
+        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        let Some(msg_id) = header("webhook-id") else {
+            self.bad_signatures.fetch_add(1, Ordering::Relaxed);
+            return StatusCode::BAD_REQUEST;
+        };
+        let timestamp = header("webhook-timestamp").and_then(|text| text.parse::<i64>().ok());
+        let signed = match (timestamp, header("webhook-signature")) {
+            (Some(timestamp), Some(signature)) => {
+                self.key.matches_any(msg_id, timestamp, &body, signature)
+            }
+            _ => false,
+        };
+        if !signed {
+            self.bad_signatures.fetch_add(1, Ordering::Relaxed);
+            return StatusCode::UNAUTHORIZED;
+        }
+        let latency = sent_micros(&body)
+            .map(|sent| (now.duration_since(self.epoch).as_micros() as u64).saturating_sub(sent));
+        let mut arrivals = self.arrivals.lock().expect("arrivals lock");
+        *arrivals
+            .counts
+            .entry((uri.path().to_owned(), msg_id.to_owned()))
+            .or_default() += 1;
+        if let Some(latency) = latency {
+            arrivals.latencies_micros.push(latency);
+        }
+        arrivals.last_arrival = Some(now);
+        StatusCode::OK
+    }
+}
+
+fn payload(epoch: Instant, pad: &str) -> String {
+    format!(
+        "{{\"t\":{},\"pad\":\"{pad}\"}}",
+        epoch.elapsed().as_micros()
+    )
+}
+
+/// Runs `total` requests over `concurrency` tasks; returns the time the last one finished.
+async fn load<F, Fut>(total: usize, concurrency: usize, request: F) -> anyhow::Result<Instant>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, request) = (next.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if index >= total {
+                    return anyhow::Ok(());
+                }
+                request(index).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(Instant::now())
+}
+
+async fn raw(receiver: &BenchReceiver, args: &BenchArgs) -> anyhow::Result<BenchResult> {
+    let client = reqwest::Client::new();
+    let url = receiver.url("raw");
+    let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
+    let epoch = receiver.state.epoch;
+    let started = Instant::now();
+    let finished = load(args.messages, args.concurrency, move |_| {
+        let (client, url, body) = (client.clone(), url.clone(), payload(epoch, &pad));
+        async move {
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("raw receiver answered {}", response.status());
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let rate = args.messages as f64 / finished.duration_since(started).as_secs_f64();
+    Ok(BenchResult {
+        scenario: "raw",
+        messages: args.messages,
+        endpoints: 1,
+        accepted_per_second: rate,
+        delivered_per_second: rate,
+        latency_p50_ms: 0.0,
+        latency_p99_ms: 0.0,
+        latency_max_ms: 0.0,
+        missing: 0,
+        duplicates: 0,
+        bad_signatures: 0,
+        ratio_to_raw: None,
+        server_peak_rss_mib: None,
+        server_idle_rss_mib: None,
+    })
+}
+
+/// A `kait serve` child process on a temporary data dir.
+struct ServerProcess {
+    child: Child,
+    base_url: String,
+    _data_dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    fn start() -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--allow-network", "127.0.0.0/8"])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--admin-token", BENCH_TOKEN])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting kait serve")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let base_url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(address) = line.strip_prefix("kait listening on ") {
+                        break address.to_owned();
+                    }
+                }
+                _ => bail!("kait serve exited before listening"),
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Self {
+            child,
+            base_url,
+            _data_dir: data_dir,
+        })
+    }
+
+    /// Resident set size now and at its peak, in MiB, from /proc (Linux only).
+    fn rss_mib(&self) -> (Option<f64>, Option<f64>) {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())) else {
+            return (None, None);
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+                .map(|kib| kib / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn api_post(client: &reqwest::Client, url: String, body: String) -> anyhow::Result<serde_json::Value> {
+    let response = client
+        .post(&url)
+        .bearer_auth(BENCH_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+async fn push(receiver: &BenchReceiver, args: &BenchArgs, endpoints: usize) -> anyhow::Result<BenchResult> {
+    let server = ServerProcess::start()?;
+    // Let the fresh process settle before reading its idle size.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (idle_rss, _) = server.rss_mib();
+    let client = reqwest::Client::new();
+    let app = api_post(&client, format!("{}/api/v1/app", server.base_url), json!({ "name": "bench" }).to_string()).await?;
+    let app_id = app["id"].as_str().context("app id")?.to_owned();
+    for index in 0..endpoints {
+        let body = json!({ "url": receiver.url(&format!("e{index}")), "secret": BENCH_SECRET });
+        api_post(&client, format!("{}/api/v1/app/{app_id}/endpoint", server.base_url), body.to_string()).await?;
+    }
+
+    let url = format!("{}/api/v1/app/{app_id}/msg", server.base_url);
+    let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
+    let epoch = receiver.state.epoch;
+    let started = Instant::now();
+    let accepted_at = load(args.messages, args.concurrency, move |_| {
+        let (client, url) = (client.clone(), url.clone());
+        let body = format!("{{\"eventType\":\"bench.event\",\"payload\":{}}}", payload(epoch, &pad));
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(BENCH_TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            if response.status() != StatusCode::ACCEPTED {
+                bail!("message answered {}", response.status());
+            }
+            Ok(())
+        }
+    })
+    .await?;
+
+    let expected = args.messages * endpoints;
+    let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(expected as u64);
+    loop {
+        let distinct = receiver.state.arrivals.lock().expect("arrivals lock").counts.len();
+        if distinct >= expected || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, peak_rss) = server.rss_mib();
+    drop(server);
+
+    let mut arrivals = receiver.state.arrivals.lock().expect("arrivals lock");
+    let distinct = arrivals.counts.len();
+    let total: u64 = arrivals.counts.values().map(|count| u64::from(*count)).sum();
+    let last_arrival = arrivals.last_arrival.unwrap_or(started);
+    arrivals.latencies_micros.sort_unstable();
+    let percentile = |fraction: f64| {
+        let latencies = &arrivals.latencies_micros;
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 * fraction).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index] as f64 / 1000.0
+    };
+    Ok(BenchResult {
+        scenario: if endpoints == 1 { "push-1" } else { "push-10" },
+        messages: args.messages,
+        endpoints,
+        accepted_per_second: args.messages as f64 / accepted_at.duration_since(started).as_secs_f64(),
+        delivered_per_second: distinct as f64 / last_arrival.duration_since(started).as_secs_f64(),
+        latency_p50_ms: percentile(0.50),
+        latency_p99_ms: percentile(0.99),
+        latency_max_ms: percentile(1.0),
+        missing: expected.saturating_sub(distinct),
+        duplicates: (total as usize).saturating_sub(distinct),
+        bad_signatures: receiver.state.bad_signatures.load(Ordering::Relaxed),
+        ratio_to_raw: None,
+        server_peak_rss_mib: peak_rss,
+        server_idle_rss_mib: idle_rss,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_send_time() {
+        assert_eq!(sent_micros(br#"{"t":12345,"pad":"xx"}"#), Some(12345));
+        assert_eq!(sent_micros(br#"{"pad":"xx"}"#), None);
+    }
+}
