@@ -105,7 +105,18 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!(
         "{:<8} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9}",
-        "scenario", "messages", "eps", "accepted/s", "delivered/s", "p50 ms", "p99 ms", "max ms", "missing", "dups", "vs raw", "peak MiB"
+        "scenario",
+        "messages",
+        "eps",
+        "accepted/s",
+        "delivered/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "missing",
+        "dups",
+        "vs raw",
+        "peak MiB"
     );
     for result in &results {
         println!(
@@ -120,8 +131,12 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             result.latency_max_ms,
             result.missing,
             result.duplicates,
-            result.ratio_to_raw.map_or("-".into(), |ratio| format!("{ratio:.3}")),
-            result.server_peak_rss_mib.map_or("-".into(), |mib| format!("{mib:.1}")),
+            result
+                .ratio_to_raw
+                .map_or("-".into(), |ratio| format!("{ratio:.3}")),
+            result
+                .server_peak_rss_mib
+                .map_or("-".into(), |mib| format!("{mib:.1}")),
         );
     }
     for result in &results {
@@ -331,7 +346,13 @@ impl ServerProcess {
     fn start() -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", "127.0.0.1:0", "--allow-network", "127.0.0.0/8"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-network",
+                "127.0.0.0/8",
+            ])
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(["--admin-token", BENCH_TOKEN])
@@ -363,7 +384,8 @@ impl ServerProcess {
 
     /// Resident set size now and at its peak, in MiB, from /proc (Linux only).
     fn rss_mib(&self) -> (Option<f64>, Option<f64>) {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())) else {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        else {
             return (None, None);
         };
         let field = |name: &str| {
@@ -385,7 +407,11 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn api_post(client: &reqwest::Client, url: String, body: String) -> anyhow::Result<serde_json::Value> {
+async fn api_post(
+    client: &reqwest::Client,
+    url: String,
+    body: String,
+) -> anyhow::Result<serde_json::Value> {
     let response = client
         .post(&url)
         .bearer_auth(BENCH_TOKEN)
@@ -396,22 +422,39 @@ async fn api_post(client: &reqwest::Client, url: String, body: String) -> anyhow
     let status = response.status();
     let bytes = response.bytes().await?;
     if !status.is_success() {
-        bail!("{url} answered {status}: {}", String::from_utf8_lossy(&bytes));
+        bail!(
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
     }
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-async fn push(receiver: &BenchReceiver, args: &BenchArgs, endpoints: usize) -> anyhow::Result<BenchResult> {
+async fn push(
+    receiver: &BenchReceiver,
+    args: &BenchArgs,
+    endpoints: usize,
+) -> anyhow::Result<BenchResult> {
     let server = ServerProcess::start()?;
     // Let the fresh process settle before reading its idle size.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (idle_rss, _) = server.rss_mib();
     let client = reqwest::Client::new();
-    let app = api_post(&client, format!("{}/api/v1/app", server.base_url), json!({ "name": "bench" }).to_string()).await?;
+    let app = api_post(
+        &client,
+        format!("{}/api/v1/app", server.base_url),
+        json!({ "name": "bench" }).to_string(),
+    )
+    .await?;
     let app_id = app["id"].as_str().context("app id")?.to_owned();
     for index in 0..endpoints {
         let body = json!({ "url": receiver.url(&format!("e{index}")), "secret": BENCH_SECRET });
-        api_post(&client, format!("{}/api/v1/app/{app_id}/endpoint", server.base_url), body.to_string()).await?;
+        api_post(
+            &client,
+            format!("{}/api/v1/app/{app_id}/endpoint", server.base_url),
+            body.to_string(),
+        )
+        .await?;
     }
 
     let url = format!("{}/api/v1/app/{app_id}/msg", server.base_url);
@@ -420,7 +463,10 @@ async fn push(receiver: &BenchReceiver, args: &BenchArgs, endpoints: usize) -> a
     let started = Instant::now();
     let accepted_at = load(args.messages, args.concurrency, move |_| {
         let (client, url) = (client.clone(), url.clone());
-        let body = format!("{{\"eventType\":\"bench.event\",\"payload\":{}}}", payload(epoch, &pad));
+        let body = format!(
+            "{{\"eventType\":\"bench.event\",\"payload\":{}}}",
+            payload(epoch, &pad)
+        );
         async move {
             let response = client
                 .post(url)
@@ -438,9 +484,16 @@ async fn push(receiver: &BenchReceiver, args: &BenchArgs, endpoints: usize) -> a
     .await?;
 
     let expected = args.messages * endpoints;
-    let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(expected as u64);
+    let deadline =
+        Instant::now() + Duration::from_secs(60) + Duration::from_millis(expected as u64);
     loop {
-        let distinct = receiver.state.arrivals.lock().expect("arrivals lock").counts.len();
+        let distinct = receiver
+            .state
+            .arrivals
+            .lock()
+            .expect("arrivals lock")
+            .counts
+            .len();
         if distinct >= expected || Instant::now() > deadline {
             break;
         }
@@ -451,7 +504,11 @@ async fn push(receiver: &BenchReceiver, args: &BenchArgs, endpoints: usize) -> a
 
     let mut arrivals = receiver.state.arrivals.lock().expect("arrivals lock");
     let distinct = arrivals.counts.len();
-    let total: u64 = arrivals.counts.values().map(|count| u64::from(*count)).sum();
+    let total: u64 = arrivals
+        .counts
+        .values()
+        .map(|count| u64::from(*count))
+        .sum();
     let last_arrival = arrivals.last_arrival.unwrap_or(started);
     arrivals.latencies_micros.sort_unstable();
     let percentile = |fraction: f64| {
@@ -459,14 +516,16 @@ async fn push(receiver: &BenchReceiver, args: &BenchArgs, endpoints: usize) -> a
         if latencies.is_empty() {
             return 0.0;
         }
-        let index = ((latencies.len() as f64 * fraction).ceil() as usize).clamp(1, latencies.len()) - 1;
+        let index =
+            ((latencies.len() as f64 * fraction).ceil() as usize).clamp(1, latencies.len()) - 1;
         latencies[index] as f64 / 1000.0
     };
     Ok(BenchResult {
         scenario: if endpoints == 1 { "push-1" } else { "push-10" },
         messages: args.messages,
         endpoints,
-        accepted_per_second: args.messages as f64 / accepted_at.duration_since(started).as_secs_f64(),
+        accepted_per_second: args.messages as f64
+            / accepted_at.duration_since(started).as_secs_f64(),
         delivered_per_second: distinct as f64 / last_arrival.duration_since(started).as_secs_f64(),
         latency_p50_ms: percentile(0.50),
         latency_p99_ms: percentile(0.99),
