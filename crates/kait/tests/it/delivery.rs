@@ -315,3 +315,36 @@ async fn egress_guard_refuses_non_public_targets() {
     assert_eq!(receiver.count(), 0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_failures_and_never_followed() {
+    let server = TestServer::start().await;
+    let target = Receiver::start().await;
+    let location = target.url.clone();
+    let redirector = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [("location", location)]) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect_url = format!("http://{}/moved", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirector).await.unwrap() });
+
+    let app = server.create_app("redirects").await;
+    server
+        .create_endpoint(&app, json!({ "url": redirect_url }))
+        .await;
+    let msg_id = server.send(&app, "a.b", json!({})).await;
+    let attempts = server
+        .wait_until(
+            &format!("/api/v1/app/{app}/attempt/msg/{msg_id}"),
+            WAIT,
+            |body| body["data"].as_array().is_some_and(|data| data.len() == 3),
+        )
+        .await;
+    for attempt in attempts["data"].as_array().unwrap() {
+        assert_eq!(attempt["responseStatusCode"], 307);
+        assert_eq!(attempt["status"], 2);
+    }
+    assert_eq!(target.count(), 0, "the redirect target was never called");
+    server.stop().await;
+}

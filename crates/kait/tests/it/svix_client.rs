@@ -271,3 +271,61 @@ async fn endpoints_messages_and_attempts() {
     );
     server.stop().await;
 }
+
+/// Older client libraries put a trailing slash on every path and use the older field names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailing_slashes_and_older_field_names() {
+    let server = TestServer::start().await;
+    let (status, app) = server
+        .post("/api/v1/app/", r#"{"name": "legacy", "rateLimit": 12}"#)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{app}");
+    assert_eq!(app["rateLimit"], 12);
+    assert_eq!(app["throttleRate"], 12);
+    let app_id = app["id"].as_str().unwrap();
+    let (status, endpoint) = server
+        .post(
+            &format!("/api/v1/app/{app_id}/endpoint/"),
+            r#"{"url": "https://example.com/hook", "version": 1, "filterTypes": ["a.b"], "rateLimit": 5}"#,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{endpoint}");
+    assert_eq!(endpoint["filterTypes"], serde_json::json!(["a.b"]));
+    assert_eq!(endpoint["eventTypes"], serde_json::json!(["a.b"]));
+    assert_eq!(endpoint["rateLimit"], 5);
+    assert_eq!(endpoint["throttleRate"], 5);
+    let (status, listed) = server.get(&format!("/api/v1/app/{app_id}/endpoint/")).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    let (status, _) = server.get("/api/v1/health/").await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+
+    // Event type PATCH keeps what it does not name; DELETE with expunge removes for good.
+    server
+        .post(
+            "/api/v1/event-type/",
+            r#"{"name": "a.b", "description": "first"}"#,
+        )
+        .await;
+    let (status, patched) = server
+        .request(
+            reqwest::Method::PATCH,
+            "/api/v1/event-type/a.b/",
+            Some(r#"{"deprecated": true}"#),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{patched}");
+    assert_eq!(patched["description"], "first");
+    assert_eq!(patched["deprecated"], true);
+    let (status, _) = server
+        .request(
+            reqwest::Method::DELETE,
+            "/api/v1/event-type/a.b?expunge=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+    let (status, _) = server.get("/api/v1/event-type/a.b").await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    server.stop().await;
+}
