@@ -8,8 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::header::USER_AGENT;
+use axum::response::{IntoResponse, Response};
 use kait_core::signing::Secret;
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problems};
@@ -251,12 +253,40 @@ pub async fn get_secret(
     }))
 }
 
-/// Replaces the secret (with the given one or a new random one) and returns it.
+/// First Svix SDK release whose `rotate_secret` accepts a body: the generated clients before it
+/// (Python 1.45 and older, checked) fail on anything but `204 No Content`.
+const FIRST_SDK_READING_ROTATED_SECRET: (u32, u32) = (1, 56);
+
+/// Whether the caller is an older Svix SDK that expects `204` from `secret/rotate`, judged from
+/// its `User-Agent: svix-libs/{version}/{language}`.
+fn expects_empty_rotate_response(headers: &HeaderMap) -> bool {
+    let Some(agent) = headers
+        .get(USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(version) = agent
+        .strip_prefix("svix-libs/")
+        .and_then(|rest| rest.split('/').next())
+    else {
+        return false;
+    };
+    let mut numbers = version.split('.').map(|part| part.parse::<u32>());
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) < FIRST_SDK_READING_ROTATED_SECRET,
+        _ => false,
+    }
+}
+
+/// Replaces the secret (with the given one or a new random one) and returns it as JSON, as the
+/// current client libraries expect (older ones get the `204` they expect).
 pub async fn rotate_secret(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<EndpointSecretOut>, ApiError> {
+) -> Result<Response, ApiError> {
     // Older clients send no body at all.
     let input: EndpointSecretRotateIn = if body.iter().all(u8::is_ascii_whitespace) {
         EndpointSecretRotateIn::default()
@@ -276,7 +306,10 @@ pub async fn rotate_secret(
             ..existing
         })
         .await?;
-    Ok(Json(EndpointSecretOut { key }))
+    if expects_empty_rotate_response(&headers) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(Json(EndpointSecretOut { key }).into_response())
 }
 
 pub async fn get_headers(
@@ -336,4 +369,33 @@ pub async fn patch_headers(
         headers.remove(&name);
     }
     store_headers(&state, existing, headers).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn older_sdks_get_an_empty_rotate_response() {
+        assert!(expects_empty_rotate_response(&agent(
+            "svix-libs/1.45.0/python"
+        )));
+        assert!(expects_empty_rotate_response(&agent(
+            "svix-libs/0.85.1/python"
+        )));
+        assert!(!expects_empty_rotate_response(&agent(
+            "svix-libs/1.56.0/python"
+        )));
+        assert!(!expects_empty_rotate_response(&agent(
+            "svix-libs/2.9.1/rust rust/1.95.0"
+        )));
+        assert!(!expects_empty_rotate_response(&agent("curl/8.5.0")));
+        assert!(!expects_empty_rotate_response(&HeaderMap::new()));
+    }
 }

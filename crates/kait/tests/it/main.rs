@@ -4,6 +4,7 @@
 //! - `delivery`: fan-out, filters, signatures, retries, endpoint changes, the egress guard.
 //! - `bad_input`: every kind of bad request gets its status and code, and harms nothing.
 //! - `pagination`: iterators over applications, messages and attempts.
+//! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
 //! - `durability`: `kill -9` during a burst loses no acknowledged message.
 
 mod support;
@@ -12,4 +13,5 @@ mod bad_input;
 mod delivery;
 mod durability;
 mod pagination;
+mod python_sdk;
 mod svix_client;

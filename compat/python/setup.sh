@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Svix Python SDKs the compatibility test drives: the current one and an older
+# generation with the pre-rename field names. Idempotent; the venvs live outside the clone.
+set -euo pipefail
+root="${KAIT_PY_SDK_DIR:-/var/tmp/kait-svix-py}"
+for sdk in 2.9.1 1.45.0; do
+  venv="$root-$sdk"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import svix" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "svix==$sdk"
+  fi
+  echo "$venv/bin/python"
+done
