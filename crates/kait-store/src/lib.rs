@@ -73,16 +73,14 @@ pub struct MessageFilter {
     pub after: Option<Millis>,
 }
 
-/// Filters for attempt listings.
+/// Filters for attempt listings. `message` filters by the attempted message's event type and
+/// channel, and by the attempt's own time.
 #[derive(Debug, Clone, Default)]
 pub struct AttemptFilter {
     pub endpoint_id: Option<EndpointId>,
     pub msg_id: Option<MessageId>,
     pub status: Option<DeliveryStatus>,
-    pub event_types: Option<Vec<String>>,
-    pub channel: Option<String>,
-    pub before: Option<Millis>,
-    pub after: Option<Millis>,
+    pub message: MessageFilter,
 }
 
 /// A message to accept.

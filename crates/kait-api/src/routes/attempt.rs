@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kait_core::time::to_datetime;
-use kait_core::{AttemptId, DeliveryStatus, EndpointId, MessageId};
+use kait_core::{AppId, AttemptId, DeliveryStatus, EndpointId, MessageId};
 use kait_store::AttemptFilter;
 
 use super::message::message_filter;
@@ -27,21 +27,6 @@ fn status_filter(query: &ListQuery) -> Result<Option<DeliveryStatus>, ApiError> 
         .transpose()
 }
 
-fn attempt_page(
-    page: kait_store::Page<kait_core::Attempt>,
-) -> Json<ListResponse<MessageAttemptOut>> {
-    let data = page
-        .items
-        .into_iter()
-        .map(MessageAttemptOut::from)
-        .collect();
-    Json(ListResponse::new(
-        data,
-        page.done,
-        |attempt: &MessageAttemptOut| attempt.id.clone(),
-    ))
-}
-
 async fn message_id(
     state: &ApiState,
     app_id: &kait_core::AppId,
@@ -55,6 +40,36 @@ async fn message_id(
         .id)
 }
 
+/// Lists attempts of one endpoint or one message, with the query's filters.
+async fn list_attempts(
+    state: &ApiState,
+    app_id: &AppId,
+    endpoint_id: Option<EndpointId>,
+    msg_id: Option<MessageId>,
+    query: &ListQuery,
+) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
+    let filter = AttemptFilter {
+        endpoint_id,
+        msg_id,
+        status: status_filter(query)?,
+        message: message_filter(query)?,
+    };
+    let page = state
+        .store
+        .list_attempts(app_id, filter, query.page()?)
+        .await?;
+    let data = page
+        .items
+        .into_iter()
+        .map(MessageAttemptOut::from)
+        .collect();
+    Ok(Json(ListResponse::new(
+        data,
+        page.done,
+        |attempt: &MessageAttemptOut| attempt.id.clone(),
+    )))
+}
+
 /// `GET …/attempt/endpoint/{endpoint_id}`.
 pub async fn list_by_endpoint(
     State(state): State<ApiState>,
@@ -63,21 +78,7 @@ pub async fn list_by_endpoint(
 ) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
     let application = find_app(&state, &app_key).await?;
     let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
-    let messages = message_filter(&query)?;
-    let filter = AttemptFilter {
-        endpoint_id: Some(endpoint.id),
-        msg_id: None,
-        status: status_filter(&query)?,
-        event_types: messages.event_types,
-        channel: messages.channel,
-        before: messages.before,
-        after: messages.after,
-    };
-    let page = state
-        .store
-        .list_attempts(&application.id, filter, query.page()?)
-        .await?;
-    Ok(attempt_page(page))
+    list_attempts(&state, &application.id, Some(endpoint.id), None, &query).await
 }
 
 /// `GET …/attempt/msg/{msg_id}` (and the older `…/msg/{msg_id}/attempt`).
@@ -92,21 +93,7 @@ pub async fn list_by_message(
         Some(key) => Some(find_endpoint(&state, &application.id, key).await?.id),
         None => None,
     };
-    let messages = message_filter(&query)?;
-    let filter = AttemptFilter {
-        endpoint_id,
-        msg_id: Some(msg_id),
-        status: status_filter(&query)?,
-        event_types: messages.event_types,
-        channel: messages.channel,
-        before: messages.before,
-        after: messages.after,
-    };
-    let page = state
-        .store
-        .list_attempts(&application.id, filter, query.page()?)
-        .await?;
-    Ok(attempt_page(page))
+    list_attempts(&state, &application.id, endpoint_id, Some(msg_id), &query).await
 }
 
 /// `GET …/msg/{msg_id}/attempt/{attempt_id}`.

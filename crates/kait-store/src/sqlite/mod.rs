@@ -23,10 +23,10 @@ use kait_core::{
     EventType, MessageId, TriggerType,
 };
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use self::paging::{Keyset, finish, where_clause};
+use self::paging::{Keyset, query_keyed};
 use self::writer::{WriteContext, WriterHandle, WriterSignals};
 use crate::{
     AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, EndpointMessage, MessageFilter,
@@ -181,19 +181,6 @@ fn io_error(error: std::io::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 
-fn query_page<T>(
-    connection: &Connection,
-    sql: &str,
-    parameters: Vec<Value>,
-    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> StoreResult<Vec<T>> {
-    let mut statement = connection.prepare_cached(sql)?;
-    let rows = statement
-        .query_map(params_from_iter(parameters), map)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
 fn application_by_key(connection: &Connection, key: &str) -> StoreResult<Option<Application>> {
     let column = if AppId::has_prefix(key) { "id" } else { "uid" };
     let sql = format!(
@@ -316,17 +303,16 @@ impl Store for SqliteStore {
                 iterator_key: "?",
                 newest_first: false,
             };
-            let mut parameters = Vec::new();
-            let page_sql = keyset.page_sql(&page, &mut parameters);
-            let sql = format!(
-                "SELECT {} FROM application {} ORDER BY {} LIMIT {}",
-                rows::APPLICATION_COLUMNS,
-                where_clause(std::slice::from_ref(&page_sql.condition)),
-                page_sql.order_by,
-                page_sql.limit
-            );
-            let items = query_page(connection, &sql, parameters, rows::application)?;
-            Ok(finish(items, &page, &page_sql))
+            let select = format!("SELECT {} FROM application", rows::APPLICATION_COLUMNS);
+            query_keyed(
+                connection,
+                &select,
+                Vec::new(),
+                Vec::new(),
+                &keyset,
+                &page,
+                rows::application,
+            )
         })
         .await
     }
@@ -439,22 +425,21 @@ impl Store for SqliteStore {
                 iterator_key: "?",
                 newest_first: false,
             };
-            let mut parameters = Vec::new();
-            let page_sql = keyset.page_sql(&page, &mut parameters);
-            let archived = if include_archived {
-                String::new()
+            let conditions = if include_archived {
+                Vec::new()
             } else {
-                "archived = 0".to_owned()
+                vec!["archived = 0".to_owned()]
             };
-            let sql = format!(
-                "SELECT {} FROM event_type {} ORDER BY {} LIMIT {}",
-                rows::EVENT_TYPE_COLUMNS,
-                where_clause(&[archived, page_sql.condition.clone()]),
-                page_sql.order_by,
-                page_sql.limit
-            );
-            let items = query_page(connection, &sql, parameters, rows::event_type)?;
-            Ok(finish(items, &page, &page_sql))
+            let select = format!("SELECT {} FROM event_type", rows::EVENT_TYPE_COLUMNS);
+            query_keyed(
+                connection,
+                &select,
+                conditions,
+                Vec::new(),
+                &keyset,
+                &page,
+                rows::event_type,
+            )
         })
         .await
     }
@@ -543,17 +528,16 @@ impl Store for SqliteStore {
                 iterator_key: "?",
                 newest_first: false,
             };
-            let mut parameters = vec![Value::Text(app_id.into_string())];
-            let page_sql = keyset.page_sql(&page, &mut parameters);
-            let sql = format!(
-                "SELECT {} FROM endpoint {} ORDER BY {} LIMIT {}",
-                rows::ENDPOINT_COLUMNS,
-                where_clause(&["app_id = ?".to_owned(), page_sql.condition.clone()]),
-                page_sql.order_by,
-                page_sql.limit
-            );
-            let items = query_page(connection, &sql, parameters, rows::endpoint)?;
-            Ok(finish(items, &page, &page_sql))
+            let select = format!("SELECT {} FROM endpoint", rows::ENDPOINT_COLUMNS);
+            query_keyed(
+                connection,
+                &select,
+                vec!["app_id = ?".to_owned()],
+                vec![Value::Text(app_id.into_string())],
+                &keyset,
+                &page,
+                rows::endpoint,
+            )
         })
         .await
     }
@@ -741,17 +725,16 @@ impl Store for SqliteStore {
                 iterator_key: "(SELECT seq FROM message WHERE id = ?)",
                 newest_first: true,
             };
-            let page_sql = keyset.page_sql(&page, &mut parameters);
-            conditions.push(page_sql.condition.clone());
-            let sql = format!(
-                "SELECT {} FROM message m {} ORDER BY {} LIMIT {}",
-                rows::MESSAGE_COLUMNS,
-                where_clause(&conditions),
-                page_sql.order_by,
-                page_sql.limit
-            );
-            let items = query_page(connection, &sql, parameters, rows::message)?;
-            Ok(finish(items, &page, &page_sql))
+            let select = format!("SELECT {} FROM message m", rows::MESSAGE_COLUMNS);
+            query_keyed(
+                connection,
+                &select,
+                conditions,
+                parameters,
+                &keyset,
+                &page,
+                rows::message,
+            )
         })
         .await
     }
@@ -930,44 +913,43 @@ impl Store for SqliteStore {
                 conditions.push("a.status = ?".to_owned());
                 parameters.push(Value::Integer(status.code()));
             }
+            // Times filter the attempt; event types and channel filter its message.
+            if let Some(before) = filter.message.before {
+                conditions.push("a.created_at < ?".to_owned());
+                parameters.push(Value::Integer(before));
+            }
+            if let Some(after) = filter.message.after {
+                conditions.push("a.created_at > ?".to_owned());
+                parameters.push(Value::Integer(after));
+            }
             let message_filter = MessageFilter {
-                event_types: filter.event_types,
-                channel: filter.channel,
                 before: None,
                 after: None,
+                ..filter.message
             };
             let needs_message =
                 message_filter.event_types.is_some() || message_filter.channel.is_some();
             message_conditions(&message_filter, "m", &mut conditions, &mut parameters);
-            if let Some(before) = filter.before {
-                conditions.push("a.created_at < ?".to_owned());
-                parameters.push(Value::Integer(before));
-            }
-            if let Some(after) = filter.after {
-                conditions.push("a.created_at > ?".to_owned());
-                parameters.push(Value::Integer(after));
-            }
             let keyset = Keyset {
                 key_column: "a.seq",
                 iterator_key: "(SELECT seq FROM attempt WHERE id = ?)",
                 newest_first: true,
             };
-            let page_sql = keyset.page_sql(&page, &mut parameters);
-            conditions.push(page_sql.condition.clone());
             let join = if needs_message {
                 "JOIN message m ON m.seq = a.msg_seq"
             } else {
                 ""
             };
-            let sql = format!(
-                "SELECT {} FROM attempt a {join} {} ORDER BY {} LIMIT {}",
-                rows::ATTEMPT_COLUMNS,
-                where_clause(&conditions),
-                page_sql.order_by,
-                page_sql.limit
-            );
-            let items = query_page(connection, &sql, parameters, rows::attempt)?;
-            Ok(finish(items, &page, &page_sql))
+            let select = format!("SELECT {} FROM attempt a {join}", rows::ATTEMPT_COLUMNS);
+            query_keyed(
+                connection,
+                &select,
+                conditions,
+                parameters,
+                &keyset,
+                &page,
+                rows::attempt,
+            )
         })
         .await
     }
@@ -1048,25 +1030,30 @@ impl Store for SqliteStore {
                 iterator_key: "(SELECT seq FROM message WHERE id = ?)",
                 newest_first: true,
             };
-            let page_sql = keyset.page_sql(&page, &mut parameters);
-            conditions.push(page_sql.condition.clone());
-            let sql = format!(
-                "SELECT {}, d.status, d.due_at FROM delivery d JOIN message m ON m.seq = d.msg_seq {} \
-                 ORDER BY {} LIMIT {}",
-                rows::MESSAGE_COLUMNS,
-                where_clause(&conditions),
-                page_sql.order_by,
-                page_sql.limit
+            let select = format!(
+                "SELECT {}, d.status, d.due_at FROM delivery d JOIN message m ON m.seq = d.msg_seq",
+                rows::MESSAGE_COLUMNS
             );
-            let items = query_page(connection, &sql, parameters, |row| {
-                let status = rows::delivery_status(row, 7)?;
-                Ok(EndpointMessage {
-                    message: rows::message(row)?,
-                    status,
-                    next_attempt_at: if status == DeliveryStatus::Pending { row.get(8)? } else { None },
-                })
-            })?;
-            Ok(finish(items, &page, &page_sql))
+            query_keyed(
+                connection,
+                &select,
+                conditions,
+                parameters,
+                &keyset,
+                &page,
+                |row| {
+                    let status = rows::delivery_status(row, 7)?;
+                    Ok(EndpointMessage {
+                        message: rows::message(row)?,
+                        status,
+                        next_attempt_at: if status == DeliveryStatus::Pending {
+                            row.get(8)?
+                        } else {
+                            None
+                        },
+                    })
+                },
+            )
         })
         .await
     }

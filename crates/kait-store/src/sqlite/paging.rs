@@ -77,3 +77,29 @@ pub fn finish<T>(mut rows: Vec<T>, page: &PageRequest, sql: &PageSql) -> crate::
     }
     crate::Page { items: rows, done }
 }
+
+/// Runs one page of a keyed listing: `select` is everything before `WHERE` (columns, table,
+/// joins); `conditions` and `parameters` are the listing's own filters, in order.
+pub fn query_keyed<T>(
+    connection: &rusqlite::Connection,
+    select: &str,
+    mut conditions: Vec<String>,
+    mut parameters: Vec<Value>,
+    keyset: &Keyset,
+    page: &PageRequest,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> crate::StoreResult<crate::Page<T>> {
+    let page_sql = keyset.page_sql(page, &mut parameters);
+    conditions.push(page_sql.condition.clone());
+    let sql = format!(
+        "{select} {} ORDER BY {} LIMIT {}",
+        where_clause(&conditions),
+        page_sql.order_by,
+        page_sql.limit
+    );
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(parameters), map)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(finish(rows, page, &page_sql))
+}
