@@ -1103,3 +1103,6 @@ fn message_conditions(
         parameters.push(Value::Integer(after));
     }
 }
+
+#[cfg(test)]
+mod tests;

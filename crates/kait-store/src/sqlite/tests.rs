@@ -1,0 +1,283 @@
+//! The SQLite store's own behaviour: group commit, fan-out, claiming, outcomes, recovery.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kait_core::signing::Secret;
+use kait_core::time::now_millis;
+use kait_core::{
+    AppId, Application, Attempt, AttemptId, DeliveryStatus, Endpoint, EndpointId, Message,
+    MessageId, TriggerType,
+};
+
+use super::{SqliteOptions, SqliteStore};
+use crate::{NewMessage, NextStep, Outcome, Store, StoreError};
+
+fn open(dir: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(SqliteOptions::new(dir)).expect("store opens")
+}
+
+fn application() -> Application {
+    Application {
+        id: AppId::generate(),
+        uid: None,
+        name: "test".into(),
+        rate_limit: None,
+        metadata: Default::default(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
+    Endpoint {
+        id: EndpointId::generate(),
+        app_id: app_id.clone(),
+        uid: None,
+        url: "http://127.0.0.1:9/hook".into(),
+        description: String::new(),
+        version: 1,
+        disabled: false,
+        event_types: event_types.map(|names| {
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<BTreeSet<_>>()
+        }),
+        channels: None,
+        rate_limit: None,
+        metadata: Default::default(),
+        secret: Secret::generate(),
+        headers: Default::default(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn message(app_id: &AppId, event_type: &str, event_id: Option<&str>) -> NewMessage {
+    NewMessage {
+        message: Message {
+            id: MessageId::generate(),
+            app_id: app_id.clone(),
+            event_type: event_type.into(),
+            event_id: event_id.map(str::to_owned),
+            channels: None,
+            payload: "{}".into(),
+            created_at: now_millis(),
+        },
+        idempotency_key: None,
+    }
+}
+
+fn outcome(delivery_id: i64, claimed: &crate::ClaimedDelivery, next: NextStep) -> Outcome {
+    Outcome {
+        delivery_id,
+        attempt: Attempt {
+            id: AttemptId::generate(),
+            msg_id: claimed.msg_id.clone(),
+            endpoint_id: claimed.endpoint_id.clone(),
+            app_id: claimed.app_id.clone(),
+            url: "http://127.0.0.1:9/hook".into(),
+            status: if next == NextStep::Succeeded {
+                DeliveryStatus::Success
+            } else {
+                DeliveryStatus::Fail
+            },
+            response_status_code: 500,
+            response: String::new(),
+            response_duration_ms: 1,
+            trigger_type: TriggerType::Scheduled,
+            created_at: now_millis(),
+        },
+        next,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_commit_together_and_a_failure_stays_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_message(message(&app.id, "a.b", Some("dup")))
+        .await
+        .unwrap();
+
+    // Many writers at once, one of which violates the eventId constraint.
+    let mut tasks = Vec::new();
+    for index in 0..200 {
+        let (store, app_id) = (store.clone(), app.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let event_id = if index == 100 {
+                Some("dup".to_owned())
+            } else {
+                None
+            };
+            store
+                .create_message(message(&app_id, "a.b", event_id.as_deref()))
+                .await
+        }));
+    }
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(error) => panic!("unexpected {error}"),
+        }
+    }
+    assert_eq!(conflicts, 1);
+    let listed = store
+        .list_messages(
+            &app.id,
+            Default::default(),
+            crate::PageRequest {
+                limit: 250,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 200, "the failed job rolled back alone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_claim_and_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let app = store.create_application(application()).await.unwrap();
+    let all = store
+        .create_endpoint(endpoint(&app.id, None))
+        .await
+        .unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, Some(&["other.type"])))
+        .await
+        .unwrap();
+
+    let accepted = store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        accepted.deliveries, 1,
+        "the filtered endpoint gets no delivery"
+    );
+
+    let claim = store.claim_due(now_millis(), 10).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 1);
+    let claimed = &claim.deliveries[0];
+    assert_eq!(claimed.endpoint_id, all.id);
+    assert_eq!(&*claimed.payload, "{}");
+    assert!(
+        store
+            .claim_due(now_millis(), 10)
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty(),
+        "claimed once"
+    );
+
+    let retry_at = now_millis() + 60_000;
+    store
+        .record_outcomes(
+            vec![outcome(
+                claimed.delivery_id,
+                claimed,
+                NextStep::RetryAt(retry_at),
+            )]
+            .into(),
+        )
+        .await
+        .unwrap();
+    let later = store.claim_due(now_millis(), 10).await.unwrap();
+    assert!(later.deliveries.is_empty(), "not due before its time");
+    assert_eq!(later.next_due_at, Some(retry_at));
+    let due = store.claim_due(retry_at, 10).await.unwrap();
+    assert_eq!(due.deliveries[0].attempts_made, 1);
+    store
+        .record_outcomes(
+            vec![outcome(
+                due.deliveries[0].delivery_id,
+                &due.deliveries[0],
+                NextStep::Succeeded,
+            )]
+            .into(),
+        )
+        .await
+        .unwrap();
+    let states = store
+        .list_delivery_states(&app.id, &accepted.message.id)
+        .await
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Success);
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!(counts, vec![(DeliveryStatus::Success, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_in_flight_at_a_crash_are_due_again_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let app_id = {
+        let store = open(dir.path());
+        let app = store.create_application(application()).await.unwrap();
+        store
+            .create_endpoint(endpoint(&app.id, None))
+            .await
+            .unwrap();
+        store
+            .create_message(message(&app.id, "a.b", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .claim_due(now_millis(), 10)
+                .await
+                .unwrap()
+                .deliveries
+                .len(),
+            1
+        );
+        // Dropped without recording the outcome, as a crash would leave it.
+        app.id
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let store = open(dir.path());
+    let claim = store.claim_due(now_millis(), 10).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 1);
+    assert_eq!(claim.deliveries[0].app_id, app_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_cannot_open_the_same_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    match SqliteStore::open(SqliteOptions::new(dir.path())) {
+        Err(StoreError::Database(reason)) => assert!(reason.contains("in use"), "{reason}"),
+        Err(other) => panic!("unexpected {other}"),
+        Ok(_) => panic!("two stores opened one data dir"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_move_the_epoch_before_they_are_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let app = store.create_application(application()).await.unwrap();
+    let before = store.endpoint_epoch();
+    let created = store
+        .create_endpoint(endpoint(&app.id, None))
+        .await
+        .unwrap();
+    let after_create = store.endpoint_epoch();
+    assert!(after_create > before);
+    store
+        .update_endpoint(Endpoint {
+            disabled: true,
+            ..created
+        })
+        .await
+        .unwrap();
+    assert!(store.endpoint_epoch() > after_create);
+}
