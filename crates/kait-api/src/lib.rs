@@ -26,12 +26,16 @@ pub use error::ApiError;
 /// address is a 422); host names are checked again at every attempt by the sender.
 pub type UrlCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// Reports an endpoint's circuit-breaker state as the dispatcher sees it.
+pub type CircuitState = Arc<dyn Fn(&kait_core::EndpointId) -> &'static str + Send + Sync>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub admin_token: Arc<str>,
     pub url_check: UrlCheck,
+    pub circuit_state: CircuitState,
 }
 
 #[derive(Debug, Clone)]

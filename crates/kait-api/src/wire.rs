@@ -193,6 +193,8 @@ pub struct EndpointIn {
     pub metadata: Option<BTreeMap<String, String>>,
     pub headers: Option<BTreeMap<String, String>>,
     pub version: Option<i32>,
+    /// Kait extension: `concurrent` (default), `fifo` or `key`.
+    pub ordering: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -221,6 +223,7 @@ pub struct EndpointPatch {
     pub secret: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub version: Option<i32>,
+    pub ordering: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -241,6 +244,7 @@ pub struct EndpointOut {
     #[serde(rename = "rateLimit")]
     pub rate_limit: Option<u16>,
     pub metadata: BTreeMap<String, String>,
+    pub ordering: &'static str,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
     #[serde(rename = "updatedAt")]
@@ -262,6 +266,7 @@ impl From<&Endpoint> for EndpointOut {
             throttle_rate: endpoint.rate_limit,
             rate_limit: endpoint.rate_limit,
             metadata: endpoint.metadata.clone(),
+            ordering: endpoint.ordering.as_str(),
             created_at: to_datetime(endpoint.created_at),
             updated_at: to_datetime(endpoint.updated_at),
         }
@@ -307,6 +312,9 @@ pub struct MessageIn {
     #[serde(rename = "eventId")]
     pub event_id: Option<String>,
     pub channels: Option<BTreeSet<String>>,
+    /// Kait extension: messages with one key stay in order at `ordering: key` endpoints.
+    #[serde(rename = "orderingKey")]
+    pub ordering_key: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -318,6 +326,8 @@ pub struct MessageOut {
     pub event_id: Option<String>,
     pub payload: Box<RawValue>,
     pub channels: Option<BTreeSet<String>>,
+    #[serde(rename = "orderingKey", skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
     pub timestamp: DateTime<Utc>,
 }
 
@@ -343,6 +353,7 @@ impl MessageOut {
                 empty_payload()
             },
             channels: message.channels,
+            ordering_key: message.ordering_key,
             timestamp: to_datetime(message.created_at),
         }
     }
@@ -439,4 +450,17 @@ impl EndpointMessageOut {
             next_attempt: next_attempt_at.map(to_datetime),
         }
     }
+}
+
+/// Svix's `EndpointStats`, with Kait's circuit-breaker state.
+#[derive(Serialize)]
+pub struct EndpointStatsOut {
+    pub success: u64,
+    pub pending: u64,
+    pub sending: u64,
+    pub fail: u64,
+    pub canceled: u64,
+    /// `closed` (sending), `open` (paused after repeated failures) or `half-open` (probing).
+    #[serde(rename = "circuitState")]
+    pub circuit_state: &'static str,
 }

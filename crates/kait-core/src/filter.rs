@@ -53,6 +53,7 @@ mod tests {
             metadata: Default::default(),
             secret: Secret::generate(),
             headers: Default::default(),
+            ordering: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

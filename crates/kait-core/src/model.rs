@@ -36,6 +36,39 @@ pub struct EventType {
     pub updated_at: Millis,
 }
 
+/// How an endpoint's deliveries may overtake each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryOrder {
+    /// Many in flight at once, in any order (the default, and Svix's behaviour).
+    #[default]
+    Concurrent,
+    /// One at a time in message order: the next starts only when the previous one succeeded
+    /// or ran out of retries.
+    Fifo,
+    /// In order per message `orderingKey` (e.g. a device id), different keys in parallel, so
+    /// one stuck device never blocks the others.
+    Key,
+}
+
+impl DeliveryOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Concurrent => "concurrent",
+            Self::Fifo => "fifo",
+            Self::Key => "key",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "concurrent" => Self::Concurrent,
+            "fifo" => Self::Fifo,
+            "key" => Self::Key,
+            _ => return None,
+        })
+    }
+}
+
 /// A subscriber's URL and how to call it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
@@ -56,6 +89,7 @@ pub struct Endpoint {
     pub secret: Secret,
     /// Extra headers sent with every webhook to this endpoint.
     pub headers: BTreeMap<String, String>,
+    pub ordering: DeliveryOrder,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -68,6 +102,8 @@ pub struct Message {
     pub event_type: String,
     pub event_id: Option<String>,
     pub channels: Option<BTreeSet<String>>,
+    /// Messages with the same key reach an endpoint in `DeliveryOrder::Key` mode in order.
+    pub ordering_key: Option<String>,
     pub payload: String,
     pub created_at: Millis,
 }

@@ -109,6 +109,17 @@ pub fn endpoint_url(value: &str) -> Result<url::Url, String> {
     }
 }
 
+/// A message's `orderingKey` (e.g. a device id).
+pub fn ordering_key(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > MAX_NAME_LEN {
+        Err(format!(
+            "orderingKey must be 1 to {MAX_NAME_LEN} characters long"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// A non-empty human-readable name.
 pub fn name(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {

@@ -70,6 +70,8 @@ pub enum AttemptResult {
         /// The first bytes of the body, lossily decoded as UTF-8.
         body: String,
         duration: Duration,
+        /// The receiver's `Retry-After` on a 429 or 503, as a delay from now.
+        retry_after: Option<Duration>,
     },
     /// No response: the reason and how long it took to find out.
     NoResponse {
@@ -86,6 +88,14 @@ impl AttemptResult {
     pub fn duration(&self) -> Duration {
         match self {
             Self::Response { duration, .. } | Self::NoResponse { duration, .. } => *duration,
+        }
+    }
+
+    /// The receiver asked for a pause (429 or 503 with `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Response { retry_after, .. } => *retry_after,
+            Self::NoResponse { .. } => None,
         }
     }
 
@@ -179,10 +189,11 @@ impl Sender {
     pub async fn send(&self, webhook: Webhook<'_>) -> AttemptResult {
         let started = Instant::now();
         match self.try_send(webhook).await {
-            Ok((status, body)) => AttemptResult::Response {
+            Ok((status, body, retry_after)) => AttemptResult::Response {
                 status,
                 body,
                 duration: started.elapsed(),
+                retry_after,
             },
             Err(error) => AttemptResult::NoResponse {
                 error,
@@ -191,7 +202,10 @@ impl Sender {
         }
     }
 
-    async fn try_send(&self, webhook: Webhook<'_>) -> Result<(u16, String), SendError> {
+    async fn try_send(
+        &self,
+        webhook: Webhook<'_>,
+    ) -> Result<(u16, String, Option<Duration>), SendError> {
         self.check_url(webhook.url)?;
         let signature = webhook
             .signing_key
@@ -221,6 +235,15 @@ impl Sender {
             .await
             .map_err(classify)?;
         let status = response.status().as_u16();
+        let retry_after = if matches!(status, 429 | 503) {
+            response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| parse_retry_after(value, std::time::SystemTime::now()))
+        } else {
+            None
+        };
         let mut body = Vec::new();
         // Read only as much of the body as is kept; the rest is not worth the bandwidth.
         while body.len() < self.config.max_response_body {
@@ -232,8 +255,22 @@ impl Sender {
             }
         }
         body.truncate(self.config.max_response_body);
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        Ok((
+            status,
+            String::from_utf8_lossy(&body).into_owned(),
+            retry_after,
+        ))
     }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, relative to `now`.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn header_value(text: &str) -> Result<HeaderValue, SendError> {
@@ -268,4 +305,28 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::parse_retry_after;
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", SystemTime::now()), None);
+    }
 }

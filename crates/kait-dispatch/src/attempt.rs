@@ -1,6 +1,7 @@
 //! One attempt of one delivery: send it, and decide what happens next.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kait_core::retry::RetrySchedule;
@@ -11,6 +12,18 @@ use kait_store::{ClaimedDelivery, NextStep, Outcome};
 
 use crate::Shared;
 
+/// What the dispatcher loop learns from a finished attempt.
+pub struct Finished {
+    /// The delivery, with `attempts_made` counting this attempt.
+    pub delivery: ClaimedDelivery,
+    pub outcome: Outcome,
+    pub succeeded: bool,
+    /// The receiver answered `410 Gone`: the endpoint is to be disabled.
+    pub gone: bool,
+    /// The receiver asked for a pause (`Retry-After` on 429 or 503), bounded.
+    pub pause: Option<Duration>,
+}
+
 /// Lets a payload shared by a message's deliveries be a request body without copying it.
 struct SharedPayload(Arc<str>);
 
@@ -20,36 +33,37 @@ impl AsRef<[u8]> for SharedPayload {
     }
 }
 
-pub async fn run(shared: &Shared, delivery: ClaimedDelivery) -> Outcome {
+/// Sends one delivery. `hold_retry` (ordered endpoints) keeps a failed delivery in the
+/// dispatcher to be retried in place instead of returning it to the store's queue.
+pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: bool) -> Finished {
     let started_at = now_millis();
+    delivery.attempts_made += 1;
     let endpoint = match shared.endpoints.get(&delivery.endpoint_id).await {
         Ok(Some(endpoint)) => endpoint,
         Ok(None) => {
             // Deleted: the store drops the delivery with it; this outcome finds no row.
-            return outcome_without_request(
-                &delivery,
+            return without_request(
+                delivery,
                 started_at,
-                String::new(),
                 "endpoint was deleted",
                 NextStep::GiveUp,
             );
         }
         Err(error) => {
-            let retry_at = started_at + 1_000;
-            return outcome_without_request(
-                &delivery,
-                started_at,
-                String::new(),
-                &format!("endpoint could not be loaded: {error}"),
-                NextStep::RetryAt(retry_at),
-            );
+            let at = started_at + 1_000;
+            let next = if hold_retry {
+                NextStep::RetryHeld(at)
+            } else {
+                NextStep::RetryAt(at)
+            };
+            let reason = format!("endpoint could not be loaded: {error}");
+            return without_request(delivery, started_at, &reason, next);
         }
     };
     if endpoint.disabled {
-        return outcome_without_request(
-            &delivery,
+        return without_request(
+            delivery,
             started_at,
-            endpoint.url.clone(),
             "endpoint is disabled",
             NextStep::GiveUp,
         );
@@ -68,28 +82,48 @@ pub async fn run(shared: &Shared, delivery: ClaimedDelivery) -> Outcome {
         })
         .await;
     let succeeded = result.is_success();
-    let next = next_step(
-        &shared.retry_schedule,
-        succeeded,
-        delivery.attempts_made + 1,
-        now_millis(),
-        rand::random(),
-    );
+    let gone = result.status_code() == 410;
+    let pause = result
+        .retry_after()
+        .map(|asked| asked.min(shared.max_retry_after));
+    let next = if gone {
+        NextStep::GiveUp
+    } else {
+        next_step(
+            &shared.retry_schedule,
+            succeeded,
+            delivery.attempts_made,
+            pause,
+            hold_retry,
+            now_millis(),
+            rand::random(),
+        )
+    };
     if !succeeded {
         tracing::debug!(msg_id = %delivery.msg_id, endpoint_id = %delivery.endpoint_id, ?next, "attempt failed");
     }
-    Outcome {
-        delivery_id: delivery.delivery_id,
-        attempt: attempt_record(&delivery, started_at, endpoint.url.clone(), &result),
-        next,
+    let attempt = attempt_record(&delivery, started_at, endpoint.url.clone(), &result);
+    Finished {
+        outcome: Outcome {
+            delivery_id: delivery.delivery_id,
+            attempt,
+            next,
+        },
+        delivery,
+        succeeded,
+        gone,
+        pause,
     }
 }
 
-/// What follows an attempt: done, a retry after the scheduled delay, or giving up.
+/// What follows an attempt: done, a retry after the scheduled delay (or later, if the
+/// receiver asked for a longer pause), or giving up once the schedule is exhausted.
 pub fn next_step(
     schedule: &RetrySchedule,
     succeeded: bool,
     attempts_made: u32,
+    receiver_pause: Option<Duration>,
+    hold_retry: bool,
     now: Millis,
     unit_random: f64,
 ) -> NextStep {
@@ -97,7 +131,15 @@ pub fn next_step(
         return NextStep::Succeeded;
     }
     match schedule.next_delay(attempts_made, unit_random) {
-        Some(delay) => NextStep::RetryAt(now + delay.as_millis() as Millis),
+        Some(delay) => {
+            let delay = receiver_pause.map_or(delay, |pause| delay.max(pause));
+            let at = now + delay.as_millis() as Millis;
+            if hold_retry {
+                NextStep::RetryHeld(at)
+            } else {
+                NextStep::RetryAt(at)
+            }
+        }
         None => NextStep::GiveUp,
     }
 }
@@ -127,55 +169,92 @@ fn attempt_record(
     }
 }
 
-fn outcome_without_request(
-    delivery: &ClaimedDelivery,
+fn without_request(
+    delivery: ClaimedDelivery,
     started_at: Millis,
-    url: String,
     reason: &str,
     next: NextStep,
-) -> Outcome {
-    Outcome {
-        delivery_id: delivery.delivery_id,
-        attempt: Attempt {
-            id: AttemptId::generate(),
-            msg_id: delivery.msg_id.clone(),
-            endpoint_id: delivery.endpoint_id.clone(),
-            app_id: delivery.app_id.clone(),
-            url,
-            status: DeliveryStatus::Fail,
-            response_status_code: 0,
-            response: reason.to_owned(),
-            response_duration_ms: 0,
-            trigger_type: delivery.trigger_type,
-            created_at: started_at,
+) -> Finished {
+    let attempt = Attempt {
+        id: AttemptId::generate(),
+        msg_id: delivery.msg_id.clone(),
+        endpoint_id: delivery.endpoint_id.clone(),
+        app_id: delivery.app_id.clone(),
+        url: String::new(),
+        status: DeliveryStatus::Fail,
+        response_status_code: 0,
+        response: reason.to_owned(),
+        response_duration_ms: 0,
+        trigger_type: delivery.trigger_type,
+        created_at: started_at,
+    };
+    Finished {
+        outcome: Outcome {
+            delivery_id: delivery.delivery_id,
+            attempt,
+            next,
         },
-        next,
+        delivery,
+        // Not the endpoint's fault: the breaker does not count it.
+        succeeded: true,
+        gone: false,
+        pause: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    fn schedule() -> RetrySchedule {
+        RetrySchedule::new(vec![Duration::from_secs(5), Duration::from_secs(60)])
+    }
 
     #[test]
     fn success_ends_the_delivery() {
-        let schedule = RetrySchedule::default();
-        assert_eq!(next_step(&schedule, true, 1, 0, 0.5), NextStep::Succeeded);
+        assert_eq!(
+            next_step(&schedule(), true, 1, None, false, 0, 0.5),
+            NextStep::Succeeded
+        );
     }
 
     #[test]
     fn failures_follow_the_schedule_then_give_up() {
-        let schedule = RetrySchedule::new(vec![Duration::from_secs(5), Duration::from_secs(60)]);
+        let schedule = schedule();
         assert_eq!(
-            next_step(&schedule, false, 1, 1_000, 0.5),
+            next_step(&schedule, false, 1, None, false, 1_000, 0.5),
             NextStep::RetryAt(6_000)
         );
         assert_eq!(
-            next_step(&schedule, false, 2, 1_000, 0.5),
+            next_step(&schedule, false, 2, None, false, 1_000, 0.5),
             NextStep::RetryAt(61_000)
         );
-        assert_eq!(next_step(&schedule, false, 3, 1_000, 0.5), NextStep::GiveUp);
+        assert_eq!(
+            next_step(&schedule, false, 3, None, false, 1_000, 0.5),
+            NextStep::GiveUp
+        );
+    }
+
+    #[test]
+    fn retry_after_lengthens_but_never_shortens_the_delay() {
+        let schedule = schedule();
+        let long = Some(Duration::from_secs(30));
+        assert_eq!(
+            next_step(&schedule, false, 1, long, false, 0, 0.5),
+            NextStep::RetryAt(30_000)
+        );
+        let short = Some(Duration::from_secs(1));
+        assert_eq!(
+            next_step(&schedule, false, 1, short, false, 0, 0.5),
+            NextStep::RetryAt(5_000)
+        );
+    }
+
+    #[test]
+    fn ordered_endpoints_hold_their_retries() {
+        assert_eq!(
+            next_step(&schedule(), false, 1, None, true, 0, 0.5),
+            NextStep::RetryHeld(5_000)
+        );
     }
 }

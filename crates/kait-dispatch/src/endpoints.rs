@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kait_core::signing::SigningKey;
-use kait_core::{Endpoint, EndpointId};
+use kait_core::{DeliveryOrder, Endpoint, EndpointId};
 use kait_deliver::header::{HeaderMap, HeaderName, HeaderValue};
 use kait_store::{Store, StoreResult};
 
@@ -17,6 +17,8 @@ use kait_store::{Store, StoreResult};
 pub struct PreparedEndpoint {
     pub url: String,
     pub disabled: bool,
+    pub rate_limit: Option<u16>,
+    pub ordering: DeliveryOrder,
     pub signing_key: SigningKey,
     pub headers: HeaderMap,
 }
@@ -36,6 +38,8 @@ impl PreparedEndpoint {
         Self {
             url: endpoint.url.clone(),
             disabled: endpoint.disabled,
+            rate_limit: endpoint.rate_limit,
+            ordering: endpoint.ordering,
             signing_key: endpoint.secret.signing_key(),
             headers,
         }

@@ -1,38 +1,54 @@
 //! Kait's dispatcher: claims due deliveries, sends them, records what happened.
 //!
-//! One loop claims due deliveries from the store in batches, as many as there are free
-//! in-flight slots, and starts one task per delivery. Each task looks the endpoint up in an
-//! [`endpoints::EndpointCache`] (checked against the store's endpoint epoch before every
-//! attempt, so a change acknowledged by the API applies to the next attempt), sends through
-//! `kait-deliver`, and decides the next step from the retry schedule. Outcomes go to a
-//! recorder task that writes them to the store in batches.
+//! One loop task owns every endpoint's [`lane::Lane`]. It claims due deliveries from the store
+//! in batches (skipping endpoints whose lane is full), routes each into its endpoint's lane,
+//! and starts attempts as each lane's limits allow: per-endpoint in-flight limit, rate limit,
+//! circuit breaker, `Retry-After` pauses and ordering. Each attempt runs as its own task; it
+//! looks the endpoint up in an [`endpoints::EndpointCache`] (checked against the store's
+//! endpoint epoch, so a change acknowledged by the API applies to the next attempt), sends
+//! through `kait-deliver`, decides the next step from the retry schedule, hands the outcome to
+//! the recorder (batched store writes) and tells the loop it finished.
 //!
-//! The loop sleeps until the store signals new due work, the earliest scheduled retry falls
-//! due, or the poll interval passes (a safety net), whichever comes first.
+//! The loop sleeps until an attempt finishes, the store signals new due work, a lane's pause
+//! or the earliest scheduled retry ends, or the poll interval passes (a safety net).
 
 mod attempt;
+pub mod breaker;
 mod endpoints;
+pub mod lane;
+mod rate;
 mod recorder;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kait_core::retry::RetrySchedule;
-use kait_core::time::now_millis;
+use kait_core::time::{Millis, now_millis};
+use kait_core::{DeliveryOrder, Endpoint, EndpointId};
 use kait_deliver::Sender;
-use kait_store::Store;
-use tokio::sync::{Semaphore, mpsc};
+use kait_store::{NextStep, Store};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::breaker::{BreakerConfig, CircuitStates};
 use crate::endpoints::EndpointCache;
+use crate::lane::{Lane, LaneSettings};
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     /// Attempts in flight at once, over all endpoints.
     pub max_in_flight: usize,
+    /// Attempts in flight at once to one endpoint (an ordered endpoint has one per key).
+    pub endpoint_in_flight: usize,
+    /// Claimed deliveries an endpoint's lane may hold before claiming skips that endpoint.
+    pub endpoint_queue_limit: usize,
     /// Most deliveries claimed per store round trip.
     pub claim_batch: usize,
     pub retry_schedule: RetrySchedule,
+    pub breaker: BreakerConfig,
+    /// The longest pause a receiver's `Retry-After` can impose.
+    pub max_retry_after: Duration,
     /// Longest sleep between claims when nothing signals new work.
     pub poll_interval: Duration,
     /// How long shutdown waits for attempts in flight before leaving them to the next start.
@@ -43,8 +59,12 @@ impl Default for DispatcherConfig {
     fn default() -> Self {
         Self {
             max_in_flight: 1024,
+            endpoint_in_flight: 64,
+            endpoint_queue_limit: 512,
             claim_batch: 512,
             retry_schedule: RetrySchedule::default(),
+            breaker: BreakerConfig::default(),
+            max_retry_after: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -56,88 +76,264 @@ struct Shared {
     sender: Sender,
     endpoints: EndpointCache,
     retry_schedule: RetrySchedule,
+    max_retry_after: Duration,
 }
 
-/// Runs the dispatcher until `shutdown` is cancelled.
+/// Converts a store time to an instant on the monotonic clock.
+fn instant_of(at: Millis, now: Instant, now_ms: Millis) -> Instant {
+    now + Duration::from_millis((at - now_ms).max(0) as u64)
+}
+
+/// The loop's own state: every lane, and the totals that bound the whole dispatcher.
+struct Dispatcher {
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    config: DispatcherConfig,
+    lanes: HashMap<EndpointId, Lane>,
+    circuit_states: CircuitStates,
+    in_flight: usize,
+    waiting: usize,
+    finished: mpsc::Sender<attempt::Finished>,
+    outcomes: mpsc::Sender<kait_store::Outcome>,
+}
+
+impl Dispatcher {
+    fn lane_settings(&self, endpoint: Option<&endpoints::PreparedEndpoint>) -> LaneSettings {
+        let ordering = endpoint.map_or(DeliveryOrder::Concurrent, |endpoint| endpoint.ordering);
+        LaneSettings {
+            max_in_flight: self.config.endpoint_in_flight,
+            rate_limit: endpoint.and_then(|endpoint| endpoint.rate_limit),
+            ordering,
+            queue_limit: self.config.endpoint_queue_limit,
+        }
+    }
+
+    /// Claims what is due for endpoints that can take more, into their lanes. Returns when to
+    /// claim next: now if the batch was full, else when the next pending delivery falls due
+    /// (deliveries due now that were skipped wait for their lane to drain instead).
+    async fn claim(&mut self) -> Option<Millis> {
+        let capacity = self.config.max_in_flight * 4;
+        let budget = capacity
+            .saturating_sub(self.waiting + self.in_flight)
+            .min(self.config.claim_batch);
+        if budget == 0 {
+            return None;
+        }
+        let skip: Vec<EndpointId> = self
+            .lanes
+            .iter()
+            .filter(|(_, lane)| lane.is_saturated())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let claim = match self.store.claim_due(now_millis(), budget, skip).await {
+            Ok(claim) => claim,
+            Err(error) => {
+                tracing::error!(%error, "claiming due deliveries failed");
+                return Some(now_millis() + self.config.poll_interval.as_millis() as Millis);
+            }
+        };
+        let full = claim.deliveries.len() == budget;
+        for delivery in claim.deliveries {
+            let endpoint = self
+                .shared
+                .endpoints
+                .get(&delivery.endpoint_id)
+                .await
+                .ok()
+                .flatten();
+            let settings = self.lane_settings(endpoint.as_deref());
+            let lane = self
+                .lanes
+                .entry(delivery.endpoint_id.clone())
+                .or_insert_with(|| Lane::new(settings, self.config.breaker, Instant::now()));
+            lane.update_settings(settings);
+            lane.push(delivery);
+            self.waiting += 1;
+        }
+        if full {
+            return Some(now_millis());
+        }
+        claim.next_due_at.filter(|due_at| *due_at > now_millis())
+    }
+
+    /// Starts every attempt the lanes and the global limit allow.
+    fn start_attempts(&mut self) {
+        let now = Instant::now();
+        for lane in self.lanes.values_mut() {
+            while self.in_flight < self.config.max_in_flight {
+                let before = lane.waiting();
+                let Some(delivery) = lane.next_ready(now) else {
+                    break;
+                };
+                self.waiting -= before - lane.waiting();
+                self.in_flight += 1;
+                let hold_retry = lane_is_ordered(lane);
+                let (shared, finished, outcomes) = (
+                    self.shared.clone(),
+                    self.finished.clone(),
+                    self.outcomes.clone(),
+                );
+                tokio::spawn(async move {
+                    let result = attempt::run(&shared, delivery, hold_retry).await;
+                    // Recorded before the loop hears of it, so a held retry's attempt is logged first.
+                    let _ = outcomes.send(result.outcome.clone()).await;
+                    let _ = finished.send(result).await;
+                });
+            }
+        }
+    }
+
+    /// Takes a finished attempt back into its lane. Returns whether a lane that was full now
+    /// has room, so that claiming should resume for it.
+    fn on_finished(&mut self, result: attempt::Finished) -> bool {
+        self.in_flight -= 1;
+        let now = Instant::now();
+        let now_ms = now_millis();
+        let endpoint_id = result.delivery.endpoint_id.clone();
+        if result.gone {
+            tokio::spawn(disable_endpoint(self.store.clone(), endpoint_id.clone()));
+        }
+        let Some(lane) = self.lanes.get_mut(&endpoint_id) else {
+            return false;
+        };
+        let was_saturated = lane.is_saturated();
+        let hold_until = match result.outcome.next {
+            NextStep::RetryHeld(at) => Some(instant_of(at, now, now_ms)),
+            _ => None,
+        };
+        let pause_until = result.pause.map(|pause| now + pause);
+        let held = hold_until.is_some();
+        lane.finished(
+            result.delivery,
+            result.succeeded,
+            hold_until,
+            pause_until,
+            now,
+        );
+        if held {
+            self.waiting += 1;
+        }
+        self.circuit_states.set(&endpoint_id, lane.circuit_state());
+        let room_again = was_saturated && !lane.is_saturated();
+        if lane.is_idle() {
+            self.lanes.remove(&endpoint_id);
+        }
+        room_again
+    }
+
+    fn next_wake(&self, next_due_at: Option<Millis>) -> Instant {
+        let now = Instant::now();
+        let now_ms = now_millis();
+        let mut wake = now + self.config.poll_interval;
+        if let Some(due_at) = next_due_at {
+            wake = wake.min(instant_of(due_at, now, now_ms));
+        }
+        for lane in self.lanes.values() {
+            if let Some(at) = lane.wake_at(now) {
+                wake = wake.min(at);
+            }
+        }
+        wake
+    }
+}
+
+fn lane_is_ordered(lane: &Lane) -> bool {
+    lane.ordering() != DeliveryOrder::Concurrent
+}
+
+/// Disables an endpoint whose receiver answered `410 Gone`.
+async fn disable_endpoint(store: Arc<dyn Store>, endpoint_id: EndpointId) {
+    match store.get_endpoint_by_id(&endpoint_id).await {
+        Ok(Some(endpoint)) if !endpoint.disabled => {
+            let disabled = Endpoint {
+                disabled: true,
+                updated_at: now_millis(),
+                ..endpoint
+            };
+            match store.update_endpoint(disabled).await {
+                Ok(_) => {
+                    tracing::warn!(%endpoint_id, "endpoint answered 410 Gone and was disabled")
+                }
+                Err(error) => {
+                    tracing::error!(%endpoint_id, %error, "disabling a gone endpoint failed")
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%endpoint_id, %error, "loading a gone endpoint failed"),
+    }
+}
+
+/// Runs the dispatcher until `shutdown` is cancelled, publishing breaker states to
+/// `circuit_states`.
 pub async fn run(
     store: Arc<dyn Store>,
     sender: Sender,
     config: DispatcherConfig,
+    circuit_states: CircuitStates,
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
         endpoints: EndpointCache::new(store.clone()),
         sender,
         retry_schedule: config.retry_schedule.clone(),
+        max_retry_after: config.max_retry_after,
     });
     let (outcomes, outcome_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let recorder = tokio::spawn(recorder::run(store.clone(), outcome_receiver));
-    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let (finished, mut finished_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let due = store.due_signal();
+    let mut dispatcher = Dispatcher {
+        store,
+        shared,
+        config,
+        lanes: HashMap::new(),
+        circuit_states,
+        in_flight: 0,
+        waiting: 0,
+        finished,
+        outcomes,
+    };
 
+    let mut claim_now = true;
+    let mut last_claim = Instant::now();
+    let mut next_due_at: Option<Millis> = None;
     while !shutdown.is_cancelled() {
-        // Wait for at least one free slot before claiming, so claimed work starts at once.
-        let first_slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("semaphore never closes"),
+        while let Ok(result) = finished_receiver.try_recv() {
+            claim_now |= dispatcher.on_finished(result);
+        }
+        let poll_due = last_claim.elapsed() >= dispatcher.config.poll_interval;
+        if claim_now || poll_due || next_due_at.is_some_and(|due_at| due_at <= now_millis()) {
+            next_due_at = dispatcher.claim().await;
+            last_claim = Instant::now();
+        }
+        dispatcher.start_attempts();
+        let wake = dispatcher.next_wake(next_due_at);
+        claim_now = tokio::select! {
+            Some(result) = finished_receiver.recv() => dispatcher.on_finished(result),
+            _ = due.notified() => true,
+            // A lane's pause or rate limit is over, a retry fell due, or the poll interval
+            // passed: the checks at the top of the loop tell which.
+            _ = tokio::time::sleep_until(wake.into()) => false,
             _ = shutdown.cancelled() => break,
         };
-        let wanted = (slots.available_permits() + 1).min(config.claim_batch);
-        let claim = match store.claim_due(now_millis(), wanted).await {
-            Ok(claim) => claim,
-            Err(error) => {
-                tracing::error!(%error, "claiming due deliveries failed");
-                drop(first_slot);
-                tokio::select! {
-                    _ = tokio::time::sleep(config.poll_interval) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-        };
-        let claimed = claim.deliveries.len();
-        let mut first_slot = Some(first_slot);
-        for delivery in claim.deliveries {
-            let slot = match first_slot.take() {
-                Some(slot) => slot,
-                None => slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closes"),
-            };
-            let (shared, outcomes) = (shared.clone(), outcomes.clone());
-            tokio::spawn(async move {
-                let outcome = attempt::run(&shared, delivery).await;
-                // The slot is freed once the outcome is queued for recording.
-                let _ = outcomes.send(outcome).await;
-                drop(slot);
-            });
-        }
-        drop(first_slot);
-        if claimed == wanted {
-            // A full batch: more may be due right now.
-            continue;
-        }
-        let until_next_due = claim
-            .next_due_at
-            .map(|due_at| Duration::from_millis((due_at - now_millis()).max(0) as u64))
-            .unwrap_or(config.poll_interval)
-            .min(config.poll_interval);
-        tokio::select! {
-            _ = due.notified() => {}
-            _ = tokio::time::sleep(until_next_due) => {}
-            _ = shutdown.cancelled() => break,
-        }
     }
 
-    // Let attempts in flight finish (bounded), then flush their outcomes.
-    let all_slots = slots.acquire_many(config.max_in_flight as u32);
-    if tokio::time::timeout(config.shutdown_grace, all_slots)
-        .await
-        .is_err()
-    {
-        tracing::warn!("attempts still in flight at shutdown will be retried on the next start");
+    // Let attempts in flight finish (bounded); their outcomes are recorded by then.
+    let deadline = tokio::time::Instant::now() + dispatcher.config.shutdown_grace;
+    while dispatcher.in_flight > 0 {
+        match tokio::time::timeout_at(deadline, finished_receiver.recv()).await {
+            Ok(Some(result)) => {
+                dispatcher.on_finished(result);
+            }
+            _ => {
+                tracing::warn!(
+                    "attempts still in flight at shutdown will be retried on the next start"
+                );
+                break;
+            }
+        }
     }
-    drop(outcomes);
+    drop(dispatcher);
     let _ = recorder.await;
 }

@@ -118,6 +118,7 @@ pub struct ClaimedDelivery {
     pub event_type: Arc<str>,
     /// Shared between the deliveries of one message claimed together.
     pub payload: Arc<str>,
+    pub ordering_key: Option<Arc<str>>,
     pub attempts_made: u32,
     pub trigger_type: TriggerType,
 }
@@ -138,6 +139,10 @@ pub enum NextStep {
     RetryAt(Millis),
     /// Failed and out of retries (or the endpoint is gone or disabled).
     GiveUp,
+    /// Failed; the dispatcher keeps the delivery and tries again at this time itself, so that
+    /// nothing behind it on an ordered endpoint overtakes it. It stays `Sending` in the store
+    /// (and becomes due again at the next start if the process dies).
+    RetryHeld(Millis),
 }
 
 /// One finished attempt to record.
@@ -206,8 +211,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<Message>>;
 
     // Deliveries and attempts.
-    /// Claims up to `limit` deliveries due at `now` (marking them `Sending`).
-    async fn claim_due(&self, now: Millis, limit: usize) -> StoreResult<Claim>;
+    /// Claims up to `limit` deliveries due at `now` (marking them `Sending`), oldest due first,
+    /// skipping the endpoints listed (those the dispatcher cannot take more work for).
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: usize,
+        skip_endpoints: Vec<EndpointId>,
+    ) -> StoreResult<Claim>;
     /// Records finished attempts and moves their deliveries on, in one transaction. Shared so
     /// that a caller can retry the same batch after an error without copying it.
     async fn record_outcomes(&self, outcomes: Arc<[Outcome]>) -> StoreResult<()>;
@@ -249,6 +260,12 @@ pub trait Store: Send + Sync + 'static {
         status: Option<DeliveryStatus>,
         page: PageRequest,
     ) -> StoreResult<Page<EndpointMessage>>;
+
+    /// Counts one endpoint's deliveries by status (`/endpoint/{id}/stats`).
+    async fn endpoint_delivery_counts(
+        &self,
+        endpoint_id: &EndpointId,
+    ) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
 
     /// Counts deliveries by status (for health, metrics and tests).
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>>;

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use kait_core::retry::RetrySchedule;
+use kait_dispatch::BreakerConfig;
 use rand::Rng;
 use serde::Deserialize;
 
@@ -62,6 +63,15 @@ pub struct ServeArgs {
     /// Webhook requests in flight at once [default: 1024].
     #[arg(long, env = "KAIT_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Webhook requests in flight at once to one endpoint [default: 64].
+    #[arg(long, env = "KAIT_ENDPOINT_IN_FLIGHT")]
+    pub endpoint_in_flight: Option<usize>,
+    /// Consecutive failures that pause an endpoint (circuit breaker); 0 turns it off [default: 10].
+    #[arg(long, env = "KAIT_BREAKER_THRESHOLD")]
+    pub breaker_threshold: Option<u32>,
+    /// How long a tripped breaker pauses an endpoint before probing, doubling up to 10 min [default: 30s].
+    #[arg(long, env = "KAIT_BREAKER_COOLDOWN")]
+    pub breaker_cooldown: Option<String>,
     /// Log format [default: text]; the level comes from RUST_LOG (default info).
     #[arg(long, env = "KAIT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -80,6 +90,9 @@ pub struct FileConfig {
     pub request_timeout: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub max_in_flight: Option<usize>,
+    pub endpoint_in_flight: Option<usize>,
+    pub breaker_threshold: Option<u32>,
+    pub breaker_cooldown: Option<String>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -95,6 +108,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
+    pub endpoint_in_flight: usize,
+    pub breaker: BreakerConfig,
     pub log_format: LogFormat,
 }
 
@@ -110,6 +125,8 @@ impl ServeConfig {
             request_timeout: Duration::from_secs(15),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: 1024,
+            endpoint_in_flight: 64,
+            breaker: BreakerConfig::default(),
             log_format: LogFormat::Text,
         }
     }
@@ -141,6 +158,23 @@ impl ServeConfig {
         if max_in_flight == 0 {
             bail!("--max-in-flight must be at least 1");
         }
+        let endpoint_in_flight = args
+            .endpoint_in_flight
+            .or(file.endpoint_in_flight)
+            .unwrap_or(defaults.endpoint_in_flight);
+        if endpoint_in_flight == 0 {
+            bail!("--endpoint-in-flight must be at least 1");
+        }
+        let mut breaker = defaults.breaker;
+        if let Some(threshold) = args.breaker_threshold.or(file.breaker_threshold) {
+            breaker.threshold = threshold;
+        }
+        if let Some(text) = args.breaker_cooldown.or(file.breaker_cooldown) {
+            breaker.initial_cooldown = humantime::parse_duration(&text).with_context(|| {
+                format!("--breaker-cooldown: `{text}` is not a duration such as 30s")
+            })?;
+            breaker.max_cooldown = breaker.max_cooldown.max(breaker.initial_cooldown);
+        }
         let max_body_bytes = args
             .max_body_bytes
             .or(file.max_body_bytes)
@@ -165,6 +199,8 @@ impl ServeConfig {
             request_timeout,
             max_body_bytes,
             max_in_flight,
+            endpoint_in_flight,
+            breaker,
             log_format: args
                 .log_format
                 .or(file.log_format)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use kait_api::{ApiConfig, ApiState};
 use kait_deliver::{EgressPolicy, Sender, SenderConfig};
-use kait_dispatch::DispatcherConfig;
+use kait_dispatch::{CircuitStates, DispatcherConfig};
 use kait_store::{SqliteOptions, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,14 +42,18 @@ pub async fn run(
     )
     .context("building the HTTP client")?;
 
+    let circuit_states = CircuitStates::default();
     let dispatcher = tokio::spawn(kait_dispatch::run(
         store.clone(),
         sender.clone(),
         DispatcherConfig {
             max_in_flight: config.max_in_flight,
+            endpoint_in_flight: config.endpoint_in_flight,
             retry_schedule: config.retry_schedule.clone(),
+            breaker: config.breaker,
             ..DispatcherConfig::default()
         },
+        circuit_states.clone(),
         shutdown.child_token(),
     ));
 
@@ -62,6 +66,7 @@ pub async fn run(
                 .check_url(url)
                 .map_err(|error| error.to_string())
         }),
+        circuit_state: Arc::new(move |endpoint_id| circuit_states.get(endpoint_id)),
     };
     let router = kait_api::router(
         state,

@@ -15,13 +15,13 @@ use axum::response::{IntoResponse, Response};
 use kait_core::signing::Secret;
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problems};
-use kait_core::{AppId, Endpoint, EndpointId};
+use kait_core::{AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId};
 
 use super::{find_app, find_endpoint};
 use crate::extract::{ListQuery, ValidJson, parse_json};
 use crate::wire::{
     EndpointHeadersIn, EndpointHeadersOut, EndpointHeadersPatchIn, EndpointIn, EndpointOut,
-    EndpointPatch, EndpointSecretOut, EndpointSecretRotateIn, ListResponse,
+    EndpointPatch, EndpointSecretOut, EndpointSecretRotateIn, EndpointStatsOut, ListResponse,
 };
 use crate::{ApiError, ApiState};
 
@@ -79,13 +79,23 @@ fn parse_secret(text: Option<&str>) -> Result<Secret, String> {
     }
 }
 
+/// Parses an `ordering` field; `None` keeps `current`.
+fn parse_ordering(text: Option<&str>, current: DeliveryOrder) -> Result<DeliveryOrder, ApiError> {
+    match text {
+        None => Ok(current),
+        Some(text) => DeliveryOrder::parse(text)
+            .ok_or_else(|| ApiError::invalid("ordering", "must be concurrent, fifo or key")),
+    }
+}
+
 /// Builds a new endpoint from a create body; the second value is a secret problem, if any.
 fn new_endpoint(
     app_id: AppId,
     uid: Option<String>,
     input: EndpointIn,
-) -> (Endpoint, Option<String>) {
+) -> Result<(Endpoint, Option<String>), ApiError> {
     let now = now_millis();
+    let ordering = parse_ordering(input.ordering.as_deref(), DeliveryOrder::default())?;
     let (secret, secret_problem) = match parse_secret(input.secret.as_deref()) {
         Ok(secret) => (secret, None),
         Err(problem) => (Secret::generate(), Some(problem)),
@@ -104,10 +114,11 @@ fn new_endpoint(
         metadata: input.metadata.unwrap_or_default(),
         secret,
         headers: input.headers.unwrap_or_default(),
+        ordering,
         created_at: now,
         updated_at: now,
     };
-    (endpoint, secret_problem)
+    Ok((endpoint, secret_problem))
 }
 
 pub async fn list(
@@ -135,7 +146,7 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let application = find_app(&state, &app_key).await?;
     let uid = input.uid.clone();
-    let (endpoint, secret_problem) = new_endpoint(application.id, uid, input);
+    let (endpoint, secret_problem) = new_endpoint(application.id, uid, input)?;
     check(&state, &endpoint, secret_problem)?;
     let created = state.store.create_endpoint(endpoint).await?;
     Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
@@ -175,6 +186,7 @@ pub async fn upsert(
                 rate_limit: input.throttle_rate,
                 metadata: input.metadata.unwrap_or_default(),
                 headers: input.headers.unwrap_or(existing.headers.clone()),
+                ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
                 updated_at: now_millis(),
                 ..existing
             };
@@ -187,7 +199,7 @@ pub async fn upsert(
                 return Err(ApiError::invalid("uid", "must match the uid in the path"));
             }
             let (endpoint, secret_problem) =
-                new_endpoint(application.id, Some(endpoint_key), input);
+                new_endpoint(application.id, Some(endpoint_key), input)?;
             check(&state, &endpoint, secret_problem)?;
             let created = state.store.create_endpoint(endpoint).await?;
             Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
@@ -219,6 +231,7 @@ pub async fn patch(
         rate_limit: input.throttle_rate.unwrap_or(existing.rate_limit),
         metadata: input.metadata.unwrap_or(existing.metadata.clone()),
         version: input.version.unwrap_or(existing.version),
+        ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
         secret,
         updated_at: now_millis(),
         ..existing
@@ -310,6 +323,30 @@ pub async fn rotate_secret(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     Ok(Json(EndpointSecretOut { key }).into_response())
+}
+
+/// `GET …/endpoint/{endpoint_id}/stats`: deliveries by status, and the circuit breaker.
+pub async fn stats(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+) -> Result<Json<EndpointStatsOut>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let counts = state.store.endpoint_delivery_counts(&endpoint.id).await?;
+    let count = |wanted: DeliveryStatus| {
+        counts
+            .iter()
+            .find(|(status, _)| *status == wanted)
+            .map_or(0, |(_, count)| *count)
+    };
+    Ok(Json(EndpointStatsOut {
+        success: count(DeliveryStatus::Success),
+        pending: count(DeliveryStatus::Pending),
+        sending: count(DeliveryStatus::Sending),
+        fail: count(DeliveryStatus::Fail),
+        canceled: 0,
+        circuit_state: (state.circuit_state)(&endpoint.id),
+    }))
 }
 
 pub async fn get_headers(

@@ -42,6 +42,9 @@ pub async fn create(
             },
         );
     }
+    if let Some(ordering_key) = &input.ordering_key {
+        problems.check("orderingKey", validate::ordering_key(ordering_key));
+    }
     problems.check(
         "payload",
         if input.payload.get().trim_start().starts_with('{') {
@@ -78,6 +81,7 @@ pub async fn create(
                 event_type: input.event_type,
                 event_id: input.event_id,
                 channels: input.channels,
+                ordering_key: input.ordering_key,
                 payload: input.payload.get().to_owned(),
                 created_at: now_millis(),
             },

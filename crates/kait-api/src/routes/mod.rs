@@ -66,6 +66,10 @@ pub fn protected() -> Router<ApiState> {
                 .patch(endpoint::patch_headers),
         )
         .route(
+            "/app/{app_id}/endpoint/{endpoint_id}/stats",
+            get(endpoint::stats),
+        )
+        .route(
             "/app/{app_id}/endpoint/{endpoint_id}/msg",
             get(attempt::list_endpoint_messages),
         )

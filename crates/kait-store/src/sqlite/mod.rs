@@ -11,6 +11,8 @@ mod rows;
 mod schema;
 mod writer;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,7 +236,7 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
     context
         .connection
         .prepare_cached(&format!(
-            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             rows::ENDPOINT_COLUMNS
         ))?
         .execute(params![
@@ -253,6 +255,7 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
             rows::to_json(&endpoint.headers),
             endpoint.created_at,
             endpoint.updated_at,
+            endpoint.ordering.as_str(),
         ])
         .map_err(|error| rows::conflict_on_unique(error, "an endpoint with this uid already exists"))?;
     context.forget_endpoints_of(endpoint.app_id.as_str());
@@ -550,7 +553,7 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5, version = ?6, \
                          disabled = ?7, event_types = ?8, channels = ?9, rate_limit = ?10, metadata = ?11, \
-                         secret = ?12, headers = ?13, updated_at = ?14 WHERE id = ?1 AND app_id = ?2",
+                         secret = ?12, headers = ?13, updated_at = ?14, ordering = ?15 WHERE id = ?1 AND app_id = ?2",
                     )?
                     .execute(params![
                         endpoint.id.as_str(),
@@ -567,6 +570,7 @@ impl Store for SqliteStore {
                         endpoint.secret.to_wire(),
                         rows::to_json(&endpoint.headers),
                         endpoint.updated_at,
+                        endpoint.ordering.as_str(),
                     ])
                     .map_err(|error| {
                         rows::conflict_on_unique(error, "an endpoint with this uid already exists")
@@ -631,8 +635,8 @@ impl Store for SqliteStore {
                 let seq: i64 = context
                     .connection
                     .prepare_cached(
-                        "INSERT INTO message (id, app_id, event_type, event_id, channels, payload, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
+                        "INSERT INTO message (id, app_id, event_type, event_id, channels, payload, created_at, \
+                         ordering_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
                     )?
                     .query_row(
                         params![
@@ -643,6 +647,7 @@ impl Store for SqliteStore {
                             rows::optional_set_json(&message.channels),
                             message.payload,
                             message.created_at,
+                            message.ordering_key,
                         ],
                         |row| row.get(0),
                     )
@@ -739,63 +744,75 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_due(&self, now: Millis, limit: usize) -> StoreResult<Claim> {
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: usize,
+        skip_endpoints: Vec<EndpointId>,
+    ) -> StoreResult<Claim> {
         self.writer
             .write(move |context| {
                 let connection = context.connection;
+                let skipped = rows::to_json(&skip_endpoints);
                 let mut claim = connection.prepare_cached(
                     "UPDATE delivery SET status = 3, updated_at = ?1 WHERE id IN \
-                     (SELECT id FROM delivery WHERE status = 1 AND due_at <= ?1 ORDER BY due_at LIMIT ?2) \
-                     RETURNING id, msg_seq, endpoint_id, attempts, trigger_type",
+                     (SELECT id FROM delivery WHERE status = 1 AND due_at <= ?1 \
+                      AND endpoint_id NOT IN (SELECT value FROM json_each(?3)) \
+                      ORDER BY due_at, id LIMIT ?2) \
+                     RETURNING id, msg_seq, endpoint_id, attempts, trigger_type, due_at",
                 )?;
-                let claimed = claim
-                    .query_map(params![now, limit as i64], |row| {
+                let mut claimed = claim
+                    .query_map(params![now, limit as i64, skipped], |row| {
                         Ok((
                             row.get::<_, i64>(0)?,
                             row.get::<_, i64>(1)?,
                             row.get::<_, String>(2)?,
                             row.get::<_, u32>(3)?,
                             row.get::<_, i64>(4)?,
+                            row.get::<_, Millis>(5)?,
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
+                // RETURNING has no defined order; ordered endpoints need claim order.
+                claimed.sort_unstable_by_key(|row| (row.5, row.0));
 
                 let mut message_lookup = connection.prepare_cached(
-                    "SELECT id, app_id, event_type, payload FROM message WHERE seq = ?1",
+                    "SELECT id, app_id, event_type, payload, ordering_key FROM message WHERE seq = ?1",
                 )?;
                 // One message fans out to many endpoints: load each payload once per claim.
-                let mut messages: std::collections::HashMap<i64, (MessageId, AppId, Arc<str>, Arc<str>)> =
-                    std::collections::HashMap::new();
+                let mut messages: HashMap<i64, ClaimedMessage> = HashMap::new();
                 let mut deliveries = Vec::with_capacity(claimed.len());
-                for (delivery_id, msg_seq, endpoint_id, attempts_made, trigger_type) in claimed {
-                    let loaded = match messages.entry(msg_seq) {
-                        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(entry) => {
-                            entry.insert(message_lookup.query_row([msg_seq], |row| {
-                                Ok((
-                                    MessageId::from_trusted(row.get(0)?),
-                                    AppId::from_trusted(row.get(1)?),
-                                    Arc::<str>::from(row.get::<_, String>(2)?),
-                                    Arc::<str>::from(row.get::<_, String>(3)?),
-                                ))
-                            })?)
-                        }
+                for (delivery_id, msg_seq, endpoint_id, attempts_made, trigger_type, _) in claimed {
+                    let message = match messages.entry(msg_seq) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => entry.insert(message_lookup.query_row([msg_seq], |row| {
+                            Ok(ClaimedMessage {
+                                msg_id: MessageId::from_trusted(row.get(0)?),
+                                app_id: AppId::from_trusted(row.get(1)?),
+                                event_type: Arc::<str>::from(row.get::<_, String>(2)?),
+                                payload: Arc::<str>::from(row.get::<_, String>(3)?),
+                                ordering_key: row.get::<_, Option<String>>(4)?.map(Arc::<str>::from),
+                            })
+                        })?),
                     };
-                    let (msg_id, app_id, event_type, payload) = &*loaded;
                     deliveries.push(ClaimedDelivery {
                         delivery_id,
                         endpoint_id: EndpointId::from_trusted(endpoint_id),
-                        app_id: app_id.clone(),
-                        msg_id: msg_id.clone(),
-                        event_type: event_type.clone(),
-                        payload: payload.clone(),
+                        app_id: message.app_id.clone(),
+                        msg_id: message.msg_id.clone(),
+                        event_type: message.event_type.clone(),
+                        payload: message.payload.clone(),
+                        ordering_key: message.ordering_key.clone(),
                         attempts_made,
                         trigger_type: TriggerType::from_code(trigger_type),
                     });
                 }
                 let next_due_at: Option<Millis> = connection
-                    .prepare_cached("SELECT MIN(due_at) FROM delivery WHERE status = 1")?
-                    .query_row([], |row| row.get(0))?;
+                    .prepare_cached(
+                        "SELECT MIN(due_at) FROM delivery WHERE status = 1 \
+                         AND endpoint_id NOT IN (SELECT value FROM json_each(?1))",
+                    )?
+                    .query_row([&skipped], |row| row.get(0))?;
                 Ok(Claim {
                     deliveries,
                     next_due_at,
@@ -826,6 +843,8 @@ impl Store for SqliteStore {
                             (DeliveryStatus::Pending, Some(due_at))
                         }
                         NextStep::GiveUp => (DeliveryStatus::Fail, None),
+                        // Still owned by the dispatcher, which retries it in place.
+                        NextStep::RetryHeld(due_at) => (DeliveryStatus::Sending, Some(due_at)),
                     };
                     let attempt = &outcome.attempt;
                     let msg_seq: Option<i64> = advance
@@ -997,7 +1016,11 @@ impl Store for SqliteStore {
                     let status = rows::delivery_status(row, 0)?;
                     Ok(DeliveryState {
                         status,
-                        next_attempt_at: if status == DeliveryStatus::Pending { row.get(1)? } else { None },
+                        next_attempt_at: if matches!(status, DeliveryStatus::Pending | DeliveryStatus::Sending) {
+                            row.get(1)?
+                        } else {
+                            None
+                        },
                         endpoint: rows::endpoint_at(row, 2)?,
                     })
                 })?
@@ -1042,18 +1065,37 @@ impl Store for SqliteStore {
                 &keyset,
                 &page,
                 |row| {
-                    let status = rows::delivery_status(row, 7)?;
+                    let status = rows::delivery_status(row, 8)?;
                     Ok(EndpointMessage {
                         message: rows::message(row)?,
                         status,
                         next_attempt_at: if status == DeliveryStatus::Pending {
-                            row.get(8)?
+                            row.get(9)?
                         } else {
                             None
                         },
                     })
                 },
             )
+        })
+        .await
+    }
+
+    async fn endpoint_delivery_counts(
+        &self,
+        endpoint_id: &EndpointId,
+    ) -> StoreResult<Vec<(DeliveryStatus, u64)>> {
+        let endpoint_id = endpoint_id.clone();
+        self.read(move |connection| {
+            let counts = connection
+                .prepare_cached(
+                    "SELECT status, COUNT(*) FROM delivery WHERE endpoint_id = ?1 GROUP BY status ORDER BY status",
+                )?
+                .query_map([endpoint_id.as_str()], |row| {
+                    Ok((rows::delivery_status(row, 0)?, row.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(counts)
         })
         .await
     }
@@ -1072,6 +1114,15 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// The message fields every delivery of one message shares in a claim.
+struct ClaimedMessage {
+    msg_id: MessageId,
+    app_id: AppId,
+    event_type: Arc<str>,
+    payload: Arc<str>,
+    ordering_key: Option<Arc<str>>,
 }
 
 /// Conditions on the message table (alias `alias`) for event types, channel and time.

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kait_core::signing::Secret;
 use kait_core::{
-    AppId, Application, Attempt, AttemptId, DeliveryStatus, Endpoint, EndpointId, EventType,
-    Message, MessageId, TriggerType,
+    AppId, Application, Attempt, AttemptId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId,
+    EventType, Message, MessageId, TriggerType,
 };
 use rusqlite::Row;
 
@@ -83,12 +83,12 @@ pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
 }
 
 pub const ENDPOINT_COLUMNS: &str = "id, app_id, uid, url, description, version, disabled, \
-     event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at";
+     event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering";
 
 /// The same columns qualified with the `e` alias, for joins.
 pub const ENDPOINT_COLUMNS_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
-     e.created_at, e.updated_at";
+     e.created_at, e.updated_at, e.ordering";
 
 pub fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     endpoint_at(row, 0)
@@ -122,11 +122,12 @@ pub fn endpoint_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Endpoint> {
         headers: from_json(base + 12, &row.get::<_, String>(base + 12)?)?,
         created_at: row.get(base + 13)?,
         updated_at: row.get(base + 14)?,
+        ordering: DeliveryOrder::parse(&row.get::<_, String>(base + 15)?).unwrap_or_default(),
     })
 }
 
 pub const MESSAGE_COLUMNS: &str =
-    "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.payload, m.created_at";
+    "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.payload, m.created_at, m.ordering_key";
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -137,6 +138,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         channels: optional_json(row, 4)?,
         payload: row.get(5)?,
         created_at: row.get(6)?,
+        ordering_key: row.get(7)?,
     })
 }
 

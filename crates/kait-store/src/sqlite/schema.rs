@@ -7,7 +7,8 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE application (
     id          TEXT PRIMARY KEY,
     uid         TEXT UNIQUE,
@@ -102,7 +103,12 @@ CREATE TABLE attempt (
 );
 CREATE INDEX attempt_endpoint ON attempt (endpoint_id, seq);
 CREATE INDEX attempt_msg ON attempt (msg_seq, seq);
-"#];
+"#,
+    r#"
+ALTER TABLE message ADD COLUMN ordering_key TEXT;
+ALTER TABLE endpoint ADD COLUMN ordering TEXT NOT NULL DEFAULT 'concurrent';
+"#,
+];
 
 /// Brings the database's schema up to date inside one transaction.
 pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {

@@ -49,6 +49,7 @@ fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
         metadata: Default::default(),
         secret: Secret::generate(),
         headers: Default::default(),
+        ordering: Default::default(),
         created_at: 0,
         updated_at: 0,
     }
@@ -62,6 +63,7 @@ fn message(app_id: &AppId, event_type: &str, event_id: Option<&str>) -> NewMessa
             event_type: event_type.into(),
             event_id: event_id.map(str::to_owned),
             channels: None,
+            ordering_key: None,
             payload: "{}".into(),
             created_at: now_millis(),
         },
@@ -164,14 +166,14 @@ async fn fan_out_claim_and_outcomes() {
         "the filtered endpoint gets no delivery"
     );
 
-    let claim = store.claim_due(now_millis(), 10).await.unwrap();
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
     assert_eq!(claim.deliveries.len(), 1);
     let claimed = &claim.deliveries[0];
     assert_eq!(claimed.endpoint_id, all.id);
     assert_eq!(&*claimed.payload, "{}");
     assert!(
         store
-            .claim_due(now_millis(), 10)
+            .claim_due(now_millis(), 10, Vec::new())
             .await
             .unwrap()
             .deliveries
@@ -191,10 +193,10 @@ async fn fan_out_claim_and_outcomes() {
         )
         .await
         .unwrap();
-    let later = store.claim_due(now_millis(), 10).await.unwrap();
+    let later = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
     assert!(later.deliveries.is_empty(), "not due before its time");
     assert_eq!(later.next_due_at, Some(retry_at));
-    let due = store.claim_due(retry_at, 10).await.unwrap();
+    let due = store.claim_due(retry_at, 10, Vec::new()).await.unwrap();
     assert_eq!(due.deliveries[0].attempts_made, 1);
     store
         .record_outcomes(
@@ -232,7 +234,7 @@ async fn deliveries_in_flight_at_a_crash_are_due_again_on_open() {
             .unwrap();
         assert_eq!(
             store
-                .claim_due(now_millis(), 10)
+                .claim_due(now_millis(), 10, Vec::new())
                 .await
                 .unwrap()
                 .deliveries
@@ -244,7 +246,7 @@ async fn deliveries_in_flight_at_a_crash_are_due_again_on_open() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let store = open(dir.path());
-    let claim = store.claim_due(now_millis(), 10).await.unwrap();
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
     assert_eq!(claim.deliveries.len(), 1);
     assert_eq!(claim.deliveries[0].app_id, app_id);
 }
