@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API and the dispatcher.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure throughput and latency on this machine (loopback only).
     Bench(kait::bench::BenchArgs),
 }
@@ -29,7 +29,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Bench(args) => kait::bench::run(args),
     };
     match result {
