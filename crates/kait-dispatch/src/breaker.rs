@@ -117,6 +117,11 @@ impl Breaker {
         matches!(self.state, State::Closed { .. })
     }
 
+    /// Closed with no failures counted: nothing worth remembering.
+    pub fn is_pristine(&self) -> bool {
+        self.state == State::Closed { failures: 0 }
+    }
+
     pub fn state_name(&self) -> &'static str {
         match self.state {
             State::Closed { .. } => "closed",

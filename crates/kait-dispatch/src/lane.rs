@@ -127,7 +127,7 @@ impl Lane {
 
     /// Nothing held and nothing to remember: the lane can be dropped.
     pub fn is_idle(&self) -> bool {
-        self.waiting() == 0 && self.in_flight == 0 && self.breaker.is_closed()
+        self.waiting() == 0 && self.in_flight == 0 && self.breaker.is_pristine()
     }
 
     pub fn ordering(&self) -> DeliveryOrder {
@@ -360,6 +360,22 @@ mod tests {
         let probe_time = now + Duration::from_secs(10);
         assert_eq!(lane.wake_at(now), Some(probe_time));
         assert_eq!(drain(&mut lane, probe_time), vec![4], "a single probe");
+    }
+
+    #[test]
+    fn a_lane_remembers_counted_failures() {
+        let (mut lane, now) = lane(DeliveryOrder::Concurrent, 8);
+        lane.push(delivery(1, None));
+        let sent = lane.next_ready(now).unwrap();
+        lane.finished(sent, false, None, None, now);
+        assert!(
+            !lane.is_idle(),
+            "dropping it would forget the failure count"
+        );
+        lane.push(delivery(2, None));
+        let sent = lane.next_ready(now).unwrap();
+        lane.finished(sent, true, None, None, now);
+        assert!(lane.is_idle());
     }
 
     #[test]

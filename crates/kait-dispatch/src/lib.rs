@@ -29,6 +29,7 @@ use kait_core::{DeliveryOrder, Endpoint, EndpointId};
 use kait_deliver::Sender;
 use kait_store::{NextStep, Store};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::breaker::{BreakerConfig, CircuitStates};
@@ -95,6 +96,8 @@ struct Dispatcher {
     waiting: usize,
     finished: mpsc::Sender<attempt::Finished>,
     outcomes: mpsc::Sender<kait_store::Outcome>,
+    /// The attempt tasks, so that shutdown can stop those that outlive the grace period.
+    attempts: JoinSet<()>,
 }
 
 impl Dispatcher {
@@ -173,7 +176,7 @@ impl Dispatcher {
                     self.finished.clone(),
                     self.outcomes.clone(),
                 );
-                tokio::spawn(async move {
+                self.attempts.spawn(async move {
                     let result = attempt::run(&shared, delivery, hold_retry).await;
                     // Recorded before the loop hears of it, so a held retry's attempt is logged first.
                     let _ = outcomes.send(result.outcome.clone()).await;
@@ -293,6 +296,7 @@ pub async fn run(
         waiting: 0,
         finished,
         outcomes,
+        attempts: JoinSet::new(),
     };
 
     let mut claim_now = true;
@@ -302,6 +306,8 @@ pub async fn run(
         while let Ok(result) = finished_receiver.try_recv() {
             claim_now |= dispatcher.on_finished(result);
         }
+        // Reap finished attempt tasks so the set does not grow.
+        while dispatcher.attempts.try_join_next().is_some() {}
         let poll_due = last_claim.elapsed() >= dispatcher.config.poll_interval;
         if claim_now || poll_due || next_due_at.is_some_and(|due_at| due_at <= now_millis()) {
             next_due_at = dispatcher.claim().await;

@@ -5,6 +5,7 @@
 //! - `bad_input`: every kind of bad request gets its status and code, and harms nothing.
 //! - `pagination`: iterators over applications, messages and attempts.
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
+//! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `durability`: `kill -9` during a burst loses no acknowledged message.
 
 mod support;
@@ -12,6 +13,7 @@ mod support;
 mod bad_input;
 mod delivery;
 mod durability;
+mod faults;
 mod pagination;
 mod python_sdk;
 mod svix_client;

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use receiver::{Received, Receiver};
+pub use receiver::{Blackhole, Received, Receiver};
 
 pub const ADMIN_TOKEN: &str = "kait_test_admin_token_0123456789";
 

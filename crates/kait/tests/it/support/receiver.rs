@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ impl Received {
     }
 }
 
-type Responder = dyn Fn(&Received, usize) -> StatusCode + Send + Sync;
+type Responder = dyn Fn(&Received, usize) -> Response + Send + Sync;
 
 struct State {
     received: Mutex<Vec<Received>>,
@@ -53,12 +54,13 @@ impl Receiver {
     pub async fn start_with(
         respond: impl Fn(&Received, usize) -> StatusCode + Send + Sync + 'static,
     ) -> Self {
-        Self::start_on("127.0.0.1:0", respond).await
+        Self::start_responding(move |received, index| respond(received, index).into_response())
+            .await
     }
 
-    pub async fn start_on(
-        address: &str,
-        respond: impl Fn(&Received, usize) -> StatusCode + Send + Sync + 'static,
+    /// Like `start_with`, for answers with headers (e.g. `Retry-After`).
+    pub async fn start_responding(
+        respond: impl Fn(&Received, usize) -> Response + Send + Sync + 'static,
     ) -> Self {
         let state = Arc::new(State {
             received: Mutex::new(Vec::new()),
@@ -78,7 +80,7 @@ impl Receiver {
                 status
             }
         });
-        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/webhook", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -117,6 +119,32 @@ impl Receiver {
 }
 
 impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A receiver that accepts connections and never answers: a dead endpoint.
+pub struct Blackhole {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/webhook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        Self { url, task }
+    }
+}
+
+impl Drop for Blackhole {
     fn drop(&mut self) {
         self.task.abort();
     }

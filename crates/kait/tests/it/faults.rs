@@ -1,0 +1,273 @@
+//! Delivery under faults: dead, slow, rate-limited and failing receivers.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::support::{Blackhole, Receiver, TestServer};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The `i` field of each received payload, in arrival order, for requests answered 2xx.
+fn successful_sequence(
+    receiver: &Receiver,
+    successes: &Mutex<Vec<(String, u64)>>,
+) -> Vec<(String, u64)> {
+    let _ = receiver;
+    successes.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_never_delays_a_healthy_one() {
+    let server = TestServer::start_with(|config| {
+        config.request_timeout = Duration::from_secs(30);
+        config.endpoint_in_flight = 16;
+    })
+    .await;
+    let blackhole = Blackhole::start().await;
+    let healthy = Receiver::start().await;
+    let app = server.create_app("isolation").await;
+    let dead = server
+        .create_endpoint(&app, json!({ "url": blackhole.url }))
+        .await;
+    server
+        .create_endpoint(&app, json!({ "url": healthy.url }))
+        .await;
+
+    let burst = 1000;
+    let url = format!("{}/api/v1/app/{app}/msg", server.base_url);
+    let mut senders = Vec::new();
+    for sender in 0..8 {
+        let (http, url) = (server.http.clone(), url.clone());
+        senders.push(tokio::spawn(async move {
+            for index in (sender..burst).step_by(8) {
+                let body =
+                    json!({ "eventType": "burst.item", "payload": { "i": index } }).to_string();
+                let response = http
+                    .post(&url)
+                    .bearer_auth(crate::support::ADMIN_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::ACCEPTED);
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    healthy.wait_for(burst, WAIT).await;
+
+    let dead_id = dead["id"].as_str().unwrap();
+    let (_, stats) = server
+        .get(&format!("/api/v1/app/{app}/endpoint/{dead_id}/stats"))
+        .await;
+    let unfinished = stats["pending"].as_u64().unwrap() + stats["sending"].as_u64().unwrap();
+    assert_eq!(
+        unfinished, burst as u64,
+        "every dead-endpoint delivery is still pending: {stats}"
+    );
+    assert_eq!(stats["success"], 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_spaces_deliveries_without_dropping_any() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("throttled").await;
+    server
+        .create_endpoint(&app, json!({ "url": receiver.url, "throttleRate": 20 }))
+        .await;
+    for index in 0..21 {
+        server.send(&app, "tick", json!({ "i": index })).await;
+    }
+    let started = Instant::now();
+    receiver.wait_for(1, WAIT).await;
+    let first = Instant::now();
+    receiver.wait_for(21, WAIT).await;
+    // 20 gaps of at least 50 ms each: a lower bound on correctness, not a speed figure.
+    assert!(
+        first.elapsed() >= Duration::from_millis(950),
+        "took {:?}",
+        first.elapsed()
+    );
+    assert_eq!(receiver.count(), 21, "none dropped");
+    let _ = started;
+    server.stop().await;
+}
+
+/// A receiver that fails the first attempt of every message it is told to, and records the
+/// order in which messages succeeded.
+async fn flaky_ordered_receiver(
+    fail_first_of: impl Fn(&serde_json::Value) -> bool + Send + Sync + 'static,
+) -> (Receiver, &'static Mutex<Vec<(String, u64)>>) {
+    let successes: &'static Mutex<Vec<(String, u64)>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+    let seen: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+    let receiver = Receiver::start_with(move |received, _| {
+        let payload = received.json();
+        let msg_id = received.header("webhook-id").to_owned();
+        if fail_first_of(&payload) && seen.lock().unwrap().insert(msg_id) {
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        let key = payload["key"].as_str().unwrap_or_default().to_owned();
+        successes
+            .lock()
+            .unwrap()
+            .push((key, payload["i"].as_u64().unwrap()));
+        StatusCode::OK
+    })
+    .await;
+    (receiver, successes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_endpoint_delivers_in_message_order_despite_failures() {
+    let server = TestServer::start().await;
+    let (receiver, successes) =
+        flaky_ordered_receiver(|payload| payload["i"].as_u64().unwrap() % 3 == 1).await;
+    let app = server.create_app("fifo").await;
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": receiver.url, "ordering": "fifo" }))
+        .await;
+    assert_eq!(endpoint["ordering"], "fifo");
+    for index in 0..12 {
+        server.send(&app, "step", json!({ "i": index })).await;
+    }
+    receiver.wait_for(12 + 4, WAIT).await;
+    let order: Vec<u64> = successful_sequence(&receiver, successes)
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
+    assert_eq!(order, (0..12).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ordering_keeps_each_key_in_order_and_keys_independent() {
+    let server = TestServer::start().await;
+    // Every "door" message fails once; "window" messages never do.
+    let (receiver, successes) = flaky_ordered_receiver(|payload| payload["key"] == "door").await;
+    let app = server.create_app("keys").await;
+    server
+        .create_endpoint(&app, json!({ "url": receiver.url, "ordering": "key" }))
+        .await;
+    for index in 0..16 {
+        let key = if index % 2 == 0 { "door" } else { "window" };
+        let body = json!({ "eventType": "sensor", "orderingKey": key, "payload": { "i": index, "key": key } });
+        let (status, message) = server
+            .post(&format!("/api/v1/app/{app}/msg"), &body.to_string())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(message["orderingKey"], key);
+    }
+    receiver.wait_for(16 + 8, WAIT).await;
+    let sequence = successful_sequence(&receiver, successes);
+    for key in ["door", "window"] {
+        let order: Vec<u64> = sequence
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, i)| *i)
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order, sorted, "{key} kept its order");
+        assert_eq!(order.len(), 8);
+    }
+    // The stuck key did not hold the other back: some window message succeeded before the
+    // last door message did.
+    let last_door = sequence.iter().rposition(|(k, _)| k == "door").unwrap();
+    let first_window = sequence.iter().position(|(k, _)| k == "window").unwrap();
+    assert!(first_window < last_door, "{sequence:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let server = TestServer::start().await;
+    let arrivals: &'static Mutex<Vec<Instant>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+    let receiver = Receiver::start_responding(move |_, index| {
+        arrivals.lock().unwrap().push(Instant::now());
+        if index == 0 {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    })
+    .await;
+    let app = server.create_app("retry-after").await;
+    server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    server.send(&app, "a.b", json!({})).await;
+    receiver.wait_for(2, WAIT).await;
+    let arrivals = arrivals.lock().unwrap().clone();
+    // The schedule says 50 ms; the receiver asked for a second.
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_millis(950),
+        "{:?}",
+        arrivals[1] - arrivals[0]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_the_endpoint_at_once() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start_with(|_, _| StatusCode::GONE).await;
+    let app = server.create_app("gone").await;
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let msg_id = server.send(&app, "a.b", json!({})).await;
+    server
+        .wait_until(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}"),
+            WAIT,
+            |body| body["disabled"] == true,
+        )
+        .await;
+    let (_, states) = server
+        .get(&format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"))
+        .await;
+    assert_eq!(states["data"][0]["status"], 2, "no retries after 410");
+    assert_eq!(receiver.count(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_pauses_a_failing_endpoint() {
+    let server = TestServer::start_with(|config| {
+        config.breaker.threshold = 3;
+        config.breaker.initial_cooldown = Duration::from_secs(3600);
+        config.endpoint_in_flight = 1;
+    })
+    .await;
+    let receiver = Receiver::start_with(|_, _| StatusCode::INTERNAL_SERVER_ERROR).await;
+    let app = server.create_app("breaker").await;
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    for index in 0..6 {
+        server.send(&app, "a.b", json!({ "i": index })).await;
+    }
+    let stats = server
+        .wait_until(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/stats"),
+            WAIT,
+            |body| body["circuitState"] == "open",
+        )
+        .await;
+    assert_eq!(receiver.count(), 3, "nothing sent after the breaker opened");
+    let unfinished = stats["pending"].as_u64().unwrap() + stats["sending"].as_u64().unwrap();
+    assert_eq!(unfinished, 6, "all six wait, none dropped: {stats}");
+    server.stop().await;
+}
