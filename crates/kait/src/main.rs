@@ -24,6 +24,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Measure throughput and latency on this machine (loopback only).
     Bench(kait::bench::BenchArgs),
+    /// Check a saved webhook request (read from standard input): signature and timestamp.
+    Verify(kait::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => kait::bench::run(args),
+        Command::Verify(args) => kait::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

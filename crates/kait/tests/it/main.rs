@@ -2,6 +2,7 @@
 //!
 //! - `svix_client`: the official Svix Rust library drives every push-core route.
 //! - `delivery`: fan-out, filters, signatures, retries, endpoint changes, the egress guard.
+//! - `cli`: `kait verify` on a real webhook.
 //! - `bad_input`: every kind of bad request gets its status and code, and harms nothing.
 //! - `pagination`: iterators over applications, messages and attempts.
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
@@ -11,6 +12,7 @@
 mod support;
 
 mod bad_input;
+mod cli;
 mod delivery;
 mod durability;
 mod faults;
