@@ -464,3 +464,22 @@ pub struct EndpointStatsOut {
     #[serde(rename = "circuitState")]
     pub circuit_state: &'static str,
 }
+
+/// `RecoverIn` and `ReplayIn`: a time window.
+#[derive(Deserialize)]
+pub struct WindowIn {
+    pub since: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Svix's `RecoverOut` / `ReplayOut`: the work is done when Kait answers.
+#[derive(Serialize)]
+pub struct BackgroundTaskOut {
+    pub id: String,
+    pub status: &'static str,
+    pub task: &'static str,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+    /// Kait extension: how many deliveries were made due.
+    pub count: u64,
+}

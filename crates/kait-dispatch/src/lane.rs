@@ -125,9 +125,14 @@ impl Lane {
         self.waiting() >= self.settings.queue_limit
     }
 
-    /// Nothing held and nothing to remember: the lane can be dropped.
-    pub fn is_idle(&self) -> bool {
-        self.waiting() == 0 && self.in_flight == 0 && self.breaker.is_pristine()
+    /// Nothing held and nothing to remember (no failures counted, no rate-limit debt, no
+    /// pause): the lane can be dropped and made afresh when work comes.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.waiting() == 0
+            && self.in_flight == 0
+            && self.breaker.is_pristine()
+            && self.bucket.is_full(now)
+            && self.paused_until.is_none_or(|until| until <= now)
     }
 
     pub fn ordering(&self) -> DeliveryOrder {
@@ -369,13 +374,13 @@ mod tests {
         let sent = lane.next_ready(now).unwrap();
         lane.finished(sent, false, None, None, now);
         assert!(
-            !lane.is_idle(),
+            !lane.is_idle(now),
             "dropping it would forget the failure count"
         );
         lane.push(delivery(2, None));
         let sent = lane.next_ready(now).unwrap();
         lane.finished(sent, true, None, None, now);
-        assert!(lane.is_idle());
+        assert!(lane.is_idle(now));
     }
 
     #[test]

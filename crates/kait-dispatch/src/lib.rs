@@ -218,7 +218,7 @@ impl Dispatcher {
         }
         self.circuit_states.set(&endpoint_id, lane.circuit_state());
         let room_again = was_saturated && !lane.is_saturated();
-        if lane.is_idle() {
+        if lane.is_idle(now) {
             self.lanes.remove(&endpoint_id);
         }
         room_again

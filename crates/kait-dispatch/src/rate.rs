@@ -47,6 +47,17 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket holds its token at `now`: forgetting it then changes nothing.
+    pub fn is_full(&self, now: Instant) -> bool {
+        match self.rate {
+            None => true,
+            Some(rate) => {
+                let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+                self.tokens + elapsed * rate >= 1.0
+            }
+        }
+    }
+
     /// When the next token will be there, if there is none now.
     pub fn next_token_at(&self) -> Option<Instant> {
         let rate = self.rate?;
@@ -85,5 +96,7 @@ mod tests {
         let later = now + Duration::from_secs(10);
         assert!(bucket.try_take(later));
         assert!(!bucket.try_take(later));
+        assert!(!bucket.is_full(later));
+        assert!(bucket.is_full(later + Duration::from_millis(250)));
     }
 }

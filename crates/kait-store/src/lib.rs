@@ -230,6 +230,24 @@ pub trait Store: Send + Sync + 'static {
         msg_id: &MessageId,
         endpoint_id: &EndpointId,
     ) -> StoreResult<()>;
+    /// Makes the endpoint's failed deliveries of messages created in `[since, until)` due now
+    /// again, as manual attempts with a fresh retry schedule. Returns how many.
+    async fn recover(
+        &self,
+        app_id: &AppId,
+        endpoint_id: &EndpointId,
+        since: Millis,
+        until: Option<Millis>,
+    ) -> StoreResult<u64>;
+    /// Creates deliveries to the endpoint for the application's messages created in
+    /// `[since, until)` that match its filters and were never bound for it. Returns how many.
+    async fn replay_missing(
+        &self,
+        app_id: &AppId,
+        endpoint_id: &EndpointId,
+        since: Millis,
+        until: Option<Millis>,
+    ) -> StoreResult<u64>;
     /// A handle that is notified whenever new deliveries fall due, so the dispatcher need
     /// not poll.
     fn due_signal(&self) -> Arc<tokio::sync::Notify>;

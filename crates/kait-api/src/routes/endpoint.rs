@@ -20,8 +20,9 @@ use kait_core::{AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId};
 use super::{find_app, find_endpoint};
 use crate::extract::{ListQuery, ValidJson, parse_json};
 use crate::wire::{
-    EndpointHeadersIn, EndpointHeadersOut, EndpointHeadersPatchIn, EndpointIn, EndpointOut,
-    EndpointPatch, EndpointSecretOut, EndpointSecretRotateIn, EndpointStatsOut, ListResponse,
+    BackgroundTaskOut, EndpointHeadersIn, EndpointHeadersOut, EndpointHeadersPatchIn, EndpointIn,
+    EndpointOut, EndpointPatch, EndpointSecretOut, EndpointSecretRotateIn, EndpointStatsOut,
+    ListResponse, WindowIn,
 };
 use crate::{ApiError, ApiState};
 
@@ -347,6 +348,65 @@ pub async fn stats(
         canceled: 0,
         circuit_state: (state.circuit_state)(&endpoint.id),
     }))
+}
+
+fn task_out(task: &'static str, count: u64) -> (StatusCode, Json<BackgroundTaskOut>) {
+    let id = format!(
+        "qtask_{}",
+        kait_core::id::ksuid_at(chrono::Utc::now().timestamp())
+    );
+    (
+        StatusCode::ACCEPTED,
+        Json(BackgroundTaskOut {
+            id,
+            status: "finished",
+            task,
+            updated_at: chrono::Utc::now(),
+            count,
+        }),
+    )
+}
+
+fn window(input: &WindowIn) -> Result<(i64, Option<i64>), ApiError> {
+    let since = input.since.timestamp_millis();
+    let until = input.until.map(|until| until.timestamp_millis());
+    if until.is_some_and(|until| until <= since) {
+        return Err(ApiError::invalid("until", "must be after since"));
+    }
+    Ok((since, until))
+}
+
+/// `POST …/endpoint/{endpoint_id}/recover`: sends again every failed delivery in the window.
+pub async fn recover(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    ValidJson(input): ValidJson<WindowIn>,
+) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
+    let (since, until) = window(&input)?;
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let count = state
+        .store
+        .recover(&application.id, &endpoint.id, since, until)
+        .await?;
+    Ok(task_out("endpoint.recover", count))
+}
+
+/// `POST …/endpoint/{endpoint_id}/replay-missing`: sends the window's messages the endpoint
+/// never had (e.g. those from before it was created), by its current filters.
+pub async fn replay_missing(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    ValidJson(input): ValidJson<WindowIn>,
+) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
+    let (since, until) = window(&input)?;
+    let application = find_app(&state, &app_key).await?;
+    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let count = state
+        .store
+        .replay_missing(&application.id, &endpoint.id, since, until)
+        .await?;
+    Ok(task_out("endpoint.replay", count))
 }
 
 pub async fn get_headers(

@@ -66,6 +66,14 @@ pub fn protected() -> Router<ApiState> {
                 .patch(endpoint::patch_headers),
         )
         .route(
+            "/app/{app_id}/endpoint/{endpoint_id}/recover",
+            post(endpoint::recover),
+        )
+        .route(
+            "/app/{app_id}/endpoint/{endpoint_id}/replay-missing",
+            post(endpoint::replay_missing),
+        )
+        .route(
             "/app/{app_id}/endpoint/{endpoint_id}/stats",
             get(endpoint::stats),
         )

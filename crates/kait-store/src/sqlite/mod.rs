@@ -906,6 +906,95 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn recover(
+        &self,
+        app_id: &AppId,
+        endpoint_id: &EndpointId,
+        since: Millis,
+        until: Option<Millis>,
+    ) -> StoreResult<u64> {
+        let (app_id, endpoint_id) = (app_id.clone(), endpoint_id.clone());
+        self.writer
+            .write(move |context| {
+                let now = now_millis();
+                let recovered = context
+                    .connection
+                    .prepare_cached(
+                        "UPDATE delivery SET status = 1, attempts = 0, due_at = ?1, trigger_type = 1, \
+                         updated_at = ?1 WHERE endpoint_id = ?2 AND status = 2 AND msg_seq IN \
+                         (SELECT seq FROM message WHERE app_id = ?3 AND created_at >= ?4 AND created_at < ?5)",
+                    )?
+                    .execute(params![
+                        now,
+                        endpoint_id.as_str(),
+                        app_id.as_str(),
+                        since,
+                        until.unwrap_or(Millis::MAX)
+                    ])?;
+                if recovered > 0 {
+                    context.deliveries_became_due = true;
+                }
+                Ok(recovered as u64)
+            })
+            .await
+    }
+
+    async fn replay_missing(
+        &self,
+        app_id: &AppId,
+        endpoint_id: &EndpointId,
+        since: Millis,
+        until: Option<Millis>,
+    ) -> StoreResult<u64> {
+        let (app_id, endpoint_id) = (app_id.clone(), endpoint_id.clone());
+        self.writer
+            .write(move |context| {
+                let endpoints = context.endpoints_of(app_id.as_str())?;
+                let endpoint = endpoints
+                    .iter()
+                    .find(|endpoint| endpoint.id == endpoint_id)
+                    .ok_or(StoreError::NotFound)?
+                    .clone();
+                let connection = context.connection;
+                let missing = connection
+                    .prepare_cached(
+                        "SELECT m.seq, m.event_type, m.channels FROM message m WHERE m.app_id = ?1 \
+                         AND m.created_at >= ?2 AND m.created_at < ?3 AND NOT EXISTS \
+                         (SELECT 1 FROM delivery d WHERE d.msg_seq = m.seq AND d.endpoint_id = ?4) \
+                         ORDER BY m.seq",
+                    )?
+                    .query_map(
+                        params![app_id.as_str(), since, until.unwrap_or(Millis::MAX), endpoint_id.as_str()],
+                        |row| {
+                            let channels: Option<String> = row.get(2)?;
+                            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, channels))
+                        },
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let now = now_millis();
+                let mut insert = connection.prepare_cached(
+                    "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, trigger_type, updated_at) \
+                     VALUES (?1, ?2, 1, ?3, 1, ?3)",
+                )?;
+                let mut replayed = 0u64;
+                for (seq, event_type, channels) in missing {
+                    let channels: Option<std::collections::BTreeSet<String>> =
+                        channels.and_then(|text| serde_json::from_str(&text).ok());
+                    // Disabled or not, the filters decide what the endpoint should have had.
+                    let enabled = Endpoint { disabled: false, ..endpoint.clone() };
+                    if kait_core::filter::endpoint_matches(&enabled, &event_type, channels.as_ref()) {
+                        insert.execute(params![seq, endpoint_id.as_str(), now])?;
+                        replayed += 1;
+                    }
+                }
+                if replayed > 0 {
+                    context.deliveries_became_due = true;
+                }
+                Ok(replayed)
+            })
+            .await
+    }
+
     fn due_signal(&self) -> Arc<Notify> {
         self.due.clone()
     }

@@ -12,15 +12,6 @@ use crate::support::{Blackhole, Receiver, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The `i` field of each received payload, in arrival order, for requests answered 2xx.
-fn successful_sequence(
-    receiver: &Receiver,
-    successes: &Mutex<Vec<(String, u64)>>,
-) -> Vec<(String, u64)> {
-    let _ = receiver;
-    successes.lock().unwrap().clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoint_never_delays_a_healthy_one() {
     let server = TestServer::start_with(|config| {
@@ -88,7 +79,6 @@ async fn rate_limit_spaces_deliveries_without_dropping_any() {
     for index in 0..21 {
         server.send(&app, "tick", json!({ "i": index })).await;
     }
-    let started = Instant::now();
     receiver.wait_for(1, WAIT).await;
     let first = Instant::now();
     receiver.wait_for(21, WAIT).await;
@@ -99,7 +89,6 @@ async fn rate_limit_spaces_deliveries_without_dropping_any() {
         first.elapsed()
     );
     assert_eq!(receiver.count(), 21, "none dropped");
-    let _ = started;
     server.stop().await;
 }
 
@@ -141,7 +130,10 @@ async fn fifo_endpoint_delivers_in_message_order_despite_failures() {
         server.send(&app, "step", json!({ "i": index })).await;
     }
     receiver.wait_for(12 + 4, WAIT).await;
-    let order: Vec<u64> = successful_sequence(&receiver, successes)
+    let order: Vec<u64> = successes
+        .lock()
+        .unwrap()
+        .clone()
         .into_iter()
         .map(|(_, i)| i)
         .collect();
@@ -168,7 +160,7 @@ async fn key_ordering_keeps_each_key_in_order_and_keys_independent() {
         assert_eq!(message["orderingKey"], key);
     }
     receiver.wait_for(16 + 8, WAIT).await;
-    let sequence = successful_sequence(&receiver, successes);
+    let sequence = successes.lock().unwrap().clone();
     for key in ["door", "window"] {
         let order: Vec<u64> = sequence
             .iter()
@@ -270,4 +262,124 @@ async fn circuit_breaker_pauses_a_failing_endpoint() {
     let unfinished = stats["pending"].as_u64().unwrap() + stats["sending"].as_u64().unwrap();
     assert_eq!(unfinished, 6, "all six wait, none dropped: {stats}");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_resends_failed_deliveries_with_the_same_ids() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = TestServer::start().await;
+    let healthy: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let receiver = Receiver::start_with(move |_, _| {
+        if healthy.load(Ordering::SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_GATEWAY
+        }
+    })
+    .await;
+    let svix = server.svix();
+    let app = server.create_app("recover").await;
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for index in 0..3 {
+        ids.push(server.send(&app, "a.b", json!({ "i": index })).await);
+    }
+    for msg_id in &ids {
+        server
+            .wait_until(
+                &format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"),
+                WAIT,
+                |body| body["data"][0]["status"] == 2,
+            )
+            .await;
+    }
+    healthy.store(true, Ordering::SeqCst);
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    let task = svix
+        .endpoint()
+        .recover(
+            app.clone(),
+            endpoint_id.clone(),
+            svix::models::RecoverIn::new(since),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(task.task, svix::models::BackgroundTaskType::EndpointRecover);
+    let received = receiver.wait_for(9 + 3, WAIT).await;
+    let resent: HashSet<String> = received[9..]
+        .iter()
+        .map(|webhook| webhook.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(resent, ids.iter().cloned().collect::<HashSet<_>>());
+    let attempts = server
+        .wait_until(
+            &format!("/api/v1/app/{app}/attempt/endpoint/{endpoint_id}?status=0"),
+            WAIT,
+            |body| body["data"].as_array().is_some_and(|data| data.len() == 3),
+        )
+        .await;
+    assert_eq!(
+        attempts["data"][0]["triggerType"], 1,
+        "recovered attempts are manual"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_missing_sends_what_an_endpoint_never_had() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("replay").await;
+    let before: Vec<String> = send_before_endpoint(&server, &app).await;
+    let endpoint = server
+        .create_endpoint(
+            &app,
+            json!({ "url": receiver.url, "eventTypes": ["wanted"] }),
+        )
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (status, task) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/replay-missing"),
+            &json!({ "since": since }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    assert_eq!(task["count"], 2);
+    let received = receiver.wait_for(2, WAIT).await;
+    let ids: HashSet<String> = received
+        .iter()
+        .map(|w| w.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(ids, before.iter().take(2).cloned().collect::<HashSet<_>>());
+    // A second replay finds nothing missing.
+    let (_, again) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/replay-missing"),
+            &json!({ "since": since }).to_string(),
+        )
+        .await;
+    assert_eq!(again["count"], 0);
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/replay-missing"),
+            &json!({ "since": since, "until": "2000-01-01T00:00:00Z" }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    server.stop().await;
+}
+
+/// Two wanted messages and one of another type, sent before any endpoint exists.
+async fn send_before_endpoint(server: &TestServer, app: &str) -> Vec<String> {
+    vec![
+        server.send(app, "wanted", json!({ "n": 1 })).await,
+        server.send(app, "wanted", json!({ "n": 2 })).await,
+        server.send(app, "unwanted", json!({ "n": 3 })).await,
+    ]
 }
