@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -72,7 +74,11 @@ impl Receiver {
         let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
             let state = handler_state.clone();
             async move {
-                let received = Received { headers, body };
+                let received = Received {
+                    headers,
+                    body,
+                    at: std::time::Instant::now(),
+                };
                 let index = state.counter.fetch_add(1, Ordering::SeqCst);
                 let status = (state.respond)(&received, index);
                 state.received.lock().unwrap().push(received);
