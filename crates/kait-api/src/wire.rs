@@ -281,6 +281,9 @@ pub struct EndpointSecretOut {
 #[derive(Deserialize, Default)]
 pub struct EndpointSecretRotateIn {
     pub key: Option<String>,
+    /// How long the old secret keeps signing alongside the new one (default 24 h).
+    #[serde(rename = "gracePeriodSeconds")]
+    pub grace_period_seconds: Option<u32>,
 }
 
 #[derive(Deserialize)]

@@ -52,6 +52,7 @@ mod tests {
             rate_limit: None,
             metadata: Default::default(),
             secret: Secret::generate(),
+            previous_secret: None,
             headers: Default::default(),
             ordering: Default::default(),
             created_at: 0,

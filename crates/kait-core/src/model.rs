@@ -87,6 +87,9 @@ pub struct Endpoint {
     pub rate_limit: Option<u16>,
     pub metadata: BTreeMap<String, String>,
     pub secret: Secret,
+    /// The secret before the last rotation and when it stops signing: during that grace
+    /// period every webhook carries both signatures, so receivers can switch at their pace.
+    pub previous_secret: Option<(Secret, Millis)>,
     /// Extra headers sent with every webhook to this endpoint.
     pub headers: BTreeMap<String, String>,
     pub ordering: DeliveryOrder,

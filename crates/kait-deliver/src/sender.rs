@@ -42,6 +42,8 @@ pub struct Webhook<'a> {
     pub body: Bytes,
     pub content_type: &'static str,
     pub signing_key: &'a SigningKey,
+    /// During a secret rotation's grace period, the old key signs too.
+    pub previous_signing_key: Option<&'a SigningKey>,
     /// The endpoint's custom headers, already validated.
     pub custom_headers: &'a HeaderMap,
 }
@@ -207,9 +209,15 @@ impl Sender {
         webhook: Webhook<'_>,
     ) -> Result<(u16, String, Option<Duration>), SendError> {
         self.check_url(webhook.url)?;
-        let signature = webhook
-            .signing_key
-            .sign(webhook.msg_id, webhook.timestamp, &webhook.body);
+        let mut signature =
+            webhook
+                .signing_key
+                .sign(webhook.msg_id, webhook.timestamp, &webhook.body);
+        if let Some(previous) = webhook.previous_signing_key {
+            // Standard Webhooks: several signatures, space-separated.
+            signature.push(' ');
+            signature.push_str(&previous.sign(webhook.msg_id, webhook.timestamp, &webhook.body));
+        }
         let mut headers = webhook.custom_headers.clone();
         headers.reserve(7);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(webhook.content_type));

@@ -78,6 +78,11 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
             body: Bytes::from_owner(SharedPayload(delivery.payload.clone())),
             content_type: "application/json",
             signing_key: &endpoint.signing_key,
+            previous_signing_key: endpoint
+                .previous_signing_key
+                .as_ref()
+                .filter(|(_, expires_at)| started_at < *expires_at)
+                .map(|(key, _)| key),
             custom_headers: &endpoint.headers,
         })
         .await;

@@ -20,6 +20,8 @@ pub struct PreparedEndpoint {
     pub rate_limit: Option<u16>,
     pub ordering: DeliveryOrder,
     pub signing_key: SigningKey,
+    /// The rotated-out key and until when (ms) it also signs.
+    pub previous_signing_key: Option<(SigningKey, i64)>,
     pub headers: HeaderMap,
 }
 
@@ -41,6 +43,10 @@ impl PreparedEndpoint {
             rate_limit: endpoint.rate_limit,
             ordering: endpoint.ordering,
             signing_key: endpoint.secret.signing_key(),
+            previous_signing_key: endpoint
+                .previous_secret
+                .as_ref()
+                .map(|(secret, expires_at)| (secret.signing_key(), *expires_at)),
             headers,
         }
     }

@@ -114,6 +114,7 @@ fn new_endpoint(
         rate_limit: input.throttle_rate,
         metadata: input.metadata.unwrap_or_default(),
         secret,
+        previous_secret: None,
         headers: input.headers.unwrap_or_default(),
         ordering,
         created_at: now,
@@ -267,6 +268,10 @@ pub async fn get_secret(
     }))
 }
 
+/// How long a rotated-out secret keeps signing, by default and at most.
+const DEFAULT_ROTATION_GRACE_SECONDS: u32 = 24 * 3600;
+const MAX_ROTATION_GRACE_SECONDS: u32 = 7 * 24 * 3600;
+
 /// First Svix SDK release whose `rotate_secret` accepts a body: the generated clients before it
 /// (Python 1.45 and older, checked) fail on anything but `204 No Content`.
 const FIRST_SDK_READING_ROTATED_SECRET: (u32, u32) = (1, 56);
@@ -311,12 +316,29 @@ pub async fn rotate_secret(
     let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
     let secret =
         parse_secret(input.key.as_deref()).map_err(|problem| ApiError::invalid("key", problem))?;
+    let grace_seconds = input
+        .grace_period_seconds
+        .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
+    if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
+        return Err(ApiError::invalid(
+            "gracePeriodSeconds",
+            format!("must be at most {MAX_ROTATION_GRACE_SECONDS}"),
+        ));
+    }
     let key = secret.to_wire();
+    let now = now_millis();
+    let previous_secret = (grace_seconds > 0).then(|| {
+        (
+            existing.secret.clone(),
+            now + i64::from(grace_seconds) * 1000,
+        )
+    });
     state
         .store
         .update_endpoint(Endpoint {
             secret,
-            updated_at: now_millis(),
+            previous_secret,
+            updated_at: now,
             ..existing
         })
         .await?;

@@ -236,7 +236,7 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
     context
         .connection
         .prepare_cached(&format!(
-            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             rows::ENDPOINT_COLUMNS
         ))?
         .execute(params![
@@ -256,6 +256,8 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
             endpoint.created_at,
             endpoint.updated_at,
             endpoint.ordering.as_str(),
+            endpoint.previous_secret.as_ref().map(|(secret, _)| secret.to_wire()),
+            endpoint.previous_secret.as_ref().map(|(_, expires_at)| *expires_at),
         ])
         .map_err(|error| rows::conflict_on_unique(error, "an endpoint with this uid already exists"))?;
     context.forget_endpoints_of(endpoint.app_id.as_str());
@@ -553,7 +555,8 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5, version = ?6, \
                          disabled = ?7, event_types = ?8, channels = ?9, rate_limit = ?10, metadata = ?11, \
-                         secret = ?12, headers = ?13, updated_at = ?14, ordering = ?15 WHERE id = ?1 AND app_id = ?2",
+                         secret = ?12, headers = ?13, updated_at = ?14, ordering = ?15, \
+                         previous_secret = ?16, previous_secret_expires_at = ?17 WHERE id = ?1 AND app_id = ?2",
                     )?
                     .execute(params![
                         endpoint.id.as_str(),
@@ -571,6 +574,8 @@ impl Store for SqliteStore {
                         rows::to_json(&endpoint.headers),
                         endpoint.updated_at,
                         endpoint.ordering.as_str(),
+                        endpoint.previous_secret.as_ref().map(|(secret, _)| secret.to_wire()),
+                        endpoint.previous_secret.as_ref().map(|(_, expires_at)| *expires_at),
                     ])
                     .map_err(|error| {
                         rows::conflict_on_unique(error, "an endpoint with this uid already exists")

@@ -83,12 +83,13 @@ pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
 }
 
 pub const ENDPOINT_COLUMNS: &str = "id, app_id, uid, url, description, version, disabled, \
-     event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering";
+     event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering, \
+     previous_secret, previous_secret_expires_at";
 
 /// The same columns qualified with the `e` alias, for joins.
 pub const ENDPOINT_COLUMNS_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
-     e.created_at, e.updated_at, e.ordering";
+     e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at";
 
 pub fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     endpoint_at(row, 0)
@@ -123,6 +124,15 @@ pub fn endpoint_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Endpoint> {
         created_at: row.get(base + 13)?,
         updated_at: row.get(base + 14)?,
         ordering: DeliveryOrder::parse(&row.get::<_, String>(base + 15)?).unwrap_or_default(),
+        previous_secret: match (
+            row.get::<_, Option<String>>(base + 16)?,
+            row.get::<_, Option<i64>>(base + 17)?,
+        ) {
+            (Some(text), Some(expires_at)) => Secret::parse_lenient(&text)
+                .ok()
+                .map(|secret| (secret, expires_at)),
+            _ => None,
+        },
     })
 }
 

@@ -108,6 +108,10 @@ CREATE INDEX attempt_msg ON attempt (msg_seq, seq);
 ALTER TABLE message ADD COLUMN ordering_key TEXT;
 ALTER TABLE endpoint ADD COLUMN ordering TEXT NOT NULL DEFAULT 'concurrent';
 "#,
+    r#"
+ALTER TABLE endpoint ADD COLUMN previous_secret TEXT;
+ALTER TABLE endpoint ADD COLUMN previous_secret_expires_at INTEGER;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

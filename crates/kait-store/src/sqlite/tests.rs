@@ -48,6 +48,7 @@ fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
         rate_limit: None,
         metadata: Default::default(),
         secret: Secret::generate(),
+        previous_secret: None,
         headers: Default::default(),
         ordering: Default::default(),
         created_at: 0,

@@ -348,3 +348,44 @@ async fn redirects_are_failures_and_never_followed() {
     assert_eq!(target.count(), 0, "the redirect target was never called");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_secret_keeps_signing_during_the_grace_period() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("rotation").await;
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let old_secret = server.secret(&app, endpoint_id).await;
+
+    let (status, rotated) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/secret/rotate"),
+            r#"{"gracePeriodSeconds": 2}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let new_secret = rotated["key"].as_str().unwrap().to_owned();
+    server.send(&app, "a.b", json!({ "n": 1 })).await;
+    let during = receiver.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(during.header("webhook-signature").split(' ').count(), 2);
+    assert_signed(&during, &old_secret);
+    assert_signed(&during, &new_secret);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    server.send(&app, "a.b", json!({ "n": 2 })).await;
+    let after = receiver.wait_for(2, WAIT).await.remove(1);
+    assert_eq!(after.header("webhook-signature").split(' ').count(), 1);
+    assert_signed(&after, &new_secret);
+
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/secret/rotate"),
+            r#"{"gracePeriodSeconds": 99999999}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    server.stop().await;
+}
