@@ -11,6 +11,7 @@
 mod auth;
 mod error;
 mod extract;
+mod idempotency;
 mod routes;
 mod wire;
 
@@ -56,6 +57,10 @@ impl Default for ApiConfig {
 /// libraries send them): wrap the router with [`trim_trailing_slash`] when serving.
 pub fn router(state: ApiState, config: &ApiConfig) -> Router {
     let protected = routes::protected()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::replay_repeated_posts,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_token,

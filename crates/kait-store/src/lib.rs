@@ -285,6 +285,23 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: &EndpointId,
     ) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
 
+    /// The response first given to a POST with this `Idempotency-Key` and request line, if it
+    /// was given after `not_before`.
+    async fn idempotent_response(
+        &self,
+        key: &str,
+        request: &str,
+        not_before: Millis,
+    ) -> StoreResult<Option<(u16, Vec<u8>)>>;
+    /// Remembers the response to a POST with an `Idempotency-Key` (the first one wins).
+    async fn save_idempotent_response(
+        &self,
+        key: &str,
+        request: &str,
+        status: u16,
+        body: Vec<u8>,
+    ) -> StoreResult<()>;
+
     /// Counts deliveries by status (for health, metrics and tests).
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
 }

@@ -1194,6 +1194,52 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn idempotent_response(
+        &self,
+        key: &str,
+        request: &str,
+        not_before: Millis,
+    ) -> StoreResult<Option<(u16, Vec<u8>)>> {
+        let (key, request) = (key.to_owned(), request.to_owned());
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(
+                    "SELECT status, body FROM idempotent_response \
+                     WHERE key = ?1 AND request = ?2 AND created_at >= ?3",
+                )?
+                .query_row(params![key, request, not_before], |row| {
+                    Ok((row.get::<_, u16>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn save_idempotent_response(
+        &self,
+        key: &str,
+        request: &str,
+        status: u16,
+        body: Vec<u8>,
+    ) -> StoreResult<()> {
+        let (key, request) = (key.to_owned(), request.to_owned());
+        self.writer
+            .write(move |context| {
+                // An expired entry is replaced; a live one is kept (the first response wins).
+                context
+                    .connection
+                    .prepare_cached(
+                        "INSERT INTO idempotent_response (key, request, status, body, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key, request) DO UPDATE SET \
+                         status = excluded.status, body = excluded.body, created_at = excluded.created_at \
+                         WHERE created_at < ?5 - 86400000",
+                    )?
+                    .execute(params![key, request, status, body, now_millis()])?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>> {
         self.read(|connection| {
             let counts = connection

@@ -112,6 +112,16 @@ ALTER TABLE endpoint ADD COLUMN ordering TEXT NOT NULL DEFAULT 'concurrent';
 ALTER TABLE endpoint ADD COLUMN previous_secret TEXT;
 ALTER TABLE endpoint ADD COLUMN previous_secret_expires_at INTEGER;
 "#,
+    r#"
+CREATE TABLE idempotent_response (
+    key         TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (key, request)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

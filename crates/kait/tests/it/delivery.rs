@@ -389,3 +389,61 @@ async fn rotated_secret_keeps_signing_during_the_grace_period() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_applies_to_every_post() {
+    let server = TestServer::start().await;
+    let post = |path: String, body: &'static str, key: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .request_with(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(body),
+                    Some(crate::support::ADMIN_TOKEN),
+                    &[("idempotency-key", key)],
+                )
+                .await
+        }
+    };
+    let (first_status, first) = post("/api/v1/app".into(), r#"{"name": "once"}"#, "k-1").await;
+    let (again_status, again) = post("/api/v1/app/".into(), r#"{"name": "once"}"#, "k-1").await;
+    assert_eq!(
+        (first_status, again_status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert_eq!(
+        first["id"], again["id"],
+        "a repeat returns the first response"
+    );
+    let (_, other) = post("/api/v1/app".into(), r#"{"name": "once"}"#, "k-2").await;
+    assert_ne!(other["id"], first["id"], "another key is another request");
+    let (_, apps) = server.get("/api/v1/app").await;
+    assert_eq!(apps["data"].as_array().unwrap().len(), 2);
+
+    let app = first["id"].as_str().unwrap();
+    let endpoint_body = r#"{"url": "https://example.com/hook"}"#;
+    let (_, endpoint) = post(format!("/api/v1/app/{app}/endpoint"), endpoint_body, "k-1").await;
+    let (_, repeat) = post(format!("/api/v1/app/{app}/endpoint"), endpoint_body, "k-1").await;
+    assert_eq!(
+        endpoint["id"], repeat["id"],
+        "the same key on another path is separate"
+    );
+    assert!(endpoint["id"].as_str().unwrap().starts_with("ep_"));
+    let (_, endpoints) = server.get(&format!("/api/v1/app/{app}/endpoint")).await;
+    assert_eq!(endpoints["data"].as_array().unwrap().len(), 1);
+
+    // A rejected request is remembered too: the repeat gets the same 422.
+    let (status, _) = post("/api/v1/app".into(), r#"{"name": ""}"#, "k-3").await;
+    let (repeat_status, repeat) = post("/api/v1/app".into(), r#"{"name": "fixed"}"#, "k-3").await;
+    assert_eq!(
+        (status, repeat_status),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY
+        )
+    );
+    assert_eq!(repeat["code"], "validation_error");
+    server.stop().await;
+}
