@@ -22,6 +22,8 @@ pub enum ApiError {
         code: &'static str,
         detail: String,
     },
+    /// A configured limit would be exceeded.
+    LimitReached(String),
     /// Well-formed but invalid fields, all of them.
     Validation(Vec<Problem>),
     Unavailable,
@@ -53,6 +55,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => Self::NotFound("entity"),
             StoreError::Conflict(detail) => Self::Conflict(detail),
+            StoreError::LimitReached(detail) => Self::LimitReached(detail),
             StoreError::Closed => Self::Unavailable,
             StoreError::Database(detail) => Self::Internal(detail),
         }
@@ -87,6 +90,9 @@ impl IntoResponse for ApiError {
                 coded(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &detail)
             }
             Self::BadRequest { code, detail } => coded(StatusCode::BAD_REQUEST, code, &detail),
+            Self::LimitReached(detail) => {
+                coded(StatusCode::UNPROCESSABLE_ENTITY, "limit_reached", &detail)
+            }
             Self::Validation(problems) => {
                 let detail: Vec<_> = problems
                     .into_iter()

@@ -37,25 +37,38 @@ pub struct ApiState {
     pub admin_token: Arc<str>,
     pub url_check: UrlCheck,
     pub circuit_state: CircuitState,
+    pub limits: Limits,
 }
 
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
+/// Input limits, each enforced with a clear 4xx.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
     /// Largest request body accepted, in bytes (a larger one is a 413).
     pub max_body_bytes: usize,
+    /// Deepest nesting of arrays and objects in a message payload.
+    pub max_payload_depth: usize,
+    /// Most custom headers per endpoint, and longest name plus value of one.
+    pub max_endpoint_headers: usize,
+    pub max_header_bytes: usize,
+    /// Most endpoints per application.
+    pub max_endpoints_per_app: usize,
 }
 
-impl Default for ApiConfig {
+impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_payload_depth: 64,
+            max_endpoint_headers: 20,
+            max_header_bytes: 4096,
+            max_endpoints_per_app: 100,
         }
     }
 }
 
 /// The whole API as one router. Trailing slashes are accepted on every path (older Svix
 /// libraries send them): wrap the router with [`trim_trailing_slash`] when serving.
-pub fn router(state: ApiState, config: &ApiConfig) -> Router {
+pub fn router(state: ApiState) -> Router {
     let protected = routes::protected()
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -65,7 +78,7 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
             state.clone(),
             auth::require_admin_token,
         ))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
     Router::new()
         .nest("/api/v1", routes::public().merge(protected))
         .fallback(routes::not_found)

@@ -120,6 +120,33 @@ pub fn ordering_key(value: &str) -> Result<(), String> {
     }
 }
 
+/// The deepest nesting of arrays and objects in a JSON text (0 for a scalar). Scans bytes,
+/// skipping strings, so checking a payload costs no parse.
+pub fn json_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// A non-empty human-readable name.
 pub fn name(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
@@ -204,6 +231,14 @@ mod tests {
         assert!(custom_header("Content-Type", "x").is_err());
         assert!(custom_header("bad header", "x").is_err());
         assert!(custom_header("X-Ok", "line\r\nInjected: 1").is_err());
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a": [1, {"b": []}]}"#), 4);
+        assert_eq!(json_depth(r#"{"a": "[[[{{{", "b": "\\"}"#), 1);
+        assert_eq!(json_depth(r#"{"a": "x\"[[["}"#), 1);
     }
 
     #[test]

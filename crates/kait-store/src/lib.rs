@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A unique field (`uid`, event type name, `eventId`) is already taken.
     #[error("{0}")]
     Conflict(String),
+    /// A configured limit would be exceeded.
+    #[error("{0}")]
+    LimitReached(String),
     /// The record to change does not exist.
     #[error("not found")]
     NotFound,
@@ -180,7 +183,12 @@ pub trait Store: Send + Sync + 'static {
     async fn expunge_event_type(&self, name: &str) -> StoreResult<()>;
 
     // Endpoints.
-    async fn create_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint>;
+    /// Creates an endpoint unless its application already has `max_per_app`.
+    async fn create_endpoint(
+        &self,
+        endpoint: Endpoint,
+        max_per_app: usize,
+    ) -> StoreResult<Endpoint>;
     async fn get_endpoint(&self, app_id: &AppId, id_or_uid: &str) -> StoreResult<Option<Endpoint>>;
     async fn get_endpoint_by_id(&self, id: &EndpointId) -> StoreResult<Option<Endpoint>>;
     async fn list_endpoints(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
+use kait_api::Limits;
 use kait_core::retry::RetrySchedule;
 use kait_dispatch::BreakerConfig;
 use rand::Rng;
@@ -20,7 +21,6 @@ use serde::Deserialize;
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8071";
 const DEFAULT_DATA_DIR: &str = "./kait-data";
-const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,9 +57,21 @@ pub struct ServeArgs {
     /// Time limit of one webhook request, e.g. 15s [default: 15s].
     #[arg(long, env = "KAIT_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// Time limit for connecting to a webhook receiver, e.g. 5s [default: 5s].
+    #[arg(long, env = "KAIT_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<String>,
+    /// Bytes of each receiver response kept in the attempt log [default: 4096].
+    #[arg(long, env = "KAIT_MAX_RESPONSE_BYTES")]
+    pub max_response_bytes: Option<usize>,
     /// Largest accepted API request body in bytes [default: 1048576].
     #[arg(long, env = "KAIT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Deepest nesting of arrays and objects in a message payload [default: 64].
+    #[arg(long, env = "KAIT_MAX_PAYLOAD_DEPTH")]
+    pub max_payload_depth: Option<usize>,
+    /// Most endpoints one application may have [default: 100].
+    #[arg(long, env = "KAIT_MAX_ENDPOINTS_PER_APP")]
+    pub max_endpoints_per_app: Option<usize>,
     /// Webhook requests in flight at once [default: 1024].
     #[arg(long, env = "KAIT_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
@@ -88,7 +100,11 @@ pub struct FileConfig {
     pub allow_networks: Vec<IpNet>,
     pub retry_schedule: Option<String>,
     pub request_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub max_response_bytes: Option<usize>,
     pub max_body_bytes: Option<usize>,
+    pub max_payload_depth: Option<usize>,
+    pub max_endpoints_per_app: Option<usize>,
     pub max_in_flight: Option<usize>,
     pub endpoint_in_flight: Option<usize>,
     pub breaker_threshold: Option<u32>,
@@ -106,7 +122,10 @@ pub struct ServeConfig {
     pub allow_networks: Vec<IpNet>,
     pub retry_schedule: RetrySchedule,
     pub request_timeout: Duration,
-    pub max_body_bytes: usize,
+    pub connect_timeout: Duration,
+    pub max_response_bytes: usize,
+    /// API input limits (body size, payload depth, headers, endpoints per app).
+    pub limits: Limits,
     pub max_in_flight: usize,
     pub endpoint_in_flight: usize,
     pub breaker: BreakerConfig,
@@ -123,7 +142,9 @@ impl ServeConfig {
             allow_networks: Vec::new(),
             retry_schedule: RetrySchedule::default(),
             request_timeout: Duration::from_secs(15),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            connect_timeout: Duration::from_secs(5),
+            max_response_bytes: 4096,
+            limits: Limits::default(),
             max_in_flight: 1024,
             endpoint_in_flight: 64,
             breaker: BreakerConfig::default(),
@@ -175,12 +196,37 @@ impl ServeConfig {
             })?;
             breaker.max_cooldown = breaker.max_cooldown.max(breaker.initial_cooldown);
         }
-        let max_body_bytes = args
+        let connect_timeout = match args.connect_timeout.or(file.connect_timeout) {
+            Some(text) => humantime::parse_duration(&text).with_context(|| {
+                format!("--connect-timeout: `{text}` is not a duration such as 5s")
+            })?,
+            None => defaults.connect_timeout,
+        };
+        if connect_timeout.is_zero() {
+            bail!("--connect-timeout must be more than zero");
+        }
+        let max_response_bytes = args
+            .max_response_bytes
+            .or(file.max_response_bytes)
+            .unwrap_or(defaults.max_response_bytes);
+        let mut limits = defaults.limits;
+        limits.max_body_bytes = args
             .max_body_bytes
             .or(file.max_body_bytes)
-            .unwrap_or(defaults.max_body_bytes);
-        if max_body_bytes < 1024 {
+            .unwrap_or(limits.max_body_bytes);
+        if limits.max_body_bytes < 1024 {
             bail!("--max-body-bytes must be at least 1024");
+        }
+        limits.max_payload_depth = args
+            .max_payload_depth
+            .or(file.max_payload_depth)
+            .unwrap_or(limits.max_payload_depth);
+        limits.max_endpoints_per_app = args
+            .max_endpoints_per_app
+            .or(file.max_endpoints_per_app)
+            .unwrap_or(limits.max_endpoints_per_app);
+        if limits.max_payload_depth == 0 || limits.max_endpoints_per_app == 0 {
+            bail!("--max-payload-depth and --max-endpoints-per-app must be at least 1");
         }
         let admin_token = args.admin_token.or(file.admin_token);
         if let Some(token) = &admin_token {
@@ -197,7 +243,9 @@ impl ServeConfig {
             },
             retry_schedule,
             request_timeout,
-            max_body_bytes,
+            connect_timeout,
+            max_response_bytes,
+            limits,
             max_in_flight,
             endpoint_in_flight,
             breaker,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use kait_api::{ApiConfig, ApiState};
+use kait_api::ApiState;
 use kait_deliver::{EgressPolicy, Sender, SenderConfig};
 use kait_dispatch::{CircuitStates, DispatcherConfig};
 use kait_store::{SqliteOptions, SqliteStore, Store};
@@ -36,6 +36,8 @@ pub async fn run(
     let sender = Sender::new(
         SenderConfig {
             request_timeout: config.request_timeout,
+            connect_timeout: config.connect_timeout,
+            max_response_body: config.max_response_bytes,
             ..SenderConfig::default()
         },
         EgressPolicy::new(config.allow_networks.clone()),
@@ -67,13 +69,9 @@ pub async fn run(
                 .map_err(|error| error.to_string())
         }),
         circuit_state: Arc::new(move |endpoint_id| circuit_states.get(endpoint_id)),
+        limits: config.limits,
     };
-    let router = kait_api::router(
-        state,
-        &ApiConfig {
-            max_body_bytes: config.max_body_bytes,
-        },
-    );
+    let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);
     let serve_result = axum::serve(
         listener,

@@ -60,17 +60,30 @@ fn check(
             Err("must be at least 1 message per second".into()),
         );
     }
-    problems.check("headers", check_headers(&endpoint.headers));
+    problems.check("headers", check_headers(state, &endpoint.headers));
     if let Some(problem) = secret_problem {
         problems.check("secret", Err(problem));
     }
     Ok(problems.into_result()?)
 }
 
-fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
-    headers
-        .iter()
-        .try_for_each(|(name, value)| validate::custom_header(name, value))
+fn check_headers(state: &ApiState, headers: &BTreeMap<String, String>) -> Result<(), String> {
+    let limits = state.limits;
+    if headers.len() > limits.max_endpoint_headers {
+        return Err(format!(
+            "at most {} custom headers are allowed",
+            limits.max_endpoint_headers
+        ));
+    }
+    headers.iter().try_for_each(|(name, value)| {
+        if name.len() + value.len() > limits.max_header_bytes {
+            return Err(format!(
+                "`{name}` is longer than {} bytes with its value",
+                limits.max_header_bytes
+            ));
+        }
+        validate::custom_header(name, value)
+    })
 }
 
 fn parse_secret(text: Option<&str>) -> Result<Secret, String> {
@@ -150,7 +163,10 @@ pub async fn create(
     let uid = input.uid.clone();
     let (endpoint, secret_problem) = new_endpoint(application.id, uid, input)?;
     check(&state, &endpoint, secret_problem)?;
-    let created = state.store.create_endpoint(endpoint).await?;
+    let created = state
+        .store
+        .create_endpoint(endpoint, state.limits.max_endpoints_per_app)
+        .await?;
     Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
 }
 
@@ -203,7 +219,10 @@ pub async fn upsert(
             let (endpoint, secret_problem) =
                 new_endpoint(application.id, Some(endpoint_key), input)?;
             check(&state, &endpoint, secret_problem)?;
-            let created = state.store.create_endpoint(endpoint).await?;
+            let created = state
+                .store
+                .create_endpoint(endpoint, state.limits.max_endpoints_per_app)
+                .await?;
             Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
         }
         None => Err(ApiError::NotFound("endpoint")),
@@ -448,7 +467,7 @@ async fn store_headers(
     existing: Endpoint,
     headers: BTreeMap<String, String>,
 ) -> Result<StatusCode, ApiError> {
-    check_headers(&headers).map_err(|msg| ApiError::invalid("headers", msg))?;
+    check_headers(state, &headers).map_err(|msg| ApiError::invalid("headers", msg))?;
     state
         .store
         .update_endpoint(Endpoint {

@@ -45,12 +45,17 @@ pub async fn create(
     if let Some(ordering_key) = &input.ordering_key {
         problems.check("orderingKey", validate::ordering_key(ordering_key));
     }
+    let max_depth = state.limits.max_payload_depth;
     problems.check(
         "payload",
-        if input.payload.get().trim_start().starts_with('{') {
-            Ok(())
-        } else {
+        if !input.payload.get().trim_start().starts_with('{') {
             Err("must be a JSON object".into())
+        } else if validate::json_depth(input.payload.get()) > max_depth {
+            Err(format!(
+                "must not nest arrays and objects deeper than {max_depth} levels"
+            ))
+        } else {
+            Ok(())
         },
     );
     problems.into_result()?;

@@ -492,9 +492,19 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint> {
+    async fn create_endpoint(
+        &self,
+        endpoint: Endpoint,
+        max_per_app: usize,
+    ) -> StoreResult<Endpoint> {
         self.writer
             .write(move |context| {
+                // Counted on the writer thread, so concurrent creates cannot overshoot.
+                if context.endpoints_of(endpoint.app_id.as_str())?.len() >= max_per_app {
+                    return Err(StoreError::LimitReached(format!(
+                        "the application already has the maximum of {max_per_app} endpoints"
+                    )));
+                }
                 insert_endpoint(context, &endpoint)?;
                 Ok(endpoint)
             })

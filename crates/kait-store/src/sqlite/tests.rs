@@ -150,11 +150,11 @@ async fn fan_out_claim_and_outcomes() {
     let store = open(dir.path());
     let app = store.create_application(application()).await.unwrap();
     let all = store
-        .create_endpoint(endpoint(&app.id, None))
+        .create_endpoint(endpoint(&app.id, None), 100)
         .await
         .unwrap();
     store
-        .create_endpoint(endpoint(&app.id, Some(&["other.type"])))
+        .create_endpoint(endpoint(&app.id, Some(&["other.type"])), 100)
         .await
         .unwrap();
 
@@ -226,7 +226,7 @@ async fn deliveries_in_flight_at_a_crash_are_due_again_on_open() {
         let store = open(dir.path());
         let app = store.create_application(application()).await.unwrap();
         store
-            .create_endpoint(endpoint(&app.id, None))
+            .create_endpoint(endpoint(&app.id, None), 100)
             .await
             .unwrap();
         store
@@ -270,7 +270,7 @@ async fn endpoint_changes_move_the_epoch_before_they_are_acknowledged() {
     let app = store.create_application(application()).await.unwrap();
     let before = store.endpoint_epoch();
     let created = store
-        .create_endpoint(endpoint(&app.id, None))
+        .create_endpoint(endpoint(&app.id, None), 100)
         .await
         .unwrap();
     let after_create = store.endpoint_epoch();

@@ -115,7 +115,7 @@ async fn unknown_ids_are_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_over_the_limit_is_413() {
-    let server = TestServer::start_with(|config| config.max_body_bytes = 4096).await;
+    let server = TestServer::start_with(|config| config.limits.max_body_bytes = 4096).await;
     let app = server.create_app("limits").await;
     let big = json!({ "eventType": "a.b", "payload": { "blob": "x".repeat(8192) } }).to_string();
     let (status, body) = server.post(&format!("/api/v1/app/{app}/msg"), &big).await;
@@ -272,5 +272,68 @@ async fn duplicates_conflict_without_harming_the_original() {
         )
         .await;
     assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_limits_are_enforced() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_payload_depth = 4;
+        config.limits.max_endpoints_per_app = 2;
+        config.limits.max_endpoint_headers = 2;
+        config.limits.max_header_bytes = 64;
+    })
+    .await;
+    let app = server.create_app("limits").await;
+
+    let deep = json!({ "eventType": "a.b", "payload": { "a": { "b": { "c": { "d": [1] } } } } });
+    let (status, body) = server
+        .post(&format!("/api/v1/app/{app}/msg"), &deep.to_string())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "payload"]));
+    let shallow = json!({ "eventType": "a.b", "payload": { "a": { "b": { "c": "[[[[[" } } } });
+    let (status, _) = server
+        .post(&format!("/api/v1/app/{app}/msg"), &shallow.to_string())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "brackets inside strings do not count"
+    );
+
+    let headers =
+        json!({ "url": "https://example.com/h", "headers": { "A": "1", "B": "2", "C": "3" } });
+    let (status, body) = server
+        .post(&format!("/api/v1/app/{app}/endpoint"), &headers.to_string())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let long = json!({ "url": "https://example.com/h", "headers": { "X-Long": "v".repeat(100) } });
+    let (status, _) = server
+        .post(&format!("/api/v1/app/{app}/endpoint"), &long.to_string())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    for _ in 0..2 {
+        server
+            .create_endpoint(&app, json!({ "url": "https://example.com/h" }))
+            .await;
+    }
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint"),
+            r#"{"url": "https://example.com/h"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached")
+    );
+    let (_, endpoints) = server.get(&format!("/api/v1/app/{app}/endpoint")).await;
+    assert_eq!(
+        endpoints["data"].as_array().unwrap().len(),
+        2,
+        "the existing ones are untouched"
+    );
     server.stop().await;
 }
