@@ -171,3 +171,143 @@ async fn kill_9_loses_no_acknowledged_message() {
         .status();
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
+
+/// Issue 3's crash test: 10,000 messages to three endpoints, one failing 30 % of requests at
+/// random, while the server is killed with SIGKILL three times at random moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_kills_with_a_flaky_endpoint_lose_nothing() {
+    use rand::Rng;
+    if !slow_tests_enabled() {
+        eprintln!("skipped: set KAIT_SLOW_TESTS=1 (CI always runs it)");
+        return;
+    }
+    const TOTAL: usize = 10_000;
+    let retry_schedule = vec!["100ms"; 24].join(",");
+    let flags = [
+        "--retry-schedule",
+        retry_schedule.as_str(),
+        "--breaker-cooldown",
+        "1s",
+    ];
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = KaitProcess::start_with(data_dir.path(), "127.0.0.1:0", &flags);
+    let listen = server.base_url.trim_start_matches("http://").to_owned();
+    let client = reqwest::Client::new();
+    let receivers = [
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start_with(|_, _| {
+            if rand::rng().random_bool(0.3) {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            }
+        })
+        .await,
+    ];
+    let app = post_json(
+        &client,
+        format!("{}/api/v1/app", server.base_url),
+        json!({ "name": "crashy" }).to_string(),
+    )
+    .await
+    .expect("app created");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    for receiver in &receivers {
+        post_json(
+            &client,
+            format!("{}/api/v1/app/{app_id}/endpoint", server.base_url),
+            json!({ "url": receiver.url }).to_string(),
+        )
+        .await
+        .expect("endpoint created");
+    }
+
+    // Senders retry each message with its Idempotency-Key until it is acknowledged, across
+    // restarts; so every one of the TOTAL messages ends up acknowledged exactly once.
+    let acknowledged = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
+    let url = format!("{}/api/v1/app/{app_id}/msg", server.base_url);
+    let mut senders = Vec::new();
+    for sender_index in 0..SENDERS {
+        let (client, acknowledged, url) = (client.clone(), acknowledged.clone(), url.clone());
+        senders.push(tokio::spawn(async move {
+            for index in (sender_index..TOTAL).step_by(SENDERS) {
+                let body =
+                    json!({ "eventType": "crash.item", "payload": { "i": index } }).to_string();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                loop {
+                    let response = client
+                        .post(&url)
+                        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+                        .header("content-type", "application/json")
+                        .header("idempotency-key", format!("crash-{index}"))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if let Ok(response) = response
+                        && response.status() == StatusCode::ACCEPTED
+                    {
+                        let message: serde_json::Value =
+                            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .insert(message["id"].as_str().unwrap().to_owned());
+                        break;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "message {index} never accepted"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+
+    let mut kill_points: Vec<usize> = (0..3)
+        .map(|_| rand::rng().random_range(1_000..9_000))
+        .collect();
+    kill_points.sort_unstable();
+    for kill_point in kill_points {
+        while acknowledged.lock().unwrap().len() < kill_point {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.kill_hard();
+        eprintln!("killed at {kill_point} acknowledged");
+        server = KaitProcess::start_with(data_dir.path(), &listen, &flags);
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+
+    let expected = acknowledged.lock().unwrap().clone();
+    assert_eq!(
+        expected.len(),
+        TOTAL,
+        "each message acknowledged under one id"
+    );
+    for receiver in &receivers {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let missing = expected.difference(&distinct_ids(receiver)).count();
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{missing} acknowledged messages never reached {}",
+                receiver.url
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let distinct = distinct_ids(receiver).len();
+        eprintln!(
+            "{}: {} requests, {distinct} distinct messages, {} duplicates or retries",
+            receiver.url,
+            receiver.count(),
+            receiver.count() - distinct
+        );
+    }
+    drop(server);
+}

@@ -15,18 +15,26 @@ pub struct KaitProcess {
 impl KaitProcess {
     /// Starts `kait serve` on a random port over `data_dir` and waits until it listens.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(
+            data_dir,
+            "127.0.0.1:0",
+            &["--retry-schedule", "100ms,200ms,400ms,800ms,1s,1s,1s,1s"],
+        )
+    }
+
+    /// Starts `kait serve` on `listen` with extra flags.
+    pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kait"))
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--admin-token")
             .arg(ADMIN_TOKEN)
             .arg("--allow-network")
             .arg("127.0.0.0/8")
-            .arg("--retry-schedule")
-            .arg("100ms,200ms,400ms,800ms,1s,1s,1s,1s")
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
