@@ -195,6 +195,10 @@ pub struct EndpointIn {
     pub version: Option<i32>,
     /// Kait extension: `concurrent` (default), `fifo` or `key`.
     pub ordering: Option<String>,
+    /// Kait extension: `hmac-sha256` (default, `v1`) or `ed25519` (`v1a`) when Kait generates
+    /// the secret.
+    #[serde(rename = "signatureScheme")]
+    pub signature_scheme: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +249,8 @@ pub struct EndpointOut {
     pub rate_limit: Option<u16>,
     pub metadata: BTreeMap<String, String>,
     pub ordering: &'static str,
+    #[serde(rename = "signatureScheme")]
+    pub signature_scheme: &'static str,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
     #[serde(rename = "updatedAt")]
@@ -267,6 +273,7 @@ impl From<&Endpoint> for EndpointOut {
             rate_limit: endpoint.rate_limit,
             metadata: endpoint.metadata.clone(),
             ordering: endpoint.ordering.as_str(),
+            signature_scheme: endpoint.secret.scheme().as_str(),
             created_at: to_datetime(endpoint.created_at),
             updated_at: to_datetime(endpoint.updated_at),
         }

@@ -18,20 +18,51 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The prefix every symmetric secret carries on the wire.
 pub const SECRET_PREFIX: &str = "whsec_";
+/// Prefixes of an Ed25519 secret (signing) key and public (verifying) key.
+pub const ED25519_SECRET_PREFIX: &str = "whsk_";
+pub const ED25519_PUBLIC_PREFIX: &str = "whpk_";
 /// Random bytes in a generated secret (Svix uses 24, giving 32 base64 characters).
 const GENERATED_SECRET_BYTES: usize = 24;
 /// Bounds on a caller-supplied secret's key length, after base64 decoding.
 const MIN_KEY_BYTES: usize = 24;
 const MAX_KEY_BYTES: usize = 75;
-/// Length of a base64 HMAC-SHA256 signature.
+/// Length of a base64 HMAC-SHA256 signature, and of a base64 Ed25519 signature.
 const SIGNATURE_BASE64_LEN: usize = 44;
+const ED25519_SIGNATURE_BASE64_LEN: usize = 88;
 /// How far a webhook's timestamp may be from now before verification fails.
 pub const DEFAULT_TOLERANCE_SECONDS: i64 = 5 * 60;
 
-/// An endpoint's signing secret: `whsec_` plus base64 of the key bytes.
+/// The signature schemes of the Standard Webhooks spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// HMAC-SHA256 with a shared secret (`v1`).
+    Symmetric,
+    /// Ed25519: Kait keeps the secret key, receivers verify with the public key (`v1a`).
+    Ed25519,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Symmetric => "hmac-sha256",
+            Self::Ed25519 => "ed25519",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "hmac-sha256" | "v1" => Some(Self::Symmetric),
+            "ed25519" | "v1a" => Some(Self::Ed25519),
+            _ => None,
+        }
+    }
+}
+
+/// An endpoint's signing secret: `whsec_<base64 key>` (HMAC) or `whsk_<base64 seed>` (Ed25519).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret {
-    key: Vec<u8>,
+pub enum Secret {
+    Symmetric(Vec<u8>),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
 }
 
 impl fmt::Debug for Secret {
@@ -43,56 +74,115 @@ impl fmt::Debug for Secret {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
     #[error(
-        "secret must be base64 of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes, optionally prefixed with `whsec_`"
+        "secret must be `whsec_` plus base64 of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes, or `whsk_` plus a base64 Ed25519 key"
     )]
     Malformed,
 }
 
+fn decode_ed25519_seed(encoded: &str) -> Result<[u8; 32], SecretError> {
+    let bytes = BASE64.decode(encoded).map_err(|_| SecretError::Malformed)?;
+    // A bare 32-byte seed, or the common 64-byte seed-then-public-key form.
+    match bytes.len() {
+        32 | 64 => Ok(bytes[..32].try_into().expect("length checked")),
+        _ => Err(SecretError::Malformed),
+    }
+}
+
 impl Secret {
-    /// A new random secret.
+    /// A new random symmetric secret.
     pub fn generate() -> Self {
-        let mut key = vec![0u8; GENERATED_SECRET_BYTES];
-        rand::rng().fill_bytes(&mut key);
-        Self { key }
+        Self::generate_for(Scheme::Symmetric)
     }
 
-    /// Parses `whsec_<base64>` (the prefix is optional, as in Svix).
+    pub fn generate_for(scheme: Scheme) -> Self {
+        match scheme {
+            Scheme::Symmetric => {
+                let mut key = vec![0u8; GENERATED_SECRET_BYTES];
+                rand::rng().fill_bytes(&mut key);
+                Self::Symmetric(key)
+            }
+            Scheme::Ed25519 => {
+                let mut seed = [0u8; 32];
+                rand::rng().fill_bytes(&mut seed);
+                Self::Ed25519(Box::new(ed25519_dalek::SigningKey::from_bytes(&seed)))
+            }
+        }
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            Self::Symmetric(_) => Scheme::Symmetric,
+            Self::Ed25519(_) => Scheme::Ed25519,
+        }
+    }
+
+    /// Parses `whsec_<base64>` (the prefix is optional, as in Svix) or `whsk_<base64>`.
     pub fn parse(text: &str) -> Result<Self, SecretError> {
+        if let Some(encoded) = text.strip_prefix(ED25519_SECRET_PREFIX) {
+            let seed = decode_ed25519_seed(encoded)?;
+            return Ok(Self::Ed25519(Box::new(
+                ed25519_dalek::SigningKey::from_bytes(&seed),
+            )));
+        }
         let encoded = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
         let key = BASE64.decode(encoded).map_err(|_| SecretError::Malformed)?;
         if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
             return Err(SecretError::Malformed);
         }
-        Ok(Self { key })
+        Ok(Self::Symmetric(key))
     }
 
     /// Parses without the length bounds: for verifying with secrets issued elsewhere,
     /// such as the Standard Webhooks test vector.
     pub fn parse_lenient(text: &str) -> Result<Self, SecretError> {
+        if text.starts_with(ED25519_SECRET_PREFIX) {
+            return Self::parse(text);
+        }
         let encoded = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
         let key = BASE64.decode(encoded).map_err(|_| SecretError::Malformed)?;
         if key.is_empty() {
             return Err(SecretError::Malformed);
         }
-        Ok(Self { key })
+        Ok(Self::Symmetric(key))
     }
 
-    /// The wire form, `whsec_<base64>`.
+    /// The wire form, `whsec_<base64>` or `whsk_<base64 seed>`.
     pub fn to_wire(&self) -> String {
-        format!("{SECRET_PREFIX}{}", BASE64.encode(&self.key))
+        match self {
+            Self::Symmetric(key) => format!("{SECRET_PREFIX}{}", BASE64.encode(key)),
+            Self::Ed25519(key) => {
+                format!("{ED25519_SECRET_PREFIX}{}", BASE64.encode(key.to_bytes()))
+            }
+        }
+    }
+
+    /// What a receiver needs to verify: the shared secret, or only the public key.
+    pub fn verification_key(&self) -> String {
+        match self {
+            Self::Symmetric(_) => self.to_wire(),
+            Self::Ed25519(key) => format!(
+                "{ED25519_PUBLIC_PREFIX}{}",
+                BASE64.encode(key.verifying_key().to_bytes())
+            ),
+        }
     }
 
     pub fn signing_key(&self) -> SigningKey {
-        SigningKey {
-            keyed: HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length"),
+        match self {
+            Self::Symmetric(key) => SigningKey::Hmac(
+                HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length"),
+            ),
+            Self::Ed25519(key) => SigningKey::Ed25519(key.clone()),
         }
     }
 }
 
-/// An HMAC-SHA256 state with the key already absorbed; cheap to clone per message.
+/// A prepared signer: an HMAC-SHA256 state with the key already absorbed (cheap to clone per
+/// message), or an Ed25519 key.
 #[derive(Clone)]
-pub struct SigningKey {
-    keyed: HmacSha256,
+pub enum SigningKey {
+    Hmac(HmacSha256),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
 }
 
 impl fmt::Debug for SigningKey {
@@ -101,41 +191,129 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// Feeds `"{msg_id}.{timestamp}.{body}"` to `update` without building the string.
+fn signed_content(msg_id: &str, timestamp: i64, body: &[u8], mut update: impl FnMut(&[u8])) {
+    update(msg_id.as_bytes());
+    update(b".");
+    update(timestamp.to_string().as_bytes());
+    update(b".");
+    update(body);
+}
+
+fn signed_content_bytes(msg_id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(msg_id.len() + body.len() + 24);
+    signed_content(msg_id, timestamp, body, |part| {
+        content.extend_from_slice(part)
+    });
+    content
+}
+
 impl SigningKey {
-    fn mac(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
-        let mut mac = self.keyed.clone();
-        mac.update(msg_id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
+    fn mac(keyed: &HmacSha256, msg_id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
+        let mut mac = keyed.clone();
+        signed_content(msg_id, timestamp, body, |part| mac.update(part));
         mac.finalize().into_bytes().into()
     }
 
-    /// The `v1,<base64>` signature of one webhook.
+    /// The `v1,<base64>` (HMAC) or `v1a,<base64>` (Ed25519) signature of one webhook.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut signature = String::with_capacity(3 + SIGNATURE_BASE64_LEN);
-        signature.push_str("v1,");
-        BASE64.encode_string(self.mac(msg_id, timestamp, body), &mut signature);
-        signature
+        match self {
+            Self::Hmac(keyed) => {
+                let mut signature = String::with_capacity(3 + SIGNATURE_BASE64_LEN);
+                signature.push_str("v1,");
+                BASE64.encode_string(Self::mac(keyed, msg_id, timestamp, body), &mut signature);
+                signature
+            }
+            Self::Ed25519(key) => {
+                use ed25519_dalek::Signer;
+                let content = signed_content_bytes(msg_id, timestamp, body);
+                let mut signature = String::with_capacity(4 + ED25519_SIGNATURE_BASE64_LEN);
+                signature.push_str("v1a,");
+                BASE64.encode_string(key.sign(&content).to_bytes(), &mut signature);
+                signature
+            }
+        }
     }
 
     /// Whether any `v1,` entry of a space-separated `webhook-signature` header matches.
     /// Entries of other versions are skipped; empty or wrong-length ones never match.
     pub fn matches_any(&self, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
-        let expected = self.mac(msg_id, timestamp, body);
-        header.split(' ').any(|entry| {
-            let Some(encoded) = entry.strip_prefix("v1,") else {
-                return false;
-            };
-            if encoded.len() != SIGNATURE_BASE64_LEN {
-                return false;
+        match self {
+            Self::Hmac(keyed) => {
+                let expected = Self::mac(keyed, msg_id, timestamp, body);
+                header.split(' ').any(|entry| {
+                    let Some(encoded) = entry.strip_prefix("v1,") else {
+                        return false;
+                    };
+                    if encoded.len() != SIGNATURE_BASE64_LEN {
+                        return false;
+                    }
+                    match BASE64.decode(encoded) {
+                        Ok(candidate) => constant_time_eq(&candidate, &expected),
+                        Err(_) => false,
+                    }
+                })
             }
-            match BASE64.decode(encoded) {
-                Ok(candidate) => constant_time_eq(&candidate, &expected),
-                Err(_) => false,
+            Self::Ed25519(key) => {
+                ed25519_matches_any(&key.verifying_key(), msg_id, timestamp, body, header)
             }
-        })
+        }
+    }
+}
+
+/// Whether any `v1a,` entry verifies with `public_key` (strict Ed25519 verification).
+fn ed25519_matches_any(
+    public_key: &ed25519_dalek::VerifyingKey,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let content = signed_content_bytes(msg_id, timestamp, body);
+    header.split(' ').any(|entry| {
+        let Some(encoded) = entry.strip_prefix("v1a,") else {
+            return false;
+        };
+        if encoded.len() != ED25519_SIGNATURE_BASE64_LEN {
+            return false;
+        }
+        let Ok(bytes) = BASE64.decode(encoded) else {
+            return false;
+        };
+        let Ok(bytes) = <[u8; 64]>::try_from(bytes.as_slice()) else {
+            return false;
+        };
+        public_key
+            .verify_strict(&content, &ed25519_dalek::Signature::from_bytes(&bytes))
+            .is_ok()
+    })
+}
+
+/// What a receiver verifies with: a shared secret (`whsec_`), or a public key (`whpk_`).
+#[derive(Clone)]
+pub enum VerificationKey {
+    Signing(SigningKey),
+    Ed25519Public(ed25519_dalek::VerifyingKey),
+}
+
+impl VerificationKey {
+    /// Parses `whsec_…`, `whsk_…` or `whpk_…`.
+    pub fn parse(text: &str) -> Result<Self, SecretError> {
+        if let Some(encoded) = text.strip_prefix(ED25519_PUBLIC_PREFIX) {
+            let bytes = BASE64.decode(encoded).map_err(|_| SecretError::Malformed)?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| SecretError::Malformed)?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| SecretError::Malformed)?;
+            return Ok(Self::Ed25519Public(key));
+        }
+        Ok(Self::Signing(Secret::parse_lenient(text)?.signing_key()))
+    }
+
+    pub fn matches_any(&self, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+        match self {
+            Self::Signing(key) => key.matches_any(msg_id, timestamp, body, header),
+            Self::Ed25519Public(key) => ed25519_matches_any(key, msg_id, timestamp, body, header),
+        }
     }
 }
 
@@ -164,7 +342,7 @@ pub enum VerifyError {
 
 /// Verifies a webhook from its three Standard Webhooks header values.
 pub fn verify(
-    secret: &Secret,
+    key: &VerificationKey,
     msg_id: Option<&str>,
     timestamp: Option<&str>,
     signature_header: Option<&str>,
@@ -181,10 +359,7 @@ pub fn verify(
     if skew.abs() > tolerance_seconds {
         return Err(VerifyError::TimestampOutOfTolerance(skew));
     }
-    if secret
-        .signing_key()
-        .matches_any(msg_id, timestamp, body, signature_header)
-    {
+    if key.matches_any(msg_id, timestamp, body, signature_header) {
         Ok(())
     } else {
         Err(VerifyError::NoMatch)
@@ -213,9 +388,9 @@ mod tests {
 
     #[test]
     fn verifies_the_standard_webhooks_example() {
-        let secret = Secret::parse(SPEC_SECRET).unwrap();
+        let key = VerificationKey::parse(SPEC_SECRET).unwrap();
         let result = verify(
-            &secret,
+            &key,
             Some(SPEC_ID),
             Some(&SPEC_TIMESTAMP.to_string()),
             Some(&format!("v1a,ignored {SPEC_SIGNATURE}")),
@@ -248,9 +423,9 @@ mod tests {
 
     #[test]
     fn rejects_old_timestamps() {
-        let secret = Secret::parse(SPEC_SECRET).unwrap();
+        let key = VerificationKey::parse(SPEC_SECRET).unwrap();
         let result = verify(
-            &secret,
+            &key,
             Some(SPEC_ID),
             Some(&SPEC_TIMESTAMP.to_string()),
             Some(SPEC_SIGNATURE),
@@ -271,6 +446,25 @@ mod tests {
         assert!(wire.starts_with("whsec_"));
         assert_eq!(wire.len(), 6 + 32);
         assert_eq!(Secret::parse(&wire).unwrap(), secret);
+    }
+
+    #[test]
+    fn ed25519_signs_and_verifies_with_the_public_key() {
+        let secret = Secret::generate_for(Scheme::Ed25519);
+        assert!(secret.to_wire().starts_with("whsk_"));
+        let public = secret.verification_key();
+        assert!(public.starts_with("whpk_"));
+        let signature = secret
+            .signing_key()
+            .sign(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY);
+        assert!(signature.starts_with("v1a,"));
+        let verifier = VerificationKey::parse(&public).unwrap();
+        assert!(verifier.matches_any(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY, &signature));
+        assert!(!verifier.matches_any(SPEC_ID, SPEC_TIMESTAMP + 1, SPEC_BODY, &signature));
+        assert!(!verifier.matches_any(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY, "v1a,"));
+        assert!(!verifier.matches_any(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY, &signature[..50]));
+        let round_trip = Secret::parse(&secret.to_wire()).unwrap();
+        assert_eq!(round_trip, secret);
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::io::Read;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kait_core::signing::{self, Secret};
+use kait_core::signing::{self, VerificationKey};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The endpoint's signing secret (`whsec_…`).
+    /// The endpoint's signing secret (`whsec_…`) or, for Ed25519 endpoints, its public key (`whpk_…`).
     #[arg(long, env = "KAIT_VERIFY_SECRET", hide_env_values = true)]
     pub secret: String,
     /// How far the timestamp may be from now, e.g. 5m.
@@ -87,9 +87,10 @@ pub fn check(
     tolerance_seconds: i64,
     now_seconds: i64,
 ) -> anyhow::Result<()> {
-    let secret = Secret::parse_lenient(secret).context("--secret is not a whsec_ secret")?;
+    let key =
+        VerificationKey::parse(secret).context("--secret is not a whsec_ secret or whpk_ key")?;
     signing::verify(
-        &secret,
+        &key,
         request.webhook_header("id"),
         request.webhook_header("timestamp"),
         request.webhook_header("signature"),
@@ -124,6 +125,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use kait_core::signing::Secret;
+
     use super::*;
 
     const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";

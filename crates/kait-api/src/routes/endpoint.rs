@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::USER_AGENT;
 use axum::response::{IntoResponse, Response};
-use kait_core::signing::Secret;
+use kait_core::signing::{Scheme, Secret};
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problems};
 use kait_core::{AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId};
@@ -86,10 +86,19 @@ fn check_headers(state: &ApiState, headers: &BTreeMap<String, String>) -> Result
     })
 }
 
-fn parse_secret(text: Option<&str>) -> Result<Secret, String> {
+/// The given secret, or a new one of `scheme`.
+fn parse_secret(text: Option<&str>, scheme: Scheme) -> Result<Secret, String> {
     match text {
         Some(text) => Secret::parse(text).map_err(|error| error.to_string()),
-        None => Ok(Secret::generate()),
+        None => Ok(Secret::generate_for(scheme)),
+    }
+}
+
+fn parse_scheme(text: Option<&str>) -> Result<Scheme, ApiError> {
+    match text {
+        None => Ok(Scheme::Symmetric),
+        Some(text) => Scheme::parse(text)
+            .ok_or_else(|| ApiError::invalid("signatureScheme", "must be hmac-sha256 or ed25519")),
     }
 }
 
@@ -110,7 +119,8 @@ fn new_endpoint(
 ) -> Result<(Endpoint, Option<String>), ApiError> {
     let now = now_millis();
     let ordering = parse_ordering(input.ordering.as_deref(), DeliveryOrder::default())?;
-    let (secret, secret_problem) = match parse_secret(input.secret.as_deref()) {
+    let scheme = parse_scheme(input.signature_scheme.as_deref())?;
+    let (secret, secret_problem) = match parse_secret(input.secret.as_deref(), scheme) {
         Ok(secret) => (secret, None),
         Err(problem) => (Secret::generate(), Some(problem)),
     };
@@ -236,12 +246,15 @@ pub async fn patch(
 ) -> Result<Json<EndpointOut>, ApiError> {
     let application = find_app(&state, &app_key).await?;
     let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
-    let (secret, secret_problem) =
-        match input.secret.as_deref().map(|text| parse_secret(Some(text))) {
-            Some(Ok(secret)) => (secret, None),
-            Some(Err(problem)) => (existing.secret.clone(), Some(problem)),
-            None => (existing.secret.clone(), None),
-        };
+    let (secret, secret_problem) = match input
+        .secret
+        .as_deref()
+        .map(|text| parse_secret(Some(text), Scheme::Symmetric))
+    {
+        Some(Ok(secret)) => (secret, None),
+        Some(Err(problem)) => (existing.secret.clone(), Some(problem)),
+        None => (existing.secret.clone(), None),
+    };
     let endpoint = Endpoint {
         url: input.url.unwrap_or(existing.url.clone()),
         description: input.description.unwrap_or(existing.description.clone()),
@@ -282,8 +295,9 @@ pub async fn get_secret(
 ) -> Result<Json<EndpointSecretOut>, ApiError> {
     let application = find_app(&state, &app_key).await?;
     let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    // For Ed25519 the receiver needs only the public key; the secret key stays here.
     Ok(Json(EndpointSecretOut {
-        key: endpoint.secret.to_wire(),
+        key: endpoint.secret.verification_key(),
     }))
 }
 
@@ -333,8 +347,8 @@ pub async fn rotate_secret(
     };
     let application = find_app(&state, &app_key).await?;
     let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
-    let secret =
-        parse_secret(input.key.as_deref()).map_err(|problem| ApiError::invalid("key", problem))?;
+    let secret = parse_secret(input.key.as_deref(), existing.secret.scheme())
+        .map_err(|problem| ApiError::invalid("key", problem))?;
     let grace_seconds = input
         .grace_period_seconds
         .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
@@ -344,7 +358,7 @@ pub async fn rotate_secret(
             format!("must be at most {MAX_ROTATION_GRACE_SECONDS}"),
         ));
     }
-    let key = secret.to_wire();
+    let key = secret.verification_key();
     let now = now_millis();
     let previous_secret = (grace_seconds > 0).then(|| {
         (

@@ -447,3 +447,51 @@ async fn idempotency_key_applies_to_every_post() {
     assert_eq!(repeat["code"], "validation_error");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_endpoints_sign_with_v1a() {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("asymmetric").await;
+    let endpoint = server
+        .create_endpoint(
+            &app,
+            json!({ "url": receiver.url, "signatureScheme": "ed25519" }),
+        )
+        .await;
+    assert_eq!(endpoint["signatureScheme"], "ed25519");
+    let public_key = server.secret(&app, endpoint["id"].as_str().unwrap()).await;
+    let encoded = public_key
+        .strip_prefix("whpk_")
+        .expect("the public key is what is shown");
+    let public_key =
+        ed25519_compact::PublicKey::from_slice(&base64.decode(encoded).unwrap()).unwrap();
+
+    let msg_id = server.send(&app, "a.b", json!({ "sensor": 4 })).await;
+    let webhook = receiver.wait_for(1, WAIT).await.remove(0);
+    let header = webhook.header("webhook-signature");
+    let encoded = header.strip_prefix("v1a,").expect("an Ed25519 signature");
+    let signature =
+        ed25519_compact::Signature::from_slice(&base64.decode(encoded).unwrap()).unwrap();
+    let signed = format!(
+        "{msg_id}.{}.{}",
+        webhook.header("webhook-timestamp"),
+        String::from_utf8_lossy(&webhook.body)
+    );
+    // An independent Ed25519 implementation verifies what Kait signed.
+    public_key
+        .verify(signed.as_bytes(), &signature)
+        .expect("valid signature");
+    assert!(public_key.verify(b"tampered", &signature).is_err());
+
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint"),
+            &json!({ "url": receiver.url, "signatureScheme": "rsa" }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    server.stop().await;
+}
