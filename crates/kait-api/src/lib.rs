@@ -38,6 +38,8 @@ pub struct ApiState {
     pub url_check: UrlCheck,
     pub circuit_state: CircuitState,
     pub limits: Limits,
+    /// Reports endpoint changes as operational webhooks.
+    pub ops: kait_store::operational::OperationalEvents,
 }
 
 /// Input limits, each enforced with a clear 4xx.

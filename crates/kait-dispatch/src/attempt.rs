@@ -113,6 +113,7 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
             delivery_id: delivery.delivery_id,
             attempt,
             next,
+            reached_endpoint: true,
         },
         delivery,
         succeeded,
@@ -198,6 +199,7 @@ fn without_request(
             delivery_id: delivery.delivery_id,
             attempt,
             next,
+            reached_endpoint: false,
         },
         delivery,
         // Not the endpoint's fault: the breaker does not count it.

@@ -27,6 +27,7 @@ use kait_core::retry::RetrySchedule;
 use kait_core::time::{Millis, now_millis};
 use kait_core::{DeliveryOrder, Endpoint, EndpointId};
 use kait_deliver::Sender;
+use kait_store::operational::OperationalEvents;
 use kait_store::{NextStep, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -48,6 +49,8 @@ pub struct DispatcherConfig {
     pub claim_batch: usize,
     pub retry_schedule: RetrySchedule,
     pub breaker: BreakerConfig,
+    /// An endpoint failing without a single success for this long is disabled.
+    pub disable_after: Option<Duration>,
     /// The longest pause a receiver's `Retry-After` can impose.
     pub max_retry_after: Duration,
     /// Longest sleep between claims when nothing signals new work.
@@ -65,6 +68,7 @@ impl Default for DispatcherConfig {
             claim_batch: 512,
             retry_schedule: RetrySchedule::default(),
             breaker: BreakerConfig::default(),
+            disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
             max_retry_after: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
@@ -96,6 +100,7 @@ struct Dispatcher {
     waiting: usize,
     finished: mpsc::Sender<attempt::Finished>,
     outcomes: mpsc::Sender<kait_store::Outcome>,
+    ops: OperationalEvents,
     /// The attempt tasks, so that shutdown can stop those that outlive the grace period.
     attempts: JoinSet<()>,
 }
@@ -194,8 +199,13 @@ impl Dispatcher {
         let now_ms = now_millis();
         let endpoint_id = result.delivery.endpoint_id.clone();
         if result.gone {
-            tokio::spawn(disable_endpoint(self.store.clone(), endpoint_id.clone()));
+            tokio::spawn(disable_endpoint(
+                self.store.clone(),
+                self.ops.clone(),
+                endpoint_id.clone(),
+            ));
         }
+        self.report(&result);
         let Some(lane) = self.lanes.get_mut(&endpoint_id) else {
             return false;
         };
@@ -224,6 +234,34 @@ impl Dispatcher {
         room_again
     }
 
+    /// Emits `message.attempt.exhausted` when a delivery gives up after real attempts, and
+    /// `message.attempt.failing` when one has failed [`FAILING_AFTER_ATTEMPTS`] times.
+    fn report(&self, result: &attempt::Finished) {
+        if result.succeeded || !result.outcome.reached_endpoint {
+            return;
+        }
+        let event_type = match result.outcome.next {
+            NextStep::GiveUp => "message.attempt.exhausted",
+            _ if result.delivery.attempts_made == FAILING_AFTER_ATTEMPTS => {
+                "message.attempt.failing"
+            }
+            _ => return,
+        };
+        let attempt = &result.outcome.attempt;
+        let data = serde_json::json!({
+            "appId": attempt.app_id,
+            "msgId": attempt.msg_id,
+            "endpointId": attempt.endpoint_id,
+            "lastAttempt": {
+                "id": attempt.id,
+                "timestamp": kait_core::time::to_datetime(attempt.created_at),
+                "responseStatusCode": attempt.response_status_code,
+            },
+        });
+        let (ops, app_id) = (self.ops.clone(), attempt.app_id.clone());
+        tokio::spawn(async move { ops.emit(event_type, &app_id, data).await });
+    }
+
     fn next_wake(&self, next_due_at: Option<Millis>) -> Instant {
         let now = Instant::now();
         let now_ms = now_millis();
@@ -244,10 +282,14 @@ fn lane_is_ordered(lane: &Lane) -> bool {
     lane.ordering() != DeliveryOrder::Concurrent
 }
 
-/// Disables an endpoint whose receiver answered `410 Gone`.
-async fn disable_endpoint(store: Arc<dyn Store>, endpoint_id: EndpointId) {
+/// Failed attempts after which `message.attempt.failing` is emitted.
+const FAILING_AFTER_ATTEMPTS: u32 = 4;
+
+/// Disables an endpoint whose receiver answered `410 Gone`, and reports it.
+async fn disable_endpoint(store: Arc<dyn Store>, ops: OperationalEvents, endpoint_id: EndpointId) {
     match store.get_endpoint_by_id(&endpoint_id).await {
         Ok(Some(endpoint)) if !endpoint.disabled => {
+            let app_id = endpoint.app_id.clone();
             let disabled = Endpoint {
                 disabled: true,
                 updated_at: now_millis(),
@@ -255,7 +297,13 @@ async fn disable_endpoint(store: Arc<dyn Store>, endpoint_id: EndpointId) {
             };
             match store.update_endpoint(disabled).await {
                 Ok(_) => {
-                    tracing::warn!(%endpoint_id, "endpoint answered 410 Gone and was disabled")
+                    tracing::warn!(%endpoint_id, "endpoint answered 410 Gone and was disabled");
+                    let data = serde_json::json!({
+                        "appId": app_id,
+                        "endpointId": endpoint_id,
+                        "trigger": "gone",
+                    });
+                    ops.emit("endpoint.disabled", &app_id, data).await;
                 }
                 Err(error) => {
                     tracing::error!(%endpoint_id, %error, "disabling a gone endpoint failed")
@@ -274,6 +322,7 @@ pub async fn run(
     sender: Sender,
     config: DispatcherConfig,
     circuit_states: CircuitStates,
+    ops: OperationalEvents,
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
@@ -283,7 +332,15 @@ pub async fn run(
         max_retry_after: config.max_retry_after,
     });
     let (outcomes, outcome_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
-    let recorder = tokio::spawn(recorder::run(store.clone(), outcome_receiver));
+    let disable_after = config
+        .disable_after
+        .map(|after| after.as_millis() as Millis);
+    let recorder = tokio::spawn(recorder::run(
+        store.clone(),
+        outcome_receiver,
+        disable_after,
+        ops.clone(),
+    ));
     let (finished, mut finished_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let due = store.due_signal();
     let mut dispatcher = Dispatcher {
@@ -296,6 +353,7 @@ pub async fn run(
         waiting: 0,
         finished,
         outcomes,
+        ops,
         attempts: JoinSet::new(),
     };
 

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kait_core::time::Millis;
+use kait_store::operational::OperationalEvents;
 use kait_store::{Outcome, Store};
 use tokio::sync::mpsc;
 
@@ -13,14 +15,35 @@ const MAX_OUTCOMES_PER_BATCH: usize = 2048;
 const RETRY_DELAY: Duration = Duration::from_millis(200);
 const MAX_TRIES: u32 = 50;
 
-pub async fn run(store: Arc<dyn Store>, mut outcomes: mpsc::Receiver<Outcome>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    mut outcomes: mpsc::Receiver<Outcome>,
+    disable_after: Option<Millis>,
+    ops: OperationalEvents,
+) {
     let mut batch = Vec::with_capacity(MAX_OUTCOMES_PER_BATCH);
     while outcomes.recv_many(&mut batch, MAX_OUTCOMES_PER_BATCH).await > 0 {
         let pending: Arc<[Outcome]> = batch.drain(..).collect();
         let mut tries = 0;
         loop {
-            match store.record_outcomes(pending.clone()).await {
-                Ok(()) => break,
+            match store.record_outcomes(pending.clone(), disable_after).await {
+                Ok(disabled) => {
+                    for endpoint in disabled {
+                        tracing::warn!(endpoint_id = %endpoint.endpoint_id, "endpoint failed for too long and was disabled");
+                        ops.emit(
+                            "endpoint.disabled",
+                            &endpoint.app_id,
+                            serde_json::json!({
+                                "appId": endpoint.app_id,
+                                "endpointId": endpoint.endpoint_id,
+                                "failSince": kait_core::time::to_datetime(endpoint.failing_since),
+                                "trigger": "automatic",
+                            }),
+                        )
+                        .await;
+                    }
+                    break;
+                }
                 Err(error) if tries < MAX_TRIES => {
                     tries += 1;
                     tracing::error!(%error, tries, "recording attempt outcomes failed; retrying");

@@ -17,6 +17,7 @@ use kait_core::{
     EventType, Message, MessageId, TriggerType,
 };
 
+pub mod operational;
 pub mod sqlite;
 
 pub use sqlite::{SqliteOptions, SqliteStore};
@@ -154,6 +155,18 @@ pub struct Outcome {
     pub delivery_id: i64,
     pub attempt: Attempt,
     pub next: NextStep,
+    /// Whether the attempt reached the endpoint's receiver (or failed trying), so that it
+    /// counts towards the endpoint's health; false for attempts skipped because the endpoint
+    /// was disabled or deleted.
+    pub reached_endpoint: bool,
+}
+
+/// An endpoint the store disabled because it had failed without a success for too long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledEndpoint {
+    pub endpoint_id: EndpointId,
+    pub app_id: AppId,
+    pub failing_since: Millis,
 }
 
 /// The one interface to durable state. Implementations must make every write durable before
@@ -229,7 +242,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Claim>;
     /// Records finished attempts and moves their deliveries on, in one transaction. Shared so
     /// that a caller can retry the same batch after an error without copying it.
-    async fn record_outcomes(&self, outcomes: Arc<[Outcome]>) -> StoreResult<()>;
+    /// Each endpoint remembers since when it has failed without a success; one failing for
+    /// longer than `disable_after` is disabled in the same transaction and returned.
+    async fn record_outcomes(
+        &self,
+        outcomes: Arc<[Outcome]>,
+        disable_after: Option<Millis>,
+    ) -> StoreResult<Vec<DisabledEndpoint>>;
     /// Makes a delivery of `msg_id` to `endpoint_id` due now as a manual attempt, creating it
     /// if the endpoint never had one.
     async fn resend(

@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use kait_api::Limits;
 use kait_core::retry::RetrySchedule;
+use kait_core::signing::Secret;
 use kait_dispatch::BreakerConfig;
 use rand::Rng;
 use serde::Deserialize;
@@ -84,6 +85,15 @@ pub struct ServeArgs {
     /// How long a tripped breaker pauses an endpoint before probing, doubling up to 10 min [default: 30s].
     #[arg(long, env = "KAIT_BREAKER_COOLDOWN")]
     pub breaker_cooldown: Option<String>,
+    /// Disable an endpoint that has failed without a single success for this long [default: 5d].
+    #[arg(long, env = "KAIT_DISABLE_AFTER")]
+    pub disable_after: Option<String>,
+    /// Where to send operational webhooks (endpoint.disabled, message.attempt.exhausted, …).
+    #[arg(long, env = "KAIT_OPERATIONAL_WEBHOOK_URL")]
+    pub operational_webhook_url: Option<String>,
+    /// The `whsec_` secret that signs operational webhooks (required with the URL).
+    #[arg(long, env = "KAIT_OPERATIONAL_WEBHOOK_SECRET", hide_env_values = true)]
+    pub operational_webhook_secret: Option<String>,
     /// Log format [default: text]; the level comes from RUST_LOG (default info).
     #[arg(long, env = "KAIT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -109,6 +119,9 @@ pub struct FileConfig {
     pub endpoint_in_flight: Option<usize>,
     pub breaker_threshold: Option<u32>,
     pub breaker_cooldown: Option<String>,
+    pub disable_after: Option<String>,
+    pub operational_webhook_url: Option<String>,
+    pub operational_webhook_secret: Option<String>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -129,6 +142,10 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     pub endpoint_in_flight: usize,
     pub breaker: BreakerConfig,
+    /// How long an endpoint may fail without a success before it is disabled.
+    pub disable_after: Duration,
+    /// The operational webhook endpoint and its secret, if configured.
+    pub operational_webhook: Option<(String, Secret)>,
     pub log_format: LogFormat,
 }
 
@@ -148,6 +165,8 @@ impl ServeConfig {
             max_in_flight: 1024,
             endpoint_in_flight: 64,
             breaker: BreakerConfig::default(),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            operational_webhook: None,
             log_format: LogFormat::Text,
         }
     }
@@ -205,6 +224,28 @@ impl ServeConfig {
         if connect_timeout.is_zero() {
             bail!("--connect-timeout must be more than zero");
         }
+        let disable_after = match args.disable_after.or(file.disable_after) {
+            Some(text) => humantime::parse_duration(&text).with_context(|| {
+                format!("--disable-after: `{text}` is not a duration such as 5d")
+            })?,
+            None => defaults.disable_after,
+        };
+        let operational_webhook = match (
+            args.operational_webhook_url
+                .or(file.operational_webhook_url),
+            args.operational_webhook_secret
+                .or(file.operational_webhook_secret),
+        ) {
+            (Some(url), Some(secret)) => {
+                kait_core::validate::endpoint_url(&url)
+                    .map_err(|problem| anyhow::anyhow!("--operational-webhook-url: {problem}"))?;
+                let secret = Secret::parse(&secret)
+                    .map_err(|error| anyhow::anyhow!("--operational-webhook-secret: {error}"))?;
+                Some((url, secret))
+            }
+            (None, None) => None,
+            _ => bail!("--operational-webhook-url and --operational-webhook-secret go together"),
+        };
         let max_response_bytes = args
             .max_response_bytes
             .or(file.max_response_bytes)
@@ -249,6 +290,8 @@ impl ServeConfig {
             max_in_flight,
             endpoint_in_flight,
             breaker,
+            disable_after,
+            operational_webhook,
             log_format: args
                 .log_format
                 .or(file.log_format)

@@ -9,6 +9,7 @@ use anyhow::Context;
 use kait_api::ApiState;
 use kait_deliver::{EgressPolicy, Sender, SenderConfig};
 use kait_dispatch::{CircuitStates, DispatcherConfig};
+use kait_store::operational::OperationalEvents;
 use kait_store::{SqliteOptions, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,12 @@ pub async fn run(
     )
     .context("building the HTTP client")?;
 
+    let ops = match &config.operational_webhook {
+        Some((url, secret)) => OperationalEvents::setup(store.clone(), url, secret.clone())
+            .await
+            .context("setting up operational webhooks")?,
+        None => OperationalEvents::off(),
+    };
     let circuit_states = CircuitStates::default();
     let dispatcher = tokio::spawn(kait_dispatch::run(
         store.clone(),
@@ -53,9 +60,11 @@ pub async fn run(
             endpoint_in_flight: config.endpoint_in_flight,
             retry_schedule: config.retry_schedule.clone(),
             breaker: config.breaker,
+            disable_after: Some(config.disable_after),
             ..DispatcherConfig::default()
         },
         circuit_states.clone(),
+        ops.clone(),
         shutdown.child_token(),
     ));
 
@@ -70,6 +79,7 @@ pub async fn run(
         }),
         circuit_state: Arc::new(move |endpoint_id| circuit_states.get(endpoint_id)),
         limits: config.limits,
+        ops,
     };
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);

@@ -26,6 +26,16 @@ use crate::wire::{
 };
 use crate::{ApiError, ApiState};
 
+/// Reports an endpoint change as an operational webhook (`endpoint.created` etc.).
+async fn report(state: &ApiState, event_type: &str, endpoint: &Endpoint) {
+    let data = serde_json::json!({
+        "appId": endpoint.app_id,
+        "endpointId": endpoint.id,
+        "endpointUid": endpoint.uid,
+    });
+    state.ops.emit(event_type, &endpoint.app_id, data).await;
+}
+
 /// Checks every field of an endpoint as it would be stored, reporting all problems at once.
 /// `secret_problem` carries a secret that failed to parse, so it is reported with the rest.
 fn check(
@@ -177,6 +187,7 @@ pub async fn create(
         .store
         .create_endpoint(endpoint, state.limits.max_endpoints_per_app)
         .await?;
+    report(&state, "endpoint.created", &created).await;
     Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
 }
 
@@ -220,6 +231,7 @@ pub async fn upsert(
             };
             check(&state, &endpoint, None)?;
             let updated = state.store.update_endpoint(endpoint).await?;
+            report(&state, "endpoint.updated", &updated).await;
             Ok((StatusCode::OK, Json(EndpointOut::from(&updated))))
         }
         None if !EndpointId::has_prefix(&endpoint_key) => {
@@ -233,6 +245,7 @@ pub async fn upsert(
                 .store
                 .create_endpoint(endpoint, state.limits.max_endpoints_per_app)
                 .await?;
+            report(&state, "endpoint.created", &created).await;
             Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
         }
         None => Err(ApiError::NotFound("endpoint")),
@@ -271,9 +284,9 @@ pub async fn patch(
         ..existing
     };
     check(&state, &endpoint, secret_problem)?;
-    Ok(Json(EndpointOut::from(
-        &state.store.update_endpoint(endpoint).await?,
-    )))
+    let updated = state.store.update_endpoint(endpoint).await?;
+    report(&state, "endpoint.updated", &updated).await;
+    Ok(Json(EndpointOut::from(&updated)))
 }
 
 pub async fn delete(
@@ -286,6 +299,7 @@ pub async fn delete(
         .store
         .delete_endpoint(&application.id, &endpoint.id)
         .await?;
+    report(&state, "endpoint.deleted", &endpoint).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

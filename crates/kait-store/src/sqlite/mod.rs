@@ -31,8 +31,9 @@ use tokio::sync::Notify;
 use self::paging::{Keyset, query_keyed};
 use self::writer::{WriteContext, WriterHandle, WriterSignals};
 use crate::{
-    AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, EndpointMessage, MessageFilter,
-    NewMessage, NextStep, Outcome, Page, PageRequest, Store, StoreError, StoreResult,
+    AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint, EndpointMessage,
+    MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, Store, StoreError,
+    StoreResult,
 };
 
 /// The database file's name inside the data directory.
@@ -836,7 +837,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_outcomes(&self, outcomes: Arc<[Outcome]>) -> StoreResult<()> {
+    async fn record_outcomes(
+        &self,
+        outcomes: Arc<[Outcome]>,
+        disable_after: Option<Millis>,
+    ) -> StoreResult<Vec<DisabledEndpoint>> {
         self.writer
             .write(move |context| {
                 let connection = context.connection;
@@ -888,7 +893,52 @@ impl Store for SqliteStore {
                 if retried {
                     context.deliveries_became_due = true;
                 }
-                Ok(())
+                // Endpoint health: the last counted outcome per endpoint in this batch decides.
+                let mut last_by_endpoint: HashMap<&EndpointId, (bool, Millis)> = HashMap::new();
+                for outcome in outcomes.iter().filter(|outcome| outcome.reached_endpoint) {
+                    let attempt = &outcome.attempt;
+                    last_by_endpoint.insert(
+                        &attempt.endpoint_id,
+                        (attempt.status == DeliveryStatus::Success, attempt.created_at),
+                    );
+                }
+                let mut healthy = context.connection.prepare_cached(
+                    "UPDATE endpoint SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
+                )?;
+                let mut failing = context.connection.prepare_cached(
+                    "UPDATE endpoint SET failing_since = COALESCE(failing_since, ?2) WHERE id = ?1",
+                )?;
+                let mut disable = context.connection.prepare_cached(
+                    "UPDATE endpoint SET disabled = 1, updated_at = ?2 WHERE id = ?1 AND disabled = 0 \
+                     AND failing_since <= ?3 RETURNING app_id, failing_since",
+                )?;
+                let now = now_millis();
+                let mut disabled = Vec::new();
+                for (endpoint_id, (succeeded, at)) in last_by_endpoint {
+                    if succeeded {
+                        healthy.execute([endpoint_id.as_str()])?;
+                        continue;
+                    }
+                    failing.execute(params![endpoint_id.as_str(), at])?;
+                    let Some(after) = disable_after else { continue };
+                    let switched_off: Option<(String, Millis)> = disable
+                        .query_row(params![endpoint_id.as_str(), now, now - after], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .optional()?;
+                    if let Some((app_id, failing_since)) = switched_off {
+                        disabled.push(DisabledEndpoint {
+                            endpoint_id: endpoint_id.clone(),
+                            app_id: AppId::from_trusted(app_id),
+                            failing_since,
+                        });
+                    }
+                }
+                drop((healthy, failing, disable));
+                for endpoint in &disabled {
+                    context.forget_endpoints_of(endpoint.app_id.as_str());
+                }
+                Ok(disabled)
             })
             .await
     }

@@ -122,6 +122,9 @@ CREATE TABLE idempotent_response (
     PRIMARY KEY (key, request)
 ) WITHOUT ROWID;
 "#,
+    r#"
+ALTER TABLE endpoint ADD COLUMN failing_since INTEGER;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

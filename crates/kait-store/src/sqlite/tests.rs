@@ -93,6 +93,7 @@ fn outcome(delivery_id: i64, claimed: &crate::ClaimedDelivery, next: NextStep) -
             created_at: now_millis(),
         },
         next,
+        reached_endpoint: true,
     }
 }
 
@@ -191,6 +192,7 @@ async fn fan_out_claim_and_outcomes() {
                 NextStep::RetryAt(retry_at),
             )]
             .into(),
+            None,
         )
         .await
         .unwrap();
@@ -207,6 +209,7 @@ async fn fan_out_claim_and_outcomes() {
                 NextStep::Succeeded,
             )]
             .into(),
+            None,
         )
         .await
         .unwrap();
@@ -283,4 +286,63 @@ async fn endpoint_changes_move_the_epoch_before_they_are_acknowledged() {
         .await
         .unwrap();
     assert!(store.endpoint_epoch() > after_create);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_too_long_is_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let app = store.create_application(application()).await.unwrap();
+    let created = store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let fail = |claimed: &crate::ClaimedDelivery, at: i64| {
+        let mut failed = outcome(
+            claimed.delivery_id,
+            claimed,
+            NextStep::RetryAt(now_millis() + 60_000),
+        );
+        failed.attempt.created_at = at;
+        failed
+    };
+    store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let an_hour_ago = now_millis() - 3_600_000;
+    let disabled = store
+        .record_outcomes(
+            vec![fail(&claim.deliveries[0], an_hour_ago)].into(),
+            Some(7_200_000),
+        )
+        .await
+        .unwrap();
+    assert!(disabled.is_empty(), "failing for an hour, the limit is two");
+    store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let disabled = store
+        .record_outcomes(
+            vec![fail(&claim.deliveries[0], now_millis())].into(),
+            Some(1_800_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        disabled.len(),
+        1,
+        "failing since the first failure, an hour ago"
+    );
+    assert_eq!(disabled[0].endpoint_id, created.id);
+    assert_eq!(disabled[0].failing_since, an_hour_ago);
+    let endpoint = store
+        .get_endpoint_by_id(&created.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(endpoint.disabled);
 }

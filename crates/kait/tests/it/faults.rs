@@ -378,3 +378,93 @@ async fn send_before_endpoint(server: &TestServer, app: &str) -> Vec<String> {
         server.send(app, "unwanted", json!({ "n": 3 })).await,
     ]
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_endpoints_are_disabled_and_reported_by_operational_webhooks() {
+    const OPS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let ops = Receiver::start().await;
+    let ops_url = ops.url.clone();
+    let server = TestServer::start_with(move |config| {
+        config.retry_schedule = kait_core::retry::RetrySchedule::new(vec![
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+        ]);
+        config.disable_after = Duration::from_millis(500);
+        config.operational_webhook = Some((
+            ops_url,
+            kait_core::signing::Secret::parse(OPS_SECRET).unwrap(),
+        ));
+    })
+    .await;
+    let failing = Receiver::start_with(|_, _| StatusCode::INTERNAL_SERVER_ERROR).await;
+    let app = server.create_app("watched").await;
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": failing.url }))
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    // The first message runs out of retries within 300 ms; the endpoint stays enabled.
+    let msg_id = server.send(&app, "a.b", json!({})).await;
+    server
+        .wait_until(
+            &format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"),
+            WAIT,
+            |body| body["data"][0]["status"] == 2,
+        )
+        .await;
+    let (_, still) = server
+        .get(&format!("/api/v1/app/{app}/endpoint/{endpoint_id}"))
+        .await;
+    assert_eq!(still["disabled"], false);
+    // A failure more than 500 ms after the first one, with no success between: disabled.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.send(&app, "a.b", json!({})).await;
+    server
+        .wait_until(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}"),
+            WAIT,
+            |body| body["disabled"] == true,
+        )
+        .await;
+    let deadline = Instant::now() + WAIT;
+    let events = loop {
+        let received = ops.received();
+        let types: HashSet<String> = received
+            .iter()
+            .map(|webhook| webhook.json()["type"].as_str().unwrap().to_owned())
+            .collect();
+        if [
+            "endpoint.created",
+            "endpoint.disabled",
+            "message.attempt.exhausted",
+        ]
+        .iter()
+        .all(|wanted| types.contains(*wanted))
+        {
+            break received;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operational events so far: {types:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for event in &events {
+        crate::support::assert_signed(event, OPS_SECRET);
+        assert_eq!(event.json()["data"]["appId"], app.as_str());
+    }
+    let disabled = events
+        .iter()
+        .map(|event| event.json())
+        .find(|event| event["type"] == "endpoint.disabled")
+        .unwrap();
+    assert_eq!(disabled["data"]["endpointId"], endpoint_id.as_str());
+    assert_eq!(disabled["data"]["trigger"], "automatic");
+    let exhausted = events
+        .iter()
+        .map(|event| event.json())
+        .find(|event| event["type"] == "message.attempt.exhausted")
+        .unwrap();
+    assert_eq!(exhausted["data"]["msgId"], msg_id.as_str());
+    assert_eq!(exhausted["data"]["lastAttempt"]["responseStatusCode"], 500);
+    server.stop().await;
+}

@@ -38,7 +38,10 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Self {
         // Server logs when asked for, e.g. RUST_LOG=kait=debug cargo test.
         if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
         }
         let data_dir = tempfile::tempdir().expect("temporary data dir");
         let mut config = ServeConfig::for_data_dir(data_dir.path());
