@@ -237,15 +237,13 @@ impl Dispatcher {
     /// Emits `message.attempt.exhausted` when a delivery gives up after real attempts, and
     /// `message.attempt.failing` when one has failed [`FAILING_AFTER_ATTEMPTS`] times.
     fn report(&self, result: &attempt::Finished) {
-        if result.succeeded || !result.outcome.reached_endpoint {
+        let Some(event_type) = operational_event(
+            result.succeeded,
+            result.outcome.reached_endpoint,
+            result.outcome.next,
+            result.delivery.attempts_made,
+        ) else {
             return;
-        }
-        let event_type = match result.outcome.next {
-            NextStep::GiveUp => "message.attempt.exhausted",
-            _ if result.delivery.attempts_made == FAILING_AFTER_ATTEMPTS => {
-                "message.attempt.failing"
-            }
-            _ => return,
         };
         let attempt = &result.outcome.attempt;
         let data = serde_json::json!({
@@ -284,6 +282,24 @@ fn lane_is_ordered(lane: &Lane) -> bool {
 
 /// Failed attempts after which `message.attempt.failing` is emitted.
 const FAILING_AFTER_ATTEMPTS: u32 = 4;
+
+/// The operational event an attempt's result calls for, if any. Attempts that never reached
+/// the receiver (endpoint disabled or deleted) report nothing.
+fn operational_event(
+    succeeded: bool,
+    reached_endpoint: bool,
+    next: NextStep,
+    attempts_made: u32,
+) -> Option<&'static str> {
+    if succeeded || !reached_endpoint {
+        return None;
+    }
+    match next {
+        NextStep::GiveUp => Some("message.attempt.exhausted"),
+        _ if attempts_made == FAILING_AFTER_ATTEMPTS => Some("message.attempt.failing"),
+        _ => None,
+    }
+}
 
 /// Disables an endpoint whose receiver answered `410 Gone`, and reports it.
 async fn disable_endpoint(store: Arc<dyn Store>, ops: OperationalEvents, endpoint_id: EndpointId) {
@@ -400,4 +416,34 @@ pub async fn run(
     }
     drop(dispatcher);
     let _ = recorder.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operational_events_for_attempts() {
+        let retry = NextStep::RetryAt(0);
+        assert_eq!(
+            operational_event(false, true, NextStep::GiveUp, 8),
+            Some("message.attempt.exhausted")
+        );
+        assert_eq!(
+            operational_event(false, true, retry, 4),
+            Some("message.attempt.failing")
+        );
+        assert_eq!(operational_event(false, true, retry, 3), None);
+        assert_eq!(
+            operational_event(false, true, retry, 5),
+            None,
+            "reported once"
+        );
+        assert_eq!(operational_event(true, true, NextStep::Succeeded, 4), None);
+        assert_eq!(
+            operational_event(false, false, NextStep::GiveUp, 1),
+            None,
+            "never reached the receiver"
+        );
+    }
 }

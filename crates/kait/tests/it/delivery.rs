@@ -274,6 +274,13 @@ async fn egress_guard_refuses_non_public_targets() {
         "http://2130706433/hook".into(),
         "http://[::ffff:127.0.0.1]/hook".into(),
         "http://[::1]/hook".into(),
+        "http://127.1/hook".into(),
+        "http://0177.0.0.1/hook".into(),
+        "http://0x7f000001/hook".into(),
+        "http://100.64.0.1/hook".into(),
+        "http://[fd00::1]/hook".into(),
+        "http://[64:ff9b::a00:1]/hook".into(),
+        "http://[::127.0.0.1]/hook".into(),
     ] {
         let (status, body) = server
             .post(

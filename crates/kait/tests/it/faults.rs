@@ -468,3 +468,39 @@ async fn failing_endpoints_are_disabled_and_reported_by_operational_webhooks() {
     assert_eq!(exhausted["data"]["lastAttempt"]["responseStatusCode"], 500);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_kept_response_size_are_configurable() {
+    let server = TestServer::start_with(|config| {
+        config.request_timeout = Duration::from_millis(300);
+        config.max_response_bytes = 100;
+    })
+    .await;
+    let blackhole = Blackhole::start().await;
+    let chatty = Receiver::start_responding(|_, _| {
+        (StatusCode::INTERNAL_SERVER_ERROR, "x".repeat(10_000)).into_response()
+    })
+    .await;
+    let app = server.create_app("limits").await;
+    let slow = server
+        .create_endpoint(&app, json!({ "url": blackhole.url }))
+        .await;
+    let verbose = server
+        .create_endpoint(&app, json!({ "url": chatty.url }))
+        .await;
+    server.send(&app, "a.b", json!({})).await;
+    for (endpoint, check) in [(&slow, "timed out"), (&verbose, "xxxxxxxxxx")] {
+        let endpoint_id = endpoint["id"].as_str().unwrap();
+        let attempts = server
+            .wait_until(
+                &format!("/api/v1/app/{app}/attempt/endpoint/{endpoint_id}"),
+                WAIT,
+                |body| body["data"].as_array().is_some_and(|data| !data.is_empty()),
+            )
+            .await;
+        let response = attempts["data"][0]["response"].as_str().unwrap();
+        assert!(response.contains(check), "{response}");
+        assert!(response.len() <= 100, "kept {} bytes", response.len());
+    }
+    server.stop().await;
+}
