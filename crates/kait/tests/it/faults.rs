@@ -385,10 +385,9 @@ async fn failing_endpoints_are_disabled_and_reported_by_operational_webhooks() {
     let ops = Receiver::start().await;
     let ops_url = ops.url.clone();
     let server = TestServer::start_with(move |config| {
-        config.retry_schedule = kait_core::retry::RetrySchedule::new(vec![
-            Duration::from_millis(100),
-            Duration::from_millis(200),
-        ]);
+        // Five attempts within about 400 ms: the fourth reports "failing", the fifth "exhausted".
+        config.retry_schedule =
+            kait_core::retry::RetrySchedule::new(vec![Duration::from_millis(100); 4]);
         config.disable_after = Duration::from_millis(500);
         config.operational_webhook = Some((
             ops_url,
@@ -402,7 +401,7 @@ async fn failing_endpoints_are_disabled_and_reported_by_operational_webhooks() {
         .create_endpoint(&app, json!({ "url": failing.url }))
         .await;
     let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
-    // The first message runs out of retries within 300 ms; the endpoint stays enabled.
+    // The first message runs out of retries within 500 ms; the endpoint stays enabled.
     let msg_id = server.send(&app, "a.b", json!({})).await;
     server
         .wait_until(
@@ -425,6 +424,23 @@ async fn failing_endpoints_are_disabled_and_reported_by_operational_webhooks() {
             |body| body["disabled"] == true,
         )
         .await;
+    // Turning it back on and deleting it are reported too.
+    let (status, _) = server
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}"),
+            Some(r#"{"disabled": false}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let deadline = Instant::now() + WAIT;
     let events = loop {
         let received = ops.received();
@@ -435,7 +451,10 @@ async fn failing_endpoints_are_disabled_and_reported_by_operational_webhooks() {
         if [
             "endpoint.created",
             "endpoint.disabled",
+            "message.attempt.failing",
             "message.attempt.exhausted",
+            "endpoint.updated",
+            "endpoint.deleted",
         ]
         .iter()
         .all(|wanted| types.contains(*wanted))
