@@ -12,6 +12,7 @@ pub mod retry;
 pub mod signing;
 pub mod time;
 pub mod validate;
+pub mod xml;
 
 pub use id::{AppId, AttemptId, EndpointId, MessageId};
 pub use model::*;
