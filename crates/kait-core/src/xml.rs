@@ -204,6 +204,7 @@ fn write_value(writer: &mut XmlWriter, mut start: BytesStart<'_>, value: &Value)
 }
 
 /// A parsed document: the root element's own attributes, and the payload object.
+#[derive(Debug)]
 pub struct ParsedDocument {
     pub attributes: Vec<(String, String)>,
     pub payload: Map<String, Value>,
