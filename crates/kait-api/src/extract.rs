@@ -26,19 +26,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(
-                        "the request body is larger than the server's limit".into(),
-                    ),
-                    _ => ApiError::BadRequest {
-                        code: "invalid_body",
-                        detail: rejection.body_text(),
-                    },
-                })?;
+        let LimitedBody(bytes) = LimitedBody::from_request(request, state).await?;
         parse_json(&bytes).map(ValidJson)
+    }
+}
+
+/// The raw request body, within the size limit (a larger one is a 413 in Kait's shape).
+pub struct LimitedBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(request, state)
+            .await
+            .map(LimitedBody)
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(
+                    "the request body is larger than the server's limit".into(),
+                ),
+                _ => ApiError::BadRequest {
+                    code: "invalid_body",
+                    detail: rejection.body_text(),
+                },
+            })
     }
 }
 

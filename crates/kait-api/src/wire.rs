@@ -199,6 +199,8 @@ pub struct EndpointIn {
     /// the secret.
     #[serde(rename = "signatureScheme")]
     pub signature_scheme: Option<String>,
+    /// `json` (default) or `xml`: the body the endpoint receives.
+    pub format: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,6 +230,7 @@ pub struct EndpointPatch {
     pub metadata: Option<BTreeMap<String, String>>,
     pub version: Option<i32>,
     pub ordering: Option<String>,
+    pub format: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -251,6 +254,7 @@ pub struct EndpointOut {
     pub ordering: &'static str,
     #[serde(rename = "signatureScheme")]
     pub signature_scheme: &'static str,
+    pub format: &'static str,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
     #[serde(rename = "updatedAt")]
@@ -274,6 +278,7 @@ impl From<&Endpoint> for EndpointOut {
             metadata: endpoint.metadata.clone(),
             ordering: endpoint.ordering.as_str(),
             signature_scheme: endpoint.secret.scheme().as_str(),
+            format: endpoint.format.as_str(),
             created_at: to_datetime(endpoint.created_at),
             updated_at: to_datetime(endpoint.updated_at),
         }

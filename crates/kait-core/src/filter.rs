@@ -55,6 +55,7 @@ mod tests {
             previous_secret: None,
             headers: Default::default(),
             ordering: Default::default(),
+            format: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

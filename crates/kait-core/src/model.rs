@@ -69,6 +69,31 @@ impl DeliveryOrder {
     }
 }
 
+/// The body an endpoint receives: the payload as JSON, or the documented XML mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PayloadFormat {
+    #[default]
+    Json,
+    Xml,
+}
+
+impl PayloadFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Xml => "xml",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "json" => Some(Self::Json),
+            "xml" => Some(Self::Xml),
+            _ => None,
+        }
+    }
+}
+
 /// A subscriber's URL and how to call it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
@@ -93,6 +118,7 @@ pub struct Endpoint {
     /// Extra headers sent with every webhook to this endpoint.
     pub headers: BTreeMap<String, String>,
     pub ordering: DeliveryOrder,
+    pub format: PayloadFormat,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kait_core::retry::RetrySchedule;
 use kait_core::time::{Millis, now_millis};
-use kait_core::{Attempt, AttemptId, DeliveryStatus};
+use kait_core::{Attempt, AttemptId, DeliveryStatus, PayloadFormat};
 use kait_deliver::{AttemptResult, Webhook};
 use kait_store::{ClaimedDelivery, NextStep, Outcome};
 
@@ -69,14 +69,24 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         );
     }
 
+    let (body, content_type) = match endpoint.format {
+        PayloadFormat::Json => (
+            Bytes::from_owner(SharedPayload(delivery.payload.clone())),
+            "application/json",
+        ),
+        PayloadFormat::Xml => match render_xml(&delivery) {
+            Ok(xml) => (Bytes::from(xml), "application/xml; charset=utf-8"),
+            Err(reason) => return without_request(delivery, started_at, &reason, NextStep::GiveUp),
+        },
+    };
     let result = shared
         .sender
         .send(Webhook {
             url: &endpoint.url,
             msg_id: delivery.msg_id.as_str(),
             timestamp: started_at / 1000,
-            body: Bytes::from_owner(SharedPayload(delivery.payload.clone())),
-            content_type: "application/json",
+            body,
+            content_type,
             signing_key: &endpoint.signing_key,
             previous_signing_key: endpoint
                 .previous_signing_key
@@ -120,6 +130,23 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         gone,
         pause,
     }
+}
+
+/// The delivery's payload in the XML mapping, inside the event envelope.
+fn render_xml(delivery: &ClaimedDelivery) -> Result<Vec<u8>, String> {
+    let payload: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&delivery.payload)
+            .map_err(|error| format!("the payload cannot be rendered as XML: {error}"))?;
+    let timestamp = kait_core::time::to_datetime(delivery.created_at)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Ok(kait_core::xml::render(
+        &kait_core::xml::Envelope {
+            id: delivery.msg_id.as_str(),
+            event_type: &delivery.event_type,
+            timestamp: &timestamp,
+        },
+        &payload,
+    ))
 }
 
 /// What follows an attempt: done, a retry after the scheduled delay (or later, if the

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kait_core::signing::SigningKey;
-use kait_core::{DeliveryOrder, Endpoint, EndpointId};
+use kait_core::{DeliveryOrder, Endpoint, EndpointId, PayloadFormat};
 use kait_deliver::header::{HeaderMap, HeaderName, HeaderValue};
 use kait_store::{Store, StoreResult};
 
@@ -19,6 +19,7 @@ pub struct PreparedEndpoint {
     pub disabled: bool,
     pub rate_limit: Option<u16>,
     pub ordering: DeliveryOrder,
+    pub format: PayloadFormat,
     pub signing_key: SigningKey,
     /// The rotated-out key and until when (ms) it also signs.
     pub previous_signing_key: Option<(SigningKey, i64)>,
@@ -42,6 +43,7 @@ impl PreparedEndpoint {
             disabled: endpoint.disabled,
             rate_limit: endpoint.rate_limit,
             ordering: endpoint.ordering,
+            format: endpoint.format,
             signing_key: endpoint.secret.signing_key(),
             previous_signing_key: endpoint
                 .previous_secret

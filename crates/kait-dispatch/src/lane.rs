@@ -243,6 +243,7 @@ mod tests {
             event_type: "a.b".into(),
             payload: "{}".into(),
             ordering_key: key.map(Arc::from),
+            created_at: 0,
             attempts_made: 0,
             trigger_type: TriggerType::Scheduled,
         }

@@ -123,6 +123,8 @@ pub struct ClaimedDelivery {
     /// Shared between the deliveries of one message claimed together.
     pub payload: Arc<str>,
     pub ordering_key: Option<Arc<str>>,
+    /// When the message was accepted (the XML envelope's timestamp).
+    pub created_at: Millis,
     pub attempts_made: u32,
     pub trigger_type: TriggerType,
 }

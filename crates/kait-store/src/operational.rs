@@ -95,6 +95,7 @@ impl OperationalEvents {
                             previous_secret: None,
                             headers: Default::default(),
                             ordering: Default::default(),
+                            format: Default::default(),
                             created_at: now,
                             updated_at: now,
                         },

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use kait_core::signing::{Scheme, Secret};
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problems};
-use kait_core::{AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId};
+use kait_core::{AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId, PayloadFormat};
 
 use super::{find_app, find_endpoint};
 use crate::extract::{ListQuery, ValidJson, parse_json};
@@ -104,6 +104,15 @@ fn parse_secret(text: Option<&str>, scheme: Scheme) -> Result<Secret, String> {
     }
 }
 
+/// Parses a `format` field; `None` keeps `current`.
+fn parse_format(text: Option<&str>, current: PayloadFormat) -> Result<PayloadFormat, ApiError> {
+    match text {
+        None => Ok(current),
+        Some(text) => PayloadFormat::parse(text)
+            .ok_or_else(|| ApiError::invalid("format", "must be json or xml")),
+    }
+}
+
 fn parse_scheme(text: Option<&str>) -> Result<Scheme, ApiError> {
     match text {
         None => Ok(Scheme::Symmetric),
@@ -130,6 +139,7 @@ fn new_endpoint(
     let now = now_millis();
     let ordering = parse_ordering(input.ordering.as_deref(), DeliveryOrder::default())?;
     let scheme = parse_scheme(input.signature_scheme.as_deref())?;
+    let format = parse_format(input.format.as_deref(), PayloadFormat::Json)?;
     let (secret, secret_problem) = match parse_secret(input.secret.as_deref(), scheme) {
         Ok(secret) => (secret, None),
         Err(problem) => (Secret::generate(), Some(problem)),
@@ -150,6 +160,7 @@ fn new_endpoint(
         previous_secret: None,
         headers: input.headers.unwrap_or_default(),
         ordering,
+        format,
         created_at: now,
         updated_at: now,
     };
@@ -226,6 +237,7 @@ pub async fn upsert(
                 metadata: input.metadata.unwrap_or_default(),
                 headers: input.headers.unwrap_or(existing.headers.clone()),
                 ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
+                format: parse_format(input.format.as_deref(), existing.format)?,
                 updated_at: now_millis(),
                 ..existing
             };
@@ -279,6 +291,7 @@ pub async fn patch(
         metadata: input.metadata.unwrap_or(existing.metadata.clone()),
         version: input.version.unwrap_or(existing.version),
         ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
+        format: parse_format(input.format.as_deref(), existing.format)?,
         secret,
         updated_at: now_millis(),
         ..existing

@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use kait_core::time::now_millis;
@@ -14,19 +15,79 @@ use kait_core::{Message, MessageId};
 use kait_store::{MessageFilter, NewMessage};
 
 use super::find_app;
-use crate::extract::{ListQuery, ValidJson};
+use crate::extract::{LimitedBody, ListQuery, parse_json};
 use crate::wire::{ListResponse, MessageIn, MessageOut};
 use crate::{ApiError, ApiState};
 
 /// Longest `eventId` and `Idempotency-Key` accepted.
 const MAX_KEY_LEN: usize = 256;
 
+/// Whether the request body is XML (`application/xml`, `text/xml` or `…+xml`).
+fn is_xml(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|media| {
+            media == "application/xml" || media == "text/xml" || media.ends_with("+xml")
+        })
+}
+
+/// A message sent as XML: `<message eventType="…" eventId="…" channels="a,b"
+/// orderingKey="…"><payload>…</payload></message>`, the payload in the documented mapping.
+fn message_from_xml(body: &[u8]) -> Result<MessageIn, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest {
+        code: "invalid_xml",
+        detail: "the XML body is not UTF-8".into(),
+    })?;
+    let document = kait_core::xml::parse(text).map_err(|error| ApiError::BadRequest {
+        code: "invalid_xml",
+        detail: error.to_string(),
+    })?;
+    let attribute = |name: &str| {
+        document
+            .attributes
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let event_type = attribute("eventType").ok_or_else(|| {
+        ApiError::invalid("eventType", "the root element needs an eventType attribute")
+    })?;
+    let payload = serde_json::value::to_raw_value(&document.payload)
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok(MessageIn {
+        event_type,
+        payload,
+        event_id: attribute("eventId"),
+        channels: attribute("channels").map(|channels| {
+            channels
+                .split(',')
+                .map(|channel| channel.trim().to_owned())
+                .collect()
+        }),
+        ordering_key: attribute("orderingKey"),
+    })
+}
+
 pub async fn create(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
     headers: HeaderMap,
-    ValidJson(input): ValidJson<MessageIn>,
+    LimitedBody(body): LimitedBody,
 ) -> Result<impl IntoResponse, ApiError> {
+    let input: MessageIn = if is_xml(&headers) {
+        message_from_xml(&body)?
+    } else {
+        parse_json(&body)?
+    };
     let mut problems = Problems::new();
     problems.check("eventType", validate::event_type_name(&input.event_type));
     if let Some(channels) = &input.channels {

@@ -237,7 +237,7 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
     context
         .connection
         .prepare_cached(&format!(
-            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             rows::ENDPOINT_COLUMNS
         ))?
         .execute(params![
@@ -259,6 +259,7 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
             endpoint.ordering.as_str(),
             endpoint.previous_secret.as_ref().map(|(secret, _)| secret.to_wire()),
             endpoint.previous_secret.as_ref().map(|(_, expires_at)| *expires_at),
+            endpoint.format.as_str(),
         ])
         .map_err(|error| rows::conflict_on_unique(error, "an endpoint with this uid already exists"))?;
     context.forget_endpoints_of(endpoint.app_id.as_str());
@@ -567,7 +568,8 @@ impl Store for SqliteStore {
                         "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5, version = ?6, \
                          disabled = ?7, event_types = ?8, channels = ?9, rate_limit = ?10, metadata = ?11, \
                          secret = ?12, headers = ?13, updated_at = ?14, ordering = ?15, \
-                         previous_secret = ?16, previous_secret_expires_at = ?17 WHERE id = ?1 AND app_id = ?2",
+                         previous_secret = ?16, previous_secret_expires_at = ?17, \
+                         format = ?18 WHERE id = ?1 AND app_id = ?2",
                     )?
                     .execute(params![
                         endpoint.id.as_str(),
@@ -587,6 +589,7 @@ impl Store for SqliteStore {
                         endpoint.ordering.as_str(),
                         endpoint.previous_secret.as_ref().map(|(secret, _)| secret.to_wire()),
                         endpoint.previous_secret.as_ref().map(|(_, expires_at)| *expires_at),
+                        endpoint.format.as_str(),
                     ])
                     .map_err(|error| {
                         rows::conflict_on_unique(error, "an endpoint with this uid already exists")
@@ -793,7 +796,7 @@ impl Store for SqliteStore {
                 claimed.sort_unstable_by_key(|row| (row.5, row.0));
 
                 let mut message_lookup = connection.prepare_cached(
-                    "SELECT id, app_id, event_type, payload, ordering_key FROM message WHERE seq = ?1",
+                    "SELECT id, app_id, event_type, payload, ordering_key, created_at FROM message WHERE seq = ?1",
                 )?;
                 // One message fans out to many endpoints: load each payload once per claim.
                 let mut messages: HashMap<i64, ClaimedMessage> = HashMap::new();
@@ -808,6 +811,7 @@ impl Store for SqliteStore {
                                 event_type: Arc::<str>::from(row.get::<_, String>(2)?),
                                 payload: Arc::<str>::from(row.get::<_, String>(3)?),
                                 ordering_key: row.get::<_, Option<String>>(4)?.map(Arc::<str>::from),
+                                created_at: row.get(5)?,
                             })
                         })?),
                     };
@@ -819,6 +823,7 @@ impl Store for SqliteStore {
                         event_type: message.event_type.clone(),
                         payload: message.payload.clone(),
                         ordering_key: message.ordering_key.clone(),
+                        created_at: message.created_at,
                         attempts_made,
                         trigger_type: TriggerType::from_code(trigger_type),
                     });
@@ -1323,6 +1328,7 @@ struct ClaimedMessage {
     event_type: Arc<str>,
     payload: Arc<str>,
     ordering_key: Option<Arc<str>>,
+    created_at: Millis,
 }
 
 /// Conditions on the message table (alias `alias`) for event types, channel and time.

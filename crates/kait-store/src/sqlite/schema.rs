@@ -125,6 +125,9 @@ CREATE TABLE idempotent_response (
     r#"
 ALTER TABLE endpoint ADD COLUMN failing_since INTEGER;
 "#,
+    r#"
+ALTER TABLE endpoint ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

@@ -51,6 +51,7 @@ fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
         previous_secret: None,
         headers: Default::default(),
         ordering: Default::default(),
+        format: Default::default(),
         created_at: 0,
         updated_at: 0,
     }

@@ -7,6 +7,7 @@
 //! - `pagination`: iterators over applications, messages and attempts.
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
+//! - `xml`: XML endpoints and XML input, read back with an independent parser.
 //! - `durability`: `kill -9` during a burst loses no acknowledged message.
 
 mod support;
@@ -19,3 +20,4 @@ mod faults;
 mod pagination;
 mod python_sdk;
 mod svix_client;
+mod xml;
