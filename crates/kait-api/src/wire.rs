@@ -179,7 +179,11 @@ impl From<EventType> for EventTypeOut {
 /// Create (POST) and replace (PUT) bodies; PUT ignores `secret`.
 #[derive(Deserialize)]
 pub struct EndpointIn {
+    /// Required for webhook endpoints; absent for polling ones.
+    #[serde(default)]
     pub url: String,
+    /// Kait extension: `webhook` (default) or `polling` (read through `/poller/{id}`).
+    pub kind: Option<String>,
     #[serde(default)]
     pub description: String,
     pub uid: Option<String>,
@@ -255,6 +259,7 @@ pub struct EndpointOut {
     #[serde(rename = "signatureScheme")]
     pub signature_scheme: &'static str,
     pub format: &'static str,
+    pub kind: &'static str,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
     #[serde(rename = "updatedAt")]
@@ -279,6 +284,7 @@ impl From<&Endpoint> for EndpointOut {
             ordering: endpoint.ordering.as_str(),
             signature_scheme: endpoint.secret.scheme().as_str(),
             format: endpoint.format.as_str(),
+            kind: endpoint.kind.as_str(),
             created_at: to_datetime(endpoint.created_at),
             updated_at: to_datetime(endpoint.updated_at),
         }
@@ -497,4 +503,49 @@ pub struct BackgroundTaskOut {
     pub updated_at: DateTime<Utc>,
     /// Kait extension: how many deliveries were made due.
     pub count: u64,
+}
+
+/// Svix's `PollingEndpointMessageOut`.
+#[derive(Serialize)]
+pub struct PollingMessageOut {
+    pub id: String,
+    #[serde(rename = "eventType")]
+    pub event_type: String,
+    #[serde(rename = "eventId")]
+    pub event_id: Option<String>,
+    pub payload: Box<RawValue>,
+    pub channels: Option<BTreeSet<String>>,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl From<Message> for PollingMessageOut {
+    fn from(message: Message) -> Self {
+        let message = MessageOut::new(message, true);
+        Self {
+            id: message.id,
+            event_type: message.event_type,
+            event_id: message.event_id,
+            payload: message.payload,
+            channels: message.channels,
+            timestamp: message.timestamp,
+        }
+    }
+}
+
+/// Svix's `PollingEndpointOut`: the iterator is where the next poll continues.
+#[derive(Serialize)]
+pub struct PollingOut {
+    pub data: Vec<PollingMessageOut>,
+    pub iterator: String,
+    pub done: bool,
+}
+
+#[derive(Deserialize)]
+pub struct SeekIn {
+    pub after: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+pub struct SeekOut {
+    pub iterator: String,
 }

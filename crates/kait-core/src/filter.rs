@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::Endpoint;
+use crate::model::{Endpoint, EndpointKind};
 
 /// Whether `endpoint` should receive a message of `event_type` on `message_channels`.
 pub fn endpoint_matches(
@@ -14,7 +14,7 @@ pub fn endpoint_matches(
     event_type: &str,
     message_channels: Option<&BTreeSet<String>>,
 ) -> bool {
-    if endpoint.disabled {
+    if endpoint.disabled || endpoint.kind == EndpointKind::Polling {
         return false;
     }
     if let Some(event_types) = &endpoint.event_types
@@ -56,6 +56,7 @@ mod tests {
             headers: Default::default(),
             ordering: Default::default(),
             format: Default::default(),
+            kind: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

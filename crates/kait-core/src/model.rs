@@ -69,6 +69,33 @@ impl DeliveryOrder {
     }
 }
 
+/// Whether Kait calls the endpoint or the consumer reads from it (the pull API fallback for
+/// consumers that cannot receive webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndpointKind {
+    #[default]
+    Webhook,
+    /// No URL: its messages are read through `/poller/{endpoint_id}`; no deliveries are made.
+    Polling,
+}
+
+impl EndpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Polling => "polling",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "webhook" => Some(Self::Webhook),
+            "polling" => Some(Self::Polling),
+            _ => None,
+        }
+    }
+}
+
 /// The body an endpoint receives: the payload as JSON, or the documented XML mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PayloadFormat {
@@ -119,6 +146,7 @@ pub struct Endpoint {
     pub headers: BTreeMap<String, String>,
     pub ordering: DeliveryOrder,
     pub format: PayloadFormat,
+    pub kind: EndpointKind,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

@@ -331,6 +331,35 @@ pub trait Store: Send + Sync + 'static {
         body: Vec<u8>,
     ) -> StoreResult<()>;
 
+    // The pull API.
+    /// Up to `limit` messages of the endpoint's application committed after position
+    /// `after`, that match the endpoint's filters and `filter`, in commit order, each with its
+    /// position. Positions only grow with commit order, so following them sees every message
+    /// exactly once even while others are being written.
+    async fn poll_messages(
+        &self,
+        endpoint: &Endpoint,
+        after: i64,
+        filter: MessageFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, Message)>>;
+    /// The position of the last message created at or before `at` (0 if none).
+    async fn position_at(&self, app_id: &AppId, at: Millis) -> StoreResult<i64>;
+    /// Where a named consumer of a polling endpoint stands (0 if it never polled).
+    async fn consumer_position(
+        &self,
+        endpoint_id: &EndpointId,
+        consumer_id: &str,
+    ) -> StoreResult<i64>;
+    async fn set_consumer_position(
+        &self,
+        endpoint_id: &EndpointId,
+        consumer_id: &str,
+        position: i64,
+    ) -> StoreResult<()>;
+    /// Changes whenever a commit added messages: long-polls and streams wait on it.
+    fn message_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+
     /// Counts deliveries by status (for health, metrics and tests).
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
 }

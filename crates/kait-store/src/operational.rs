@@ -96,6 +96,7 @@ impl OperationalEvents {
                             headers: Default::default(),
                             ordering: Default::default(),
                             format: Default::default(),
+                            kind: Default::default(),
                             created_at: now,
                             updated_at: now,
                         },

@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use kait_core::signing::{Scheme, Secret};
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problems};
-use kait_core::{AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId, PayloadFormat};
+use kait_core::{
+    AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId, EndpointKind, PayloadFormat,
+};
 
 use super::{find_app, find_endpoint};
 use crate::extract::{ListQuery, ValidJson, parse_json};
@@ -44,12 +46,22 @@ fn check(
     secret_problem: Option<String>,
 ) -> Result<(), ApiError> {
     let mut problems = Problems::new();
-    problems.check(
-        "url",
-        validate::endpoint_url(&endpoint.url)
-            .map(drop)
-            .and_then(|()| (state.url_check)(&endpoint.url)),
-    );
+    match endpoint.kind {
+        EndpointKind::Webhook => problems.check(
+            "url",
+            validate::endpoint_url(&endpoint.url)
+                .map(drop)
+                .and_then(|()| (state.url_check)(&endpoint.url)),
+        ),
+        EndpointKind::Polling => problems.check(
+            "url",
+            if endpoint.url.is_empty() {
+                Ok(())
+            } else {
+                Err("a polling endpoint has no url".into())
+            },
+        ),
+    }
     if let Some(uid) = &endpoint.uid {
         problems.check("uid", validate::uid(uid));
     }
@@ -140,6 +152,11 @@ fn new_endpoint(
     let ordering = parse_ordering(input.ordering.as_deref(), DeliveryOrder::default())?;
     let scheme = parse_scheme(input.signature_scheme.as_deref())?;
     let format = parse_format(input.format.as_deref(), PayloadFormat::Json)?;
+    let kind = match input.kind.as_deref() {
+        None => EndpointKind::Webhook,
+        Some(text) => EndpointKind::parse(text)
+            .ok_or_else(|| ApiError::invalid("kind", "must be webhook or polling"))?,
+    };
     let (secret, secret_problem) = match parse_secret(input.secret.as_deref(), scheme) {
         Ok(secret) => (secret, None),
         Err(problem) => (Secret::generate(), Some(problem)),
@@ -161,6 +178,7 @@ fn new_endpoint(
         headers: input.headers.unwrap_or_default(),
         ordering,
         format,
+        kind,
         created_at: now,
         updated_at: now,
     };

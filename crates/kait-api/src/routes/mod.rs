@@ -5,6 +5,7 @@ mod attempt;
 mod endpoint;
 mod event_type;
 mod message;
+mod poller;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -86,6 +87,15 @@ pub fn protected() -> Router<ApiState> {
             get(message::list).post(message::create),
         )
         .route("/app/{app_id}/msg/{msg_id}", get(message::get))
+        .route("/app/{app_id}/poller/{endpoint_id}", get(poller::poll))
+        .route(
+            "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}",
+            get(poller::consumer_poll),
+        )
+        .route(
+            "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek",
+            post(poller::consumer_seek),
+        )
         .route(
             "/app/{app_id}/msg/{msg_id}/endpoint",
             get(attempt::list_message_destinations),

@@ -64,6 +64,7 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     due: Arc<Notify>,
     endpoint_epoch: Arc<AtomicU64>,
+    messages: tokio::sync::watch::Receiver<u64>,
     /// Held for the store's lifetime: the OS lock that keeps other processes out.
     _lock: File,
 }
@@ -144,11 +145,13 @@ impl SqliteStore {
 
         let due = Arc::new(Notify::new());
         let endpoint_epoch = Arc::new(AtomicU64::new(0));
+        let (messages_sender, messages) = tokio::sync::watch::channel(0u64);
         let (writer, _thread) = writer::spawn(
             connection,
             WriterSignals {
                 due: due.clone(),
                 endpoint_epoch: endpoint_epoch.clone(),
+                messages: messages_sender,
             },
         )
         .map_err(io_error)?;
@@ -160,6 +163,7 @@ impl SqliteStore {
             }),
             due,
             endpoint_epoch,
+            messages,
             _lock: lock,
         })
     }
@@ -237,7 +241,7 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
     context
         .connection
         .prepare_cached(&format!(
-            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            "INSERT INTO endpoint ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             rows::ENDPOINT_COLUMNS
         ))?
         .execute(params![
@@ -260,6 +264,7 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
             endpoint.previous_secret.as_ref().map(|(secret, _)| secret.to_wire()),
             endpoint.previous_secret.as_ref().map(|(_, expires_at)| *expires_at),
             endpoint.format.as_str(),
+            endpoint.kind.as_str(),
         ])
         .map_err(|error| rows::conflict_on_unique(error, "an endpoint with this uid already exists"))?;
     context.forget_endpoints_of(endpoint.app_id.as_str());
@@ -569,7 +574,7 @@ impl Store for SqliteStore {
                          disabled = ?7, event_types = ?8, channels = ?9, rate_limit = ?10, metadata = ?11, \
                          secret = ?12, headers = ?13, updated_at = ?14, ordering = ?15, \
                          previous_secret = ?16, previous_secret_expires_at = ?17, \
-                         format = ?18 WHERE id = ?1 AND app_id = ?2",
+                         format = ?18, kind = ?19 WHERE id = ?1 AND app_id = ?2",
                     )?
                     .execute(params![
                         endpoint.id.as_str(),
@@ -590,6 +595,7 @@ impl Store for SqliteStore {
                         endpoint.previous_secret.as_ref().map(|(secret, _)| secret.to_wire()),
                         endpoint.previous_secret.as_ref().map(|(_, expires_at)| *expires_at),
                         endpoint.format.as_str(),
+                        endpoint.kind.as_str(),
                     ])
                     .map_err(|error| {
                         rows::conflict_on_unique(error, "an endpoint with this uid already exists")
@@ -617,6 +623,10 @@ impl Store for SqliteStore {
                 context
                     .connection
                     .execute("DELETE FROM delivery WHERE endpoint_id = ?1", [id.as_str()])?;
+                context.connection.execute(
+                    "DELETE FROM poller_consumer WHERE endpoint_id = ?1",
+                    [id.as_str()],
+                )?;
                 context.forget_endpoints_of(app_id.as_str());
                 Ok(())
             })
@@ -700,6 +710,7 @@ impl Store for SqliteStore {
                 if deliveries > 0 {
                     context.deliveries_became_due = true;
                 }
+                context.messages_added = true;
                 Ok(AcceptedMessage {
                     message,
                     created: true,
@@ -1303,6 +1314,116 @@ impl Store for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn poll_messages(
+        &self,
+        endpoint: &Endpoint,
+        after: i64,
+        filter: MessageFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, kait_core::Message)>> {
+        let endpoint = endpoint.clone();
+        self.read(move |connection| {
+            let mut parameters = vec![
+                Value::Text(endpoint.app_id.as_str().to_owned()),
+                Value::Integer(after),
+            ];
+            let mut conditions = vec!["m.app_id = ?".to_owned(), "m.seq > ?".to_owned()];
+            if let Some(event_types) = endpoint
+                .event_types
+                .as_ref()
+                .filter(|types| !types.is_empty())
+            {
+                conditions.push(format!(
+                    "m.event_type IN ({})",
+                    vec!["?"; event_types.len()].join(", ")
+                ));
+                parameters.extend(event_types.iter().cloned().map(Value::Text));
+            }
+            if let Some(channels) = endpoint
+                .channels
+                .as_ref()
+                .filter(|channels| !channels.is_empty())
+            {
+                conditions.push(format!(
+                    "EXISTS (SELECT 1 FROM json_each(m.channels) WHERE json_each.value IN ({}))",
+                    vec!["?"; channels.len()].join(", ")
+                ));
+                parameters.extend(channels.iter().cloned().map(Value::Text));
+            }
+            message_conditions(&filter, "m", &mut conditions, &mut parameters);
+            let sql = format!(
+                "SELECT {}, m.seq FROM message m {} ORDER BY m.seq LIMIT {}",
+                rows::MESSAGE_COLUMNS,
+                paging::where_clause(&conditions),
+                limit
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let messages = statement
+                .query_map(rusqlite::params_from_iter(parameters), |row| {
+                    Ok((row.get::<_, i64>(8)?, rows::message(row)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn position_at(&self, app_id: &AppId, at: Millis) -> StoreResult<i64> {
+        let app_id = app_id.clone();
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(seq), 0) FROM message WHERE app_id = ?1 AND created_at <= ?2",
+                )?
+                .query_row(params![app_id.as_str(), at], |row| row.get(0))?)
+        })
+        .await
+    }
+
+    async fn consumer_position(
+        &self,
+        endpoint_id: &EndpointId,
+        consumer_id: &str,
+    ) -> StoreResult<i64> {
+        let (endpoint_id, consumer_id) = (endpoint_id.clone(), consumer_id.to_owned());
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(
+                    "SELECT position FROM poller_consumer WHERE endpoint_id = ?1 AND consumer_id = ?2",
+                )?
+                .query_row(params![endpoint_id.as_str(), consumer_id], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn set_consumer_position(
+        &self,
+        endpoint_id: &EndpointId,
+        consumer_id: &str,
+        position: i64,
+    ) -> StoreResult<()> {
+        let (endpoint_id, consumer_id) = (endpoint_id.clone(), consumer_id.to_owned());
+        self.writer
+            .write(move |context| {
+                context
+                    .connection
+                    .prepare_cached(
+                        "INSERT INTO poller_consumer (endpoint_id, consumer_id, position, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (endpoint_id, consumer_id) DO UPDATE SET \
+                         position = excluded.position, updated_at = excluded.updated_at",
+                    )?
+                    .execute(params![endpoint_id.as_str(), consumer_id, position, now_millis()])?;
+                Ok(())
+            })
+            .await
+    }
+
+    fn message_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.messages.clone()
     }
 
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>> {

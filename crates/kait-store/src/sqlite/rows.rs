@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kait_core::signing::Secret;
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId,
-    EventType, Message, MessageId, PayloadFormat, TriggerType,
+    EndpointKind, EventType, Message, MessageId, PayloadFormat, TriggerType,
 };
 use rusqlite::Row;
 
@@ -84,12 +84,12 @@ pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
 
 pub const ENDPOINT_COLUMNS: &str = "id, app_id, uid, url, description, version, disabled, \
      event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering, \
-     previous_secret, previous_secret_expires_at, format";
+     previous_secret, previous_secret_expires_at, format, kind";
 
 /// The same columns qualified with the `e` alias, for joins.
 pub const ENDPOINT_COLUMNS_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
-     e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, e.format";
+     e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, e.format, e.kind";
 
 pub fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     endpoint_at(row, 0)
@@ -134,6 +134,7 @@ pub fn endpoint_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Endpoint> {
             _ => None,
         },
         format: PayloadFormat::parse(&row.get::<_, String>(base + 18)?).unwrap_or_default(),
+        kind: EndpointKind::parse(&row.get::<_, String>(base + 19)?).unwrap_or_default(),
     })
 }
 

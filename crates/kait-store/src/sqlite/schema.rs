@@ -128,6 +128,16 @@ ALTER TABLE endpoint ADD COLUMN failing_since INTEGER;
     r#"
 ALTER TABLE endpoint ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
 "#,
+    r#"
+ALTER TABLE endpoint ADD COLUMN kind TEXT NOT NULL DEFAULT 'webhook';
+CREATE TABLE poller_consumer (
+    endpoint_id  TEXT NOT NULL,
+    consumer_id  TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (endpoint_id, consumer_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

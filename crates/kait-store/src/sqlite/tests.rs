@@ -52,6 +52,7 @@ fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
         headers: Default::default(),
         ordering: Default::default(),
         format: Default::default(),
+        kind: Default::default(),
         created_at: 0,
         updated_at: 0,
     }

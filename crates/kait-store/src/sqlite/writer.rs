@@ -34,6 +34,8 @@ pub struct WriteContext<'conn> {
     pub deliveries_became_due: bool,
     /// Set by a job that changed an endpoint, so the endpoint epoch moves after the commit.
     pub endpoints_changed: bool,
+    /// Set by a job that added messages, so pollers waiting for news are woken.
+    pub messages_added: bool,
 }
 
 impl WriteContext<'_> {
@@ -107,6 +109,7 @@ impl WriterHandle {
 pub struct WriterSignals {
     pub due: Arc<Notify>,
     pub endpoint_epoch: Arc<AtomicU64>,
+    pub messages: tokio::sync::watch::Sender<u64>,
 }
 
 /// Starts the writer thread on `connection`. The thread ends when every handle is dropped.
@@ -139,10 +142,14 @@ fn run(connection: Connection, mut receiver: mpsc::Receiver<Job>, signals: Write
             endpoints_by_app: &mut endpoints_by_app,
             deliveries_became_due: false,
             endpoints_changed: false,
+            messages_added: false,
         };
         let commit_result = run_batch(&mut context, &mut batch, &mut completions);
-        let (became_due, endpoints_changed) =
-            (context.deliveries_became_due, context.endpoints_changed);
+        let (became_due, endpoints_changed, messages_added) = (
+            context.deliveries_became_due,
+            context.endpoints_changed,
+            context.messages_added,
+        );
 
         let commit_error = commit_result.err();
         if commit_error.is_some() {
@@ -154,6 +161,9 @@ fn run(connection: Connection, mut receiver: mpsc::Receiver<Job>, signals: Write
             }
             if became_due {
                 signals.due.notify_one();
+            }
+            if messages_added {
+                signals.messages.send_modify(|count| *count += 1);
             }
         }
         for completion in completions.drain(..) {

@@ -5,6 +5,7 @@
 //! - `cli`: `kait verify` on a real webhook.
 //! - `bad_input`: every kind of bad request gets its status and code, and harms nothing.
 //! - `pagination`: iterators over applications, messages and attempts.
+//! - `pull`: polling endpoints, iterator, long-poll, consumers, concurrent writers.
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
@@ -18,6 +19,7 @@ mod delivery;
 mod durability;
 mod faults;
 mod pagination;
+mod pull;
 mod python_sdk;
 mod svix_client;
 mod xml;

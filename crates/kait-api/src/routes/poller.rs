@@ -1,0 +1,183 @@
+//! `/api/v1/app/{app_id}/poller/{endpoint_id}`: the pull API, for consumers that cannot
+//! receive webhooks.
+//!
+//! A polling endpoint has filters and channels like any endpoint but no URL; its messages are
+//! read here instead of sent. The iterator is a position in commit order (on SQLite the
+//! message's row number, assigned by the single writer in commit order), so a consumer that
+//! follows it sees every message of its filters exactly once, in commit order, however many
+//! writers insert concurrently. `timeout` turns an empty answer into a long-poll.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use kait_core::{Endpoint, EndpointKind};
+use kait_store::MessageFilter;
+
+use super::{find_app, find_endpoint};
+use crate::extract::{ListQuery, ValidJson};
+use crate::wire::{PollingMessageOut, PollingOut, SeekIn, SeekOut};
+use crate::{ApiError, ApiState};
+
+/// The longest a long-poll waits.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+async fn polling_endpoint(
+    state: &ApiState,
+    app_key: &str,
+    endpoint_key: &str,
+) -> Result<Endpoint, ApiError> {
+    let application = find_app(state, app_key).await?;
+    let endpoint = find_endpoint(state, &application.id, endpoint_key).await?;
+    if endpoint.kind != EndpointKind::Polling {
+        return Err(ApiError::NotFound("polling endpoint"));
+    }
+    Ok(endpoint)
+}
+
+fn parse_iterator(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|position| *position >= 0)
+        .ok_or_else(|| ApiError::invalid_query("iterator", "is not an iterator this server issued"))
+}
+
+fn wait_for(query: &ListQuery) -> Result<Duration, ApiError> {
+    let Some(text) = query.get("timeout") else {
+        return Ok(Duration::ZERO);
+    };
+    let wait = text
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .or_else(|_| humantime::parse_duration(text))
+        .map_err(|_| ApiError::invalid_query("timeout", "must be a duration such as 30s"))?;
+    if wait > MAX_WAIT {
+        return Err(ApiError::invalid_query("timeout", "must be at most 60s"));
+    }
+    Ok(wait)
+}
+
+/// Reads what follows `after`, waiting up to `wait` for something to arrive.
+async fn read_after(
+    state: &ApiState,
+    endpoint: &Endpoint,
+    after: i64,
+    filter: MessageFilter,
+    limit: usize,
+    wait: Duration,
+) -> Result<PollingOut, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut news = state.store.message_signal();
+    let messages = loop {
+        // Mark the current state seen before reading, so a commit in between wakes us.
+        news.borrow_and_update();
+        let messages = state
+            .store
+            .poll_messages(endpoint, after, filter.clone(), limit)
+            .await?;
+        if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
+            break messages;
+        }
+        if tokio::time::timeout_at(deadline, news.changed())
+            .await
+            .is_err()
+        {
+            break Vec::new();
+        }
+    };
+    let done = messages.len() < limit;
+    let position = messages.last().map_or(after, |(position, _)| *position);
+    Ok(PollingOut {
+        data: messages
+            .into_iter()
+            .map(|(_, message)| PollingMessageOut::from(message))
+            .collect(),
+        iterator: position.to_string(),
+        done,
+    })
+}
+
+/// `GET …/poller/{endpoint_id}`: the caller keeps the iterator.
+pub async fn poll(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    query: ListQuery,
+) -> Result<Json<PollingOut>, ApiError> {
+    let endpoint = polling_endpoint(&state, &app_key, &endpoint_key).await?;
+    let limit = query.page()?.limit;
+    let after = match (query.get("iterator"), query.time("after")?) {
+        (Some(iterator), _) => parse_iterator(iterator)?,
+        (None, Some(at)) => state.store.position_at(&endpoint.app_id, at).await?,
+        (None, None) => 0,
+    };
+    let filter = MessageFilter {
+        event_types: query.list("event_type"),
+        channel: query.get("channel").map(str::to_owned),
+        before: None,
+        after: None,
+    };
+    let wait = wait_for(&query)?;
+    Ok(Json(
+        read_after(&state, &endpoint, after, filter, limit, wait).await?,
+    ))
+}
+
+/// `GET …/poller/{endpoint_id}/consumer/{consumer_id}`: the server keeps each consumer's
+/// position and moves it past what it returns.
+pub async fn consumer_poll(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key, consumer_id)): Path<(String, String, String)>,
+    query: ListQuery,
+) -> Result<Json<PollingOut>, ApiError> {
+    let endpoint = polling_endpoint(&state, &app_key, &endpoint_key).await?;
+    kait_core::validate::uid(&consumer_id)
+        .map_err(|problem| ApiError::invalid("consumer_id", problem))?;
+    let after = match query.get("iterator") {
+        Some(iterator) => parse_iterator(iterator)?,
+        None => {
+            state
+                .store
+                .consumer_position(&endpoint.id, &consumer_id)
+                .await?
+        }
+    };
+    let wait = wait_for(&query)?;
+    let out = read_after(
+        &state,
+        &endpoint,
+        after,
+        MessageFilter::default(),
+        query.page()?.limit,
+        wait,
+    )
+    .await?;
+    let position = parse_iterator(&out.iterator)?;
+    state
+        .store
+        .set_consumer_position(&endpoint.id, &consumer_id, position)
+        .await?;
+    Ok(Json(out))
+}
+
+/// `POST …/poller/{endpoint_id}/consumer/{consumer_id}/seek`: the consumer continues with
+/// the messages created after `after`.
+pub async fn consumer_seek(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key, consumer_id)): Path<(String, String, String)>,
+    ValidJson(input): ValidJson<SeekIn>,
+) -> Result<Json<SeekOut>, ApiError> {
+    let endpoint = polling_endpoint(&state, &app_key, &endpoint_key).await?;
+    kait_core::validate::uid(&consumer_id)
+        .map_err(|problem| ApiError::invalid("consumer_id", problem))?;
+    let position = state
+        .store
+        .position_at(&endpoint.app_id, input.after.timestamp_millis())
+        .await?;
+    state
+        .store
+        .set_consumer_position(&endpoint.id, &consumer_id, position)
+        .await?;
+    Ok(Json(SeekOut {
+        iterator: position.to_string(),
+    }))
+}
