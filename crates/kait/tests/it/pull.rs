@@ -138,7 +138,7 @@ async fn following_the_iterator_sees_every_message_once_in_commit_order() {
     let (_, all) = server
         .get(&format!("/api/v1/app/{app}/poller/{sink}?limit=250"))
         .await;
-    let mut last_index = vec![-1i64; WRITERS];
+    let mut last_index = [-1i64; WRITERS];
     let mut pages = vec![all];
     while !pages.last().unwrap()["done"].as_bool().unwrap() {
         let iterator = pages.last().unwrap()["iterator"]
