@@ -40,6 +40,8 @@ pub struct ApiState {
     pub limits: Limits,
     /// Reports endpoint changes as operational webhooks.
     pub ops: kait_store::operational::OperationalEvents,
+    /// Cancelled at shutdown, so that long-lived responses (event streams) end.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Input limits, each enforced with a clear 4xx.

@@ -80,6 +80,7 @@ pub async fn run(
         circuit_state: Arc::new(move |endpoint_id| circuit_states.get(endpoint_id)),
         limits: config.limits,
         ops,
+        shutdown: shutdown.clone(),
     };
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);

@@ -89,6 +89,10 @@ pub fn protected() -> Router<ApiState> {
         .route("/app/{app_id}/msg/{msg_id}", get(message::get))
         .route("/app/{app_id}/poller/{endpoint_id}", get(poller::poll))
         .route(
+            "/app/{app_id}/poller/{endpoint_id}/stream",
+            get(poller::stream),
+        )
+        .route(
             "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}",
             get(poller::consumer_poll),
         )

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::{Stream, StreamExt};
 use kait_core::{Endpoint, EndpointKind};
 use kait_store::MessageFilter;
 
@@ -120,6 +123,80 @@ pub async fn poll(
     Ok(Json(
         read_after(&state, &endpoint, after, filter, limit, wait).await?,
     ))
+}
+
+/// Messages sent per read while streaming.
+const STREAM_BATCH: usize = 100;
+
+/// `GET …/poller/{endpoint_id}/stream`: server-sent events, one per message as it is
+/// committed, each with its position as the event id. A client that reconnects with
+/// `Last-Event-ID` continues right after the last event it got; a new one starts with the
+/// messages committed from now on (or after `iterator`, if given).
+pub async fn stream(
+    State(state): State<ApiState>,
+    Path((app_key, endpoint_key)): Path<(String, String)>,
+    headers: HeaderMap,
+    query: ListQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let endpoint = polling_endpoint(&state, &app_key, &endpoint_key).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query.get("iterator").map(str::to_owned));
+    let after = match resume {
+        Some(position) => parse_iterator(&position)?,
+        None => {
+            state
+                .store
+                .position_at(&endpoint.app_id, kait_core::time::now_millis())
+                .await?
+        }
+    };
+    let news = state.store.message_signal();
+    let events = futures_util::stream::unfold(
+        (state, endpoint, after, news),
+        |(state, endpoint, mut after, mut news)| async move {
+            loop {
+                news.borrow_and_update();
+                let messages = match state
+                    .store
+                    .poll_messages(&endpoint, after, MessageFilter::default(), STREAM_BATCH)
+                    .await
+                {
+                    Ok(messages) => messages,
+                    // The store is gone (shutting down): end the stream.
+                    Err(_) => return None,
+                };
+                if !messages.is_empty() {
+                    let events: Vec<_> = messages
+                        .into_iter()
+                        .map(|(position, message)| {
+                            after = position;
+                            let event_type = message.event_type.clone();
+                            let data = serde_json::to_string(&PollingMessageOut::from(message))
+                                .unwrap_or_default();
+                            Ok(Event::default()
+                                .id(position.to_string())
+                                .event(event_type)
+                                .data(data))
+                        })
+                        .collect();
+                    return Some((
+                        futures_util::stream::iter(events),
+                        (state, endpoint, after, news),
+                    ));
+                }
+                let shutdown = state.shutdown.clone();
+                tokio::select! {
+                    changed = news.changed() => if changed.is_err() { return None },
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        },
+    )
+    .flatten();
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// `GET …/poller/{endpoint_id}/consumer/{consumer_id}`: the server keeps each consumer's

@@ -259,3 +259,81 @@ async fn consumers_keep_their_position_and_can_seek() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     server.stop().await;
 }
+
+/// Reads `count` server-sent events (id and data) from a streaming response.
+async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<(String, Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(|value| value.trim_start().to_owned())
+            };
+            if let (Some(id), Some(data)) = (field("id:"), field("data:")) {
+                events.push((id, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_resume_after_a_reconnect() {
+    let server = TestServer::start().await;
+    let app = server.create_app("sse").await;
+    let sink = polling_endpoint(&server, &app, json!({})).await;
+    let url = format!("{}/api/v1/app/{app}/poller/{sink}/stream", server.base_url);
+    let connect = |last_event_id: Option<String>| {
+        let mut request = server
+            .http
+            .get(&url)
+            .bearer_auth(crate::support::ADMIN_TOKEN);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        request.send()
+    };
+    let mut stream = connect(None).await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut sent = Vec::new();
+    for index in 0..3 {
+        sent.push(server.send(&app, "live", json!({ "i": index })).await);
+    }
+    let events = read_events(&mut stream, 3).await;
+    let received: Vec<_> = events
+        .iter()
+        .map(|(_, data)| data["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(received, sent);
+    let last_id = events[2].0.clone();
+    drop(stream);
+
+    // Missed while disconnected, then picked up from Last-Event-ID.
+    for index in 3..5 {
+        sent.push(server.send(&app, "live", json!({ "i": index })).await);
+    }
+    let mut resumed = connect(Some(last_id)).await.unwrap();
+    let events = read_events(&mut resumed, 2).await;
+    let received: Vec<_> = events
+        .iter()
+        .map(|(_, data)| data["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(received, sent[3..], "exactly the missed ones, in order");
+    // Shutting down ends open streams instead of waiting for them.
+    server.stop().await;
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = resumed.chunk().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended at shutdown");
+}
