@@ -81,10 +81,12 @@ async fn read_after(
         if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
             break messages;
         }
-        if tokio::time::timeout_at(deadline, news.changed())
-            .await
-            .is_err()
-        {
+        let woken = tokio::select! {
+            changed = tokio::time::timeout_at(deadline, news.changed()) => matches!(changed, Ok(Ok(()))),
+            // At shutdown a long-poll answers at once (empty) instead of holding it up.
+            _ = state.shutdown.cancelled() => false,
+        };
+        if !woken {
             break Vec::new();
         }
     };
