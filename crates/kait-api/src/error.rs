@@ -14,6 +14,8 @@ use serde_json::json;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    /// Authenticated, but the token does not reach this resource.
+    Forbidden,
     NotFound(&'static str),
     Conflict(String),
     PayloadTooLarge(String),
@@ -79,6 +81,11 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 "authentication_failed",
                 "missing or invalid bearer token",
+            ),
+            Self::Forbidden => coded(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token does not give access to this resource",
             ),
             Self::NotFound(what) => coded(
                 StatusCode::NOT_FOUND,

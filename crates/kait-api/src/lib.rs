@@ -80,7 +80,7 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_admin_token,
+            auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
     Router::new()

@@ -549,3 +549,16 @@ pub struct SeekIn {
 pub struct SeekOut {
     pub iterator: String,
 }
+
+/// `AppPortalAccessIn`: how long the token lives (seconds; default 7 days).
+#[derive(Deserialize, Default)]
+pub struct AppPortalAccessIn {
+    pub expiry: Option<u64>,
+}
+
+/// `AppPortalAccessOut`: Kait has no hosted portal; `url` is the app's API base.
+#[derive(Serialize)]
+pub struct AppPortalAccessOut {
+    pub url: String,
+    pub token: String,
+}

@@ -331,6 +331,17 @@ pub trait Store: Send + Sync + 'static {
         body: Vec<u8>,
     ) -> StoreResult<()>;
 
+    // App-scoped tokens.
+    /// Remembers a token (by its hash) that grants read access to one application.
+    async fn create_app_token(
+        &self,
+        app_id: &AppId,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> StoreResult<()>;
+    /// The application a token grants access to, if the token exists and has not expired.
+    async fn app_for_token(&self, token_hash: &str, now: Millis) -> StoreResult<Option<AppId>>;
+
     // The pull API.
     /// Up to `limit` messages of the endpoint's application committed after position
     /// `after`, that match the endpoint's filters and `filter`, in commit order, each with its

@@ -10,7 +10,10 @@ use kait_core::{AppId, Application};
 
 use super::find_app;
 use crate::extract::{ListQuery, ValidJson};
-use crate::wire::{ApplicationIn, ApplicationOut, ApplicationPatch, ListResponse};
+use crate::wire::{
+    AppPortalAccessIn, AppPortalAccessOut, ApplicationIn, ApplicationOut, ApplicationPatch,
+    ListResponse,
+};
 use crate::{ApiError, ApiState};
 
 fn check(name: &str, uid: Option<&str>) -> Result<(), ApiError> {
@@ -145,4 +148,38 @@ pub async fn delete(
     let application = find_app(&state, &app_key).await?;
     state.store.delete_application(&application.id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Default and longest lifetime of an app-scoped token.
+const DEFAULT_TOKEN_SECONDS: u64 = 7 * 24 * 3600;
+const MAX_TOKEN_SECONDS: u64 = 365 * 24 * 3600;
+
+/// `POST /api/v1/auth/app-portal-access/{app_id}`: a token that reads and polls only this app.
+pub async fn portal_access(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+    body: crate::extract::LimitedBody,
+) -> Result<Json<AppPortalAccessOut>, ApiError> {
+    let input: AppPortalAccessIn = if body.0.iter().all(u8::is_ascii_whitespace) {
+        AppPortalAccessIn::default()
+    } else {
+        crate::extract::parse_json(&body.0)?
+    };
+    let seconds = input.expiry.unwrap_or(DEFAULT_TOKEN_SECONDS);
+    if seconds == 0 || seconds > MAX_TOKEN_SECONDS {
+        return Err(ApiError::invalid(
+            "expiry",
+            format!("must be 1 to {MAX_TOKEN_SECONDS} seconds"),
+        ));
+    }
+    let application = find_app(&state, &app_key).await?;
+    let (token, hash) = crate::auth::new_app_token();
+    state
+        .store
+        .create_app_token(&application.id, &hash, now_millis() + seconds as i64 * 1000)
+        .await?;
+    Ok(Json(AppPortalAccessOut {
+        url: format!("/api/v1/app/{}", application.id),
+        token,
+    }))
 }

@@ -24,6 +24,10 @@ pub fn protected() -> Router<ApiState> {
     Router::new()
         .route("/app", get(application::list).post(application::create))
         .route(
+            "/auth/app-portal-access/{app_id}",
+            post(application::portal_access),
+        )
+        .route(
             "/app/{app_id}",
             get(application::get)
                 .put(application::upsert)

@@ -375,6 +375,7 @@ impl Store for SqliteStore {
                 connection.execute("DELETE FROM idempotency_key WHERE app_id = ?1", [id.as_str()])?;
                 connection.execute("DELETE FROM message WHERE app_id = ?1", [id.as_str()])?;
                 connection.execute("DELETE FROM endpoint WHERE app_id = ?1", [id.as_str()])?;
+                connection.execute("DELETE FROM app_token WHERE app_id = ?1", [id.as_str()])?;
                 context.forget_endpoints_of(id.as_str());
                 Ok(())
             })
@@ -1420,6 +1421,40 @@ impl Store for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn create_app_token(
+        &self,
+        app_id: &AppId,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        let (app_id, token_hash) = (app_id.clone(), token_hash.to_owned());
+        self.writer
+            .write(move |context| {
+                context
+                    .connection
+                    .prepare_cached(
+                        "INSERT INTO app_token (token_hash, app_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![token_hash, app_id.as_str(), now_millis(), expires_at])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn app_for_token(&self, token_hash: &str, now: Millis) -> StoreResult<Option<AppId>> {
+        let token_hash = token_hash.to_owned();
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(
+                    "SELECT app_id FROM app_token WHERE token_hash = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![token_hash, now], |row| row.get::<_, String>(0))
+                .optional()?
+                .map(AppId::from_trusted))
+        })
+        .await
     }
 
     fn message_signal(&self) -> tokio::sync::watch::Receiver<u64> {

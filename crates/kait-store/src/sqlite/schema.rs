@@ -138,6 +138,14 @@ CREATE TABLE poller_consumer (
     PRIMARY KEY (endpoint_id, consumer_id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+CREATE TABLE app_token (
+    token_hash  TEXT PRIMARY KEY,
+    app_id      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

@@ -337,3 +337,78 @@ async fn server_sent_events_resume_after_a_reconnect() {
     .await;
     assert!(end.is_ok(), "the stream ended at shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_scoped_tokens_reach_only_their_own_application() {
+    use reqwest::Method;
+    let server = TestServer::start().await;
+    let (_, mine) = server
+        .post("/api/v1/app", r#"{"name": "mine", "uid": "tenant-a"}"#)
+        .await;
+    let mine = mine["id"].as_str().unwrap().to_owned();
+    let other = server.create_app("other").await;
+    let sink = polling_endpoint(&server, &mine, json!({})).await;
+    let msg_id = server.send(&mine, "e", json!({ "for": "a" })).await;
+
+    let svix = server.svix();
+    let access = svix
+        .authentication()
+        .app_portal_access(mine.clone(), svix::models::AppPortalAccessIn::new(), None)
+        .await
+        .unwrap();
+    let token = access.token.clone();
+    assert!(token.starts_with("appsk_"));
+    let as_app = |method: Method, path: String| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            server
+                .request_with(method, &path, Some("{}"), Some(&token), &[])
+                .await
+        }
+    };
+    let (status, page) = as_app(Method::GET, format!("/api/v1/app/{mine}/poller/{sink}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(ids(&page), vec![msg_id]);
+    let (status, _) = as_app(Method::GET, "/api/v1/app/tenant-a/msg".into()).await;
+    assert_eq!(status, StatusCode::OK, "by uid too");
+    let (status, _) = as_app(
+        Method::POST,
+        format!("/api/v1/app/{mine}/poller/{sink}/consumer/c1/seek"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "seek is allowed (and {{}} lacks `after`)"
+    );
+
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/app/{other}/msg")),
+        (Method::GET, "/api/v1/app".to_owned()),
+        (Method::POST, format!("/api/v1/app/{mine}/msg")),
+        (Method::DELETE, format!("/api/v1/app/{mine}")),
+        (Method::GET, "/api/v1/event-type".to_owned()),
+    ] {
+        let (status, body) = as_app(method.clone(), path.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+        assert_eq!(body["code"], "forbidden");
+    }
+    let (status, _) = server
+        .request_with(
+            Method::GET,
+            &format!("/api/v1/app/{mine}/msg"),
+            None,
+            Some("appsk_forged"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, still) = server.get(&format!("/api/v1/app/{mine}")).await;
+    assert_eq!(
+        still["id"],
+        mine.as_str(),
+        "the app survived the forbidden DELETE"
+    );
+    server.stop().await;
+}
