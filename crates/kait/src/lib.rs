@@ -6,5 +6,6 @@
 
 pub mod bench;
 pub mod config;
+pub mod listen;
 pub mod serve;
 pub mod verify;

@@ -26,6 +26,8 @@ enum Command {
     Bench(kait::bench::BenchArgs),
     /// Check a saved webhook request (read from standard input): signature and timestamp.
     Verify(kait::verify::VerifyArgs),
+    /// Receive webhooks locally (or follow a polling endpoint) and print them.
+    Listen(kait::listen::ListenArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => kait::bench::run(args),
         Command::Verify(args) => kait::verify::run(args),
+        Command::Listen(args) => kait::listen::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

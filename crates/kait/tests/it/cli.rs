@@ -70,3 +70,163 @@ async fn kait_verify_checks_a_real_webhook() {
     assert!(text.contains("blank line"), "{text}");
     server.stop().await;
 }
+
+/// `kait listen` as a child process whose output lines are collected.
+struct Listener {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Listener {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kait"))
+            .arg("listen")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line containing `needle`, waiting up to ten seconds.
+    async fn line_with(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line with {needle:?} in {:?}",
+                self.lines.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kait_listen_prints_verifies_and_forwards() {
+    let server = TestServer::start().await;
+    let forward_target = Receiver::start().await;
+    let app = server.create_app("listen").await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let listener = Listener::start(&[
+        "--port",
+        "0",
+        "--secret",
+        secret,
+        "--forward",
+        &forward_target.url,
+    ]);
+    let address = listener.line_with("kait listen on ").await;
+    let url = format!("{}/hooks", address.trim_start_matches("kait listen on "));
+    server
+        .create_endpoint(&app, json!({ "url": url, "secret": secret }))
+        .await;
+    let msg_id = server
+        .send(&app, "door.opened", json!({ "door": "back" }))
+        .await;
+
+    listener.line_with(&format!("id: {msg_id}")).await;
+    listener.line_with("signature: valid").await;
+    listener.line_with("\"door\": \"back\"").await;
+    let forwarded = forward_target
+        .wait_for(1, Duration::from_secs(10))
+        .await
+        .remove(0);
+    assert_eq!(forwarded.header("webhook-id"), msg_id);
+    assert_eq!(forwarded.json(), json!({ "door": "back" }));
+    // The listener answered with the forward target's status, so the attempt succeeded.
+    server
+        .wait_until(
+            &format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"),
+            Duration::from_secs(10),
+            |body| body["data"][0]["status"] == 0,
+        )
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kait_listen_follows_a_polling_endpoint() {
+    let server = TestServer::start().await;
+    let app = server.create_app("listen-pull").await;
+    let sink = server
+        .create_endpoint(&app, json!({ "kind": "polling" }))
+        .await;
+    let sink = sink["id"].as_str().unwrap().to_owned();
+    let (_, access) = server
+        .post(&format!("/api/v1/auth/app-portal-access/{app}"), "{}")
+        .await;
+    let token = access["token"].as_str().unwrap().to_owned();
+    let listener = Listener::start(&[
+        "--pull",
+        "--server",
+        &server.base_url,
+        "--token",
+        &token,
+        "--app",
+        &app,
+        "--endpoint",
+        &sink,
+    ]);
+    listener.line_with("kait listen following").await;
+    let msg_id = server.send(&app, "sensor.tick", json!({ "tick": 7 })).await;
+    let line = listener.line_with(&msg_id).await;
+    assert!(line.contains("sensor.tick"), "{line}");
+    listener.line_with("\"tick\": 7").await;
+    server.stop().await;
+}
+
+#[test]
+fn cli_bad_input_fails_with_a_message() {
+    for (args, expected) in [
+        (vec!["listen", "--pull"], "--pull needs"),
+        (vec!["listen", "--forward", "ftp://nowhere"], "--forward"),
+        (vec!["listen", "--secret", "not-a-secret"], "--secret"),
+        (
+            vec!["verify", "--secret", "whsec_x", "--tolerance", "soon"],
+            "--tolerance",
+        ),
+        (
+            vec!["serve", "--retry-schedule", "5s,later"],
+            "retry-schedule",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_kait"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

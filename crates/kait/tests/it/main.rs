@@ -2,7 +2,7 @@
 //!
 //! - `svix_client`: the official Svix Rust library drives every push-core route.
 //! - `delivery`: fan-out, filters, signatures, retries, endpoint changes, the egress guard.
-//! - `cli`: `kait verify` on a real webhook.
+//! - `cli`: `kait verify` and `kait listen` (push, pull, forward) as the binary.
 //! - `bad_input`: every kind of bad request gets its status and code, and harms nothing.
 //! - `pagination`: iterators over applications, messages and attempts.
 //! - `pull`: polling endpoints, iterator, long-poll, consumers, concurrent writers.

@@ -1,0 +1,268 @@
+//! `kait listen`: a local receiver for people building webhook consumers.
+//!
+//! Push mode runs an HTTP server and prints every webhook it gets: method and path, the
+//! Standard Webhooks headers, the body (pretty JSON, or as sent), whether the signature is
+//! valid (with `--secret`), and the delay since it was signed. Pull mode follows an
+//! application's polling endpoint instead, so a developer behind NAT sees live events without
+//! a public URL. `--forward` relays each event to a local server in both modes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use clap::Args;
+use kait_core::signing::{self, VerificationKey};
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Port to receive webhooks on (0 picks a free one).
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
+    /// Address to bind; loopback unless you mean otherwise.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Verify signatures with this `whsec_` secret (or `whpk_` public key).
+    #[arg(long, env = "KAIT_LISTEN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Relay each webhook to this URL (e.g. http://localhost:3000/hooks).
+    #[arg(long)]
+    pub forward: Option<String>,
+    /// Follow a polling endpoint instead of receiving webhooks.
+    #[arg(long)]
+    pub pull: bool,
+    /// The Kait server to poll (with --pull).
+    #[arg(long, requires = "pull")]
+    pub server: Option<String>,
+    /// An admin or app-scoped token (with --pull).
+    #[arg(
+        long,
+        env = "KAIT_LISTEN_TOKEN",
+        hide_env_values = true,
+        requires = "pull"
+    )]
+    pub token: Option<String>,
+    /// The application's id or uid (with --pull).
+    #[arg(long, requires = "pull")]
+    pub app: Option<String>,
+    /// The polling endpoint's id (with --pull).
+    #[arg(long, requires = "pull")]
+    pub endpoint: Option<String>,
+}
+
+pub fn run(args: ListenArgs) -> anyhow::Result<()> {
+    let verifier = args
+        .secret
+        .as_deref()
+        .map(VerificationKey::parse)
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("--secret: {error}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let forward = Forward::new(args.forward.clone())?;
+        if args.pull {
+            let (Some(server), Some(token), Some(app), Some(endpoint)) =
+                (args.server, args.token, args.app, args.endpoint)
+            else {
+                bail!("--pull needs --server, --token, --app and --endpoint");
+            };
+            pull(server, token, app, endpoint, forward).await
+        } else {
+            push(SocketAddr::new(args.host, args.port), verifier, forward).await
+        }
+    })
+}
+
+/// Relays events to a local server; talks to the user's own machine on purpose.
+#[derive(Clone)]
+struct Forward {
+    url: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Forward {
+    fn new(url: Option<String>) -> anyhow::Result<Self> {
+        if let Some(url) = &url {
+            kait_core::validate::endpoint_url(url)
+                .map_err(|problem| anyhow::anyhow!("--forward: {problem}"))?;
+        }
+        Ok(Self {
+            url,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    /// Sends the body with the given headers; returns the status, or prints why it failed.
+    async fn send(&self, headers: &HeaderMap, body: Bytes) -> Option<StatusCode> {
+        let url = self.url.as_ref()?;
+        let mut request = self.client.post(url).body(body);
+        for (name, value) in headers {
+            if !matches!(
+                name.as_str(),
+                "host" | "content-length" | "connection" | "transfer-encoding"
+            ) {
+                request = request.header(name, value);
+            }
+        }
+        match request.send().await {
+            Ok(response) => {
+                println!("  forwarded to {url}: {}", response.status());
+                Some(response.status())
+            }
+            Err(error) => {
+                println!("  forwarding to {url} failed: {error}");
+                Some(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+}
+
+fn pretty(body: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+async fn push(
+    address: SocketAddr,
+    verifier: Option<VerificationKey>,
+    forward: Forward,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    println!("kait listen on http://{}", listener.local_addr()?);
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (verifier, forward) = (verifier.clone(), forward.clone());
+            async move {
+                print_webhook(&method, &uri, &headers, &body, verifier.as_ref());
+                forward
+                    .send(&headers, body)
+                    .await
+                    .unwrap_or(StatusCode::NO_CONTENT)
+            }
+        },
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+fn print_webhook(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    verifier: Option<&VerificationKey>,
+) {
+    let header = |name: &str| {
+        headers
+            .get(format!("webhook-{name}"))
+            .or_else(|| headers.get(format!("svix-{name}")))
+            .and_then(|value| value.to_str().ok())
+    };
+    let now = chrono::Utc::now();
+    let signature = match verifier {
+        None => "not checked (no --secret)".to_owned(),
+        Some(key) => match signing::verify(
+            key,
+            header("id"),
+            header("timestamp"),
+            header("signature"),
+            body,
+            now.timestamp(),
+            signing::DEFAULT_TOLERANCE_SECONDS,
+        ) {
+            Ok(()) => "valid".to_owned(),
+            Err(error) => format!("INVALID ({error})"),
+        },
+    };
+    let latency = header("timestamp")
+        .and_then(|timestamp| timestamp.parse::<i64>().ok())
+        .map(|signed| format!("{} ms", now.timestamp_millis() - signed * 1000))
+        .unwrap_or_else(|| "unknown".into());
+    println!("── {method} {uri}");
+    println!("  id: {}", header("id").unwrap_or("-"));
+    println!("  signature: {signature}");
+    println!("  since signed: {latency}");
+    if let Some(content_type) = headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+    {
+        println!("  content-type: {content_type}");
+    }
+    println!("{}", pretty(body));
+}
+
+async fn pull(
+    server: String,
+    token: String,
+    app: String,
+    endpoint: String,
+    forward: Forward,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let base = format!(
+        "{}/api/v1/app/{app}/poller/{endpoint}",
+        server.trim_end_matches('/')
+    );
+    println!("kait listen following {base}");
+    let mut iterator: Option<String> = None;
+    loop {
+        let url = match &iterator {
+            Some(iterator) => format!("{base}?timeout=30s&iterator={iterator}"),
+            None => format!("{base}?timeout=30s"),
+        };
+        let response = tokio::select! {
+            response = client.get(&url).bearer_auth(&token).send() => response,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                println!("  polling failed: {error}; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "{base} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let page: serde_json::Value = serde_json::from_slice(&body)?;
+        for message in page["data"].as_array().into_iter().flatten() {
+            println!(
+                "── {} {}",
+                message["eventType"].as_str().unwrap_or("-"),
+                message["id"].as_str().unwrap_or("-")
+            );
+            println!("{}", serde_json::to_string_pretty(&message["payload"])?);
+            let mut headers = HeaderMap::new();
+            if let Some(id) = message["id"].as_str().and_then(|id| id.parse().ok()) {
+                headers.insert("webhook-id", id);
+            }
+            headers.insert("content-type", "application/json".parse().expect("static"));
+            forward
+                .send(&headers, Bytes::from(message["payload"].to_string()))
+                .await;
+        }
+        if let Some(next) = page["iterator"].as_str() {
+            iterator = Some(next.to_owned());
+        }
+    }
+}
