@@ -46,7 +46,7 @@ pub struct ListenArgs {
     /// The application's id or uid (with --pull).
     #[arg(long, requires = "pull")]
     pub app: Option<String>,
-    /// The polling endpoint's id (with --pull).
+    /// The polling endpoint's id (with --pull); by default the app's first polling endpoint.
     #[arg(long, requires = "pull")]
     pub endpoint: Option<String>,
 }
@@ -64,10 +64,12 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let forward = Forward::new(args.forward.clone())?;
         if args.pull {
-            let (Some(server), Some(token), Some(app), Some(endpoint)) =
-                (args.server, args.token, args.app, args.endpoint)
-            else {
-                bail!("--pull needs --server, --token, --app and --endpoint");
+            let (Some(server), Some(token), Some(app)) = (args.server, args.token, args.app) else {
+                bail!("--pull needs --server, --token and --app");
+            };
+            let endpoint = match args.endpoint {
+                Some(endpoint) => endpoint,
+                None => find_polling_endpoint(&server, &token, &app).await?,
             };
             pull(server, token, app, endpoint, forward).await
         } else {
@@ -203,6 +205,40 @@ fn print_webhook(
         println!("  content-type: {content_type}");
     }
     println!("{}", pretty(body));
+}
+
+/// The application's first polling endpoint.
+async fn find_polling_endpoint(server: &str, token: &str, app: &str) -> anyhow::Result<String> {
+    let url = format!(
+        "{}/api/v1/app/{app}/endpoint?limit=250",
+        server.trim_end_matches('/')
+    );
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        bail!(
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let page: serde_json::Value = serde_json::from_slice(&body)?;
+    page["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|endpoint| endpoint["kind"] == "polling")
+        .and_then(|endpoint| endpoint["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "application {app} has no polling endpoint (create one with \"kind\": \"polling\")"
+            )
+        })
 }
 
 async fn pull(

@@ -197,7 +197,13 @@ async fn kait_listen_follows_a_polling_endpoint() {
         "--endpoint",
         &sink,
     ]);
-    listener.line_with("kait listen following").await;
+    // Without --endpoint it finds the app's polling endpoint itself.
+    listener
+        .line_with(&format!(
+            "kait listen following {}/api/v1/app/{app}/poller/{sink}",
+            server.base_url
+        ))
+        .await;
     let msg_id = server.send(&app, "sensor.tick", json!({ "tick": 7 })).await;
     let line = listener.line_with(&msg_id).await;
     assert!(line.contains("sensor.tick"), "{line}");
