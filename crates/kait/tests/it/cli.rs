@@ -194,8 +194,6 @@ async fn kait_listen_follows_a_polling_endpoint() {
         &token,
         "--app",
         &app,
-        "--endpoint",
-        &sink,
     ]);
     // Without --endpoint it finds the app's polling endpoint itself.
     listener
