@@ -8,7 +8,7 @@ use kait_core::{AppId, AttemptId, DeliveryStatus, EndpointId, MessageId};
 use kait_store::AttemptFilter;
 
 use super::message::message_filter;
-use super::{find_app, find_endpoint};
+use super::{find_app, find_app_endpoint, find_endpoint};
 use crate::extract::ListQuery;
 use crate::wire::{
     EndpointMessageOut, EndpointOut, ListResponse, MessageAttemptOut, MessageEndpointOut,
@@ -76,8 +76,7 @@ pub async fn list_by_endpoint(
     Path((app_key, endpoint_key)): Path<(String, String)>,
     query: ListQuery,
 ) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     list_attempts(&state, &application.id, Some(endpoint.id), None, &query).await
 }
 
@@ -148,8 +147,7 @@ pub async fn list_endpoint_messages(
     Path((app_key, endpoint_key)): Path<(String, String)>,
     query: ListQuery,
 ) -> Result<Json<ListResponse<EndpointMessageOut>>, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let with_content = query.flag("with_content", true)?;
     let page = state
         .store

@@ -19,7 +19,7 @@ use kait_core::{
     AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId, EndpointKind, PayloadFormat,
 };
 
-use super::{find_app, find_endpoint};
+use super::{find_app, find_app_endpoint};
 use crate::extract::{ListQuery, ValidJson, parse_json};
 use crate::wire::{
     BackgroundTaskOut, EndpointHeadersIn, EndpointHeadersOut, EndpointHeadersPatchIn, EndpointIn,
@@ -224,8 +224,7 @@ pub async fn get(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
 ) -> Result<Json<EndpointOut>, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (_, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     Ok(Json(EndpointOut::from(&endpoint)))
 }
 
@@ -287,8 +286,7 @@ pub async fn patch(
     Path((app_key, endpoint_key)): Path<(String, String)>,
     ValidJson(input): ValidJson<EndpointPatch>,
 ) -> Result<Json<EndpointOut>, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let (secret, secret_problem) = match input
         .secret
         .as_deref()
@@ -324,8 +322,7 @@ pub async fn delete(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     state
         .store
         .delete_endpoint(&application.id, &endpoint.id)
@@ -338,8 +335,7 @@ pub async fn get_secret(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
 ) -> Result<Json<EndpointSecretOut>, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (_, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     // For Ed25519 the receiver needs only the public key; the secret key stays here.
     Ok(Json(EndpointSecretOut {
         key: endpoint.secret.verification_key(),
@@ -390,8 +386,7 @@ pub async fn rotate_secret(
     } else {
         parse_json(&body)?
     };
-    let application = find_app(&state, &app_key).await?;
-    let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let secret = parse_secret(input.key.as_deref(), existing.secret.scheme())
         .map_err(|problem| ApiError::invalid("key", problem))?;
     let grace_seconds = input
@@ -431,8 +426,7 @@ pub async fn stats(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
 ) -> Result<Json<EndpointStatsOut>, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (_, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let counts = state.store.endpoint_delivery_counts(&endpoint.id).await?;
     let count = |wanted: DeliveryStatus| {
         counts
@@ -483,8 +477,7 @@ pub async fn recover(
     ValidJson(input): ValidJson<WindowIn>,
 ) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
     let (since, until) = window(&input)?;
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let count = state
         .store
         .recover(&application.id, &endpoint.id, since, until)
@@ -500,8 +493,7 @@ pub async fn replay_missing(
     ValidJson(input): ValidJson<WindowIn>,
 ) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
     let (since, until) = window(&input)?;
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let count = state
         .store
         .replay_missing(&application.id, &endpoint.id, since, until)
@@ -513,8 +505,7 @@ pub async fn get_headers(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
 ) -> Result<Json<EndpointHeadersOut>, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (_, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     Ok(Json(EndpointHeadersOut {
         headers: endpoint.headers,
         sensitive: BTreeSet::new(),
@@ -543,8 +534,7 @@ pub async fn set_headers(
     Path((app_key, endpoint_key)): Path<(String, String)>,
     ValidJson(input): ValidJson<EndpointHeadersIn>,
 ) -> Result<StatusCode, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     store_headers(&state, existing, input.headers).await
 }
 
@@ -553,8 +543,7 @@ pub async fn patch_headers(
     Path((app_key, endpoint_key)): Path<(String, String)>,
     ValidJson(input): ValidJson<EndpointHeadersPatchIn>,
 ) -> Result<StatusCode, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let existing = find_endpoint(&state, &application.id, &endpoint_key).await?;
+    let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let mut headers = existing.headers.clone();
     for (name, value) in input.headers {
         match value {

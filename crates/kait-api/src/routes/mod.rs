@@ -160,3 +160,14 @@ pub async fn find_endpoint(
         .await?
         .ok_or(ApiError::NotFound("endpoint"))
 }
+
+/// The application and one of its endpoints, both named by path segments (ids or uids).
+pub async fn find_app_endpoint(
+    state: &ApiState,
+    app_key: &str,
+    endpoint_key: &str,
+) -> Result<(Application, Endpoint), ApiError> {
+    let application = find_app(state, app_key).await?;
+    let endpoint = find_endpoint(state, &application.id, endpoint_key).await?;
+    Ok((application, endpoint))
+}
