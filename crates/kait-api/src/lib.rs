@@ -42,7 +42,12 @@ pub struct ApiState {
     pub ops: kait_store::operational::OperationalEvents,
     /// Cancelled at shutdown, so that long-lived responses (event streams) end.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Renders the Prometheus text exposition for `GET /metrics`.
+    pub metrics: MetricsRender,
 }
+
+/// Produces the `/metrics` body.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Input limits, each enforced with a clear 4xx.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +89,7 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
     Router::new()
+        .route("/metrics", axum::routing::get(routes::metrics))
         .nest("/api/v1", routes::public().merge(protected))
         .fallback(routes::not_found)
         .with_state(state)

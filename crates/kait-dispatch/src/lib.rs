@@ -195,6 +195,7 @@ impl Dispatcher {
     /// has room, so that claiming should resume for it.
     fn on_finished(&mut self, result: attempt::Finished) -> bool {
         self.in_flight -= 1;
+        record_metrics(&result);
         let now = Instant::now();
         let now_ms = now_millis();
         let endpoint_id = result.delivery.endpoint_id.clone();
@@ -278,6 +279,24 @@ impl Dispatcher {
 
 fn lane_is_ordered(lane: &Lane) -> bool {
     lane.ordering() != DeliveryOrder::Concurrent
+}
+
+/// Counts the attempt in the Prometheus metrics (a no-op without a recorder installed).
+fn record_metrics(result: &attempt::Finished) {
+    let outcome = match result.outcome.next {
+        NextStep::Succeeded => "success",
+        NextStep::RetryAt(_) | NextStep::RetryHeld(_) => "retry",
+        NextStep::GiveUp => "failed",
+    };
+    metrics::counter!("kait_deliveries_total", "outcome" => outcome).increment(1);
+    if result.outcome.reached_endpoint {
+        let seconds = result.outcome.attempt.response_duration_ms as f64 / 1000.0;
+        metrics::histogram!("kait_attempt_duration_seconds").record(seconds);
+    }
+    if outcome == "success" {
+        let latency_ms = (now_millis() - result.delivery.created_at).max(0);
+        metrics::histogram!("kait_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
+    }
 }
 
 /// Failed attempts after which `message.attempt.failing` is emitted.
@@ -388,6 +407,15 @@ pub async fn run(
             last_claim = Instant::now();
         }
         dispatcher.start_attempts();
+        metrics::gauge!("kait_attempts_in_flight").set(dispatcher.in_flight as f64);
+        metrics::gauge!("kait_deliveries_waiting").set(dispatcher.waiting as f64);
+        metrics::gauge!("kait_endpoints_circuit_open").set(
+            dispatcher
+                .lanes
+                .values()
+                .filter(|lane| lane.circuit_state() != "closed")
+                .count() as f64,
+        );
         let wake = dispatcher.next_wake(next_due_at);
         claim_now = tokio::select! {
             Some(result) = finished_receiver.recv() => dispatcher.on_finished(result),

@@ -11,10 +11,46 @@ use kait_deliver::{EgressPolicy, Sender, SenderConfig};
 use kait_dispatch::{CircuitStates, DispatcherConfig};
 use kait_store::operational::OperationalEvents;
 use kait_store::{SqliteOptions, SqliteStore, Store};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
+
+/// The process-wide Prometheus recorder, installed on first use (tests start many servers in
+/// one process; they share it).
+fn metrics_render() -> kait_api::MetricsRender {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    let handle = HANDLE.get_or_init(|| {
+        let seconds = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ];
+        let jobs = [
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+        ];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+            .and_then(|builder| {
+                builder
+                    .set_buckets_for_metric(Matcher::Full("kait_store_commit_jobs".into()), &jobs)
+            });
+        match builder.and_then(|builder| builder.install_recorder().map_err(Into::into)) {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                tracing::warn!(%error, "metrics are not available");
+                None
+            }
+        }
+    });
+    match handle.clone() {
+        Some(handle) => Arc::new(move || {
+            handle.run_upkeep();
+            handle.render()
+        }),
+        None => Arc::new(String::new),
+    }
+}
 
 /// Serves until `shutdown` is cancelled, then stops accepting, lets attempts in flight finish
 /// (bounded), records their outcomes and returns.
@@ -81,6 +117,7 @@ pub async fn run(
         limits: config.limits,
         ops,
         shutdown: shutdown.clone(),
+        metrics: metrics_render(),
     };
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);

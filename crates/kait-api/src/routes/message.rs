@@ -154,6 +154,9 @@ pub async fn create(
             idempotency_key,
         })
         .await?;
+    if accepted.created {
+        metrics::counter!("kait_messages_accepted_total").increment(1);
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(MessageOut::new(accepted.message, true)),

@@ -135,6 +135,20 @@ async fn health() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// `GET /metrics`: Prometheus text format. Like health, it needs no token: bind the server
+/// to an address only your monitoring can reach.
+pub async fn metrics(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        (state.metrics)(),
+    )
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }

@@ -144,7 +144,11 @@ fn run(connection: Connection, mut receiver: mpsc::Receiver<Job>, signals: Write
             endpoints_changed: false,
             messages_added: false,
         };
+        let jobs = batch.len();
+        let started = std::time::Instant::now();
         let commit_result = run_batch(&mut context, &mut batch, &mut completions);
+        metrics::histogram!("kait_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("kait_store_commit_jobs").record(jobs as f64);
         let (became_due, endpoints_changed, messages_added) = (
             context.deliveries_became_due,
             context.endpoints_changed,

@@ -502,3 +502,52 @@ async fn ed25519_endpoints_sign_with_v1a() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_exposed_for_prometheus() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("metrics").await;
+    server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let msg_id = server.send(&app, "a.b", json!({})).await;
+    receiver.wait_for(1, WAIT).await;
+    server
+        .wait_until(
+            &format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"),
+            WAIT,
+            |body| body["data"][0]["status"] == 0,
+        )
+        .await;
+    // The recorder is shared by every server in this test process: check names and types,
+    // and that the counters moved, not exact values.
+    let response = reqwest::get(format!("{}/metrics", server.base_url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert!(value("kait_messages_accepted_total") >= 1.0);
+    assert!(value("kait_deliveries_total{outcome=\"success\"}") >= 1.0);
+    assert!(value("kait_delivery_latency_seconds_count") >= 1.0);
+    assert!(value("kait_attempt_duration_seconds_bucket") >= 0.0);
+    assert!(value("kait_store_commit_seconds_count") >= 1.0);
+    assert!(
+        text.contains("# TYPE kait_store_commit_seconds histogram"),
+        "{text}"
+    );
+    server.stop().await;
+}
