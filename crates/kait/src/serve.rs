@@ -35,7 +35,7 @@ fn metrics_render() -> kait_api::MetricsRender {
                 builder
                     .set_buckets_for_metric(Matcher::Full("kait_store_commit_jobs".into()), &jobs)
             });
-        match builder.and_then(|builder| builder.install_recorder().map_err(Into::into)) {
+        match builder.and_then(|builder| builder.install_recorder()) {
             Ok(handle) => Some(handle),
             Err(error) => {
                 tracing::warn!(%error, "metrics are not available");
