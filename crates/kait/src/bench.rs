@@ -33,6 +33,9 @@ pub enum Scenario {
     Push1,
     #[value(name = "push-10")]
     Push10,
+    /// A fixed rate (`--rate` per second for `--seconds`) to one endpoint: end-to-end latency
+    /// when Kait is not saturated.
+    Latency,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +52,12 @@ pub struct BenchArgs {
     /// Approximate payload size in bytes.
     #[arg(long, default_value_t = 1024)]
     pub payload_bytes: usize,
+    /// Messages per second in the `latency` scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// How long the `latency` scenario sends.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u32,
 }
 
 /// One scenario's figures.
@@ -83,7 +92,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     let scenarios = if args.scenario.is_empty() {
-        vec![Scenario::Raw, Scenario::Push1, Scenario::Push10]
+        vec![
+            Scenario::Raw,
+            Scenario::Push1,
+            Scenario::Push10,
+            Scenario::Latency,
+        ]
     } else {
         args.scenario.clone()
     };
@@ -95,6 +109,13 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Raw => raw(&receiver, &args).await?,
             Scenario::Push1 => push(&receiver, &args, 1).await?,
             Scenario::Push10 => push(&receiver, &args, 10).await?,
+            Scenario::Latency => {
+                let paced = Pace {
+                    rate: args.rate.max(1),
+                    total: (args.rate.max(1) * args.seconds.max(1)) as usize,
+                };
+                push_with(&receiver, &args, 1, Some(paced)).await?
+            }
         };
         if scenario == Scenario::Raw {
             raw_rate = Some(result.delivered_per_second);
@@ -430,11 +451,28 @@ async fn api_post(
     Ok(serde_json::from_slice(&bytes)?)
 }
 
+/// Sending at a fixed rate instead of as fast as possible.
+#[derive(Clone, Copy)]
+struct Pace {
+    rate: u32,
+    total: usize,
+}
+
 async fn push(
     receiver: &BenchReceiver,
     args: &BenchArgs,
     endpoints: usize,
 ) -> anyhow::Result<BenchResult> {
+    push_with(receiver, args, endpoints, None).await
+}
+
+async fn push_with(
+    receiver: &BenchReceiver,
+    args: &BenchArgs,
+    endpoints: usize,
+    pace: Option<Pace>,
+) -> anyhow::Result<BenchResult> {
+    let messages = pace.map_or(args.messages, |pace| pace.total);
     let server = ServerProcess::start()?;
     // Let the fresh process settle before reading its idle size.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -461,13 +499,18 @@ async fn push(
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let epoch = receiver.state.epoch;
     let started = Instant::now();
-    let accepted_at = load(args.messages, args.concurrency, move |_| {
-        let (client, url) = (client.clone(), url.clone());
-        let body = format!(
-            "{{\"eventType\":\"bench.event\",\"payload\":{}}}",
-            payload(epoch, &pad)
-        );
+    let accepted_at = load(messages, args.concurrency, move |index| {
+        let (client, url, pad) = (client.clone(), url.clone(), pad.clone());
         async move {
+            if let Some(pace) = pace {
+                // Message `index` leaves at its slot in the schedule, not as soon as it can.
+                let slot = started + Duration::from_secs_f64(index as f64 / f64::from(pace.rate));
+                tokio::time::sleep_until(slot.into()).await;
+            }
+            let body = format!(
+                "{{\"eventType\":\"bench.event\",\"payload\":{}}}",
+                payload(epoch, &pad)
+            );
             let response = client
                 .post(url)
                 .bearer_auth(BENCH_TOKEN)
@@ -483,7 +526,7 @@ async fn push(
     })
     .await?;
 
-    let expected = args.messages * endpoints;
+    let expected = messages * endpoints;
     let deadline =
         Instant::now() + Duration::from_secs(60) + Duration::from_millis(expected as u64);
     loop {
@@ -521,11 +564,14 @@ async fn push(
         latencies[index] as f64 / 1000.0
     };
     Ok(BenchResult {
-        scenario: if endpoints == 1 { "push-1" } else { "push-10" },
-        messages: args.messages,
+        scenario: match (pace, endpoints) {
+            (Some(_), _) => "latency",
+            (None, 1) => "push-1",
+            (None, _) => "push-10",
+        },
+        messages,
         endpoints,
-        accepted_per_second: args.messages as f64
-            / accepted_at.duration_since(started).as_secs_f64(),
+        accepted_per_second: messages as f64 / accepted_at.duration_since(started).as_secs_f64(),
         delivered_per_second: distinct as f64 / last_arrival.duration_since(started).as_secs_f64(),
         latency_p50_ms: percentile(0.50),
         latency_p99_ms: percentile(0.99),
