@@ -371,6 +371,10 @@ pub trait Store: Send + Sync + 'static {
     /// Changes whenever a commit added messages: long-polls and streams wait on it.
     fn message_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 
+    /// Deletes what has expired at `now`: remembered `Idempotency-Key` responses older than
+    /// `idempotency_lifetime` and expired app-scoped tokens. Returns how many rows went.
+    async fn purge_expired(&self, now: Millis, idempotency_lifetime: Millis) -> StoreResult<u64>;
+
     /// Counts deliveries by status (for health, metrics and tests).
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
 }

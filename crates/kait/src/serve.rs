@@ -52,6 +52,28 @@ fn metrics_render() -> kait_api::MetricsRender {
     }
 }
 
+/// How often expired idempotency responses and app tokens are deleted.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long an `Idempotency-Key` response is kept (the API honours keys for 24 h).
+const IDEMPOTENCY_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+
+/// Deletes expired rows every [`PURGE_INTERVAL`] until shutdown, so they do not pile up.
+async fn purge_expired(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match store
+            .purge_expired(kait_core::time::now_millis(), IDEMPOTENCY_LIFETIME_MS)
+            .await
+        {
+            Ok(purged) => tracing::debug!(purged, "expired rows deleted"),
+            Err(error) => tracing::warn!(%error, "deleting expired rows failed"),
+        }
+    }
+}
+
 /// Serves until `shutdown` is cancelled, then stops accepting, lets attempts in flight finish
 /// (bounded), records their outcomes and returns.
 pub async fn run(
@@ -87,6 +109,7 @@ pub async fn run(
             .context("setting up operational webhooks")?,
         None => OperationalEvents::off(),
     };
+    let purger = tokio::spawn(purge_expired(store.clone(), shutdown.clone()));
     let circuit_states = CircuitStates::default();
     let dispatcher = tokio::spawn(kait_dispatch::run(
         store.clone(),
@@ -129,5 +152,6 @@ pub async fn run(
     .await;
     shutdown.cancel();
     dispatcher.await.context("dispatcher task")?;
+    purger.await.context("purge task")?;
     serve_result.context("serving the API")
 }

@@ -1461,6 +1461,22 @@ impl Store for SqliteStore {
         self.messages.clone()
     }
 
+    async fn purge_expired(&self, now: Millis, idempotency_lifetime: Millis) -> StoreResult<u64> {
+        self.writer
+            .write(move |context| {
+                let responses = context
+                    .connection
+                    .prepare_cached("DELETE FROM idempotent_response WHERE created_at < ?1")?
+                    .execute([now - idempotency_lifetime])?;
+                let tokens = context
+                    .connection
+                    .prepare_cached("DELETE FROM app_token WHERE expires_at <= ?1")?
+                    .execute([now])?;
+                Ok((responses + tokens) as u64)
+            })
+            .await
+    }
+
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>> {
         self.read(|connection| {
             let counts = connection

@@ -348,3 +348,54 @@ async fn an_endpoint_failing_too_long_is_disabled() {
         .unwrap();
     assert!(endpoint.disabled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_idempotency_responses_and_tokens_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .save_idempotent_response("k", "POST /app", 201, b"{}".to_vec())
+        .await
+        .unwrap();
+    store
+        .create_app_token(&app.id, "hash-old", 1_000)
+        .await
+        .unwrap();
+    store
+        .create_app_token(&app.id, "hash-live", now_millis() + 60_000)
+        .await
+        .unwrap();
+    let day = 24 * 3600 * 1000;
+    // Nothing has expired yet but the old token.
+    assert_eq!(store.purge_expired(now_millis(), day).await.unwrap(), 1);
+    assert!(
+        store
+            .idempotent_response("k", "POST /app", 0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .app_for_token("hash-live", now_millis())
+            .await
+            .unwrap(),
+        Some(app.id.clone())
+    );
+    // A day and a bit later the response goes too; the live token has expired by then as well.
+    assert_eq!(
+        store
+            .purge_expired(now_millis() + day + 1_000, day)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        store
+            .idempotent_response("k", "POST /app", 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
