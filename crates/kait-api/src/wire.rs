@@ -505,37 +505,11 @@ pub struct BackgroundTaskOut {
     pub count: u64,
 }
 
-/// Svix's `PollingEndpointMessageOut`.
-#[derive(Serialize)]
-pub struct PollingMessageOut {
-    pub id: String,
-    #[serde(rename = "eventType")]
-    pub event_type: String,
-    #[serde(rename = "eventId")]
-    pub event_id: Option<String>,
-    pub payload: Box<RawValue>,
-    pub channels: Option<BTreeSet<String>>,
-    pub timestamp: DateTime<Utc>,
-}
-
-impl From<Message> for PollingMessageOut {
-    fn from(message: Message) -> Self {
-        let message = MessageOut::new(message, true);
-        Self {
-            id: message.id,
-            event_type: message.event_type,
-            event_id: message.event_id,
-            payload: message.payload,
-            channels: message.channels,
-            timestamp: message.timestamp,
-        }
-    }
-}
-
 /// Svix's `PollingEndpointOut`: the iterator is where the next poll continues.
 #[derive(Serialize)]
 pub struct PollingOut {
-    pub data: Vec<PollingMessageOut>,
+    /// Svix's `PollingEndpointMessageOut` has the fields of `MessageOut`.
+    pub data: Vec<MessageOut>,
     pub iterator: String,
     pub done: bool,
 }

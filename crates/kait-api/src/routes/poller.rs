@@ -19,7 +19,7 @@ use kait_store::MessageFilter;
 
 use super::{find_app, find_endpoint};
 use crate::extract::{ListQuery, ValidJson};
-use crate::wire::{PollingMessageOut, PollingOut, SeekIn, SeekOut};
+use crate::wire::{MessageOut, PollingOut, SeekIn, SeekOut};
 use crate::{ApiError, ApiState};
 
 /// The longest a long-poll waits.
@@ -95,7 +95,7 @@ async fn read_after(
     Ok(PollingOut {
         data: messages
             .into_iter()
-            .map(|(_, message)| PollingMessageOut::from(message))
+            .map(|(_, message)| MessageOut::new(message, true))
             .collect(),
         iterator: position.to_string(),
         done,
@@ -176,7 +176,7 @@ pub async fn stream(
                         .map(|(position, message)| {
                             after = position;
                             let event_type = message.event_type.clone();
-                            let data = serde_json::to_string(&PollingMessageOut::from(message))
+                            let data = serde_json::to_string(&MessageOut::new(message, true))
                                 .unwrap_or_default();
                             Ok(Event::default()
                                 .id(position.to_string())

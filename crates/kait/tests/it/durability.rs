@@ -37,6 +37,32 @@ async fn post_json(
     serde_json::from_slice(&response.bytes().await.ok()?).ok()
 }
 
+/// Creates an application with one endpoint per receiver; returns its id.
+async fn app_with_endpoints(
+    client: &reqwest::Client,
+    base_url: &str,
+    receivers: &[Receiver],
+) -> String {
+    let app = post_json(
+        client,
+        format!("{base_url}/api/v1/app"),
+        json!({ "name": "crash" }).to_string(),
+    )
+    .await
+    .expect("app created");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    for receiver in receivers {
+        post_json(
+            client,
+            format!("{base_url}/api/v1/app/{app_id}/endpoint"),
+            json!({ "url": receiver.url }).to_string(),
+        )
+        .await
+        .expect("endpoint created");
+    }
+    app_id
+}
+
 /// Distinct `webhook-id`s a receiver has seen.
 fn distinct_ids(receiver: &Receiver) -> HashSet<String> {
     receiver
@@ -57,23 +83,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     let client = reqwest::Client::new();
     let receivers = [Receiver::start().await, Receiver::start().await];
 
-    let app = post_json(
-        &client,
-        format!("{}/api/v1/app", server.base_url),
-        json!({ "name": "durable" }).to_string(),
-    )
-    .await
-    .expect("app created");
-    let app_id = app["id"].as_str().unwrap().to_owned();
-    for receiver in &receivers {
-        post_json(
-            &client,
-            format!("{}/api/v1/app/{app_id}/endpoint", server.base_url),
-            json!({ "url": receiver.url }).to_string(),
-        )
-        .await
-        .expect("endpoint created");
-    }
+    let app_id = app_with_endpoints(&client, &server.base_url, &receivers).await;
 
     // Senders post until half the messages are acknowledged; then the server is killed.
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -205,23 +215,7 @@ async fn three_kills_with_a_flaky_endpoint_lose_nothing() {
         })
         .await,
     ];
-    let app = post_json(
-        &client,
-        format!("{}/api/v1/app", server.base_url),
-        json!({ "name": "crashy" }).to_string(),
-    )
-    .await
-    .expect("app created");
-    let app_id = app["id"].as_str().unwrap().to_owned();
-    for receiver in &receivers {
-        post_json(
-            &client,
-            format!("{}/api/v1/app/{app_id}/endpoint", server.base_url),
-            json!({ "url": receiver.url }).to_string(),
-        )
-        .await
-        .expect("endpoint created");
-    }
+    let app_id = app_with_endpoints(&client, &server.base_url, &receivers).await;
 
     // Senders retry each message with its Idempotency-Key until it is acknowledged, across
     // restarts; so every one of the TOTAL messages ends up acknowledged exactly once.
