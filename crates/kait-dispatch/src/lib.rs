@@ -231,6 +231,8 @@ impl Dispatcher {
         let room_again = was_saturated && !lane.is_saturated();
         if lane.is_idle(now) {
             self.lanes.remove(&endpoint_id);
+            // Nothing of this endpoint is held here now: another node may run it.
+            self.store.endpoint_idle(&endpoint_id);
         }
         room_again
     }

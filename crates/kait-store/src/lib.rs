@@ -1,4 +1,5 @@
-//! Kait's durable store: one [`Store`] trait, with the embedded SQLite implementation beside it.
+//! Kait's durable store: one [`Store`] trait, with the embedded SQLite implementation and the
+//! PostgreSQL one (many nodes on one database) beside it.
 //!
 //! Everything above this crate (API, dispatcher) talks to `Arc<dyn Store>` and never sees SQL;
 //! only this crate writes SQL. A successful write returns only after its transaction has been
@@ -17,9 +18,14 @@ use kait_core::{
     EventType, Message, MessageId, TriggerType,
 };
 
+#[cfg(test)]
+mod fixtures;
+mod listing;
 pub mod operational;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -280,6 +286,10 @@ pub trait Store: Send + Sync + 'static {
     /// A handle that is notified whenever new deliveries fall due, so the dispatcher need
     /// not poll.
     fn due_signal(&self) -> Arc<tokio::sync::Notify>;
+    /// Tells the store that the dispatcher holds nothing for this endpoint any more (no
+    /// queue, no attempt in flight, breaker closed, rate budget full). A store shared by
+    /// several nodes may then let another node run the endpoint; a single-node store ignores it.
+    fn endpoint_idle(&self, _endpoint_id: &EndpointId) {}
 
     async fn list_attempts(
         &self,
@@ -375,6 +385,23 @@ pub trait Store: Send + Sync + 'static {
     /// `idempotency_lifetime` and expired app-scoped tokens. Returns how many rows went.
     async fn purge_expired(&self, now: Millis, idempotency_lifetime: Millis) -> StoreResult<u64>;
 
+    /// Deletes up to `batch` attempts created before `attempts_before`, and up to `batch`
+    /// messages created before `messages_before` whose deliveries are all finished (with those
+    /// deliveries and their `Idempotency-Key`). Returns how many rows went; the caller repeats
+    /// until fewer than `batch` go, so each call stays short and delivery is never blocked long.
+    async fn purge_history(
+        &self,
+        messages_before: Option<Millis>,
+        attempts_before: Option<Millis>,
+        batch: usize,
+    ) -> StoreResult<u64>;
+
     /// Counts deliveries by status (for health, metrics and tests).
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
+
+    /// Called once after the dispatcher stopped: a store shared by several nodes hands what
+    /// this node still holds back to the others at once, instead of after its lease expires.
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }

@@ -97,6 +97,29 @@ pub struct ServeArgs {
     /// Log format [default: text]; the level comes from RUST_LOG (default info).
     #[arg(long, env = "KAIT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// A postgres:// URL: store everything in PostgreSQL (several nodes may share it)
+    /// instead of the embedded SQLite in the data dir.
+    #[arg(long, env = "KAIT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The PostgreSQL schema for Kait's tables, created if missing [default: public].
+    #[arg(long, env = "KAIT_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+    /// PostgreSQL connections per node [default: 16].
+    #[arg(long, env = "KAIT_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<usize>,
+    /// Longest one PostgreSQL statement may run, e.g. 30s [default: 30s].
+    #[arg(long, env = "KAIT_DATABASE_STATEMENT_TIMEOUT")]
+    pub database_statement_timeout: Option<String>,
+    /// How long a node's claims outlive its last heartbeat before other nodes take its
+    /// deliveries over (PostgreSQL), e.g. 30s [default: 30s].
+    #[arg(long, env = "KAIT_LEASE")]
+    pub lease: Option<String>,
+    /// Delete messages (payloads) this old once delivered, e.g. 30d, or `forever` [default: 90d].
+    #[arg(long, env = "KAIT_RETAIN_MESSAGES")]
+    pub retain_messages: Option<String>,
+    /// Delete attempt records this old, e.g. 30d, or `forever` [default: 90d].
+    #[arg(long, env = "KAIT_RETAIN_ATTEMPTS")]
+    pub retain_attempts: Option<String>,
 }
 
 /// The same settings as read from a config file.
@@ -123,6 +146,79 @@ pub struct FileConfig {
     pub operational_webhook_url: Option<String>,
     pub operational_webhook_secret: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub database_url: Option<String>,
+    pub database_schema: Option<String>,
+    pub database_pool_size: Option<usize>,
+    pub database_statement_timeout: Option<String>,
+    pub lease: Option<String>,
+    pub retain_messages: Option<String>,
+    pub retain_attempts: Option<String>,
+}
+
+/// Where Kait keeps its state when it is not the embedded SQLite.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub url: String,
+    pub schema: String,
+    pub pool_size: usize,
+    pub statement_timeout: Duration,
+    pub lease: Duration,
+}
+
+impl PostgresConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "public".to_owned(),
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    pub fn store_options(&self) -> anyhow::Result<kait_store::PgOptions> {
+        let mut options = kait_store::PgOptions::new(&self.url)
+            .map_err(|error| anyhow::anyhow!("--database-url: {error}"))?;
+        options.schema = self.schema.clone();
+        options.pool_size = self.pool_size;
+        options.statement_timeout = self.statement_timeout;
+        options.lease = self.lease;
+        Ok(options)
+    }
+}
+
+/// How long history is kept; `None` keeps it forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub messages: Option<Duration>,
+    pub attempts: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let ninety_days = Some(Duration::from_secs(90 * 24 * 3600));
+        Self {
+            messages: ninety_days,
+            attempts: ninety_days,
+        }
+    }
+}
+
+fn duration_setting(flag: &str, text: &str, example: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text)
+        .with_context(|| format!("--{flag}: `{text}` is not a duration such as {example}"))
+}
+
+fn retention_setting(flag: &str, text: Option<String>) -> anyhow::Result<Option<Option<Duration>>> {
+    let Some(text) = text else { return Ok(None) };
+    if text == "forever" {
+        return Ok(Some(None));
+    }
+    let duration = duration_setting(flag, &text, "30d (or `forever`)")?;
+    if duration < Duration::from_secs(3600) {
+        bail!("--{flag} must be at least 1h (or `forever`)");
+    }
+    Ok(Some(Some(duration)))
 }
 
 /// Checked settings for one `serve` run.
@@ -147,6 +243,9 @@ pub struct ServeConfig {
     /// The operational webhook endpoint and its secret, if configured.
     pub operational_webhook: Option<(String, Secret)>,
     pub log_format: LogFormat,
+    /// `Some` runs on PostgreSQL; `None` on the SQLite database in `data_dir`.
+    pub postgres: Option<PostgresConfig>,
+    pub retention: Retention,
 }
 
 impl ServeConfig {
@@ -168,6 +267,8 @@ impl ServeConfig {
             disable_after: Duration::from_secs(5 * 24 * 3600),
             operational_webhook: None,
             log_format: LogFormat::Text,
+            postgres: None,
+            retention: Retention::default(),
         }
     }
 
@@ -269,6 +370,63 @@ impl ServeConfig {
         if limits.max_payload_depth == 0 || limits.max_endpoints_per_app == 0 {
             bail!("--max-payload-depth and --max-endpoints-per-app must be at least 1");
         }
+        let postgres = match args.database_url.or(file.database_url) {
+            Some(url) => {
+                let mut postgres = PostgresConfig::new(url);
+                if let Some(schema) = args.database_schema.or(file.database_schema) {
+                    if !kait_store::postgres::valid_schema_name(&schema) {
+                        bail!(
+                            "--database-schema: `{schema}` must start with a lowercase letter or `_` \
+                             and hold only lowercase letters, digits and `_` (at most 48)"
+                        );
+                    }
+                    postgres.schema = schema;
+                }
+                if let Some(size) = args.database_pool_size.or(file.database_pool_size) {
+                    if !(2..=1000).contains(&size) {
+                        bail!("--database-pool-size must be between 2 and 1000");
+                    }
+                    postgres.pool_size = size;
+                }
+                if let Some(text) = args
+                    .database_statement_timeout
+                    .or(file.database_statement_timeout)
+                {
+                    postgres.statement_timeout =
+                        duration_setting("database-statement-timeout", &text, "30s")?;
+                    if postgres.statement_timeout < Duration::from_millis(100) {
+                        bail!("--database-statement-timeout must be at least 100ms");
+                    }
+                }
+                if let Some(text) = args.lease.or(file.lease) {
+                    postgres.lease = duration_setting("lease", &text, "30s")?;
+                    if postgres.lease < Duration::from_secs(1) {
+                        bail!("--lease must be at least 1s");
+                    }
+                }
+                postgres.store_options()?;
+                Some(postgres)
+            }
+            None => {
+                if args.database_schema.is_some() || file.database_schema.is_some() {
+                    bail!("--database-schema needs --database-url");
+                }
+                None
+            }
+        };
+        let mut retention = defaults.retention;
+        if let Some(messages) = retention_setting(
+            "retain-messages",
+            args.retain_messages.or(file.retain_messages),
+        )? {
+            retention.messages = messages;
+        }
+        if let Some(attempts) = retention_setting(
+            "retain-attempts",
+            args.retain_attempts.or(file.retain_attempts),
+        )? {
+            retention.attempts = attempts;
+        }
         let admin_token = args.admin_token.or(file.admin_token);
         if let Some(token) = &admin_token {
             check_token(token)?;
@@ -296,6 +454,8 @@ impl ServeConfig {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(defaults.log_format),
+            postgres,
+            retention,
         })
     }
 
@@ -406,6 +566,85 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{error:#}").contains("unknown field"), "{error:#}");
+    }
+
+    #[test]
+    fn database_settings_are_checked() {
+        let config = ServeConfig::resolve(ServeArgs {
+            database_url: Some("postgres://kait@127.0.0.1:5432/kait".into()),
+            database_schema: Some("kait_blue".into()),
+            lease: Some("5s".into()),
+            retain_messages: Some("forever".into()),
+            retain_attempts: Some("7d".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        let postgres = config.postgres.expect("PostgreSQL selected");
+        assert_eq!(postgres.schema, "kait_blue");
+        assert_eq!(postgres.lease, Duration::from_secs(5));
+        assert_eq!(config.retention.messages, None);
+        assert_eq!(
+            config.retention.attempts,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+
+        for (args, expected) in [
+            (
+                ServeArgs {
+                    database_url: Some("mysql://nope".into()),
+                    ..ServeArgs::default()
+                },
+                "--database-url",
+            ),
+            (
+                ServeArgs {
+                    database_url: Some("postgres://127.0.0.1/test".into()),
+                    database_schema: Some("Robert'); DROP TABLE".into()),
+                    ..ServeArgs::default()
+                },
+                "--database-schema",
+            ),
+            (
+                ServeArgs {
+                    database_schema: Some("kait".into()),
+                    ..ServeArgs::default()
+                },
+                "needs --database-url",
+            ),
+            (
+                ServeArgs {
+                    database_url: Some("postgres://127.0.0.1/test".into()),
+                    lease: Some("10ms".into()),
+                    ..ServeArgs::default()
+                },
+                "--lease",
+            ),
+            (
+                ServeArgs {
+                    database_url: Some("postgres://127.0.0.1/test".into()),
+                    database_pool_size: Some(1),
+                    ..ServeArgs::default()
+                },
+                "--database-pool-size",
+            ),
+            (
+                ServeArgs {
+                    retain_messages: Some("1m".into()),
+                    ..ServeArgs::default()
+                },
+                "--retain-messages",
+            ),
+            (
+                ServeArgs {
+                    retain_attempts: Some("soon".into()),
+                    ..ServeArgs::default()
+                },
+                "--retain-attempts",
+            ),
+        ] {
+            let error = ServeConfig::resolve(args).unwrap_err();
+            assert!(format!("{error:#}").contains(expected), "{error:#}");
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run the API and the dispatcher.
     Serve(Box<ServeArgs>),
+    /// Create or update the database schema (SQLite or PostgreSQL), then exit. Takes the same
+    /// settings as `serve`; `serve` migrates at start-up too.
+    Migrate(Box<ServeArgs>),
     /// Measure throughput and latency on this machine (loopback only).
     Bench(kait::bench::BenchArgs),
     /// Check a saved webhook request (read from standard input): signature and timestamp.
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Migrate(args) => migrate(*args),
         Command::Bench(args) => kait::bench::run(args),
         Command::Verify(args) => kait::verify::run(args),
         Command::Listen(args) => kait::listen::run(args),
@@ -87,6 +91,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         kait::serve::run(config, listener, shutdown).await
     })
+}
+
+fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::resolve(args)?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let applied = runtime.block_on(kait::serve::migrate(&config))?;
+    match &config.postgres {
+        Some(postgres) => println!(
+            "PostgreSQL schema {} is up to date ({applied} migrations applied)",
+            postgres.schema
+        ),
+        None => println!(
+            "SQLite database in {} is up to date",
+            config.data_dir.display()
+        ),
+    }
+    Ok(())
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

@@ -10,12 +10,12 @@ use kait_api::ApiState;
 use kait_deliver::{EgressPolicy, Sender, SenderConfig};
 use kait_dispatch::{CircuitStates, DispatcherConfig};
 use kait_store::operational::OperationalEvents;
-use kait_store::{SqliteOptions, SqliteStore, Store};
+use kait_store::{PgStore, SqliteOptions, SqliteStore, Store};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServeConfig;
+use crate::config::{Retention, ServeConfig};
 
 /// The process-wide Prometheus recorder, installed on first use (tests start many servers in
 /// one process; they share it).
@@ -57,19 +57,51 @@ const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 /// How long an `Idempotency-Key` response is kept (the API honours keys for 24 h).
 const IDEMPOTENCY_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 
-/// Deletes expired rows every [`PURGE_INTERVAL`] until shutdown, so they do not pile up.
-async fn purge_expired(store: Arc<dyn Store>, shutdown: CancellationToken) {
+/// Rows the retention job deletes per statement: small enough that delivery never waits long.
+const PURGE_BATCH: usize = 1000;
+
+/// Deletes expired rows every [`PURGE_INTERVAL`] until shutdown, so they do not pile up:
+/// old `Idempotency-Key` responses and app tokens, and history past the retention settings
+/// (in small batches with a pause between them, so the writer is never held for long).
+async fn purge_expired(store: Arc<dyn Store>, retention: Retention, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(PURGE_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
         }
-        match store
-            .purge_expired(kait_core::time::now_millis(), IDEMPOTENCY_LIFETIME_MS)
-            .await
-        {
+        let now = kait_core::time::now_millis();
+        match store.purge_expired(now, IDEMPOTENCY_LIFETIME_MS).await {
             Ok(purged) => tracing::debug!(purged, "expired rows deleted"),
             Err(error) => tracing::warn!(%error, "deleting expired rows failed"),
+        }
+        let before = |keep: Option<std::time::Duration>| {
+            keep.map(|keep| now - keep.as_millis() as kait_core::time::Millis)
+        };
+        let (messages, attempts) = (before(retention.messages), before(retention.attempts));
+        if messages.is_none() && attempts.is_none() {
+            continue;
+        }
+        let mut total = 0;
+        loop {
+            match store.purge_history(messages, attempts, PURGE_BATCH).await {
+                Ok(purged) => {
+                    total += purged;
+                    if purged < PURGE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "deleting old history failed");
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        if total > 0 {
+            tracing::info!(rows = total, "history past its retention deleted");
         }
     }
 }
@@ -85,12 +117,7 @@ pub async fn run(
         .admin_token
         .clone()
         .context("an admin token must be set before serving")?;
-    let data_dir = config.data_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || SqliteStore::open(SqliteOptions::new(data_dir)))
-            .await?
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(&config).await?;
 
     let sender = Sender::new(
         SenderConfig {
@@ -109,7 +136,11 @@ pub async fn run(
             .context("setting up operational webhooks")?,
         None => OperationalEvents::off(),
     };
-    let purger = tokio::spawn(purge_expired(store.clone(), shutdown.clone()));
+    let purger = tokio::spawn(purge_expired(
+        store.clone(),
+        config.retention,
+        shutdown.clone(),
+    ));
     let circuit_states = CircuitStates::default();
     let dispatcher = tokio::spawn(kait_dispatch::run(
         store.clone(),
@@ -129,7 +160,7 @@ pub async fn run(
 
     let url_check_sender = sender.clone();
     let state = ApiState {
-        store,
+        store: store.clone(),
         admin_token: admin_token.into(),
         url_check: Arc::new(move |url: &str| {
             url_check_sender
@@ -153,5 +184,42 @@ pub async fn run(
     shutdown.cancel();
     dispatcher.await.context("dispatcher task")?;
     purger.await.context("purge task")?;
+    if let Err(error) = store.close().await {
+        tracing::warn!(%error, "closing the store failed; other nodes take over after the lease");
+    }
     serve_result.context("serving the API")
+}
+
+/// Opens the configured store: PostgreSQL when a database URL is set, else SQLite in the
+/// data directory. Both run their migrations first.
+pub async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(postgres) = &config.postgres {
+        let store = PgStore::open(postgres.store_options()?)
+            .await
+            .with_context(|| {
+                format!("opening the PostgreSQL store (schema {})", postgres.schema)
+            })?;
+        return Ok(Arc::new(store));
+    }
+    let data_dir = config.data_dir.clone();
+    let store =
+        tokio::task::spawn_blocking(move || SqliteStore::open(SqliteOptions::new(data_dir)))
+            .await?
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// `kait migrate`: brings the configured database's schema up to date and returns how many
+/// migrations ran (SQLite reports 0: it migrates whenever it opens, which this does).
+pub async fn migrate(config: &ServeConfig) -> anyhow::Result<usize> {
+    if let Some(postgres) = &config.postgres {
+        return kait_store::postgres::migrate(&postgres.store_options()?)
+            .await
+            .with_context(|| format!("migrating the PostgreSQL schema {}", postgres.schema));
+    }
+    let data_dir = config.data_dir.clone();
+    tokio::task::spawn_blocking(move || SqliteStore::open(SqliteOptions::new(data_dir)).map(drop))
+        .await?
+        .with_context(|| format!("migrating the store in {}", config.data_dir.display()))?;
+    Ok(0)
 }

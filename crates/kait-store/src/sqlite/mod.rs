@@ -1477,6 +1477,52 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn purge_history(
+        &self,
+        messages_before: Option<Millis>,
+        attempts_before: Option<Millis>,
+        batch: usize,
+    ) -> StoreResult<u64> {
+        self.writer
+            .write(move |context| {
+                let connection = context.connection;
+                let mut purged = 0;
+                if let Some(before) = attempts_before {
+                    purged += connection
+                        .prepare_cached(
+                            "DELETE FROM attempt WHERE seq IN \
+                             (SELECT seq FROM attempt WHERE created_at < ?1 ORDER BY seq LIMIT ?2)",
+                        )?
+                        .execute(params![before, batch as i64])?;
+                }
+                if let Some(before) = messages_before {
+                    // A message goes with its finished deliveries and its Idempotency-Key; one
+                    // still being delivered stays until it is done.
+                    connection.execute_batch(
+                        "CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY); DELETE FROM doomed",
+                    )?;
+                    connection
+                        .prepare_cached(
+                            "INSERT INTO doomed (seq) SELECT m.seq FROM message m WHERE m.created_at < ?1 \
+                             AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.msg_seq = m.seq AND d.status IN (1, 3)) \
+                             ORDER BY m.seq LIMIT ?2",
+                        )?
+                        .execute(params![before, batch as i64])?;
+                    for sql in [
+                        "DELETE FROM delivery WHERE msg_seq IN (SELECT seq FROM doomed)",
+                        "DELETE FROM idempotency_key WHERE msg_seq IN (SELECT seq FROM doomed)",
+                    ] {
+                        connection.prepare_cached(sql)?.execute([])?;
+                    }
+                    purged += connection
+                        .prepare_cached("DELETE FROM message WHERE seq IN (SELECT seq FROM doomed)")?
+                        .execute([])?;
+                }
+                Ok(purged as u64)
+            })
+            .await
+    }
+
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>> {
         self.read(|connection| {
             let counts = connection

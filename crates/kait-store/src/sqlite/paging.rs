@@ -5,6 +5,8 @@
 
 use rusqlite::types::Value;
 
+use crate::listing::finish_page;
+pub use crate::listing::where_clause;
 use crate::{Order, PageRequest};
 
 /// How one listing is keyed: its key column and how an iterator maps to a key value.
@@ -54,28 +56,9 @@ impl Keyset {
     }
 }
 
-/// Joins conditions with `AND`, skipping empty ones, into a `WHERE` clause.
-pub fn where_clause(conditions: &[String]) -> String {
-    let present: Vec<&str> = conditions
-        .iter()
-        .map(String::as_str)
-        .filter(|condition| !condition.is_empty())
-        .collect();
-    if present.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", present.join(" AND "))
-    }
-}
-
 /// Cuts the extra row used to detect `done`, and restores the listing order.
-pub fn finish<T>(mut rows: Vec<T>, page: &PageRequest, sql: &PageSql) -> crate::Page<T> {
-    let done = rows.len() <= page.limit;
-    rows.truncate(page.limit);
-    if sql.reverse_rows {
-        rows.reverse();
-    }
-    crate::Page { items: rows, done }
+pub fn finish<T>(rows: Vec<T>, page: &PageRequest, sql: &PageSql) -> crate::Page<T> {
+    finish_page(rows, page, sql.reverse_rows)
 }
 
 /// Runs one page of a keyed listing: `select` is everything before `WHERE` (columns, table,

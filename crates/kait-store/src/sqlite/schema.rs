@@ -146,6 +146,11 @@ CREATE TABLE app_token (
     expires_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+CREATE INDEX idempotency_key_msg ON idempotency_key (msg_seq);
+CREATE INDEX message_created ON message (created_at);
+CREATE INDEX attempt_created ON attempt (created_at);
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

@@ -1,102 +1,16 @@
 //! The SQLite store's own behaviour: group commit, fan-out, claiming, outcomes, recovery.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kait_core::signing::Secret;
 use kait_core::time::now_millis;
-use kait_core::{
-    AppId, Application, Attempt, AttemptId, DeliveryStatus, Endpoint, EndpointId, Message,
-    MessageId, TriggerType,
-};
+use kait_core::{DeliveryStatus, Endpoint};
 
 use super::{SqliteOptions, SqliteStore};
-use crate::{NewMessage, NextStep, Outcome, Store, StoreError};
+use crate::fixtures::{application, endpoint, message, outcome};
+use crate::{NextStep, Store, StoreError};
 
 fn open(dir: &std::path::Path) -> SqliteStore {
     SqliteStore::open(SqliteOptions::new(dir)).expect("store opens")
-}
-
-fn application() -> Application {
-    Application {
-        id: AppId::generate(),
-        uid: None,
-        name: "test".into(),
-        rate_limit: None,
-        metadata: Default::default(),
-        created_at: 0,
-        updated_at: 0,
-    }
-}
-
-fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
-    Endpoint {
-        id: EndpointId::generate(),
-        app_id: app_id.clone(),
-        uid: None,
-        url: "http://127.0.0.1:9/hook".into(),
-        description: String::new(),
-        version: 1,
-        disabled: false,
-        event_types: event_types.map(|names| {
-            names
-                .iter()
-                .map(|name| name.to_string())
-                .collect::<BTreeSet<_>>()
-        }),
-        channels: None,
-        rate_limit: None,
-        metadata: Default::default(),
-        secret: Secret::generate(),
-        previous_secret: None,
-        headers: Default::default(),
-        ordering: Default::default(),
-        format: Default::default(),
-        kind: Default::default(),
-        created_at: 0,
-        updated_at: 0,
-    }
-}
-
-fn message(app_id: &AppId, event_type: &str, event_id: Option<&str>) -> NewMessage {
-    NewMessage {
-        message: Message {
-            id: MessageId::generate(),
-            app_id: app_id.clone(),
-            event_type: event_type.into(),
-            event_id: event_id.map(str::to_owned),
-            channels: None,
-            ordering_key: None,
-            payload: "{}".into(),
-            created_at: now_millis(),
-        },
-        idempotency_key: None,
-    }
-}
-
-fn outcome(delivery_id: i64, claimed: &crate::ClaimedDelivery, next: NextStep) -> Outcome {
-    Outcome {
-        delivery_id,
-        attempt: Attempt {
-            id: AttemptId::generate(),
-            msg_id: claimed.msg_id.clone(),
-            endpoint_id: claimed.endpoint_id.clone(),
-            app_id: claimed.app_id.clone(),
-            url: "http://127.0.0.1:9/hook".into(),
-            status: if next == NextStep::Succeeded {
-                DeliveryStatus::Success
-            } else {
-                DeliveryStatus::Fail
-            },
-            response_status_code: 500,
-            response: String::new(),
-            response_duration_ms: 1,
-            trigger_type: TriggerType::Scheduled,
-            created_at: now_millis(),
-        },
-        next,
-        reached_endpoint: true,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,4 +312,11 @@ async fn expired_idempotency_responses_and_tokens_are_purged() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_past_retention_is_purged_but_pending_work_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    crate::fixtures::purges_history_but_keeps_pending_work(&store).await;
 }

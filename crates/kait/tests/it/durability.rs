@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::support::process::KaitProcess;
-use crate::support::{ADMIN_TOKEN, Receiver, slow_tests_enabled};
+use crate::support::{ADMIN_TOKEN, Receiver, Storage, slow_tests_enabled};
 
 const MESSAGES: usize = 3000;
 const SENDERS: usize = 16;
@@ -78,8 +78,8 @@ async fn kill_9_loses_no_acknowledged_message() {
         eprintln!("skipped: set KAIT_SLOW_TESTS=1 (CI always runs it)");
         return;
     }
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut server = KaitProcess::start(data_dir.path());
+    let storage = Storage::new().await;
+    let mut server = KaitProcess::start(&storage);
     let client = reqwest::Client::new();
     let receivers = [Receiver::start().await, Receiver::start().await];
 
@@ -128,7 +128,7 @@ async fn kill_9_loses_no_acknowledged_message() {
         .unwrap();
 
     // Restart on the same data directory and send the rest.
-    let server = KaitProcess::start(data_dir.path());
+    let server = KaitProcess::start(&storage);
     let url = format!("{}/api/v1/app/{app_id}/msg", server.base_url);
     let already = acknowledged.lock().unwrap().len();
     for index in already..MESSAGES {
@@ -180,6 +180,8 @@ async fn kill_9_loses_no_acknowledged_message() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::NO_CONTENT);
+    drop(server);
+    storage.remove().await;
 }
 
 /// Issue 3's crash test: 10,000 messages to three endpoints, one failing 30 % of requests at
@@ -199,8 +201,8 @@ async fn three_kills_with_a_flaky_endpoint_lose_nothing() {
         "--breaker-cooldown",
         "1s",
     ];
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut server = KaitProcess::start_with(data_dir.path(), "127.0.0.1:0", &flags);
+    let storage = Storage::new().await;
+    let mut server = KaitProcess::start_with(&storage, "127.0.0.1:0", &flags);
     let listen = server.base_url.trim_start_matches("http://").to_owned();
     let client = reqwest::Client::new();
     let receivers = [
@@ -269,7 +271,7 @@ async fn three_kills_with_a_flaky_endpoint_lose_nothing() {
         }
         server.kill_hard();
         eprintln!("killed at {kill_point} acknowledged");
-        server = KaitProcess::start_with(data_dir.path(), &listen, &flags);
+        server = KaitProcess::start_with(&storage, &listen, &flags);
     }
     for sender in senders {
         sender.await.unwrap();
@@ -304,4 +306,5 @@ async fn three_kills_with_a_flaky_endpoint_lose_nothing() {
         );
     }
     drop(server);
+    storage.remove().await;
 }

@@ -2,6 +2,7 @@
 
 pub mod process;
 pub mod receiver;
+pub mod storage;
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use receiver::{Blackhole, Received, Receiver};
+pub use storage::Storage;
 
 pub const ADMIN_TOKEN: &str = "kait_test_admin_token_0123456789";
 
@@ -20,13 +22,13 @@ pub fn slow_tests_enabled() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("KAIT_SLOW_TESTS").is_some()
 }
 
-/// A Kait server running in this process with its own temporary data directory.
+/// A Kait server running in this process with its own storage (see [`Storage`]).
 pub struct TestServer {
     pub base_url: String,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _data_dir: tempfile::TempDir,
+    storage: Storage,
 }
 
 impl TestServer {
@@ -43,8 +45,9 @@ impl TestServer {
                 .with_test_writer()
                 .try_init();
         }
-        let data_dir = tempfile::tempdir().expect("temporary data dir");
-        let mut config = ServeConfig::for_data_dir(data_dir.path());
+        let storage = Storage::new().await;
+        let mut config = ServeConfig::for_data_dir(storage.data_dir.path());
+        storage.apply(&mut config);
         config.admin_token = Some(ADMIN_TOKEN.to_owned());
         config.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
         config.retry_schedule =
@@ -60,7 +63,7 @@ impl TestServer {
             http: reqwest::Client::new(),
             shutdown,
             task,
-            _data_dir: data_dir,
+            storage,
         }
     }
 
@@ -196,10 +199,11 @@ impl TestServer {
         }
     }
 
-    /// Stops the server gracefully and waits for it.
+    /// Stops the server gracefully, waits for it and removes its storage.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
+        self.storage.remove().await;
     }
 }
 

@@ -1,11 +1,10 @@
 //! The `kait` binary as a child process, for tests that must kill it (`kill -9`).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::ADMIN_TOKEN;
+use super::{ADMIN_TOKEN, Storage};
 
 pub struct KaitProcess {
     child: Child,
@@ -13,23 +12,22 @@ pub struct KaitProcess {
 }
 
 impl KaitProcess {
-    /// Starts `kait serve` on a random port over `data_dir` and waits until it listens.
-    pub fn start(data_dir: &Path) -> Self {
+    /// Starts `kait serve` on a random port over `storage` and waits until it listens.
+    pub fn start(storage: &Storage) -> Self {
         Self::start_with(
-            data_dir,
+            storage,
             "127.0.0.1:0",
             &["--retry-schedule", "100ms,200ms,400ms,800ms,1s,1s,1s,1s"],
         )
     }
 
     /// Starts `kait serve` on `listen` with extra flags.
-    pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+    pub fn start_with(storage: &Storage, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kait"))
             .arg("serve")
             .arg("--listen")
             .arg(listen)
-            .arg("--data-dir")
-            .arg(data_dir)
+            .args(storage.flags())
             .arg("--admin-token")
             .arg(ADMIN_TOKEN)
             .arg("--allow-network")

@@ -1,0 +1,159 @@
+//! Records for the stores' own tests.
+
+use std::collections::BTreeSet;
+
+use kait_core::signing::Secret;
+use kait_core::time::now_millis;
+use kait_core::{
+    AppId, Application, Attempt, AttemptId, DeliveryStatus, Endpoint, EndpointId, Message,
+    MessageId, TriggerType,
+};
+
+use crate::{ClaimedDelivery, NewMessage, NextStep, Outcome};
+
+pub fn application() -> Application {
+    Application {
+        id: AppId::generate(),
+        uid: None,
+        name: "test".into(),
+        rate_limit: None,
+        metadata: Default::default(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+pub fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
+    Endpoint {
+        id: EndpointId::generate(),
+        app_id: app_id.clone(),
+        uid: None,
+        url: "http://127.0.0.1:9/hook".into(),
+        description: String::new(),
+        version: 1,
+        disabled: false,
+        event_types: event_types.map(|names| {
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<BTreeSet<_>>()
+        }),
+        channels: None,
+        rate_limit: None,
+        metadata: Default::default(),
+        secret: Secret::generate(),
+        previous_secret: None,
+        headers: Default::default(),
+        ordering: Default::default(),
+        format: Default::default(),
+        kind: Default::default(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+pub fn message(app_id: &AppId, event_type: &str, event_id: Option<&str>) -> NewMessage {
+    NewMessage {
+        message: Message {
+            id: MessageId::generate(),
+            app_id: app_id.clone(),
+            event_type: event_type.into(),
+            event_id: event_id.map(str::to_owned),
+            channels: None,
+            ordering_key: None,
+            payload: "{}".into(),
+            created_at: now_millis(),
+        },
+        idempotency_key: None,
+    }
+}
+
+pub fn outcome(delivery_id: i64, claimed: &ClaimedDelivery, next: NextStep) -> Outcome {
+    Outcome {
+        delivery_id,
+        attempt: Attempt {
+            id: AttemptId::generate(),
+            msg_id: claimed.msg_id.clone(),
+            endpoint_id: claimed.endpoint_id.clone(),
+            app_id: claimed.app_id.clone(),
+            url: "http://127.0.0.1:9/hook".into(),
+            status: if next == NextStep::Succeeded {
+                DeliveryStatus::Success
+            } else {
+                DeliveryStatus::Fail
+            },
+            response_status_code: 500,
+            response: String::new(),
+            response_duration_ms: 1,
+            trigger_type: TriggerType::Scheduled,
+            created_at: now_millis(),
+        },
+        next,
+        reached_endpoint: true,
+    }
+}
+
+/// Retention, the same on every store: old attempts and finished messages go, in batches;
+/// a message still being delivered stays.
+pub async fn purges_history_but_keeps_pending_work(store: &dyn crate::Store) {
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let mut delivered = Vec::new();
+    for _ in 0..3 {
+        delivered.push(
+            store
+                .create_message(message(&app.id, "a.b", None))
+                .await
+                .unwrap(),
+        );
+    }
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let outcomes: Vec<_> = claim
+        .deliveries
+        .iter()
+        .map(|delivery| outcome(delivery.delivery_id, delivery, NextStep::Succeeded))
+        .collect();
+    store.record_outcomes(outcomes.into(), None).await.unwrap();
+    let pending = store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+
+    let cutoff = now_millis() + 1;
+    assert_eq!(store.purge_history(None, Some(cutoff), 2).await.unwrap(), 2);
+    assert_eq!(
+        store.purge_history(Some(cutoff), None, 100).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .purge_history(Some(cutoff), Some(cutoff), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    for accepted in &delivered {
+        assert!(
+            store
+                .get_message(&app.id, accepted.message.id.as_str())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(
+        store
+            .get_message(&app.id, pending.message.id.as_str())
+            .await
+            .unwrap()
+            .is_some(),
+        "a message still being delivered is kept"
+    );
+    assert_eq!(
+        store.delivery_counts().await.unwrap(),
+        vec![(DeliveryStatus::Pending, 1)]
+    );
+}

@@ -1,0 +1,206 @@
+//! The PostgreSQL schema and its migrations.
+//!
+//! Every node runs [`migrate`] at start-up (and `kait migrate` runs it alone); a transaction-
+//! scoped advisory lock makes concurrent starts apply each migration once. The applied version
+//! lives in `kait_schema_version`.
+//!
+//! The shape follows the SQLite schema, with what many nodes need on top:
+//! - `kait_node`: one row per running node and its heartbeat; a node's claims are valid while
+//!   its row exists. The reaper deletes an expired row and frees its claims in one statement.
+//! - `endpoint_owner`: which node currently runs an endpoint's lane. Only the owner claims an
+//!   endpoint's deliveries, so rate limits, ordering and the circuit breaker hold cluster-wide.
+//! - `app_position`: the per-application counter behind the pull API's positions. It is taken
+//!   with a row lock that is held until commit, so positions become visible in commit order.
+//! - `delivery.claimed_by`: the node whose lease covers a `Sending` delivery.
+
+use tokio_postgres::Client;
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE kait_node (
+    id            TEXT PRIMARY KEY,
+    started_at    BIGINT NOT NULL,
+    heartbeat_at  BIGINT NOT NULL
+);
+
+CREATE TABLE application (
+    id          TEXT PRIMARY KEY,
+    uid         TEXT UNIQUE,
+    name        TEXT NOT NULL,
+    rate_limit  BIGINT,
+    metadata    TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+
+CREATE TABLE app_position (
+    app_id  TEXT PRIMARY KEY,
+    last    BIGINT NOT NULL
+);
+
+CREATE TABLE event_type (
+    name          TEXT PRIMARY KEY,
+    description   TEXT NOT NULL,
+    archived      BOOLEAN NOT NULL,
+    deprecated    BOOLEAN NOT NULL,
+    schemas       TEXT,
+    feature_flag  TEXT,
+    group_name    TEXT,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL
+);
+
+CREATE TABLE endpoint (
+    id                          TEXT PRIMARY KEY,
+    app_id                      TEXT NOT NULL,
+    uid                         TEXT,
+    url                         TEXT NOT NULL,
+    description                 TEXT NOT NULL,
+    version                     BIGINT NOT NULL,
+    disabled                    BOOLEAN NOT NULL,
+    event_types                 TEXT,
+    channels                    TEXT,
+    rate_limit                  BIGINT,
+    metadata                    TEXT NOT NULL,
+    secret                      TEXT NOT NULL,
+    headers                     TEXT NOT NULL,
+    created_at                  BIGINT NOT NULL,
+    updated_at                  BIGINT NOT NULL,
+    ordering                    TEXT NOT NULL,
+    previous_secret             TEXT,
+    previous_secret_expires_at  BIGINT,
+    format                      TEXT NOT NULL,
+    kind                        TEXT NOT NULL,
+    failing_since               BIGINT
+);
+CREATE UNIQUE INDEX endpoint_app_uid ON endpoint (app_id, uid) WHERE uid IS NOT NULL;
+CREATE INDEX endpoint_app ON endpoint (app_id, id);
+
+CREATE TABLE endpoint_owner (
+    endpoint_id  TEXT PRIMARY KEY,
+    node_id      TEXT NOT NULL
+);
+
+CREATE TABLE message (
+    seq           BIGSERIAL PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    app_id        TEXT NOT NULL,
+    pos           BIGINT NOT NULL,
+    event_type    TEXT NOT NULL,
+    event_id      TEXT,
+    channels      JSONB,
+    payload       TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    ordering_key  TEXT
+);
+CREATE UNIQUE INDEX message_app_event_id ON message (app_id, event_id) WHERE event_id IS NOT NULL;
+CREATE UNIQUE INDEX message_app_pos ON message (app_id, pos);
+CREATE INDEX message_app_seq ON message (app_id, seq);
+CREATE INDEX message_created ON message (created_at);
+
+CREATE TABLE idempotency_key (
+    app_id      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    msg_seq     BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (app_id, key)
+);
+CREATE INDEX idempotency_key_msg ON idempotency_key (msg_seq);
+
+CREATE TABLE delivery (
+    id            BIGSERIAL PRIMARY KEY,
+    msg_seq       BIGINT NOT NULL,
+    endpoint_id   TEXT NOT NULL,
+    status        BIGINT NOT NULL,
+    attempts      BIGINT NOT NULL DEFAULT 0,
+    due_at        BIGINT,
+    trigger_type  BIGINT NOT NULL DEFAULT 0,
+    updated_at    BIGINT NOT NULL,
+    claimed_by    TEXT
+);
+CREATE UNIQUE INDEX delivery_msg_endpoint ON delivery (msg_seq, endpoint_id);
+CREATE INDEX delivery_endpoint ON delivery (endpoint_id, msg_seq);
+CREATE INDEX delivery_due ON delivery (due_at, id) WHERE status = 1;
+CREATE INDEX delivery_claimed ON delivery (claimed_by, endpoint_id) WHERE status = 3;
+
+CREATE TABLE attempt (
+    seq                   BIGSERIAL PRIMARY KEY,
+    id                    TEXT NOT NULL UNIQUE,
+    msg_seq               BIGINT NOT NULL,
+    msg_id                TEXT NOT NULL,
+    endpoint_id           TEXT NOT NULL,
+    app_id                TEXT NOT NULL,
+    url                   TEXT NOT NULL,
+    status                BIGINT NOT NULL,
+    response_status_code  BIGINT NOT NULL,
+    response              TEXT NOT NULL,
+    response_duration_ms  BIGINT NOT NULL,
+    trigger_type          BIGINT NOT NULL,
+    created_at            BIGINT NOT NULL
+);
+CREATE INDEX attempt_endpoint ON attempt (endpoint_id, seq);
+CREATE INDEX attempt_msg ON attempt (msg_seq, seq);
+CREATE INDEX attempt_app ON attempt (app_id, seq);
+CREATE INDEX attempt_created ON attempt (created_at);
+
+CREATE TABLE idempotent_response (
+    key         TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    status      BIGINT NOT NULL,
+    body        BYTEA NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (key, request)
+);
+
+CREATE TABLE poller_consumer (
+    endpoint_id  TEXT NOT NULL,
+    consumer_id  TEXT NOT NULL,
+    position     BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (endpoint_id, consumer_id)
+);
+
+CREATE TABLE app_token (
+    token_hash  TEXT PRIMARY KEY,
+    app_id      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+"#];
+
+/// The advisory lock key that serialises migrations (any constant shared by all nodes).
+const MIGRATION_LOCK: i64 = 0x6b61_6974_6d69_6772;
+
+/// Creates the schema if needed and brings it up to date inside one transaction.
+pub async fn migrate(client: &mut Client, schema: &str) -> Result<usize, tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    transaction
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}; \
+             CREATE TABLE IF NOT EXISTS kait_schema_version (version BIGINT NOT NULL)"
+        ))
+        .await?;
+    let current: i64 = transaction
+        .query_opt("SELECT version FROM kait_schema_version", &[])
+        .await?
+        .map_or(0, |row| row.get(0));
+    let current = current as usize;
+    if current >= MIGRATIONS.len() {
+        transaction.commit().await?;
+        return Ok(0);
+    }
+    for migration in &MIGRATIONS[current..] {
+        transaction.batch_execute(migration).await?;
+    }
+    transaction
+        .batch_execute(&format!(
+            "DELETE FROM kait_schema_version; INSERT INTO kait_schema_version VALUES ({})",
+            MIGRATIONS.len()
+        ))
+        .await?;
+    transaction.commit().await?;
+    Ok(MIGRATIONS.len() - current)
+}
