@@ -1,7 +1,8 @@
 //! `kait bench`: end-to-end throughput and latency on this machine, everything on loopback.
 //!
 //! The server runs as a child process (`kait serve` on a temporary data dir, durable commits
-//! as always), the receiver and the load client in this process. The receiver verifies every
+//! as always; or `--nodes` of them on a fresh PostgreSQL schema with `--database-url`), the
+//! receiver and the load client in this process. The receiver verifies every
 //! signature, so signing cannot be skipped to look fast. Scenarios:
 //!
 //! - `raw`: the load client POSTs ~1 KiB JSON bodies straight to the receiver: the ceiling of
@@ -58,12 +59,22 @@ pub struct BenchArgs {
     /// How long the `latency` scenario sends.
     #[arg(long, default_value_t = 20)]
     pub seconds: u32,
+    /// Run the servers on this PostgreSQL (a `postgres://` URL) instead of SQLite; each
+    /// scenario gets a fresh schema, dropped afterwards.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Kait nodes sharing the database (more than one needs `--database-url`); the load
+    /// client spreads its requests over them round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
 /// One scenario's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchResult {
     pub scenario: &'static str,
+    pub backend: &'static str,
+    pub nodes: usize,
     pub messages: usize,
     pub endpoints: usize,
     pub accepted_per_second: f64,
@@ -81,8 +92,15 @@ pub struct BenchResult {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.messages == 0 || args.concurrency == 0 {
-        bail!("--messages and --concurrency must be at least 1");
+    if args.messages == 0 || args.concurrency == 0 || args.nodes == 0 {
+        bail!("--messages, --concurrency and --nodes must be at least 1");
+    }
+    if args.nodes > 1 && args.database_url.is_none() {
+        bail!("--nodes above 1 needs --database-url (nodes share a PostgreSQL database)");
+    }
+    if let Some(url) = &args.database_url {
+        kait_store::PgOptions::new(url)
+            .map_err(|error| anyhow::anyhow!("--database-url: {error}"))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -125,8 +143,10 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         results.push(result);
     }
     println!(
-        "{:<8} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9}",
+        "{:<8} {:<8} {:>5} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9}",
         "scenario",
+        "store",
+        "nodes",
         "messages",
         "eps",
         "accepted/s",
@@ -141,8 +161,10 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     );
     for result in &results {
         println!(
-            "{:<8} {:>8} {:>4} {:>11.0} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5} {:>7} {:>9}",
+            "{:<8} {:<8} {:>5} {:>8} {:>4} {:>11.0} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5} {:>7} {:>9}",
             result.scenario,
+            result.backend,
+            result.nodes,
             result.messages,
             result.endpoints,
             result.accepted_per_second,
@@ -340,6 +362,8 @@ async fn raw(receiver: &BenchReceiver, args: &BenchArgs) -> anyhow::Result<Bench
     let rate = args.messages as f64 / finished.duration_since(started).as_secs_f64();
     Ok(BenchResult {
         scenario: "raw",
+        backend: "-",
+        nodes: 0,
         messages: args.messages,
         endpoints: 1,
         accepted_per_second: rate,
@@ -356,7 +380,36 @@ async fn raw(receiver: &BenchReceiver, args: &BenchArgs) -> anyhow::Result<Bench
     })
 }
 
-/// A `kait serve` child process on a temporary data dir.
+/// The PostgreSQL schema one scenario's nodes share; dropped when the scenario ends.
+struct BenchSchema {
+    options: kait_store::PgOptions,
+}
+
+impl BenchSchema {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        let mut options =
+            kait_store::PgOptions::new(url).map_err(|error| anyhow::anyhow!("{error}"))?;
+        options.schema = format!("kait_bench_{:012x}", rand::random::<u64>() >> 16);
+        Ok(Self { options })
+    }
+
+    fn flags(&self, url: &str) -> Vec<String> {
+        vec![
+            "--database-url".into(),
+            url.into(),
+            "--database-schema".into(),
+            self.options.schema.clone(),
+        ]
+    }
+
+    async fn drop_schema(self) -> anyhow::Result<()> {
+        kait_store::postgres::drop_schema(&self.options)
+            .await
+            .map_err(|error| anyhow::anyhow!("dropping {}: {error}", self.options.schema))
+    }
+}
+
+/// A `kait serve` child process on a temporary data dir (and maybe a shared schema).
 struct ServerProcess {
     child: Child,
     base_url: String,
@@ -364,7 +417,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start() -> anyhow::Result<Self> {
+    fn start(database: &[String]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut child = Command::new(std::env::current_exe()?)
             .args([
@@ -376,6 +429,7 @@ impl ServerProcess {
             ])
             .arg("--data-dir")
             .arg(data_dir.path())
+            .args(database)
             .args(["--admin-token", BENCH_TOKEN])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -428,6 +482,17 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The largest of the nodes' resident sizes (now or peak, as `pick` chooses), in MiB.
+fn max_rss(
+    servers: &[ServerProcess],
+    pick: impl Fn((Option<f64>, Option<f64>)) -> Option<f64>,
+) -> Option<f64> {
+    servers
+        .iter()
+        .filter_map(|server| pick(server.rss_mib()))
+        .reduce(f64::max)
+}
+
 async fn api_post(
     client: &reqwest::Client,
     url: String,
@@ -473,10 +538,22 @@ async fn push_with(
     pace: Option<Pace>,
 ) -> anyhow::Result<BenchResult> {
     let messages = pace.map_or(args.messages, |pace| pace.total);
-    let server = ServerProcess::start()?;
-    // Let the fresh process settle before reading its idle size.
+    let schema = match &args.database_url {
+        Some(url) => Some(BenchSchema::new(url)?),
+        None => None,
+    };
+    let database = match (&schema, &args.database_url) {
+        (Some(schema), Some(url)) => schema.flags(url),
+        _ => Vec::new(),
+    };
+    let mut servers = Vec::with_capacity(args.nodes);
+    for _ in 0..args.nodes {
+        servers.push(ServerProcess::start(&database)?);
+    }
+    // Let the fresh processes settle before reading their idle size.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (idle_rss, _) = server.rss_mib();
+    let idle_rss = max_rss(&servers, |(now, _)| now);
+    let server = &servers[0];
     let client = reqwest::Client::new();
     let app = api_post(
         &client,
@@ -495,12 +572,16 @@ async fn push_with(
         .await?;
     }
 
-    let url = format!("{}/api/v1/app/{app_id}/msg", server.base_url);
+    let urls: Arc<[String]> = servers
+        .iter()
+        .map(|server| format!("{}/api/v1/app/{app_id}/msg", server.base_url))
+        .collect();
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let epoch = receiver.state.epoch;
     let started = Instant::now();
     let accepted_at = load(messages, args.concurrency, move |index| {
-        let (client, url, pad) = (client.clone(), url.clone(), pad.clone());
+        let (client, pad) = (client.clone(), pad.clone());
+        let url = urls[index % urls.len()].clone();
         async move {
             if let Some(pace) = pace {
                 // Message `index` leaves at its slot in the schedule, not as soon as it can.
@@ -542,8 +623,11 @@ async fn push_with(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (_, peak_rss) = server.rss_mib();
-    drop(server);
+    let peak_rss = max_rss(&servers, |(_, peak)| peak);
+    drop(servers);
+    if let Some(schema) = schema {
+        schema.drop_schema().await?;
+    }
 
     let mut arrivals = receiver.state.arrivals.lock().expect("arrivals lock");
     let distinct = arrivals.counts.len();
@@ -569,6 +653,12 @@ async fn push_with(
             (None, 1) => "push-1",
             (None, _) => "push-10",
         },
+        backend: if args.database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        nodes: args.nodes,
         messages,
         endpoints,
         accepted_per_second: messages as f64 / accepted_at.duration_since(started).as_secs_f64(),

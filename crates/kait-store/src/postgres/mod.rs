@@ -125,6 +125,24 @@ pub async fn migrate(options: &PgOptions) -> StoreResult<usize> {
     Ok(applied)
 }
 
+/// Drops the schema with everything in it (benchmarks and tests clean up with this).
+pub async fn drop_schema(options: &PgOptions) -> StoreResult<()> {
+    if !valid_schema_name(&options.schema) || options.schema == "public" {
+        return Err(StoreError::Database(format!(
+            "refusing to drop schema {:?}",
+            options.schema
+        )));
+    }
+    let (client, connection) = options.config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", options.schema))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
 impl PgStore {
     /// Connects, migrates, registers this node and starts its background tasks.
     pub async fn open(options: PgOptions) -> StoreResult<Self> {

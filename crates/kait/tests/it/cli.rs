@@ -223,6 +223,18 @@ fn cli_bad_input_fails_with_a_message() {
             vec!["serve", "--retry-schedule", "5s,later"],
             "retry-schedule",
         ),
+        (
+            vec!["migrate", "--database-url", "postgres://127.0.0.1:1/none"],
+            "migrating the PostgreSQL schema",
+        ),
+        (
+            vec!["serve", "--database-url", "http://not-postgres"],
+            "--database-url",
+        ),
+        (
+            vec!["migrate", "--database-schema", "kait"],
+            "needs --database-url",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_kait"))
             .args(&args)
@@ -233,4 +245,53 @@ fn cli_bad_input_fails_with_a_message() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+/// `kait migrate` creates the schema of the configured backend and is a no-op the second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kait_migrate_brings_the_schema_up_to_date() {
+    let storage = crate::support::Storage::new().await;
+    let migrate = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_kait"))
+            .arg("migrate")
+            .args(storage.flags())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let first = migrate();
+    let second = migrate();
+    match &storage.schema {
+        Some(schema) => {
+            assert!(
+                first.contains(&format!("schema {schema} is up to date")),
+                "{first}"
+            );
+            assert!(!first.contains("(0 migrations"), "{first}");
+            assert!(second.contains("(0 migrations applied)"), "{second}");
+            let tables: i64 = storage
+                .sql()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+                    &[schema],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(tables >= 10, "{tables} tables");
+        }
+        None => {
+            assert!(first.contains("is up to date"), "{first}");
+            assert!(storage.data_dir.path().join("kait.db").exists());
+        }
+    }
+    storage.remove().await;
 }

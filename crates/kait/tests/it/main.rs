@@ -1,4 +1,4 @@
-//! Kait's integration tests: one binary, real server, real sockets, real SQLite.
+//! Kait's integration tests: real servers, real sockets, real SQLite and PostgreSQL.
 //!
 //! - `svix_client`: the official Svix Rust library drives every push-core route.
 //! - `delivery`: fan-out, filters, signatures, retries, endpoint changes, the egress guard.
@@ -10,11 +10,16 @@
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
 //! - `durability`: `kill -9` during a burst loses no acknowledged message.
+//! - `cluster`: three nodes on one PostgreSQL share the work and survive a `kill -9`.
+//!
+//! The suite is built twice: `it` runs on SQLite, `it_postgres` on PostgreSQL
+//! (`support/storage.rs`).
 
 mod support;
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod delivery;
 mod durability;
 mod faults;

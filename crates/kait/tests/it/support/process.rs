@@ -51,6 +51,7 @@ impl KaitProcess {
         let base_url = receiver
             .recv_timeout(Duration::from_secs(30))
             .expect("kait prints its address within 30 s");
+        wait_until_healthy(&base_url);
         Self { child, base_url }
     }
 
@@ -65,5 +66,33 @@ impl Drop for KaitProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The address is printed as soon as the socket is bound; the API answers once the store is
+/// open and migrated. Waits (bounded) for `GET /api/v1/health` to say so.
+fn wait_until_healthy(base_url: &str) {
+    use std::io::{Read, Write};
+    let address = base_url.trim_start_matches("http://");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = std::net::TcpStream::connect(address).and_then(|mut stream| {
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                stream,
+                "GET /api/v1/health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        });
+        if answer.is_ok_and(|response| response.starts_with("HTTP/1.1 204")) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kait at {base_url} never became healthy"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

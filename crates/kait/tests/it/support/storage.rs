@@ -147,6 +147,18 @@ impl Storage {
         flags
     }
 
+    /// A direct connection to this storage's schema, for tests that look at the database
+    /// itself (PostgreSQL only).
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let schema = self.schema.as_ref().expect("a PostgreSQL storage");
+        let client = connect().await.expect("PostgreSQL reachable");
+        client
+            .batch_execute(&format!("SET search_path TO {schema}"))
+            .await
+            .unwrap();
+        client
+    }
+
     /// Drops the schema (after every server using it stopped).
     pub async fn remove(self) {
         if let Some(schema) = &self.schema {
