@@ -674,9 +674,11 @@ impl Store for PgStore {
         transaction
             .batch_execute("SET LOCAL statement_timeout = 0")
             .await?;
+        // Owner rows before deliveries: the order claims take their locks in, so the two
+        // cannot deadlock.
         for sql in [
-            "DELETE FROM delivery WHERE endpoint_id IN (SELECT id FROM endpoint WHERE app_id = $1)",
             "DELETE FROM endpoint_owner WHERE endpoint_id IN (SELECT id FROM endpoint WHERE app_id = $1)",
+            "DELETE FROM delivery WHERE endpoint_id IN (SELECT id FROM endpoint WHERE app_id = $1)",
             "DELETE FROM poller_consumer WHERE endpoint_id IN (SELECT id FROM endpoint WHERE app_id = $1)",
             "DELETE FROM attempt WHERE app_id = $1",
             "DELETE FROM idempotency_key WHERE app_id = $1",
@@ -979,10 +981,11 @@ impl Store for PgStore {
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
+        // Owner row before deliveries: the order claims take their locks in.
         for sql in [
+            "DELETE FROM endpoint_owner WHERE endpoint_id = $1",
             "DELETE FROM delivery WHERE endpoint_id = $1",
             "DELETE FROM poller_consumer WHERE endpoint_id = $1",
-            "DELETE FROM endpoint_owner WHERE endpoint_id = $1",
         ] {
             transaction.execute(sql, &[&id.as_str()]).await?;
         }
