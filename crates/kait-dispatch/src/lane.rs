@@ -125,6 +125,12 @@ impl Lane {
         self.waiting() >= self.settings.queue_limit
     }
 
+    /// Down to half its queue: a lane that was skipped by a claim for being full should be
+    /// refilled now, before it runs dry (a backlog in the store has no other wake-up).
+    pub fn wants_refill(&self) -> bool {
+        self.waiting() <= self.settings.queue_limit / 2
+    }
+
     /// Nothing held and nothing to remember (no failures counted, no rate-limit debt, no
     /// pause): the lane can be dropped and made afresh when work comes.
     pub fn is_idle(&self, now: Instant) -> bool {

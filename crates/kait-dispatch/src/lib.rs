@@ -95,6 +95,9 @@ struct Dispatcher {
     shared: Arc<Shared>,
     config: DispatcherConfig,
     lanes: HashMap<EndpointId, Lane>,
+    /// Endpoints the last claim skipped because their lane was full: their backlog in the
+    /// store is claimed again once the lane is down to half.
+    skipped: std::collections::HashSet<EndpointId>,
     circuit_states: CircuitStates,
     in_flight: usize,
     waiting: usize,
@@ -133,6 +136,7 @@ impl Dispatcher {
             .filter(|(_, lane)| lane.is_saturated())
             .map(|(id, _)| id.clone())
             .collect();
+        self.skipped = skip.iter().cloned().collect();
         let claim = match self.store.claim_due(now_millis(), budget, skip).await {
             Ok(claim) => claim,
             Err(error) => {
@@ -191,8 +195,8 @@ impl Dispatcher {
         }
     }
 
-    /// Takes a finished attempt back into its lane. Returns whether a lane that was full now
-    /// has room, so that claiming should resume for it.
+    /// Takes a finished attempt back into its lane. Returns whether a lane the last claim
+    /// skipped for being full is down to half, so that claiming should resume for it.
     fn on_finished(&mut self, result: attempt::Finished) -> bool {
         self.in_flight -= 1;
         record_metrics(&result);
@@ -210,7 +214,6 @@ impl Dispatcher {
         let Some(lane) = self.lanes.get_mut(&endpoint_id) else {
             return false;
         };
-        let was_saturated = lane.is_saturated();
         let hold_until = match result.outcome.next {
             NextStep::RetryHeld(at) => Some(instant_of(at, now, now_ms)),
             _ => None,
@@ -228,7 +231,7 @@ impl Dispatcher {
             self.waiting += 1;
         }
         self.circuit_states.set(&endpoint_id, lane.circuit_state());
-        let room_again = was_saturated && !lane.is_saturated();
+        let room_again = lane.wants_refill() && self.skipped.remove(&endpoint_id);
         if lane.is_idle(now) {
             self.lanes.remove(&endpoint_id);
             // Nothing of this endpoint is held here now: another node may run it.
@@ -385,6 +388,7 @@ pub async fn run(
         shared,
         config,
         lanes: HashMap::new(),
+        skipped: Default::default(),
         circuit_states,
         in_flight: 0,
         waiting: 0,

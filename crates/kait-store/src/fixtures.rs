@@ -157,3 +157,49 @@ pub async fn purges_history_but_keeps_pending_work(store: &dyn crate::Store) {
         vec![(DeliveryStatus::Pending, 1)]
     );
 }
+
+/// Claims leave the endpoints they are told to skip alone (their lanes are full), take the
+/// others' deliveries oldest first, and report no due time for the skipped ones.
+pub async fn claims_skip_full_endpoints(store: &dyn crate::Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let full = store
+        .create_endpoint(endpoint(&app.id, Some(&["full.lane"])), 100)
+        .await
+        .unwrap();
+    let other = store
+        .create_endpoint(endpoint(&app.id, Some(&["other.lane"])), 100)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        store
+            .create_message(message(&app.id, "full.lane", None))
+            .await
+            .unwrap();
+    }
+    let mut expected = Vec::new();
+    for _ in 0..3 {
+        expected.push(
+            store
+                .create_message(message(&app.id, "other.lane", None))
+                .await
+                .unwrap()
+                .message
+                .id,
+        );
+    }
+    let claim = store
+        .claim_due(now_millis(), 10, vec![full.id.clone()])
+        .await
+        .unwrap();
+    let claimed: Vec<_> = claim.deliveries.iter().map(|d| d.msg_id.clone()).collect();
+    assert_eq!(claimed, expected, "only the other endpoint's, oldest first");
+    assert!(claim.deliveries.iter().all(|d| d.endpoint_id == other.id));
+    assert_eq!(
+        claim.next_due_at, None,
+        "the skipped endpoint's work is not reported"
+    );
+
+    let rest = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(rest.deliveries.len(), 5);
+    assert!(rest.deliveries.iter().all(|d| d.endpoint_id == full.id));
+}

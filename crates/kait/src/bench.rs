@@ -37,6 +37,9 @@ pub enum Scenario {
     /// A fixed rate (`--rate` per second for `--seconds`) to one endpoint: end-to-end latency
     /// when Kait is not saturated.
     Latency,
+    /// `--backlog` messages (and, to compare, 10,000) queued while the endpoint is down, then
+    /// drained once it is back: drain rate and memory against backlog size.
+    Backlog,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +66,9 @@ pub struct BenchArgs {
     /// scenario gets a fresh schema, dropped afterwards.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Messages queued while the endpoint is down in the `backlog` scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
     /// Kait nodes sharing the database (more than one needs `--database-url`); the load
     /// client spreads its requests over them round-robin.
     #[arg(long, default_value_t = 1)]
@@ -122,11 +128,21 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     let mut raw_rate = None;
     for scenario in scenarios {
+        if scenario == Scenario::Backlog {
+            for size in [10_000, args.backlog] {
+                let receiver = BenchReceiver::start().await?;
+                let mut result = backlog(&receiver, &args, size).await?;
+                result.ratio_to_raw = raw_rate.map(|raw| result.delivered_per_second / raw);
+                results.push(result);
+            }
+            continue;
+        }
         let receiver = BenchReceiver::start().await?;
         let mut result = match scenario {
             Scenario::Raw => raw(&receiver, &args).await?,
             Scenario::Push1 => push(&receiver, &args, 1).await?,
             Scenario::Push10 => push(&receiver, &args, 10).await?,
+            Scenario::Backlog => unreachable!("handled above"),
             Scenario::Latency => {
                 let paced = Pace {
                     rate: args.rate.max(1),
@@ -206,6 +222,10 @@ struct Arrivals {
 
 struct ReceiverState {
     epoch: Instant,
+    /// While set, webhooks are refused with 503 and not counted (the `backlog` scenario).
+    down: std::sync::atomic::AtomicBool,
+    /// When the first webhook was accepted.
+    first_arrival: Mutex<Option<Instant>>,
     key: SigningKey,
     arrivals: Mutex<Arrivals>,
     received: AtomicU64,
@@ -235,6 +255,8 @@ impl BenchReceiver {
     async fn start() -> anyhow::Result<Self> {
         let state = Arc::new(ReceiverState {
             epoch: Instant::now(),
+            down: std::sync::atomic::AtomicBool::new(false),
+            first_arrival: Mutex::new(None),
             key: Secret::parse(BENCH_SECRET)?.signing_key(),
             arrivals: Mutex::new(Arrivals {
                 counts: HashMap::new(),
@@ -273,6 +295,13 @@ impl ReceiverState {
         if uri.path() == "/raw" {
             return StatusCode::OK;
         }
+        if self.down.load(Ordering::Relaxed) {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        self.first_arrival
+            .lock()
+            .expect("first arrival lock")
+            .get_or_insert(now);
         let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
         let Some(msg_id) = header("webhook-id") else {
             self.bad_signatures.fetch_add(1, Ordering::Relaxed);
@@ -417,7 +446,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(database: &[String]) -> anyhow::Result<Self> {
+    fn start(extra: &[String]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut child = Command::new(std::env::current_exe()?)
             .args([
@@ -429,7 +458,7 @@ impl ServerProcess {
             ])
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(database)
+            .args(extra)
             .args(["--admin-token", BENCH_TOKEN])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -531,53 +560,86 @@ async fn push(
     push_with(receiver, args, endpoints, None).await
 }
 
-async fn push_with(
-    receiver: &BenchReceiver,
-    args: &BenchArgs,
-    endpoints: usize,
-    pace: Option<Pace>,
-) -> anyhow::Result<BenchResult> {
-    let messages = pace.map_or(args.messages, |pace| pace.total);
-    let schema = match &args.database_url {
-        Some(url) => Some(BenchSchema::new(url)?),
-        None => None,
-    };
-    let database = match (&schema, &args.database_url) {
-        (Some(schema), Some(url)) => schema.flags(url),
-        _ => Vec::new(),
-    };
-    let mut servers = Vec::with_capacity(args.nodes);
-    for _ in 0..args.nodes {
-        servers.push(ServerProcess::start(&database)?);
-    }
-    // Let the fresh processes settle before reading their idle size.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle_rss = max_rss(&servers, |(now, _)| now);
-    let server = &servers[0];
-    let client = reqwest::Client::new();
-    let app = api_post(
-        &client,
-        format!("{}/api/v1/app", server.base_url),
-        json!({ "name": "bench" }).to_string(),
-    )
-    .await?;
-    let app_id = app["id"].as_str().context("app id")?.to_owned();
-    for index in 0..endpoints {
-        let body = json!({ "url": receiver.url(&format!("e{index}")), "secret": BENCH_SECRET });
-        api_post(
-            &client,
-            format!("{}/api/v1/app/{app_id}/endpoint", server.base_url),
-            body.to_string(),
-        )
-        .await?;
+/// The servers of one scenario (`--nodes` of them) and the schema they share, if any.
+struct Cluster {
+    servers: Vec<ServerProcess>,
+    schema: Option<BenchSchema>,
+}
+
+impl Cluster {
+    async fn start(args: &BenchArgs, extra: &[&str]) -> anyhow::Result<Self> {
+        let schema = match &args.database_url {
+            Some(url) => Some(BenchSchema::new(url)?),
+            None => None,
+        };
+        let mut flags: Vec<String> = match (&schema, &args.database_url) {
+            (Some(schema), Some(url)) => schema.flags(url),
+            _ => Vec::new(),
+        };
+        flags.extend(extra.iter().map(|flag| flag.to_string()));
+        let mut servers = Vec::with_capacity(args.nodes);
+        for _ in 0..args.nodes {
+            servers.push(ServerProcess::start(&flags)?);
+        }
+        // Let the fresh processes settle before reading their idle size.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(Self { servers, schema })
     }
 
-    let urls: Arc<[String]> = servers
-        .iter()
-        .map(|server| format!("{}/api/v1/app/{app_id}/msg", server.base_url))
-        .collect();
+    /// Stops the servers and drops the schema; returns the largest peak RSS of a node.
+    async fn stop(self) -> anyhow::Result<Option<f64>> {
+        let peak = max_rss(&self.servers, |(_, peak)| peak);
+        drop(self.servers);
+        if let Some(schema) = self.schema {
+            schema.drop_schema().await?;
+        }
+        Ok(peak)
+    }
+
+    /// Creates the bench application with `endpoints` endpoints on the receiver; returns the
+    /// message URL of every node (the load goes round-robin over them).
+    async fn app(
+        &self,
+        receiver: &BenchReceiver,
+        endpoints: usize,
+    ) -> anyhow::Result<Arc<[String]>> {
+        let client = reqwest::Client::new();
+        let base_url = &self.servers[0].base_url;
+        let app = api_post(
+            &client,
+            format!("{base_url}/api/v1/app"),
+            json!({ "name": "bench" }).to_string(),
+        )
+        .await?;
+        let app_id = app["id"].as_str().context("app id")?.to_owned();
+        for index in 0..endpoints {
+            let body = json!({ "url": receiver.url(&format!("e{index}")), "secret": BENCH_SECRET });
+            api_post(
+                &client,
+                format!("{base_url}/api/v1/app/{app_id}/endpoint"),
+                body.to_string(),
+            )
+            .await?;
+        }
+        Ok(self
+            .servers
+            .iter()
+            .map(|server| format!("{}/api/v1/app/{app_id}/msg", server.base_url))
+            .collect())
+    }
+}
+
+/// Posts `messages` messages over the nodes' URLs with `--concurrency` senders (paced or as
+/// fast as accepted); returns when the last was accepted.
+async fn send_messages(
+    urls: Arc<[String]>,
+    args: &BenchArgs,
+    epoch: Instant,
+    messages: usize,
+    pace: Option<Pace>,
+) -> anyhow::Result<(Instant, Instant)> {
+    let client = reqwest::Client::new();
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
-    let epoch = receiver.state.epoch;
     let started = Instant::now();
     let accepted_at = load(messages, args.concurrency, move |index| {
         let (client, pad) = (client.clone(), pad.clone());
@@ -606,8 +668,11 @@ async fn push_with(
         }
     })
     .await?;
+    Ok((started, accepted_at))
+}
 
-    let expected = messages * endpoints;
+/// Waits (bounded) until `expected` distinct webhooks arrived.
+async fn wait_for_arrivals(receiver: &BenchReceiver, expected: usize) {
     let deadline =
         Instant::now() + Duration::from_secs(60) + Duration::from_millis(expected as u64);
     loop {
@@ -619,16 +684,27 @@ async fn push_with(
             .counts
             .len();
         if distinct >= expected || Instant::now() > deadline {
-            break;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let peak_rss = max_rss(&servers, |(_, peak)| peak);
-    drop(servers);
-    if let Some(schema) = schema {
-        schema.drop_schema().await?;
-    }
+}
 
+/// What a scenario measured around the receiver's arrivals.
+struct Run {
+    scenario: &'static str,
+    messages: usize,
+    endpoints: usize,
+    /// Sending started; the last message was accepted.
+    started: Instant,
+    accepted_at: Instant,
+    /// Delivered/s is counted from here to the last arrival.
+    delivery_from: Instant,
+    idle_rss: Option<f64>,
+    peak_rss: Option<f64>,
+}
+
+fn summarize(receiver: &BenchReceiver, args: &BenchArgs, run: Run) -> BenchResult {
     let mut arrivals = receiver.state.arrivals.lock().expect("arrivals lock");
     let distinct = arrivals.counts.len();
     let total: u64 = arrivals
@@ -636,7 +712,7 @@ async fn push_with(
         .values()
         .map(|count| u64::from(*count))
         .sum();
-    let last_arrival = arrivals.last_arrival.unwrap_or(started);
+    let last_arrival = arrivals.last_arrival.unwrap_or(run.delivery_from);
     arrivals.latencies_micros.sort_unstable();
     let percentile = |fraction: f64| {
         let latencies = &arrivals.latencies_micros;
@@ -647,22 +723,21 @@ async fn push_with(
             ((latencies.len() as f64 * fraction).ceil() as usize).clamp(1, latencies.len()) - 1;
         latencies[index] as f64 / 1000.0
     };
-    Ok(BenchResult {
-        scenario: match (pace, endpoints) {
-            (Some(_), _) => "latency",
-            (None, 1) => "push-1",
-            (None, _) => "push-10",
-        },
+    let expected = run.messages * run.endpoints;
+    BenchResult {
+        scenario: run.scenario,
         backend: if args.database_url.is_some() {
             "postgres"
         } else {
             "sqlite"
         },
         nodes: args.nodes,
-        messages,
-        endpoints,
-        accepted_per_second: messages as f64 / accepted_at.duration_since(started).as_secs_f64(),
-        delivered_per_second: distinct as f64 / last_arrival.duration_since(started).as_secs_f64(),
+        messages: run.messages,
+        endpoints: run.endpoints,
+        accepted_per_second: run.messages as f64
+            / run.accepted_at.duration_since(run.started).as_secs_f64(),
+        delivered_per_second: distinct as f64
+            / last_arrival.duration_since(run.delivery_from).as_secs_f64(),
         latency_p50_ms: percentile(0.50),
         latency_p99_ms: percentile(0.99),
         latency_max_ms: percentile(1.0),
@@ -670,9 +745,107 @@ async fn push_with(
         duplicates: (total as usize).saturating_sub(distinct),
         bad_signatures: receiver.state.bad_signatures.load(Ordering::Relaxed),
         ratio_to_raw: None,
-        server_peak_rss_mib: peak_rss,
-        server_idle_rss_mib: idle_rss,
-    })
+        server_peak_rss_mib: run.peak_rss,
+        server_idle_rss_mib: run.idle_rss,
+    }
+}
+
+async fn push_with(
+    receiver: &BenchReceiver,
+    args: &BenchArgs,
+    endpoints: usize,
+    pace: Option<Pace>,
+) -> anyhow::Result<BenchResult> {
+    let messages = pace.map_or(args.messages, |pace| pace.total);
+    let cluster = Cluster::start(args, &[]).await?;
+    let idle_rss = max_rss(&cluster.servers, |(now, _)| now);
+    let urls = cluster.app(receiver, endpoints).await?;
+    let (started, accepted_at) =
+        send_messages(urls, args, receiver.state.epoch, messages, pace).await?;
+    wait_for_arrivals(receiver, messages * endpoints).await;
+    let peak_rss = cluster.stop().await?;
+    let scenario = match (pace, endpoints) {
+        (Some(_), _) => "latency",
+        (None, 1) => "push-1",
+        (None, _) => "push-10",
+    };
+    Ok(summarize(
+        receiver,
+        args,
+        Run {
+            scenario,
+            messages,
+            endpoints,
+            started,
+            accepted_at,
+            delivery_from: started,
+            idle_rss,
+            peak_rss,
+        },
+    ))
+}
+
+/// Queues `size` messages while the receiver answers 503 (the breaker pauses the endpoint,
+/// probing at least every second), then brings it back: delivered/s is the drain rate from
+/// that moment to the last arrival; peak RSS shows whether memory grows with the backlog.
+async fn backlog(
+    receiver: &BenchReceiver,
+    args: &BenchArgs,
+    size: usize,
+) -> anyhow::Result<BenchResult> {
+    // Probes that fail while the endpoint is down are retried soon after it is back, so the
+    // drain is not measured to a retry scheduled minutes later.
+    let retries = vec!["250ms"; 40].join(",");
+    let cluster = Cluster::start(
+        args,
+        &[
+            "--breaker-cooldown",
+            "500ms",
+            "--breaker-max-cooldown",
+            "1s",
+            "--retry-schedule",
+            &retries,
+        ],
+    )
+    .await?;
+    let idle_rss = max_rss(&cluster.servers, |(now, _)| now);
+    let urls = cluster.app(receiver, 1).await?;
+    receiver.state.down.store(true, Ordering::Relaxed);
+    let (started, accepted_at) =
+        send_messages(urls, args, receiver.state.epoch, size, None).await?;
+    let up_at = Instant::now();
+    receiver.state.down.store(false, Ordering::Relaxed);
+    wait_for_arrivals(receiver, size).await;
+    let peak_rss = cluster.stop().await?;
+    let first = receiver
+        .state
+        .first_arrival
+        .lock()
+        .expect("first arrival lock")
+        .unwrap_or(up_at);
+    eprintln!(
+        "backlog {size}: queued in {:.1} s, first delivery {:.2} s after the endpoint came back",
+        accepted_at.duration_since(started).as_secs_f64(),
+        first.duration_since(up_at).as_secs_f64()
+    );
+    Ok(summarize(
+        receiver,
+        args,
+        Run {
+            scenario: if size == 10_000 {
+                "backlog-10k"
+            } else {
+                "backlog"
+            },
+            messages: size,
+            endpoints: 1,
+            started,
+            accepted_at,
+            delivery_from: up_at,
+            idle_rss,
+            peak_rss,
+        },
+    ))
 }
 
 #[cfg(test)]

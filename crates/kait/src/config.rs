@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// How long a tripped breaker pauses an endpoint before probing, doubling up to 10 min [default: 30s].
     #[arg(long, env = "KAIT_BREAKER_COOLDOWN")]
     pub breaker_cooldown: Option<String>,
+    /// Longest pause the doubling cooldown reaches [default: 10m].
+    #[arg(long, env = "KAIT_BREAKER_MAX_COOLDOWN")]
+    pub breaker_max_cooldown: Option<String>,
     /// Disable an endpoint that has failed without a single success for this long [default: 5d].
     #[arg(long, env = "KAIT_DISABLE_AFTER")]
     pub disable_after: Option<String>,
@@ -142,6 +145,7 @@ pub struct FileConfig {
     pub endpoint_in_flight: Option<usize>,
     pub breaker_threshold: Option<u32>,
     pub breaker_cooldown: Option<String>,
+    pub breaker_max_cooldown: Option<String>,
     pub disable_after: Option<String>,
     pub operational_webhook_url: Option<String>,
     pub operational_webhook_secret: Option<String>,
@@ -315,6 +319,12 @@ impl ServeConfig {
                 format!("--breaker-cooldown: `{text}` is not a duration such as 30s")
             })?;
             breaker.max_cooldown = breaker.max_cooldown.max(breaker.initial_cooldown);
+        }
+        if let Some(text) = args.breaker_max_cooldown.or(file.breaker_max_cooldown) {
+            breaker.max_cooldown = duration_setting("breaker-max-cooldown", &text, "10m")?;
+            if breaker.max_cooldown < breaker.initial_cooldown {
+                bail!("--breaker-max-cooldown must not be shorter than --breaker-cooldown");
+            }
         }
         let connect_timeout = match args.connect_timeout.or(file.connect_timeout) {
             Some(text) => humantime::parse_duration(&text).with_context(|| {

@@ -390,3 +390,14 @@ async fn history_past_retention_is_purged_but_pending_work_stays() {
     drop(store);
     schema.drop_schema().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_full_endpoints() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.open().await;
+    crate::fixtures::claims_skip_full_endpoints(&store).await;
+    drop(store);
+    schema.drop_schema().await;
+}

@@ -784,26 +784,34 @@ impl Store for SqliteStore {
         self.writer
             .write(move |context| {
                 let connection = context.connection;
-                let skipped = rows::to_json(&skip_endpoints);
-                let mut claim = connection.prepare_cached(
-                    "UPDATE delivery SET status = 3, updated_at = ?1 WHERE id IN \
-                     (SELECT id FROM delivery WHERE status = 1 AND due_at <= ?1 \
-                      AND endpoint_id NOT IN (SELECT value FROM json_each(?3)) \
-                      ORDER BY due_at, id LIMIT ?2) \
-                     RETURNING id, msg_seq, endpoint_id, attempts, trigger_type, due_at",
-                )?;
-                let mut claimed = claim
-                    .query_map(params![now, limit as i64, skipped], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, u32>(3)?,
-                            row.get::<_, i64>(4)?,
-                            row.get::<_, Millis>(5)?,
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let claimed_row = |row: &rusqlite::Row<'_>| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, u32>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, Millis>(5)?,
+                    ))
+                };
+                let (mut claimed, next_due_at) = if skip_endpoints.is_empty() {
+                    // The common case: the oldest due deliveries, whoever they are for.
+                    let claimed = connection
+                        .prepare_cached(
+                            "UPDATE delivery SET status = 3, updated_at = ?1 WHERE id IN \
+                             (SELECT id FROM delivery WHERE status = 1 AND due_at <= ?1 \
+                              ORDER BY due_at, id LIMIT ?2) \
+                             RETURNING id, msg_seq, endpoint_id, attempts, trigger_type, due_at",
+                        )?
+                        .query_map(params![now, limit as i64], claimed_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let next_due_at: Option<Millis> = connection
+                        .prepare_cached("SELECT MIN(due_at) FROM delivery WHERE status = 1")?
+                        .query_row([], |row| row.get(0))?;
+                    (claimed, next_due_at)
+                } else {
+                    claim_around(connection, now, limit, &skip_endpoints, claimed_row)?
+                };
                 // RETURNING has no defined order; ordered endpoints need claim order.
                 claimed.sort_unstable_by_key(|row| (row.5, row.0));
 
@@ -840,12 +848,6 @@ impl Store for SqliteStore {
                         trigger_type: TriggerType::from_code(trigger_type),
                     });
                 }
-                let next_due_at: Option<Millis> = connection
-                    .prepare_cached(
-                        "SELECT MIN(due_at) FROM delivery WHERE status = 1 \
-                         AND endpoint_id NOT IN (SELECT value FROM json_each(?1))",
-                    )?
-                    .query_row([&skipped], |row| row.get(0))?;
                 Ok(Claim {
                     deliveries,
                     next_due_at,
@@ -1537,6 +1539,68 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// One claimed delivery row: id, message seq, endpoint, attempts made, trigger, due time.
+type ClaimedRow = (i64, i64, String, u32, i64, Millis);
+
+/// A claim that must leave some endpoints alone (their lanes are full). Walking the due index
+/// past their rows would cost as much as their backlog is long, so this visits endpoints
+/// instead: the endpoints with pending deliveries come from a skip scan of
+/// `delivery_endpoint_due` (one seek per endpoint), and each one not skipped gives up its
+/// oldest due rows, earliest endpoint first, until `limit` is reached.
+fn claim_around(
+    connection: &Connection,
+    now: Millis,
+    limit: usize,
+    skip: &[EndpointId],
+    claimed_row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> + Copy,
+) -> StoreResult<(Vec<ClaimedRow>, Option<Millis>)> {
+    let skip: std::collections::HashSet<&str> = skip.iter().map(EndpointId::as_str).collect();
+    let mut heads: Vec<(String, Millis)> = connection
+        .prepare_cached(
+            "WITH RECURSIVE e(id) AS ( \
+               SELECT (SELECT endpoint_id FROM delivery WHERE status = 1 ORDER BY endpoint_id LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT endpoint_id FROM delivery WHERE status = 1 AND endpoint_id > e.id \
+                       ORDER BY endpoint_id LIMIT 1) FROM e WHERE e.id IS NOT NULL) \
+             SELECT e.id, (SELECT due_at FROM delivery WHERE status = 1 AND endpoint_id = e.id \
+                           ORDER BY due_at LIMIT 1) FROM e WHERE e.id IS NOT NULL",
+        )?
+        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Millis>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    heads.retain(|(endpoint_id, _)| !skip.contains(endpoint_id.as_str()));
+    heads.sort_unstable_by_key(|(_, due_at)| *due_at);
+    let mut take = connection.prepare_cached(
+        "UPDATE delivery SET status = 3, updated_at = ?1 WHERE id IN \
+         (SELECT id FROM delivery WHERE status = 1 AND endpoint_id = ?3 AND due_at <= ?1 \
+          ORDER BY due_at, id LIMIT ?2) \
+         RETURNING id, msg_seq, endpoint_id, attempts, trigger_type, due_at",
+    )?;
+    let mut head_after = connection.prepare_cached(
+        "SELECT due_at FROM delivery WHERE status = 1 AND endpoint_id = ?1 ORDER BY due_at LIMIT 1",
+    )?;
+    let mut claimed = Vec::new();
+    let mut next_due_at: Option<Millis> = None;
+    for (endpoint_id, due_at) in heads {
+        let room = limit - claimed.len();
+        let head = if room == 0 || due_at > now {
+            Some(due_at)
+        } else {
+            let rows = take
+                .query_map(params![now, room as i64, endpoint_id], claimed_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            claimed.extend(rows);
+            head_after
+                .query_row([&endpoint_id], |row| row.get(0))
+                .optional()?
+        };
+        next_due_at = match (next_due_at, head) {
+            (Some(earliest), Some(head)) => Some(earliest.min(head)),
+            (earliest, head) => earliest.or(head),
+        };
+    }
+    Ok((claimed, next_due_at))
 }
 
 /// The message fields every delivery of one message shares in a claim.

@@ -151,6 +151,9 @@ CREATE INDEX idempotency_key_msg ON idempotency_key (msg_seq);
 CREATE INDEX message_created ON message (created_at);
 CREATE INDEX attempt_created ON attempt (created_at);
 "#,
+    r#"
+CREATE INDEX delivery_endpoint_due ON delivery (endpoint_id, due_at, id) WHERE status = 1;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

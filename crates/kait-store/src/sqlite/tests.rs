@@ -320,3 +320,10 @@ async fn history_past_retention_is_purged_but_pending_work_stays() {
     let store = open(dir.path());
     crate::fixtures::purges_history_but_keeps_pending_work(&store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_full_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    crate::fixtures::claims_skip_full_endpoints(&store).await;
+}
