@@ -104,6 +104,19 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// The query parameters listings share, for the OpenAPI document ([`ListQuery`] reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Items per page (1–250, default 50).
+    limit: Option<u32>,
+    /// Continue after this item (`iterator` of the previous page; `prevIterator` goes back).
+    iterator: Option<String>,
+    /// `ascending` or `descending`.
+    order: Option<String>,
+}
+
 /// The query parameters of a listing, parsed leniently but validated strictly.
 #[derive(Debug, Default)]
 pub struct ListQuery {

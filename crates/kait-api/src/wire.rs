@@ -21,7 +21,7 @@ where
 }
 
 /// `{data, iterator, prevIterator, done}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T> {
     pub data: Vec<T>,
     pub iterator: Option<String>,
@@ -44,7 +44,7 @@ impl<T> ListResponse<T> {
 
 // Applications.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ApplicationIn {
     pub name: String,
     pub uid: Option<String>,
@@ -53,7 +53,7 @@ pub struct ApplicationIn {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct ApplicationPatch {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -68,7 +68,7 @@ pub struct ApplicationPatch {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ApplicationOut {
     pub id: String,
     pub uid: Option<String>,
@@ -101,13 +101,14 @@ impl From<Application> for ApplicationOut {
 
 // Event types.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EventTypeIn {
     pub name: String,
     #[serde(default)]
     pub description: String,
     pub archived: Option<bool>,
     pub deprecated: Option<bool>,
+    #[schema(value_type = Option<Object>)]
     pub schemas: Option<serde_json::Value>,
     #[serde(rename = "featureFlag")]
     pub feature_flag: Option<String>,
@@ -115,12 +116,13 @@ pub struct EventTypeIn {
     pub group_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EventTypeUpdate {
     #[serde(default)]
     pub description: String,
     pub archived: Option<bool>,
     pub deprecated: Option<bool>,
+    #[schema(value_type = Option<Object>)]
     pub schemas: Option<serde_json::Value>,
     #[serde(rename = "featureFlag")]
     pub feature_flag: Option<String>,
@@ -128,12 +130,13 @@ pub struct EventTypeUpdate {
     pub group_name: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct EventTypePatch {
     pub description: Option<String>,
     pub archived: Option<bool>,
     pub deprecated: Option<bool>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>)]
     pub schemas: Option<Option<serde_json::Value>>,
     #[serde(rename = "featureFlag", default, deserialize_with = "double_option")]
     pub feature_flag: Option<Option<String>>,
@@ -141,12 +144,13 @@ pub struct EventTypePatch {
     pub group_name: Option<Option<String>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventTypeOut {
     pub name: String,
     pub description: String,
     pub archived: bool,
     pub deprecated: bool,
+    #[schema(value_type = Option<Object>)]
     pub schemas: Option<serde_json::Value>,
     #[serde(rename = "featureFlag")]
     pub feature_flag: Option<String>,
@@ -177,7 +181,7 @@ impl From<EventType> for EventTypeOut {
 // Endpoints.
 
 /// Create (POST) and replace (PUT) bodies; PUT ignores `secret`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EndpointIn {
     /// Required for webhook endpoints; absent for polling ones.
     #[serde(default)]
@@ -207,7 +211,7 @@ pub struct EndpointIn {
     pub format: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct EndpointPatch {
     pub url: Option<String>,
     pub description: Option<String>,
@@ -237,7 +241,7 @@ pub struct EndpointPatch {
     pub format: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointOut {
     pub id: String,
     pub url: String,
@@ -291,12 +295,12 @@ impl From<&Endpoint> for EndpointOut {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointSecretOut {
     pub key: String,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct EndpointSecretRotateIn {
     pub key: Option<String>,
     /// How long the old secret keeps signing alongside the new one (default 24 h).
@@ -304,12 +308,12 @@ pub struct EndpointSecretRotateIn {
     pub grace_period_seconds: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EndpointHeadersIn {
     pub headers: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EndpointHeadersPatchIn {
     /// A `null` value removes the header (older clients' way).
     pub headers: BTreeMap<String, Option<String>>,
@@ -317,7 +321,7 @@ pub struct EndpointHeadersPatchIn {
     pub delete_headers: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointHeadersOut {
     pub headers: BTreeMap<String, String>,
     pub sensitive: BTreeSet<String>,
@@ -325,10 +329,11 @@ pub struct EndpointHeadersOut {
 
 // Messages.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct MessageIn {
     #[serde(rename = "eventType")]
     pub event_type: String,
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     #[serde(rename = "eventId")]
     pub event_id: Option<String>,
@@ -338,13 +343,14 @@ pub struct MessageIn {
     pub ordering_key: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MessageOut {
     pub id: String,
     #[serde(rename = "eventType")]
     pub event_type: String,
     #[serde(rename = "eventId")]
     pub event_id: Option<String>,
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     pub channels: Option<BTreeSet<String>>,
     #[serde(rename = "orderingKey", skip_serializing_if = "Option::is_none")]
@@ -382,7 +388,7 @@ impl MessageOut {
 
 // Attempts and delivery states.
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MessageAttemptOut {
     pub id: String,
     #[serde(rename = "msgId")]
@@ -422,7 +428,7 @@ impl From<Attempt> for MessageAttemptOut {
 }
 
 /// An endpoint with the state of one message there (`/msg/{id}/endpoint`).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MessageEndpointOut {
     #[serde(flatten)]
     pub endpoint: EndpointOut,
@@ -434,13 +440,14 @@ pub struct MessageEndpointOut {
 }
 
 /// A message with its state at one endpoint (`/endpoint/{id}/msg`).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointMessageOut {
     pub id: String,
     #[serde(rename = "eventType")]
     pub event_type: String,
     #[serde(rename = "eventId")]
     pub event_id: Option<String>,
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     pub channels: Option<BTreeSet<String>>,
     pub timestamp: DateTime<Utc>,
@@ -474,7 +481,7 @@ impl EndpointMessageOut {
 }
 
 /// Svix's `EndpointStats`, with Kait's circuit-breaker state.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointStatsOut {
     pub success: u64,
     pub pending: u64,
@@ -487,14 +494,14 @@ pub struct EndpointStatsOut {
 }
 
 /// `RecoverIn` and `ReplayIn`: a time window.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct WindowIn {
     pub since: DateTime<Utc>,
     pub until: Option<DateTime<Utc>>,
 }
 
 /// Svix's `RecoverOut` / `ReplayOut`: the work is done when Kait answers.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BackgroundTaskOut {
     pub id: String,
     pub status: &'static str,
@@ -506,7 +513,7 @@ pub struct BackgroundTaskOut {
 }
 
 /// Svix's `PollingEndpointOut`: the iterator is where the next poll continues.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PollingOut {
     /// Svix's `PollingEndpointMessageOut` has the fields of `MessageOut`.
     pub data: Vec<MessageOut>,
@@ -514,25 +521,34 @@ pub struct PollingOut {
     pub done: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SeekIn {
     pub after: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SeekOut {
     pub iterator: String,
 }
 
 /// `AppPortalAccessIn`: how long the token lives (seconds; default 7 days).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct AppPortalAccessIn {
     pub expiry: Option<u64>,
 }
 
 /// `AppPortalAccessOut`: Kait has no hosted portal; `url` is the app's API base.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AppPortalAccessOut {
     pub url: String,
     pub token: String,
+}
+
+/// Every error: a machine-readable `code` and a `detail` for people (a list of problems,
+/// each with `loc`, `msg` and `type`, for validation errors).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorOut {
+    pub code: String,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
 }

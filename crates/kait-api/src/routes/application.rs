@@ -25,6 +25,16 @@ fn check(name: &str, uid: Option<&str>) -> Result<(), ApiError> {
     Ok(problems.into_result()?)
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.application.list",
+    path = "/api/v1/app",
+    tag = "application",
+    summary = "List applications",
+    params(crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<ApplicationOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<ApiState>,
     query: ListQuery,
@@ -38,6 +48,16 @@ pub async fn list(
     )))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.application.create",
+    path = "/api/v1/app",
+    tag = "application",
+    summary = "Create an application (`get_if_exists=true` returns an existing uid)",
+    request_body = ApplicationIn,
+    responses((status = 201, body = ApplicationOut), (status = 200, body = ApplicationOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<ApiState>,
     query: ListQuery,
@@ -66,6 +86,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(ApplicationOut::from(created))))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.application.get",
+    path = "/api/v1/app/{app_id}",
+    tag = "application",
+    summary = "Get an application by id or uid",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    responses((status = 200, body = ApplicationOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
@@ -73,6 +103,17 @@ pub async fn get(
     Ok(Json(find_app(&state, &app_key).await?.into()))
 }
 
+#[utoipa::path(
+    put,
+    operation_id = "v1.application.upsert",
+    path = "/api/v1/app/{app_id}",
+    tag = "application",
+    summary = "Replace an application, or create it under a new uid",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    request_body = ApplicationIn,
+    responses((status = 200, body = ApplicationOut), (status = 201, body = ApplicationOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// PUT: replaces the application, or creates it when the path names a `uid` not yet taken.
 pub async fn upsert(
     State(state): State<ApiState>,
@@ -121,6 +162,17 @@ pub async fn upsert(
     }
 }
 
+#[utoipa::path(
+    patch,
+    operation_id = "v1.application.patch",
+    path = "/api/v1/app/{app_id}",
+    tag = "application",
+    summary = "Change some fields of an application",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    request_body = ApplicationPatch,
+    responses((status = 200, body = ApplicationOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn patch(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
@@ -141,6 +193,16 @@ pub async fn patch(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    operation_id = "v1.application.delete",
+    path = "/api/v1/app/{app_id}",
+    tag = "application",
+    summary = "Delete an application with everything in it",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
@@ -154,6 +216,17 @@ pub async fn delete(
 const DEFAULT_TOKEN_SECONDS: u64 = 7 * 24 * 3600;
 const MAX_TOKEN_SECONDS: u64 = 365 * 24 * 3600;
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.application.portal-access",
+    path = "/api/v1/auth/app-portal-access/{app_id}",
+    tag = "application",
+    summary = "Issue an app-scoped token (read and poll one application)",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    request_body = AppPortalAccessIn,
+    responses((status = 200, body = AppPortalAccessOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `POST /api/v1/auth/app-portal-access/{app_id}`: a token that reads and polls only this app.
 pub async fn portal_access(
     State(state): State<ApiState>,

@@ -70,6 +70,16 @@ async fn list_attempts(
     )))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.attempt.list-by-endpoint",
+    path = "/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}",
+    tag = "attempt",
+    summary = "Attempts made to an endpoint",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<MessageAttemptOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/attempt/endpoint/{endpoint_id}`.
 pub async fn list_by_endpoint(
     State(state): State<ApiState>,
@@ -80,6 +90,16 @@ pub async fn list_by_endpoint(
     list_attempts(&state, &application.id, Some(endpoint.id), None, &query).await
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.attempt.list-by-message",
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt",
+    tag = "attempt",
+    summary = "Attempts of a message (older route)",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<MessageAttemptOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/attempt/msg/{msg_id}` (and the older `…/msg/{msg_id}/attempt`).
 pub async fn list_by_message(
     State(state): State<ApiState>,
@@ -95,6 +115,16 @@ pub async fn list_by_message(
     list_attempts(&state, &application.id, endpoint_id, Some(msg_id), &query).await
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.attempt.get",
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
+    tag = "attempt",
+    summary = "Get one attempt",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), ("attempt_id" = String, Path, description = "The attempt id (`atmpt_…`)")),
+    responses((status = 200, body = MessageAttemptOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/msg/{msg_id}/attempt/{attempt_id}`.
 pub async fn get(
     State(state): State<ApiState>,
@@ -114,6 +144,16 @@ pub async fn get(
     Ok(Json(attempt.into()))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.attempt.list-message-destinations",
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint",
+    tag = "attempt",
+    summary = "The endpoints a message was bound for, with its state at each",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<MessageEndpointOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/msg/{msg_id}/endpoint`: the message's state at every endpoint it was bound for.
 pub async fn list_message_destinations(
     State(state): State<ApiState>,
@@ -141,6 +181,16 @@ pub async fn list_message_destinations(
     )))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.attempt.list-endpoint-messages",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg",
+    tag = "attempt",
+    summary = "Messages bound for an endpoint, with their state there",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<EndpointMessageOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/endpoint/{endpoint_id}/msg`: messages bound for one endpoint, newest first.
 pub async fn list_endpoint_messages(
     State(state): State<ApiState>,
@@ -177,6 +227,16 @@ pub async fn list_endpoint_messages(
     )))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.attempt.resend",
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
+    tag = "attempt",
+    summary = "Send a message to an endpoint again",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    responses((status = 202), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `POST …/msg/{msg_id}/endpoint/{endpoint_id}/resend`: one more delivery, same message id.
 pub async fn resend(
     State(state): State<ApiState>,
@@ -192,4 +252,22 @@ pub async fn resend(
         .await?;
     // Svix answers `{}`; its client libraries parse it.
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.attempt.list-attempts-by-message",
+    path = "/api/v1/app/{app_id}/attempt/msg/{msg_id}",
+    tag = "attempt",
+    summary = "Attempts of a message",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<MessageAttemptOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn list_attempts_by_message(
+    state: State<ApiState>,
+    path: Path<(String, String)>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
+    list_by_message(state, path, query).await
 }

@@ -185,6 +185,16 @@ fn new_endpoint(
     Ok((endpoint, secret_problem))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.endpoint.list",
+    path = "/api/v1/app/{app_id}/endpoint",
+    tag = "endpoint",
+    summary = "List endpoints",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<EndpointOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
@@ -203,6 +213,17 @@ pub async fn list(
     )))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.endpoint.create",
+    path = "/api/v1/app/{app_id}/endpoint",
+    tag = "endpoint",
+    summary = "Create an endpoint (webhook or polling)",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    request_body = EndpointIn,
+    responses((status = 201, body = EndpointOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
@@ -220,6 +241,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.endpoint.get",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
+    tag = "endpoint",
+    summary = "Get an endpoint",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    responses((status = 200, body = EndpointOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
@@ -228,6 +259,17 @@ pub async fn get(
     Ok(Json(EndpointOut::from(&endpoint)))
 }
 
+#[utoipa::path(
+    put,
+    operation_id = "v1.endpoint.upsert",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
+    tag = "endpoint",
+    summary = "Replace an endpoint, or create it under a new uid",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    request_body = EndpointIn,
+    responses((status = 200, body = EndpointOut), (status = 201, body = EndpointOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// PUT: replaces the endpoint's settings (its secret stays), or creates it when the path
 /// names a `uid` not yet taken.
 pub async fn upsert(
@@ -281,6 +323,17 @@ pub async fn upsert(
     }
 }
 
+#[utoipa::path(
+    patch,
+    operation_id = "v1.endpoint.patch",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
+    tag = "endpoint",
+    summary = "Change some fields of an endpoint",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    request_body = EndpointPatch,
+    responses((status = 200, body = EndpointOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn patch(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
@@ -318,6 +371,16 @@ pub async fn patch(
     Ok(Json(EndpointOut::from(&updated)))
 }
 
+#[utoipa::path(
+    delete,
+    operation_id = "v1.endpoint.delete",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
+    tag = "endpoint",
+    summary = "Delete an endpoint",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
@@ -331,6 +394,16 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.endpoint.get-secret",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret",
+    tag = "endpoint",
+    summary = "Get the signing secret (or the Ed25519 public key)",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    responses((status = 200, body = EndpointSecretOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn get_secret(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
@@ -372,6 +445,17 @@ fn expects_empty_rotate_response(headers: &HeaderMap) -> bool {
     }
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.endpoint.rotate-secret",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
+    tag = "endpoint",
+    summary = "Rotate the secret; the old one keeps signing during the grace period",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    request_body = EndpointSecretRotateIn,
+    responses((status = 200, body = EndpointSecretOut), (status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// Replaces the secret (with the given one or a new random one) and returns it as JSON, as the
 /// current client libraries expect (older ones get the `204` they expect).
 pub async fn rotate_secret(
@@ -421,6 +505,16 @@ pub async fn rotate_secret(
     Ok(Json(EndpointSecretOut { key }).into_response())
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.endpoint.stats",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/stats",
+    tag = "endpoint",
+    summary = "Delivery counts by status, and the circuit breaker state",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    responses((status = 200, body = EndpointStatsOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/endpoint/{endpoint_id}/stats`: deliveries by status, and the circuit breaker.
 pub async fn stats(
     State(state): State<ApiState>,
@@ -470,6 +564,17 @@ fn window(input: &WindowIn) -> Result<(i64, Option<i64>), ApiError> {
     Ok((since, until))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.endpoint.recover",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover",
+    tag = "endpoint",
+    summary = "Resend failed deliveries since a time",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    request_body = WindowIn,
+    responses((status = 202, body = BackgroundTaskOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `POST …/endpoint/{endpoint_id}/recover`: sends again every failed delivery in the window.
 pub async fn recover(
     State(state): State<ApiState>,
@@ -485,6 +590,17 @@ pub async fn recover(
     Ok(task_out("endpoint.recover", count))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.endpoint.replay-missing",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing",
+    tag = "endpoint",
+    summary = "Send what the endpoint never had since a time",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    request_body = WindowIn,
+    responses((status = 202, body = BackgroundTaskOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `POST …/endpoint/{endpoint_id}/replay-missing`: sends the window's messages the endpoint
 /// never had (e.g. those from before it was created), by its current filters.
 pub async fn replay_missing(
@@ -501,6 +617,16 @@ pub async fn replay_missing(
     Ok(task_out("endpoint.replay", count))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.endpoint.get-headers",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
+    tag = "endpoint",
+    summary = "Get the custom headers sent with every webhook",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    responses((status = 200, body = EndpointHeadersOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn get_headers(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
@@ -529,6 +655,17 @@ async fn store_headers(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    put,
+    operation_id = "v1.endpoint.set-headers",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
+    tag = "endpoint",
+    summary = "Replace the custom headers",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    request_body = EndpointHeadersIn,
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn set_headers(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
@@ -538,6 +675,17 @@ pub async fn set_headers(
     store_headers(&state, existing, input.headers).await
 }
 
+#[utoipa::path(
+    patch,
+    operation_id = "v1.endpoint.patch-headers",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
+    tag = "endpoint",
+    summary = "Change some custom headers",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    request_body = EndpointHeadersPatchIn,
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn patch_headers(
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,

@@ -20,6 +20,16 @@ async fn find(state: &ApiState, name: &str) -> Result<EventType, ApiError> {
         .ok_or(ApiError::NotFound("event type"))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.event-type.list",
+    path = "/api/v1/event-type",
+    tag = "event-type",
+    summary = "List event types",
+    params(crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<EventTypeOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<ApiState>,
     query: ListQuery,
@@ -37,6 +47,16 @@ pub async fn list(
     )))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.event-type.create",
+    path = "/api/v1/event-type",
+    tag = "event-type",
+    summary = "Create an event type",
+    request_body = EventTypeIn,
+    responses((status = 201, body = EventTypeOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<ApiState>,
     ValidJson(input): ValidJson<EventTypeIn>,
@@ -60,6 +80,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(EventTypeOut::from(created))))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.event-type.get",
+    path = "/api/v1/event-type/{event_type_name}",
+    tag = "event-type",
+    summary = "Get an event type",
+    params(("event_type_name" = String, Path, description = "The event type name")),
+    responses((status = 200, body = EventTypeOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -67,6 +97,17 @@ pub async fn get(
     Ok(Json(find(&state, &name).await?.into()))
 }
 
+#[utoipa::path(
+    put,
+    operation_id = "v1.event-type.upsert",
+    path = "/api/v1/event-type/{event_type_name}",
+    tag = "event-type",
+    summary = "Replace or create an event type",
+    params(("event_type_name" = String, Path, description = "The event type name")),
+    request_body = EventTypeUpdate,
+    responses((status = 200, body = EventTypeOut), (status = 201, body = EventTypeOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// PUT: replaces the event type, creating it if it does not exist.
 pub async fn upsert(
     State(state): State<ApiState>,
@@ -99,6 +140,17 @@ pub async fn upsert(
     }
 }
 
+#[utoipa::path(
+    patch,
+    operation_id = "v1.event-type.patch",
+    path = "/api/v1/event-type/{event_type_name}",
+    tag = "event-type",
+    summary = "Change some fields of an event type",
+    params(("event_type_name" = String, Path, description = "The event type name")),
+    request_body = EventTypePatch,
+    responses((status = 200, body = EventTypeOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn patch(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -120,6 +172,16 @@ pub async fn patch(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    operation_id = "v1.event-type.delete",
+    path = "/api/v1/event-type/{event_type_name}",
+    tag = "event-type",
+    summary = "Archive an event type (`expunge=true` deletes it)",
+    params(("event_type_name" = String, Path, description = "The event type name")),
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,

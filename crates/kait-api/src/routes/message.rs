@@ -77,6 +77,17 @@ fn message_from_xml(body: &[u8]) -> Result<MessageIn, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.message.create",
+    path = "/api/v1/app/{app_id}/msg",
+    tag = "message",
+    summary = "Publish a message (JSON, or XML with `content-type: application/xml`)",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    request_body = MessageIn,
+    responses((status = 202, body = MessageOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
@@ -163,6 +174,16 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.message.list",
+    path = "/api/v1/app/{app_id}/msg",
+    tag = "message",
+    summary = "List messages, newest first",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<MessageOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
@@ -197,6 +218,16 @@ pub fn message_filter(query: &ListQuery) -> Result<MessageFilter, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.message.get",
+    path = "/api/v1/app/{app_id}/msg/{msg_id}",
+    tag = "message",
+    summary = "Get a message by id or eventId",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId")),
+    responses((status = 200, body = MessageOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/msg/{msg_id}`: by message id, or by the caller's `eventId`.
 pub async fn get(
     State(state): State<ApiState>,

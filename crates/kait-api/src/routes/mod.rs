@@ -7,129 +7,80 @@ mod event_type;
 mod message;
 mod poller;
 
-use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use kait_core::{AppId, Application, Endpoint};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ApiError, ApiState};
 
 /// Routes that need no token.
-pub fn public() -> Router<ApiState> {
-    Router::new().route("/health", get(health))
+pub fn public() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .routes(routes!(crate::openapi::openapi_json))
 }
 
-/// Routes behind the admin token.
-pub fn protected() -> Router<ApiState> {
-    Router::new()
-        .route("/app", get(application::list).post(application::create))
-        .route(
-            "/auth/app-portal-access/{app_id}",
-            post(application::portal_access),
-        )
-        .route(
-            "/app/{app_id}",
-            get(application::get)
-                .put(application::upsert)
-                .patch(application::patch)
-                .delete(application::delete),
-        )
-        .route(
-            "/event-type",
-            get(event_type::list).post(event_type::create),
-        )
-        .route(
-            "/event-type/{event_type_name}",
-            get(event_type::get)
-                .put(event_type::upsert)
-                .patch(event_type::patch)
-                .delete(event_type::delete),
-        )
-        .route(
-            "/app/{app_id}/endpoint",
-            get(endpoint::list).post(endpoint::create),
-        )
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}",
-            get(endpoint::get)
-                .put(endpoint::upsert)
-                .patch(endpoint::patch)
-                .delete(endpoint::delete),
-        )
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}/secret",
-            get(endpoint::get_secret),
-        )
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
-            post(endpoint::rotate_secret),
-        )
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}/headers",
-            get(endpoint::get_headers)
-                .put(endpoint::set_headers)
-                .patch(endpoint::patch_headers),
-        )
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}/recover",
-            post(endpoint::recover),
-        )
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}/replay-missing",
-            post(endpoint::replay_missing),
-        )
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}/stats",
-            get(endpoint::stats),
-        )
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}/msg",
-            get(attempt::list_endpoint_messages),
-        )
-        .route(
-            "/app/{app_id}/msg",
-            get(message::list).post(message::create),
-        )
-        .route("/app/{app_id}/msg/{msg_id}", get(message::get))
-        .route("/app/{app_id}/poller/{endpoint_id}", get(poller::poll))
-        .route(
-            "/app/{app_id}/poller/{endpoint_id}/stream",
-            get(poller::stream),
-        )
-        .route(
-            "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}",
-            get(poller::consumer_poll),
-        )
-        .route(
-            "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek",
-            post(poller::consumer_seek),
-        )
-        .route(
-            "/app/{app_id}/msg/{msg_id}/endpoint",
-            get(attempt::list_message_destinations),
-        )
-        .route(
-            "/app/{app_id}/msg/{msg_id}/attempt",
-            get(attempt::list_by_message),
-        )
-        .route(
-            "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
-            get(attempt::get),
-        )
-        .route(
-            "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
-            post(attempt::resend),
-        )
-        .route(
-            "/app/{app_id}/attempt/endpoint/{endpoint_id}",
-            get(attempt::list_by_endpoint),
-        )
-        .route(
-            "/app/{app_id}/attempt/msg/{msg_id}",
-            get(attempt::list_by_message),
-        )
+/// Routes behind the admin token. Each handler's `#[utoipa::path]` gives its method and path,
+/// so the router and the OpenAPI document come from the same place and cannot disagree.
+pub fn protected() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(application::list, application::create))
+        .routes(routes!(application::portal_access))
+        .routes(routes!(
+            application::get,
+            application::upsert,
+            application::patch,
+            application::delete
+        ))
+        .routes(routes!(event_type::list, event_type::create))
+        .routes(routes!(
+            event_type::get,
+            event_type::upsert,
+            event_type::patch,
+            event_type::delete
+        ))
+        .routes(routes!(endpoint::list, endpoint::create))
+        .routes(routes!(
+            endpoint::get,
+            endpoint::upsert,
+            endpoint::patch,
+            endpoint::delete
+        ))
+        .routes(routes!(endpoint::get_secret))
+        .routes(routes!(endpoint::rotate_secret))
+        .routes(routes!(
+            endpoint::get_headers,
+            endpoint::set_headers,
+            endpoint::patch_headers
+        ))
+        .routes(routes!(endpoint::recover))
+        .routes(routes!(endpoint::replay_missing))
+        .routes(routes!(endpoint::stats))
+        .routes(routes!(attempt::list_endpoint_messages))
+        .routes(routes!(message::list, message::create))
+        .routes(routes!(message::get))
+        .routes(routes!(poller::poll))
+        .routes(routes!(poller::stream))
+        .routes(routes!(poller::consumer_poll))
+        .routes(routes!(poller::consumer_seek))
+        .routes(routes!(attempt::list_message_destinations))
+        .routes(routes!(attempt::list_by_message))
+        .routes(routes!(attempt::get))
+        .routes(routes!(attempt::resend))
+        .routes(routes!(attempt::list_by_endpoint))
+        .routes(routes!(attempt::list_attempts_by_message))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.health.health",
+    path = "/api/v1/health",
+    tag = "health",
+    summary = "204 while the server can serve",
+    responses((status = 204))
+)]
 /// `GET /api/v1/health`: 204 while the server can serve.
 async fn health() -> StatusCode {
     StatusCode::NO_CONTENT
@@ -137,6 +88,14 @@ async fn health() -> StatusCode {
 
 /// `GET /metrics`: Prometheus text format. Like health, it needs no token: bind the server
 /// to an address only your monitoring can reach.
+#[utoipa::path(
+    get,
+    operation_id = "v1.health.metrics",
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics (text format, no token)",
+    responses((status = 200, content_type = "text/plain", body = String))
+)]
 pub async fn metrics(
     axum::extract::State(state): axum::extract::State<ApiState>,
 ) -> impl axum::response::IntoResponse {

@@ -102,6 +102,16 @@ async fn read_after(
     })
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.poller.poll",
+    path = "/api/v1/app/{app_id}/poller/{endpoint_id}",
+    tag = "poller",
+    summary = "Read a polling endpoint from an iterator (long-poll with `timeout`)",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), crate::extract::ListParams),
+    responses((status = 200, body = PollingOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/poller/{endpoint_id}`: the caller keeps the iterator.
 pub async fn poll(
     State(state): State<ApiState>,
@@ -130,6 +140,16 @@ pub async fn poll(
 /// Messages sent per read while streaming.
 const STREAM_BATCH: usize = 100;
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.poller.stream",
+    path = "/api/v1/app/{app_id}/poller/{endpoint_id}/stream",
+    tag = "poller",
+    summary = "Follow a polling endpoint as server-sent events (resume with Last-Event-ID)",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    responses((status = 200), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/poller/{endpoint_id}/stream`: server-sent events, one per message as it is
 /// committed, each with its position as the event id. A client that reconnects with
 /// `Last-Event-ID` continues right after the last event it got; a new one starts with the
@@ -201,6 +221,16 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "v1.poller.consumer-poll",
+    path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}",
+    tag = "poller",
+    summary = "Read as a named consumer whose position the server keeps",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = String, Path, description = "A name the consumer chooses"), crate::extract::ListParams),
+    responses((status = 200, body = PollingOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `GET …/poller/{endpoint_id}/consumer/{consumer_id}`: the server keeps each consumer's
 /// position and moves it past what it returns.
 pub async fn consumer_poll(
@@ -238,6 +268,17 @@ pub async fn consumer_poll(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "v1.poller.consumer-seek",
+    path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek",
+    tag = "poller",
+    summary = "Move a consumer to a time or position",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = String, Path, description = "A name the consumer chooses")),
+    request_body = SeekIn,
+    responses((status = 200, body = SeekOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
 /// `POST …/poller/{endpoint_id}/consumer/{consumer_id}/seek`: the consumer continues with
 /// the messages created after `after`.
 pub async fn consumer_seek(

@@ -4,6 +4,7 @@
 //! - `delivery`: fan-out, filters, signatures, retries, endpoint changes, the egress guard.
 //! - `cli`: `kait verify` and `kait listen` (push, pull, forward) as the binary.
 //! - `bad_input`: every kind of bad request gets its status and code, and harms nothing.
+//! - `openapi`: the OpenAPI document matches the routes the server has, both ways.
 //! - `pagination`: iterators over applications, messages and attempts.
 //! - `pull`: polling endpoints, iterator, long-poll, consumers, concurrent writers.
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
@@ -23,6 +24,7 @@ mod cluster;
 mod delivery;
 mod durability;
 mod faults;
+mod openapi;
 mod pagination;
 mod pull;
 mod python_sdk;
