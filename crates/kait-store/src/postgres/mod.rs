@@ -210,37 +210,74 @@ impl PgStore {
                 "this node's lease expired; it claims again once it has rejoined".to_owned(),
             ));
         }
-        // Endpoints with due work that no live node (but maybe this one) owns, taken in id
-        // order so that two nodes taking the same ones cannot deadlock.
+        // The endpoints with pending deliveries, found with a skip scan of
+        // `delivery_endpoint_due` (one index seek per endpoint, however long each backlog
+        // is), with the due time of each one's head; minus those this node's lanes are too
+        // full for and those another live node runs.
+        let heads = transaction
+            .prepare_cached(
+                "WITH RECURSIVE e AS ( \
+                   (SELECT endpoint_id FROM delivery WHERE status = 1 ORDER BY endpoint_id LIMIT 1) \
+                   UNION ALL \
+                   SELECT (SELECT d.endpoint_id FROM delivery d WHERE d.status = 1 \
+                           AND d.endpoint_id > e.endpoint_id ORDER BY d.endpoint_id LIMIT 1) \
+                   FROM e WHERE e.endpoint_id IS NOT NULL) \
+                 SELECT e.endpoint_id, (SELECT d.due_at FROM delivery d WHERE d.status = 1 \
+                   AND d.endpoint_id = e.endpoint_id ORDER BY d.due_at LIMIT 1) AS head \
+                 FROM e WHERE e.endpoint_id IS NOT NULL AND e.endpoint_id <> ALL($1) \
+                 AND NOT EXISTS (SELECT 1 FROM endpoint_owner o JOIN kait_node n ON n.id = o.node_id \
+                                 WHERE o.endpoint_id = e.endpoint_id AND o.node_id <> $2)",
+            )
+            .await?;
+        let mut heads: Vec<(String, Millis)> = transaction
+            .query(&heads, &[&skip, &node])
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<StoreResult<_>>()?;
+        heads.sort_unstable_by_key(|(_, head)| *head);
+        let eligible: Vec<String> = heads.iter().map(|(id, _)| id.clone()).collect();
+        let candidates: Vec<String> = heads
+            .iter()
+            .filter(|(_, head)| *head <= now)
+            .take(limit)
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Take ownership of those no live node (but maybe this one) owns, in id order so
+        // that two nodes taking the same ones cannot deadlock.
         let take = transaction
             .prepare_cached(
-                "WITH candidates AS (SELECT DISTINCT endpoint_id FROM (SELECT d.endpoint_id FROM delivery d \
-                   WHERE d.status = 1 AND d.due_at <= $1 AND d.endpoint_id <> ALL($2) \
-                   AND NOT EXISTS (SELECT 1 FROM endpoint_owner o JOIN kait_node n ON n.id = o.node_id \
-                                   WHERE o.endpoint_id = d.endpoint_id AND o.node_id <> $3) \
-                   ORDER BY d.due_at, d.id LIMIT $4) s) \
-                 INSERT INTO endpoint_owner (endpoint_id, node_id) \
-                 SELECT endpoint_id, $3 FROM candidates ORDER BY endpoint_id \
+                "INSERT INTO endpoint_owner (endpoint_id, node_id) \
+                 SELECT c, $2 FROM unnest($1::text[]) AS c ORDER BY c \
                  ON CONFLICT (endpoint_id) DO UPDATE SET node_id = EXCLUDED.node_id \
                  WHERE endpoint_owner.node_id = EXCLUDED.node_id \
                     OR NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = endpoint_owner.node_id) \
                  RETURNING endpoint_id",
             )
             .await?;
-        let owned: Vec<String> = transaction
-            .query(&take, &[&now, &skip, &node, &(limit as i64)])
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
+        let owned: Vec<String> = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            transaction
+                .query(&take, &[&candidates, &node])
+                .await?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()?
+        };
         let mut deliveries = Vec::new();
         if !owned.is_empty() {
             self.shared.idle.remove_all(&owned);
             let mark = transaction
                 .prepare_cached(
+                    // Each owned endpoint's oldest due rows through the per-endpoint index,
+                    // then the oldest of those overall.
                     "UPDATE delivery d SET status = 3, claimed_by = $3, updated_at = $1 \
-                     FROM (SELECT id FROM delivery WHERE status = 1 AND due_at <= $1 AND endpoint_id = ANY($2) \
-                           ORDER BY due_at, id LIMIT $4 FOR UPDATE) c \
+                     FROM (SELECT c.id FROM unnest($2::text[]) AS o(endpoint_id) \
+                           CROSS JOIN LATERAL (SELECT id, due_at FROM delivery \
+                             WHERE status = 1 AND endpoint_id = o.endpoint_id AND due_at <= $1 \
+                             ORDER BY due_at, id LIMIT $4 FOR UPDATE) c \
+                           ORDER BY c.due_at, c.id LIMIT $4) c \
                      WHERE d.id = c.id \
                      RETURNING d.id, d.msg_seq, d.endpoint_id, d.attempts, d.trigger_type, d.due_at",
                 )
@@ -306,13 +343,13 @@ impl PgStore {
         }
         let next = transaction
             .prepare_cached(
-                "SELECT MIN(d.due_at) FROM delivery d WHERE d.status = 1 AND d.endpoint_id <> ALL($1) \
-                 AND NOT EXISTS (SELECT 1 FROM endpoint_owner o JOIN kait_node n ON n.id = o.node_id \
-                                 WHERE o.endpoint_id = d.endpoint_id AND o.node_id <> $2)",
+                "SELECT MIN(h.due_at) FROM unnest($1::text[]) AS e(endpoint_id) \
+                 CROSS JOIN LATERAL (SELECT due_at FROM delivery \
+                   WHERE status = 1 AND endpoint_id = e.endpoint_id ORDER BY due_at LIMIT 1) h",
             )
             .await?;
         let next_due_at: Option<Millis> = transaction
-            .query_one(&next, &[&skip, &node])
+            .query_one(&next, &[&eligible])
             .await?
             .try_get(0)?;
         transaction.commit().await?;

@@ -16,7 +16,8 @@
 use tokio_postgres::Client;
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE kait_node (
     id            TEXT PRIMARY KEY,
     started_at    BIGINT NOT NULL,
@@ -166,7 +167,11 @@ CREATE TABLE app_token (
     created_at  BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE INDEX delivery_endpoint_due ON delivery (endpoint_id, due_at, id) WHERE status = 1;
+"#,
+];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).
 const MIGRATION_LOCK: i64 = 0x6b61_6974_6d69_6772;
