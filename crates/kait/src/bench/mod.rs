@@ -10,6 +10,8 @@
 //! - `push-1` / `push-10`: messages through `POST /api/v1/app/{app}/msg` to one or ten
 //!   endpoints; accepted/s, delivered/s and end-to-end latency (arrival minus send time).
 
+mod load;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -340,52 +342,18 @@ fn payload(epoch: Instant, pad: &str) -> String {
     )
 }
 
-/// Runs `total` requests over `concurrency` tasks; returns the time the last one finished.
-async fn load<F, Fut>(total: usize, concurrency: usize, request: F) -> anyhow::Result<Instant>
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (next, request) = (next.clone(), request.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if index >= total {
-                    return anyhow::Ok(());
-                }
-                request(index).await?;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(Instant::now())
-}
-
 async fn raw(receiver: &BenchReceiver, args: &BenchArgs) -> anyhow::Result<BenchResult> {
-    let client = reqwest::Client::new();
-    let url = receiver.url("raw");
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let epoch = receiver.state.epoch;
+    let target = load::Target {
+        servers: Arc::from([receiver.address]),
+        path: "/raw".into(),
+        bearer: None,
+        expect: StatusCode::OK,
+    };
     let started = Instant::now();
-    let finished = load(args.messages, args.concurrency, move |_| {
-        let (client, url, body) = (client.clone(), url.clone(), payload(epoch, &pad));
-        async move {
-            let response = client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!("raw receiver answered {}", response.status());
-            }
-            Ok(())
-        }
+    let finished = load::post_all(target, args.messages, args.concurrency, None, move |_| {
+        Bytes::from(payload(epoch, &pad))
     })
     .await?;
     let rate = args.messages as f64 / finished.duration_since(started).as_secs_f64();
@@ -597,12 +565,13 @@ impl Cluster {
     }
 
     /// Creates the bench application with `endpoints` endpoints on the receiver; returns the
-    /// message URL of every node (the load goes round-robin over them).
+    /// load target: every node's address (the load goes round-robin over them) and the
+    /// message path.
     async fn app(
         &self,
         receiver: &BenchReceiver,
         endpoints: usize,
-    ) -> anyhow::Result<Arc<[String]>> {
+    ) -> anyhow::Result<load::Target> {
         let client = reqwest::Client::new();
         let base_url = &self.servers[0].base_url;
         let app = api_post(
@@ -621,51 +590,48 @@ impl Cluster {
             )
             .await?;
         }
-        Ok(self
+        let servers = self
             .servers
             .iter()
-            .map(|server| format!("{}/api/v1/app/{app_id}/msg", server.base_url))
-            .collect())
+            .map(|server| {
+                server
+                    .base_url
+                    .trim_start_matches("http://")
+                    .parse::<std::net::SocketAddr>()
+                    .context("server address")
+            })
+            .collect::<anyhow::Result<Arc<[_]>>>()?;
+        Ok(load::Target {
+            servers,
+            path: format!("/api/v1/app/{app_id}/msg").into(),
+            bearer: Some(axum::http::HeaderValue::from_str(&format!(
+                "Bearer {BENCH_TOKEN}"
+            ))?),
+            expect: StatusCode::ACCEPTED,
+        })
     }
 }
 
-/// Posts `messages` messages over the nodes' URLs with `--concurrency` senders (paced or as
-/// fast as accepted); returns when the last was accepted.
+/// Posts `messages` messages to the target with `--concurrency` senders (paced or as fast as
+/// accepted); returns when sending started and when the last was accepted.
 async fn send_messages(
-    urls: Arc<[String]>,
+    target: load::Target,
     args: &BenchArgs,
     epoch: Instant,
     messages: usize,
     pace: Option<Pace>,
 ) -> anyhow::Result<(Instant, Instant)> {
-    let client = reqwest::Client::new();
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let started = Instant::now();
-    let accepted_at = load(messages, args.concurrency, move |index| {
-        let (client, pad) = (client.clone(), pad.clone());
-        let url = urls[index % urls.len()].clone();
-        async move {
-            if let Some(pace) = pace {
-                // Message `index` leaves at its slot in the schedule, not as soon as it can.
-                let slot = started + Duration::from_secs_f64(index as f64 / f64::from(pace.rate));
-                tokio::time::sleep_until(slot.into()).await;
-            }
-            let body = format!(
-                "{{\"eventType\":\"bench.event\",\"payload\":{}}}",
-                payload(epoch, &pad)
-            );
-            let response = client
-                .post(url)
-                .bearer_auth(BENCH_TOKEN)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await?;
-            if response.status() != StatusCode::ACCEPTED {
-                bail!("message answered {}", response.status());
-            }
-            Ok(())
-        }
+    let pace = pace.map(|pace| load::Pace {
+        start: started,
+        rate: pace.rate,
+    });
+    let accepted_at = load::post_all(target, messages, args.concurrency, pace, move |_| {
+        Bytes::from(format!(
+            "{{\"eventType\":\"bench.event\",\"payload\":{}}}",
+            payload(epoch, &pad)
+        ))
     })
     .await?;
     Ok((started, accepted_at))
@@ -759,9 +725,9 @@ async fn push_with(
     let messages = pace.map_or(args.messages, |pace| pace.total);
     let cluster = Cluster::start(args, &[]).await?;
     let idle_rss = max_rss(&cluster.servers, |(now, _)| now);
-    let urls = cluster.app(receiver, endpoints).await?;
+    let target = cluster.app(receiver, endpoints).await?;
     let (started, accepted_at) =
-        send_messages(urls, args, receiver.state.epoch, messages, pace).await?;
+        send_messages(target, args, receiver.state.epoch, messages, pace).await?;
     wait_for_arrivals(receiver, messages * endpoints).await;
     let peak_rss = cluster.stop().await?;
     let scenario = match (pace, endpoints) {
@@ -809,10 +775,10 @@ async fn backlog(
     )
     .await?;
     let idle_rss = max_rss(&cluster.servers, |(now, _)| now);
-    let urls = cluster.app(receiver, 1).await?;
+    let target = cluster.app(receiver, 1).await?;
     receiver.state.down.store(true, Ordering::Relaxed);
     let (started, accepted_at) =
-        send_messages(urls, args, receiver.state.epoch, size, None).await?;
+        send_messages(target, args, receiver.state.epoch, size, None).await?;
     let up_at = Instant::now();
     receiver.state.down.store(false, Ordering::Relaxed);
     wait_for_arrivals(receiver, size).await;
