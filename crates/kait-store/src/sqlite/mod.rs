@@ -29,7 +29,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use self::paging::{Keyset, query_keyed};
-use self::writer::{WriteContext, WriterHandle, WriterSignals};
+use self::writer::{Durability, WriteContext, WriterHandle, WriterSignals};
 use crate::{
     AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint, EndpointMessage,
     MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, Store, StoreError,
@@ -148,6 +148,11 @@ impl SqliteStore {
         let (messages_sender, messages) = tokio::sync::watch::channel(0u64);
         let (writer, _thread) = writer::spawn(
             connection,
+            if options.synchronous_full {
+                "FULL"
+            } else {
+                "NORMAL"
+            },
             WriterSignals {
                 due: due.clone(),
                 endpoint_epoch: endpoint_epoch.clone(),
@@ -782,7 +787,7 @@ impl Store for SqliteStore {
         skip_endpoints: Vec<EndpointId>,
     ) -> StoreResult<Claim> {
         self.writer
-            .write(move |context| {
+            .write_with(Durability::Unsynced, move |context| {
                 let connection = context.connection;
                 let claimed_row = |row: &rusqlite::Row<'_>| {
                     Ok((
@@ -862,7 +867,7 @@ impl Store for SqliteStore {
         disable_after: Option<Millis>,
     ) -> StoreResult<Vec<DisabledEndpoint>> {
         self.writer
-            .write(move |context| {
+            .write_with(Durability::Unsynced, move |context| {
                 let connection = context.connection;
                 let mut advance = connection.prepare_cached(
                     "UPDATE delivery SET status = ?2, attempts = attempts + 1, due_at = ?3, updated_at = ?4 \

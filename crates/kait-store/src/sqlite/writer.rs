@@ -74,12 +74,34 @@ pub type Job =
 /// The sending side, held by the store.
 #[derive(Clone)]
 pub struct WriterHandle {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<(Durability, Job)>,
+}
+
+/// Whether a job's commit must reach the disk before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced (the store's configured `synchronous` level): anything acknowledged to a client.
+    Synced,
+    /// Written to the WAL without waiting for the sync: for the dispatcher's own bookkeeping
+    /// (claims and attempt outcomes), which a power cut may undo without harm — a claim that
+    /// is lost leaves the delivery pending, an outcome that is lost leaves it `Sending`, to be
+    /// sent again at the next start (at-least-once either way). The next synced commit syncs
+    /// these too; a process crash loses nothing (the OS still has the pages).
+    Unsynced,
 }
 
 impl WriterHandle {
     /// Runs `body` in the next group commit and returns its result once durable.
     pub async fn write<T, F>(&self, body: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteContext<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_with(Durability::Synced, body).await
+    }
+
+    /// Like [`WriterHandle::write`], choosing whether the commit waits for the disk.
+    pub async fn write_with<T, F>(&self, durability: Durability, body: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteContext<'_>) -> StoreResult<T> + Send + 'static,
@@ -100,7 +122,10 @@ impl WriterHandle {
             });
             (succeeded, completion)
         });
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.jobs
+            .send((durability, job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -112,28 +137,58 @@ pub struct WriterSignals {
     pub messages: tokio::sync::watch::Sender<u64>,
 }
 
-/// Starts the writer thread on `connection`. The thread ends when every handle is dropped.
+/// Starts the writer thread on `connection`, whose synced commits use `synced_level`
+/// (`FULL` or `NORMAL`). The thread ends when every handle is dropped.
 pub fn spawn(
     connection: Connection,
+    synced_level: &'static str,
     signals: WriterSignals,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = mpsc::channel(JOB_QUEUE_CAPACITY);
     let thread = std::thread::Builder::new()
         .name("kait-sqlite-writer".into())
-        .spawn(move || run(connection, receiver, signals))?;
+        .spawn(move || run(connection, synced_level, receiver, signals))?;
     Ok((WriterHandle { jobs: sender }, thread))
 }
 
-fn run(connection: Connection, mut receiver: mpsc::Receiver<Job>, signals: WriterSignals) {
+fn run(
+    connection: Connection,
+    synced_level: &'static str,
+    mut receiver: mpsc::Receiver<(Durability, Job)>,
+    signals: WriterSignals,
+) {
     let mut endpoints_by_app = HashMap::new();
     let mut batch: Vec<Job> = Vec::with_capacity(256);
     let mut completions: Vec<Completion> = Vec::with_capacity(256);
-    while let Some(first) = receiver.blocking_recv() {
+    let mut level = synced_level;
+    while let Some((durability, first)) = receiver.blocking_recv() {
+        let mut synced = durability == Durability::Synced;
         batch.push(first);
         while batch.len() < MAX_JOBS_PER_COMMIT {
             match receiver.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok((durability, job)) => {
+                    synced |= durability == Durability::Synced;
+                    batch.push(job);
+                }
                 Err(_) => break,
+            }
+        }
+        // One batch, one level: synced if any job in it needs it. (`NORMAL` in WAL mode
+        // syncs only at checkpoints, so the database stays consistent either way.)
+        let wanted = if synced { synced_level } else { "NORMAL" };
+        if wanted != level {
+            match connection.pragma_update(None, "synchronous", wanted) {
+                Ok(()) => level = wanted,
+                Err(error) if synced => {
+                    // Never answer a synced job from an unsynced commit.
+                    let error = StoreError::from(error);
+                    for job in batch.drain(..) {
+                        let (_, completion) = job(Err(&error));
+                        completion(Some(&error));
+                    }
+                    continue;
+                }
+                Err(error) => tracing::warn!(%error, "relaxing the sync level failed"),
             }
         }
 
