@@ -46,7 +46,7 @@ pub enum Scenario {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (repeatable) [default: raw, push-1, push-10].
+    /// Scenarios to run (repeatable) [default: all of them].
     #[arg(long, value_enum)]
     pub scenario: Vec<Scenario>,
     /// Messages (or raw requests) per scenario.
@@ -123,6 +123,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Push1,
             Scenario::Push10,
             Scenario::Latency,
+            Scenario::Backlog,
         ]
     } else {
         args.scenario.clone()
