@@ -28,7 +28,7 @@ use kait_core::time::{Millis, now_millis};
 use kait_core::{DeliveryOrder, Endpoint, EndpointId};
 use kait_deliver::Sender;
 use kait_store::operational::OperationalEvents;
-use kait_store::{NextStep, Store};
+use kait_store::{ClaimedDelivery, NextStep, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -146,26 +146,32 @@ impl Dispatcher {
         };
         let full = claim.deliveries.len() == budget;
         for delivery in claim.deliveries {
-            let endpoint = self
-                .shared
-                .endpoints
-                .get(&delivery.endpoint_id)
-                .await
-                .ok()
-                .flatten();
-            let settings = self.lane_settings(endpoint.as_deref());
-            let lane = self
-                .lanes
-                .entry(delivery.endpoint_id.clone())
-                .or_insert_with(|| Lane::new(settings, self.config.breaker, Instant::now()));
-            lane.update_settings(settings);
-            lane.push(delivery);
-            self.waiting += 1;
+            self.accept(delivery).await;
         }
         if full {
             return Some(now_millis());
         }
         claim.next_due_at.filter(|due_at| *due_at > now_millis())
+    }
+
+    /// Puts a delivery this node now owns (claimed, or handed over by the store as it was
+    /// accepted) into its endpoint's lane.
+    async fn accept(&mut self, delivery: ClaimedDelivery) {
+        let endpoint = self
+            .shared
+            .endpoints
+            .get(&delivery.endpoint_id)
+            .await
+            .ok()
+            .flatten();
+        let settings = self.lane_settings(endpoint.as_deref());
+        let lane = self
+            .lanes
+            .entry(delivery.endpoint_id.clone())
+            .or_insert_with(|| Lane::new(settings, self.config.breaker, Instant::now()));
+        lane.update_settings(settings);
+        lane.push(delivery);
+        self.waiting += 1;
     }
 
     /// Starts every attempt the lanes and the global limit allow.
@@ -282,6 +288,16 @@ impl Dispatcher {
     }
 }
 
+/// The next delivery the store hands over, or never when it hands none over.
+async fn next_handoff(
+    handoff: &mut Option<mpsc::Receiver<ClaimedDelivery>>,
+) -> Option<ClaimedDelivery> {
+    match handoff {
+        Some(queue) => queue.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn lane_is_ordered(lane: &Lane) -> bool {
     lane.ordering() != DeliveryOrder::Concurrent
 }
@@ -383,6 +399,7 @@ pub async fn run(
     ));
     let (finished, mut finished_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let due = store.due_signal();
+    let mut handoff = store.handoff();
     let mut dispatcher = Dispatcher {
         store,
         shared,
@@ -425,6 +442,14 @@ pub async fn run(
         let wake = dispatcher.next_wake(next_due_at);
         claim_now = tokio::select! {
             Some(result) = finished_receiver.recv() => dispatcher.on_finished(result),
+            Some(delivery) = next_handoff(&mut handoff) => {
+                dispatcher.accept(delivery).await;
+                // Take what else arrived with it before starting attempts.
+                while let Some(delivery) = handoff.as_mut().and_then(|queue| queue.try_recv().ok()) {
+                    dispatcher.accept(delivery).await;
+                }
+                false
+            }
             _ = due.notified() => true,
             // A lane's pause or rate limit is over, a retry fell due, or the poll interval
             // passed: the checks at the top of the loop tell which.

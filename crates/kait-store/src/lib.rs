@@ -290,6 +290,13 @@ pub trait Store: Send + Sync + 'static {
     /// queue, no attempt in flight, breaker closed, rate budget full). A store shared by
     /// several nodes may then let another node run the endpoint; a single-node store ignores it.
     fn endpoint_idle(&self, _endpoint_id: &EndpointId) {}
+    /// A queue of new deliveries the store hands straight to the dispatcher when it accepts a
+    /// message, already marked `Sending`, so they need no claim (the common path on an idle
+    /// lane). Only the first caller gets it; a store without hand-offs returns `None`, and
+    /// everything goes through [`Store::claim_due`] as always.
+    fn handoff(&self) -> Option<tokio::sync::mpsc::Receiver<ClaimedDelivery>> {
+        None
+    }
 
     async fn list_attempts(
         &self,

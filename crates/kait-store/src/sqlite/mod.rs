@@ -29,7 +29,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use self::paging::{Keyset, query_keyed};
-use self::writer::{Durability, WriteContext, WriterHandle, WriterSignals};
+use self::writer::{Durability, Handoff, WriteContext, WriterHandle, WriterSignals};
 use crate::{
     AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint, EndpointMessage,
     MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, Store, StoreError,
@@ -39,6 +39,8 @@ use crate::{
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "kait.db";
 const LOCK_FILE: &str = "kait.lock";
+/// New deliveries that may wait in the hand-off queue; past that they go through the claim.
+const HANDOFF_CAPACITY: usize = 2048;
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
 
@@ -61,6 +63,7 @@ impl SqliteOptions {
 
 pub struct SqliteStore {
     writer: WriterHandle,
+    handoff: Arc<Handoff>,
     readers: Arc<ReaderPool>,
     due: Arc<Notify>,
     endpoint_epoch: Arc<AtomicU64>,
@@ -146,6 +149,7 @@ impl SqliteStore {
         let due = Arc::new(Notify::new());
         let endpoint_epoch = Arc::new(AtomicU64::new(0));
         let (messages_sender, messages) = tokio::sync::watch::channel(0u64);
+        let handoff = Arc::new(Handoff::default());
         let (writer, _thread) = writer::spawn(
             connection,
             if options.synchronous_full {
@@ -158,10 +162,12 @@ impl SqliteStore {
                 endpoint_epoch: endpoint_epoch.clone(),
                 messages: messages_sender,
             },
+            handoff.clone(),
         )
         .map_err(io_error)?;
         Ok(Self {
             writer,
+            handoff,
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
@@ -702,7 +708,13 @@ impl Store for SqliteStore {
                     "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at) \
                      VALUES (?1, ?2, 1, ?3, ?3)",
                 )?;
+                let mut insert_sending = context.connection.prepare_cached(
+                    "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at) \
+                     VALUES (?1, ?2, 3, ?3, ?3) RETURNING id",
+                )?;
                 let mut deliveries = 0;
+                let mut shared: Option<(Arc<str>, Arc<str>, Option<Arc<str>>)> = None;
+                let mut handed_off = Vec::new();
                 for endpoint in endpoints.iter().filter(|endpoint| {
                     kait_core::filter::endpoint_matches(
                         endpoint,
@@ -710,11 +722,49 @@ impl Store for SqliteStore {
                         message.channels.as_ref(),
                     )
                 }) {
-                    insert.execute(params![seq, endpoint.id.as_str(), message.created_at])?;
                     deliveries += 1;
+                    // Unordered endpoints take new deliveries straight from this commit;
+                    // ordered ones go through the claim, which keeps their queue order.
+                    let permit = (endpoint.ordering == kait_core::DeliveryOrder::Concurrent)
+                        .then(|| context.reserve_handoff())
+                        .flatten();
+                    let Some(permit) = permit else {
+                        insert.execute(params![seq, endpoint.id.as_str(), message.created_at])?;
+                        context.deliveries_became_due = true;
+                        continue;
+                    };
+                    let delivery_id: i64 = insert_sending.query_row(
+                        params![seq, endpoint.id.as_str(), message.created_at],
+                        |row| row.get(0),
+                    )?;
+                    let (event_type, payload, ordering_key) = shared
+                        .get_or_insert_with(|| {
+                            (
+                                Arc::from(message.event_type.as_str()),
+                                Arc::from(message.payload.as_str()),
+                                message.ordering_key.as_deref().map(Arc::from),
+                            )
+                        })
+                        .clone();
+                    handed_off.push((
+                        permit,
+                        ClaimedDelivery {
+                            delivery_id,
+                            endpoint_id: endpoint.id.clone(),
+                            app_id: message.app_id.clone(),
+                            msg_id: message.id.clone(),
+                            event_type,
+                            payload,
+                            ordering_key,
+                            created_at: message.created_at,
+                            attempts_made: 0,
+                            trigger_type: TriggerType::Scheduled,
+                        },
+                    ));
                 }
-                if deliveries > 0 {
-                    context.deliveries_became_due = true;
+                drop((insert, insert_sending));
+                for (permit, delivery) in handed_off {
+                    context.hand_off(permit, delivery);
                 }
                 context.messages_added = true;
                 Ok(AcceptedMessage {
@@ -1086,6 +1136,12 @@ impl Store for SqliteStore {
 
     fn due_signal(&self) -> Arc<Notify> {
         self.due.clone()
+    }
+
+    fn handoff(&self) -> Option<tokio::sync::mpsc::Receiver<ClaimedDelivery>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(HANDOFF_CAPACITY);
+        *self.handoff.sender.lock().expect("hand-off lock") = Some(sender);
+        Some(receiver)
     }
 
     async fn list_attempts(

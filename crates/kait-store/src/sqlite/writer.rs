@@ -16,10 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kait_core::Endpoint;
 use rusqlite::Connection;
+use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::rows;
-use crate::{StoreError, StoreResult};
+use crate::{ClaimedDelivery, StoreError, StoreResult};
 
 /// Most jobs committed in one transaction; bounds the latency a large batch adds.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
@@ -30,6 +31,10 @@ pub const JOB_QUEUE_CAPACITY: usize = 16 * 1024;
 pub struct WriteContext<'conn> {
     pub connection: &'conn Connection,
     endpoints_by_app: &'conn mut HashMap<String, Arc<Vec<Endpoint>>>,
+    /// The dispatcher's hand-off queue, once it asked for one.
+    handoff: &'conn Handoff,
+    /// Deliveries to hand to the dispatcher after the commit, each with its reserved room.
+    handed_off: Vec<(OwnedPermit<ClaimedDelivery>, ClaimedDelivery)>,
     /// Set by a job that made deliveries due, so the dispatcher is woken after the commit.
     pub deliveries_became_due: bool,
     /// Set by a job that changed an endpoint, so the endpoint epoch moves after the commit.
@@ -57,11 +62,36 @@ impl WriteContext<'_> {
         Ok(endpoints)
     }
 
+    /// Reserves room to hand a new delivery straight to the dispatcher, if it takes
+    /// hand-offs and has room; the caller then writes the delivery as `Sending` and passes it
+    /// to [`WriteContext::hand_off`].
+    pub fn reserve_handoff(&self) -> Option<OwnedPermit<ClaimedDelivery>> {
+        self.handoff
+            .sender
+            .lock()
+            .expect("hand-off lock")
+            .as_ref()?
+            .clone()
+            .try_reserve_owned()
+            .ok()
+    }
+
+    /// Queues a delivery for the dispatcher; it is sent only if the transaction commits.
+    pub fn hand_off(&mut self, permit: OwnedPermit<ClaimedDelivery>, delivery: ClaimedDelivery) {
+        self.handed_off.push((permit, delivery));
+    }
+
     /// Drops the cached endpoints of an application after a change to them.
     pub fn forget_endpoints_of(&mut self, app_id: &str) {
         self.endpoints_by_app.remove(app_id);
         self.endpoints_changed = true;
     }
+}
+
+/// Where new deliveries go when they skip the claim: set once the dispatcher asks for them.
+#[derive(Default)]
+pub struct Handoff {
+    pub sender: std::sync::Mutex<Option<mpsc::Sender<ClaimedDelivery>>>,
 }
 
 /// Runs after the commit with its outcome, and answers the job's caller.
@@ -143,11 +173,12 @@ pub fn spawn(
     connection: Connection,
     synced_level: &'static str,
     signals: WriterSignals,
+    handoff: Arc<Handoff>,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = mpsc::channel(JOB_QUEUE_CAPACITY);
     let thread = std::thread::Builder::new()
         .name("kait-sqlite-writer".into())
-        .spawn(move || run(connection, synced_level, receiver, signals))?;
+        .spawn(move || run(connection, synced_level, receiver, signals, handoff))?;
     Ok((WriterHandle { jobs: sender }, thread))
 }
 
@@ -156,6 +187,7 @@ fn run(
     synced_level: &'static str,
     mut receiver: mpsc::Receiver<(Durability, Job)>,
     signals: WriterSignals,
+    handoff: Arc<Handoff>,
 ) {
     let mut endpoints_by_app = HashMap::new();
     let mut batch: Vec<Job> = Vec::with_capacity(256);
@@ -195,6 +227,8 @@ fn run(
         let mut context = WriteContext {
             connection: &connection,
             endpoints_by_app: &mut endpoints_by_app,
+            handoff: &handoff,
+            handed_off: Vec::new(),
             deliveries_became_due: false,
             endpoints_changed: false,
             messages_added: false,
@@ -210,7 +244,14 @@ fn run(
             context.messages_added,
         );
 
+        let handed_off = std::mem::take(&mut context.handed_off);
         let commit_error = commit_result.err();
+        if commit_error.is_none() {
+            // Committed: the dispatcher may start on them (before the callers even hear back).
+            for (permit, delivery) in handed_off {
+                permit.send(delivery);
+            }
+        }
         if commit_error.is_some() {
             // The database state is unknown to the cache: start it afresh.
             endpoints_by_app.clear();
@@ -247,6 +288,7 @@ fn run_batch(
         return Err(error);
     }
     for job in batch.drain(..) {
+        let handed_off_before = context.handed_off.len();
         let savepoint = context.connection.execute_batch("SAVEPOINT job");
         if let Err(error) = savepoint {
             let _ = context.connection.execute_batch("ROLLBACK");
@@ -259,8 +301,10 @@ fn run_batch(
             "ROLLBACK TO job; RELEASE job"
         };
         if !succeeded {
-            // A failed job may have touched endpoints before rolling back.
+            // A failed job may have touched endpoints before rolling back, and what it meant
+            // to hand off is rolled back with it.
             context.endpoints_by_app.clear();
+            context.handed_off.truncate(handed_off_before);
         }
         completions.push(completion);
         if let Err(error) = context.connection.execute_batch(end) {
