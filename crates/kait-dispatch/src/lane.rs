@@ -125,6 +125,15 @@ impl Lane {
         self.waiting() >= self.settings.queue_limit
     }
 
+    /// Whether new deliveries may be handed to this lane as they are accepted: not when it
+    /// is half full, paused or its breaker is not closed (they wait in the store instead, so
+    /// a dead endpoint's backlog never piles up in memory).
+    pub fn takes_handoffs(&self, now: Instant) -> bool {
+        self.waiting() < self.settings.queue_limit / 2
+            && self.breaker.is_closed()
+            && self.paused_until.is_none_or(|until| until <= now)
+    }
+
     /// Down to half its queue: a lane that was skipped by a claim for being full should be
     /// refilled now, before it runs dry (a backlog in the store has no other wake-up).
     pub fn wants_refill(&self) -> bool {

@@ -98,6 +98,8 @@ struct Dispatcher {
     /// Endpoints the last claim skipped because their lane was full: their backlog in the
     /// store is claimed again once the lane is down to half.
     skipped: std::collections::HashSet<EndpointId>,
+    /// Endpoints whose lane takes no hand-offs now; read by the store as it accepts messages.
+    closed_to_handoffs: Arc<std::sync::Mutex<std::collections::HashSet<EndpointId>>>,
     circuit_states: CircuitStates,
     in_flight: usize,
     waiting: usize,
@@ -170,8 +172,24 @@ impl Dispatcher {
             .entry(delivery.endpoint_id.clone())
             .or_insert_with(|| Lane::new(settings, self.config.breaker, Instant::now()));
         lane.update_settings(settings);
+        let endpoint_id = delivery.endpoint_id.clone();
         lane.push(delivery);
         self.waiting += 1;
+        self.update_handoff_gate(&endpoint_id);
+    }
+
+    /// Opens or closes an endpoint to hand-offs after its lane changed.
+    fn update_handoff_gate(&self, endpoint_id: &EndpointId) {
+        let takes = self
+            .lanes
+            .get(endpoint_id)
+            .is_none_or(|lane| lane.takes_handoffs(Instant::now()));
+        let mut closed = self.closed_to_handoffs.lock().expect("hand-off gate lock");
+        if takes {
+            closed.remove(endpoint_id);
+        } else if !closed.contains(endpoint_id) {
+            closed.insert(endpoint_id.clone());
+        }
     }
 
     /// Starts every attempt the lanes and the global limit allow.
@@ -243,6 +261,7 @@ impl Dispatcher {
             // Nothing of this endpoint is held here now: another node may run it.
             self.store.endpoint_idle(&endpoint_id);
         }
+        self.update_handoff_gate(&endpoint_id);
         room_again
     }
 
@@ -399,13 +418,22 @@ pub async fn run(
     ));
     let (finished, mut finished_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let due = store.due_signal();
-    let mut handoff = store.handoff();
+    let closed_to_handoffs: Arc<std::sync::Mutex<std::collections::HashSet<EndpointId>>> =
+        Default::default();
+    let gate = closed_to_handoffs.clone();
+    let mut handoff = store.handoff(Arc::new(move |endpoint_id: &EndpointId| {
+        !gate
+            .lock()
+            .expect("hand-off gate lock")
+            .contains(endpoint_id)
+    }));
     let mut dispatcher = Dispatcher {
         store,
         shared,
         config,
         lanes: HashMap::new(),
         skipped: Default::default(),
+        closed_to_handoffs,
         circuit_states,
         in_flight: 0,
         waiting: 0,

@@ -157,6 +157,9 @@ pub enum NextStep {
     RetryHeld(Millis),
 }
 
+/// Whether an endpoint's lane takes new deliveries handed over at accept time.
+pub type HandoffFilter = Arc<dyn Fn(&EndpointId) -> bool + Send + Sync>;
+
 /// One finished attempt to record.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -292,9 +295,14 @@ pub trait Store: Send + Sync + 'static {
     fn endpoint_idle(&self, _endpoint_id: &EndpointId) {}
     /// A queue of new deliveries the store hands straight to the dispatcher when it accepts a
     /// message, already marked `Sending`, so they need no claim (the common path on an idle
-    /// lane). Only the first caller gets it; a store without hand-offs returns `None`, and
-    /// everything goes through [`Store::claim_due`] as always.
-    fn handoff(&self) -> Option<tokio::sync::mpsc::Receiver<ClaimedDelivery>> {
+    /// lane). `accepts` tells, for an endpoint, whether its lane takes hand-offs now (not when
+    /// it is full, paused or its breaker is open: those deliveries wait in the store, so memory
+    /// stays bounded). A later call replaces the queue; a store without hand-offs returns
+    /// `None`, and everything goes through [`Store::claim_due`] as always.
+    fn handoff(
+        &self,
+        _accepts: HandoffFilter,
+    ) -> Option<tokio::sync::mpsc::Receiver<ClaimedDelivery>> {
         None
     }
 

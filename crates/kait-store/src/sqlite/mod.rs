@@ -726,7 +726,7 @@ impl Store for SqliteStore {
                     // Unordered endpoints take new deliveries straight from this commit;
                     // ordered ones go through the claim, which keeps their queue order.
                     let permit = (endpoint.ordering == kait_core::DeliveryOrder::Concurrent)
-                        .then(|| context.reserve_handoff())
+                        .then(|| context.reserve_handoff(&endpoint.id))
                         .flatten();
                     let Some(permit) = permit else {
                         insert.execute(params![seq, endpoint.id.as_str(), message.created_at])?;
@@ -1138,9 +1138,12 @@ impl Store for SqliteStore {
         self.due.clone()
     }
 
-    fn handoff(&self) -> Option<tokio::sync::mpsc::Receiver<ClaimedDelivery>> {
+    fn handoff(
+        &self,
+        accepts: crate::HandoffFilter,
+    ) -> Option<tokio::sync::mpsc::Receiver<ClaimedDelivery>> {
         let (sender, receiver) = tokio::sync::mpsc::channel(HANDOFF_CAPACITY);
-        *self.handoff.sender.lock().expect("hand-off lock") = Some(sender);
+        *self.handoff.queue.lock().expect("hand-off lock") = Some((sender, accepts));
         Some(receiver)
     }
 

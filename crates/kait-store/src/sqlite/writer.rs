@@ -14,13 +14,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kait_core::Endpoint;
+use kait_core::{Endpoint, EndpointId};
 use rusqlite::Connection;
 use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::rows;
-use crate::{ClaimedDelivery, StoreError, StoreResult};
+use crate::{ClaimedDelivery, HandoffFilter, StoreError, StoreResult};
 
 /// Most jobs committed in one transaction; bounds the latency a large batch adds.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
@@ -65,15 +65,16 @@ impl WriteContext<'_> {
     /// Reserves room to hand a new delivery straight to the dispatcher, if it takes
     /// hand-offs and has room; the caller then writes the delivery as `Sending` and passes it
     /// to [`WriteContext::hand_off`].
-    pub fn reserve_handoff(&self) -> Option<OwnedPermit<ClaimedDelivery>> {
-        self.handoff
-            .sender
-            .lock()
-            .expect("hand-off lock")
-            .as_ref()?
-            .clone()
-            .try_reserve_owned()
-            .ok()
+    pub fn reserve_handoff(
+        &self,
+        endpoint_id: &EndpointId,
+    ) -> Option<OwnedPermit<ClaimedDelivery>> {
+        let queue = self.handoff.queue.lock().expect("hand-off lock");
+        let (sender, accepts) = queue.as_ref()?;
+        if !accepts(endpoint_id) {
+            return None;
+        }
+        sender.clone().try_reserve_owned().ok()
     }
 
     /// Queues a delivery for the dispatcher; it is sent only if the transaction commits.
@@ -91,7 +92,7 @@ impl WriteContext<'_> {
 /// Where new deliveries go when they skip the claim: set once the dispatcher asks for them.
 #[derive(Default)]
 pub struct Handoff {
-    pub sender: std::sync::Mutex<Option<mpsc::Sender<ClaimedDelivery>>>,
+    pub queue: std::sync::Mutex<Option<(mpsc::Sender<ClaimedDelivery>, HandoffFilter)>>,
 }
 
 /// Runs after the commit with its outcome, and answers the job's caller.
