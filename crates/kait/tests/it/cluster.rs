@@ -13,29 +13,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::process::KaitProcess;
-use crate::support::{ADMIN_TOKEN, Receiver, Storage, slow_tests_enabled};
+use crate::support::{Receiver, Storage, post_json, slow_tests_enabled};
 
 const NODES: usize = 3;
 const SENDERS: usize = 24;
-
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    body: &serde_json::Value,
-) -> Option<serde_json::Value> {
-    let response = client
-        .post(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    serde_json::from_slice(&response.bytes().await.ok()?).ok()
-}
 
 /// An application with one endpoint per receiver (created through the first node).
 async fn app_with_endpoints(
@@ -43,20 +24,20 @@ async fn app_with_endpoints(
     base_url: &str,
     endpoints: &[(&Receiver, Option<u32>)],
 ) -> (String, Vec<String>) {
-    let app = post(
+    let app = post_json(
         client,
-        &format!("{base_url}/api/v1/app"),
-        &json!({ "name": "cluster" }),
+        format!("{base_url}/api/v1/app"),
+        json!({ "name": "cluster" }).to_string(),
     )
     .await
     .expect("application created");
     let app_id = app["id"].as_str().unwrap().to_owned();
     let mut endpoint_ids = Vec::new();
     for (receiver, rate_limit) in endpoints {
-        let endpoint = post(
+        let endpoint = post_json(
             client,
-            &format!("{base_url}/api/v1/app/{app_id}/endpoint"),
-            &json!({ "url": receiver.url, "rateLimit": rate_limit }),
+            format!("{base_url}/api/v1/app/{app_id}/endpoint"),
+            json!({ "url": receiver.url, "rateLimit": rate_limit }).to_string(),
         )
         .await
         .expect("endpoint created");
@@ -89,7 +70,7 @@ fn post_round_robin(
                             urls[(index + attempt) % urls.len()].clone()
                         };
                         let url = format!("{base_url}/api/v1/app/{app_id}/msg");
-                        if let Some(message) = post(&client, &url, &body).await {
+                        if let Some(message) = post_json(&client, url, body.to_string()).await {
                             acknowledged
                                 .lock()
                                 .unwrap()

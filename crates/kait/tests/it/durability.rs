@@ -13,29 +13,10 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::support::process::KaitProcess;
-use crate::support::{ADMIN_TOKEN, Receiver, Storage, slow_tests_enabled};
+use crate::support::{ADMIN_TOKEN, Receiver, Storage, post_json, slow_tests_enabled};
 
 const MESSAGES: usize = 3000;
 const SENDERS: usize = 16;
-
-async fn post_json(
-    client: &reqwest::Client,
-    url: String,
-    body: String,
-) -> Option<serde_json::Value> {
-    let response = client
-        .post(url)
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    serde_json::from_slice(&response.bytes().await.ok()?).ok()
-}
 
 /// Creates an application with one endpoint per receiver; returns its id.
 async fn app_with_endpoints(

@@ -219,3 +219,24 @@ pub fn assert_signed(received: &Received, secret: &str) {
         .verify(&received.body, &received.headers)
         .unwrap_or_else(|error| panic!("svix rejected the webhook: {error:?}"));
 }
+
+/// POSTs JSON with the admin token; the answer's JSON on success, `None` on any failure (for
+/// tests that post while servers are being killed).
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    body: String,
+) -> Option<serde_json::Value> {
+    let response = client
+        .post(url)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
