@@ -147,35 +147,42 @@ impl Dispatcher {
             }
         };
         let full = claim.deliveries.len() == budget;
-        for delivery in claim.deliveries {
-            self.accept(delivery).await;
-        }
+        self.accept(claim.deliveries).await;
         if full {
             return Some(now_millis());
         }
         claim.next_due_at.filter(|due_at| *due_at > now_millis())
     }
 
-    /// Puts a delivery this node now owns (claimed, or handed over by the store as it was
-    /// accepted) into its endpoint's lane.
-    async fn accept(&mut self, delivery: ClaimedDelivery) {
-        let endpoint = self
-            .shared
-            .endpoints
-            .get(&delivery.endpoint_id)
-            .await
-            .ok()
-            .flatten();
-        let settings = self.lane_settings(endpoint.as_deref());
-        let lane = self
-            .lanes
-            .entry(delivery.endpoint_id.clone())
-            .or_insert_with(|| Lane::new(settings, self.config.breaker, Instant::now()));
-        lane.update_settings(settings);
-        let endpoint_id = delivery.endpoint_id.clone();
-        lane.push(delivery);
-        self.waiting += 1;
-        self.update_handoff_gate(&endpoint_id);
+    /// Puts deliveries this node now owns (claimed, or handed over by the store as they were
+    /// accepted) into their endpoints' lanes. Each endpoint's settings are checked once per
+    /// batch, not once per delivery: a burst of hand-offs to one endpoint is one lookup.
+    async fn accept(&mut self, deliveries: Vec<ClaimedDelivery>) {
+        let mut touched: std::collections::HashSet<EndpointId> = Default::default();
+        for delivery in deliveries {
+            if !touched.contains(&delivery.endpoint_id) {
+                let endpoint = self
+                    .shared
+                    .endpoints
+                    .get(&delivery.endpoint_id)
+                    .await
+                    .ok()
+                    .flatten();
+                let settings = self.lane_settings(endpoint.as_deref());
+                self.lanes
+                    .entry(delivery.endpoint_id.clone())
+                    .or_insert_with(|| Lane::new(settings, self.config.breaker, Instant::now()))
+                    .update_settings(settings);
+                touched.insert(delivery.endpoint_id.clone());
+            }
+            if let Some(lane) = self.lanes.get_mut(&delivery.endpoint_id) {
+                lane.push(delivery);
+                self.waiting += 1;
+            }
+        }
+        for endpoint_id in &touched {
+            self.update_handoff_gate(endpoint_id);
+        }
     }
 
     /// Opens or closes an endpoint to hand-offs after its lane changed.
@@ -471,11 +478,12 @@ pub async fn run(
         claim_now = tokio::select! {
             Some(result) = finished_receiver.recv() => dispatcher.on_finished(result),
             Some(delivery) = next_handoff(&mut handoff) => {
-                dispatcher.accept(delivery).await;
                 // Take what else arrived with it before starting attempts.
+                let mut deliveries = vec![delivery];
                 while let Some(delivery) = handoff.as_mut().and_then(|queue| queue.try_recv().ok()) {
-                    dispatcher.accept(delivery).await;
+                    deliveries.push(delivery);
                 }
+                dispatcher.accept(deliveries).await;
                 false
             }
             _ = due.notified() => true,
