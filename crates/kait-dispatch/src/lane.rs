@@ -287,6 +287,45 @@ mod tests {
     }
 
     #[test]
+    fn hand_offs_stop_when_the_lane_is_half_full_or_tripped_and_refill_at_half() {
+        let (mut filling, now) = lane(DeliveryOrder::Concurrent, 1);
+        assert!(filling.takes_handoffs(now));
+        for id in 1..=4 {
+            filling.push(delivery(id, None));
+        }
+        assert!(!filling.takes_handoffs(now), "half of the queue limit of 8 waits");
+        assert!(filling.wants_refill(), "at half, a skipped lane is refilled");
+        filling.push(delivery(5, None));
+        assert!(!filling.wants_refill());
+
+        // Three failures trip the breaker: no hand-offs however empty the queue.
+        let (mut tripped, now) = lane(DeliveryOrder::Concurrent, 8);
+        for id in 1..=3 {
+            tripped.push(delivery(id, None));
+        }
+        for id in drain(&mut tripped, now) {
+            tripped.finished(delivery(id, None), false, None, None, now);
+        }
+        assert_eq!(tripped.waiting(), 0);
+        assert_eq!(tripped.circuit_state(), "open");
+        assert!(!tripped.takes_handoffs(now));
+
+        // Nor while a Retry-After pause lasts.
+        let (mut paused, now) = lane(DeliveryOrder::Concurrent, 8);
+        paused.push(delivery(1, None));
+        let sent = drain(&mut paused, now);
+        paused.finished(
+            delivery(sent[0], None),
+            false,
+            None,
+            Some(now + Duration::from_secs(5)),
+            now,
+        );
+        assert!(!paused.takes_handoffs(now));
+        assert!(paused.takes_handoffs(now + Duration::from_secs(6)));
+    }
+
+    #[test]
     fn concurrent_respects_the_in_flight_limit() {
         let (mut lane, now) = lane(DeliveryOrder::Concurrent, 2);
         for id in 1..=4 {
