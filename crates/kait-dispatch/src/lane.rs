@@ -293,8 +293,14 @@ mod tests {
         for id in 1..=4 {
             filling.push(delivery(id, None));
         }
-        assert!(!filling.takes_handoffs(now), "half of the queue limit of 8 waits");
-        assert!(filling.wants_refill(), "at half, a skipped lane is refilled");
+        assert!(
+            !filling.takes_handoffs(now),
+            "half of the queue limit of 8 waits"
+        );
+        assert!(
+            filling.wants_refill(),
+            "at half, a skipped lane is refilled"
+        );
         filling.push(delivery(5, None));
         assert!(!filling.wants_refill());
 
