@@ -84,19 +84,11 @@ fn post_round_robin(
         .collect()
 }
 
-fn distinct_ids(receiver: &Receiver) -> HashSet<String> {
-    receiver
-        .received()
-        .iter()
-        .map(|webhook| webhook.header("webhook-id").to_owned())
-        .collect()
-}
-
 async fn wait_for_all(receivers: &[&Receiver], expected: &HashSet<String>, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     for receiver in receivers {
         loop {
-            let seen = distinct_ids(receiver);
+            let seen = receiver.distinct_ids();
             let missing = expected.difference(&seen).count();
             if missing == 0 {
                 break;
@@ -252,7 +244,7 @@ async fn three_nodes_share_the_work_and_survive_a_kill() {
         expected.len()
     );
     wait_for_all(&[&busy, &quick], &expected, Duration::from_secs(180)).await;
-    let busy_seen = distinct_ids(&busy);
+    let busy_seen = busy.distinct_ids();
     assert!(
         claimed_by_victim.iter().all(|id| busy_seen.contains(id)),
         "the dead node's claimed deliveries were completed by the others"
@@ -295,8 +287,8 @@ async fn three_nodes_share_the_work_and_survive_a_kill() {
             "{}: {} requests, {} distinct, {} sent again after the kill (at-least-once)",
             receiver.url,
             receiver.count(),
-            distinct_ids(receiver).len(),
-            receiver.count() - distinct_ids(receiver).len()
+            receiver.distinct_ids().len(),
+            receiver.count() - receiver.distinct_ids().len()
         );
     }
     drop(nodes);

@@ -44,15 +44,6 @@ async fn app_with_endpoints(
     app_id
 }
 
-/// Distinct `webhook-id`s a receiver has seen.
-fn distinct_ids(receiver: &Receiver) -> HashSet<String> {
-    receiver
-        .received()
-        .iter()
-        .map(|webhook| webhook.header("webhook-id").to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_message() {
     if !slow_tests_enabled() {
@@ -103,7 +94,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     }
     let delivered_before_kill = receivers
         .iter()
-        .map(distinct_ids)
+        .map(Receiver::distinct_ids)
         .map(|ids| ids.len())
         .min()
         .unwrap();
@@ -132,7 +123,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     for receiver in &receivers {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let seen = distinct_ids(receiver);
+            let seen = receiver.distinct_ids();
             let missing = expected.difference(&seen).count();
             if missing == 0 {
                 break;
@@ -144,12 +135,12 @@ async fn kill_9_loses_no_acknowledged_message() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let duplicates = receiver.count() - distinct_ids(receiver).len();
+        let duplicates = receiver.count() - receiver.distinct_ids().len();
         eprintln!(
             "{}: {} webhooks, {} distinct, {duplicates} duplicates (at-least-once)",
             receiver.url,
             receiver.count(),
-            distinct_ids(receiver).len()
+            receiver.distinct_ids().len()
         );
     }
     assert!(
@@ -267,7 +258,7 @@ async fn three_kills_with_a_flaky_endpoint_lose_nothing() {
     for receiver in &receivers {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
         loop {
-            let missing = expected.difference(&distinct_ids(receiver)).count();
+            let missing = expected.difference(&receiver.distinct_ids()).count();
             if missing == 0 {
                 break;
             }
@@ -278,7 +269,7 @@ async fn three_kills_with_a_flaky_endpoint_lose_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let distinct = distinct_ids(receiver).len();
+        let distinct = receiver.distinct_ids().len();
         eprintln!(
             "{}: {} requests, {distinct} distinct messages, {} duplicates or retries",
             receiver.url,

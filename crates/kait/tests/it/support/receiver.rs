@@ -94,6 +94,17 @@ impl Receiver {
         Self { url, state, task }
     }
 
+    /// The distinct `webhook-id`s seen (retries and duplicates count once).
+    pub fn distinct_ids(&self) -> std::collections::HashSet<String> {
+        self.state
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|webhook| webhook.header("webhook-id").to_owned())
+            .collect()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
