@@ -8,6 +8,7 @@
 //! calls an endpoint), and they answer `202` for a message only after the store has made it
 //! and its deliveries durable.
 
+mod app_ids;
 mod auth;
 mod error;
 mod extract;
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Renders the Prometheus text exposition for `GET /metrics`.
     pub metrics: MetricsRender,
+    /// Application ids by path key, for the ingest path.
+    pub app_ids: Arc<app_ids::AppIds>,
 }
 
 /// Produces the `/metrics` body.

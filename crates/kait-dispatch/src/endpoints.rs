@@ -1,7 +1,7 @@
 //! The dispatcher's endpoint cache.
 //!
 //! Loading the endpoint for every attempt would cost a store read per webhook; caching it
-//! forever would send with stale secrets or headers. Each entry remembers the store's endpoint
+//! forever would send with stale secrets or headers. Each entry remembers the store's config
 //! epoch it was loaded at and is reloaded once the epoch has moved, which the store does
 //! before it acknowledges any endpoint change.
 
@@ -71,7 +71,7 @@ impl EndpointCache {
     pub async fn get(&self, id: &EndpointId) -> StoreResult<Option<Arc<PreparedEndpoint>>> {
         // Read the epoch before loading: a change racing with the load moves the epoch past
         // the one recorded, so the next call reloads.
-        let epoch = self.store.endpoint_epoch();
+        let epoch = self.store.config_epoch();
         if let Some((cached_epoch, endpoint)) = self.entries.lock().expect("cache lock").get(id)
             && *cached_epoch == epoch
         {

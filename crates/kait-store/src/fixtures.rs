@@ -203,3 +203,73 @@ pub async fn claims_skip_full_endpoints(store: &dyn crate::Store) {
     assert_eq!(rest.deliveries.len(), 5);
     assert!(rest.deliveries.iter().all(|d| d.endpoint_id == full.id));
 }
+
+/// A message for an application that does not exist (any more) is refused inside the write,
+/// so an API that cached the application's id cannot leave orphaned messages behind; and
+/// every application change moves the config epoch that such caches check.
+pub async fn messages_need_a_live_application(store: &dyn crate::Store) {
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let (first, second) = (
+        store
+            .create_message(message(&app.id, "a.b", None))
+            .await
+            .unwrap(),
+        store
+            .create_message(message(&app.id, "a.b", None))
+            .await
+            .unwrap(),
+    );
+    assert!(first.created && second.created);
+
+    let before_update = store.config_epoch();
+    let mut renamed = app.clone();
+    renamed.uid = Some("renamed".into());
+    store.update_application(renamed).await.unwrap();
+    let before_delete = store.config_epoch();
+    assert_ne!(before_update, before_delete, "an update moves the epoch");
+    store.delete_application(&app.id).await.unwrap();
+    assert_ne!(
+        store.config_epoch(),
+        before_delete,
+        "a delete moves the epoch"
+    );
+
+    let refused = store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, crate::StoreError::NotFound),
+        "{refused:?}"
+    );
+    let never = AppId::generate();
+    assert!(matches!(
+        store.create_message(message(&never, "a.b", None)).await,
+        Err(crate::StoreError::NotFound)
+    ));
+    assert!(
+        store.delivery_counts().await.unwrap().is_empty(),
+        "no delivery written for a missing application"
+    );
+
+    // Another application in the same batch is not affected.
+    let other = store.create_application(application()).await.unwrap();
+    let (accepted, refused) = tokio::join!(
+        store.create_message(message(&other.id, "a.b", None)),
+        store.create_message(message(&never, "a.b", None)),
+    );
+    let accepted = accepted.unwrap();
+    assert!(accepted.created);
+    assert!(matches!(refused, Err(crate::StoreError::NotFound)));
+    assert!(
+        store
+            .get_message(&other.id, accepted.message.id.as_str())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

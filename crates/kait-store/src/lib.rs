@@ -223,9 +223,10 @@ pub trait Store: Send + Sync + 'static {
     async fn update_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint>;
     /// Deletes an endpoint and its pending deliveries; its attempts stay in the log.
     async fn delete_endpoint(&self, app_id: &AppId, id: &EndpointId) -> StoreResult<()>;
-    /// A number that changes whenever any endpoint changes, so the dispatcher's endpoint cache
-    /// can tell that it is stale before an attempt starts.
-    fn endpoint_epoch(&self) -> u64;
+    /// A number that changes whenever any application or endpoint changes (on any node), so
+    /// the dispatcher's endpoint cache and the API's application cache can tell that they are
+    /// stale. It moves after the change commits and before the change is acknowledged.
+    fn config_epoch(&self) -> u64;
 
     // Messages.
     /// Writes the message and one pending delivery per matching endpoint in one transaction.

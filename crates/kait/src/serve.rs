@@ -172,6 +172,7 @@ pub async fn run(
         ops,
         shutdown: shutdown.clone(),
         metrics: metrics_render(),
+        app_ids: Default::default(),
     };
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);

@@ -148,13 +148,16 @@ pub async fn create(
         None => None,
     };
 
-    let application = find_app(&state, &app_key).await?;
+    let app_id = state
+        .app_ids
+        .resolve(state.store.as_ref(), &app_key)
+        .await?;
     let accepted = state
         .store
         .create_message(NewMessage {
             message: Message {
                 id: MessageId::generate(),
-                app_id: application.id,
+                app_id,
                 event_type: input.event_type,
                 event_id: input.event_id,
                 channels: input.channels,
@@ -164,7 +167,12 @@ pub async fn create(
             },
             idempotency_key,
         })
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // Deleted since the cached lookup.
+            kait_store::StoreError::NotFound => ApiError::NotFound("application"),
+            other => other.into(),
+        })?;
     if accepted.created {
         metrics::counter!("kait_messages_accepted_total").increment(1);
     }

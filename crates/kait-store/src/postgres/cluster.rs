@@ -30,12 +30,12 @@ use crate::StoreResult;
 
 const DUE: u8 = 1;
 const MESSAGES: u8 = 2;
-const ENDPOINTS: u8 = 4;
+const CONFIG: u8 = 4;
 
 /// This node's signals, fed by its own commits and by other nodes' notifications.
 pub struct Signals {
     pub due: Arc<Notify>,
-    pub endpoint_epoch: AtomicU64,
+    pub config_epoch: AtomicU64,
     pub messages: tokio::sync::watch::Sender<u64>,
     /// Kinds of change other nodes still have to hear about.
     pending: AtomicU8,
@@ -46,7 +46,7 @@ impl Signals {
     pub fn new() -> Self {
         Self {
             due: Arc::new(Notify::new()),
-            endpoint_epoch: AtomicU64::new(0),
+            config_epoch: AtomicU64::new(0),
             messages: tokio::sync::watch::channel(0).0,
             pending: AtomicU8::new(0),
             notifier: Notify::new(),
@@ -63,9 +63,9 @@ impl Signals {
         self.tell_cluster(MESSAGES);
     }
 
-    pub fn endpoints_changed(&self) {
-        self.endpoint_epoch.fetch_add(1, Ordering::SeqCst);
-        self.tell_cluster(ENDPOINTS);
+    pub fn config_changed(&self) {
+        self.config_epoch.fetch_add(1, Ordering::SeqCst);
+        self.tell_cluster(CONFIG);
     }
 
     fn tell_cluster(&self, kind: u8) {
@@ -82,8 +82,8 @@ impl Signals {
         if kind & MESSAGES != 0 {
             self.messages.send_modify(|version| *version += 1);
         }
-        if kind & ENDPOINTS != 0 {
-            self.endpoint_epoch.fetch_add(1, Ordering::SeqCst);
+        if kind & CONFIG != 0 {
+            self.config_epoch.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -109,7 +109,7 @@ pub async fn notify(shared: Arc<Shared>, stop: CancellationToken) {
         let kinds = shared.signals.pending.swap(0, Ordering::SeqCst);
         let result: StoreResult<()> = async {
             let client = shared.pool.get().await?;
-            for kind in [DUE, MESSAGES, ENDPOINTS] {
+            for kind in [DUE, MESSAGES, CONFIG] {
                 if kinds & kind != 0 {
                     client
                         .execute(
@@ -135,7 +135,7 @@ pub async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
         if let Err(error) = listen_once(&shared, &stop).await {
             tracing::warn!(%error, "the notification listener lost its connection; reconnecting");
         }
-        shared.signals.heard(DUE | MESSAGES | ENDPOINTS);
+        shared.signals.heard(DUE | MESSAGES | CONFIG);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,
@@ -167,7 +167,7 @@ async fn listen_once(shared: &Shared, stop: &CancellationToken) -> StoreResult<(
         Ok(())
     });
     let schema = &shared.options.schema;
-    let kinds = [DUE, MESSAGES, ENDPOINTS];
+    let kinds = [DUE, MESSAGES, CONFIG];
     let names: Vec<String> = kinds.iter().map(|kind| channel(schema, *kind)).collect();
     let listen: String = names
         .iter()
@@ -175,7 +175,7 @@ async fn listen_once(shared: &Shared, stop: &CancellationToken) -> StoreResult<(
         .collect();
     client.batch_execute(&listen).await?;
     // Anything that happened before LISTEN took effect is caught by this first wake-up.
-    shared.signals.heard(DUE | MESSAGES | ENDPOINTS);
+    shared.signals.heard(DUE | MESSAGES | CONFIG);
     loop {
         tokio::select! {
             heard = receiver.recv() => {

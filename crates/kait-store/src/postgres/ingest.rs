@@ -117,6 +117,7 @@ enum Decision {
     Earlier(Box<kait_core::Message>),
     EarlierInBatch(usize),
     Conflict,
+    NoApplication,
 }
 
 async fn commit(
@@ -132,9 +133,14 @@ async fn commit(
         .collect();
     app_ids.sort_unstable();
     app_ids.dedup();
+    // Only applications that still exist get a row: the API may have found the application
+    // in its cache, and its messages must not outlive a concurrent delete. The application
+    // rows are share-locked first (the order `delete_application` takes them in), so a
+    // delete either commits before this statement and hides the application, or waits.
     let lock = transaction
         .prepare_cached(
-            "INSERT INTO app_position (app_id, last) SELECT a, 0 FROM unnest($1::text[]) AS a ORDER BY a \
+            "WITH live AS (SELECT id FROM application WHERE id = ANY($1) ORDER BY id FOR KEY SHARE) \
+             INSERT INTO app_position (app_id, last) SELECT id, 0 FROM live ORDER BY id \
              ON CONFLICT (app_id) DO UPDATE SET last = app_position.last RETURNING app_id, last",
         )
         .await?;
@@ -196,6 +202,10 @@ async fn commit(
     for (index, new) in messages.iter().enumerate() {
         let message = &new.message;
         let app_id = message.app_id.as_str();
+        if !last_position.contains_key(app_id) {
+            decisions.push(Decision::NoApplication);
+            continue;
+        }
         if let Some(key) = new.idempotency_key.as_deref() {
             if let Some(found) = earlier.get(&(app_id.to_owned(), key.to_owned())) {
                 decisions.push(Decision::Earlier(Box::new(found.clone())));
@@ -356,6 +366,7 @@ async fn commit(
             Decision::Conflict => Err(StoreError::Conflict(
                 "a message with this eventId already exists".to_owned(),
             )),
+            Decision::NoApplication => Err(StoreError::NotFound),
         });
     }
     Ok(results)

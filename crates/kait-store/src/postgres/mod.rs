@@ -192,8 +192,8 @@ impl PgStore {
         Ok(self.shared.pool.get().await?)
     }
 
-    fn endpoints_changed(&self) {
-        self.shared.signals.endpoints_changed();
+    fn config_changed(&self) {
+        self.shared.signals.config_changed();
     }
 
     /// One claim transaction; see the module documentation.
@@ -495,7 +495,7 @@ impl PgStore {
             self.shared.signals.deliveries_due();
         }
         if !disabled.is_empty() {
-            self.endpoints_changed();
+            self.config_changed();
         }
         Ok(disabled)
     }
@@ -693,6 +693,7 @@ impl Store for PgStore {
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
+        self.config_changed();
         self.get_application(application.id.as_str())
             .await?
             .ok_or(StoreError::NotFound)
@@ -727,7 +728,7 @@ impl Store for PgStore {
             transaction.execute(sql, &[&id]).await?;
         }
         transaction.commit().await?;
-        self.endpoints_changed();
+        self.config_changed();
         Ok(())
     }
 
@@ -902,7 +903,7 @@ impl Store for PgStore {
                 rows::conflict_on_unique(error, "an endpoint with this uid already exists")
             })?;
         transaction.commit().await?;
-        self.endpoints_changed();
+        self.config_changed();
         Ok(endpoint)
     }
 
@@ -1002,7 +1003,7 @@ impl Store for PgStore {
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
-        self.endpoints_changed();
+        self.config_changed();
         Ok(endpoint)
     }
 
@@ -1027,12 +1028,12 @@ impl Store for PgStore {
             transaction.execute(sql, &[&id.as_str()]).await?;
         }
         transaction.commit().await?;
-        self.endpoints_changed();
+        self.config_changed();
         Ok(())
     }
 
-    fn endpoint_epoch(&self) -> u64 {
-        self.shared.signals.endpoint_epoch.load(Ordering::SeqCst)
+    fn config_epoch(&self) -> u64 {
+        self.shared.signals.config_epoch.load(Ordering::SeqCst)
     }
 
     async fn create_message(&self, new_message: NewMessage) -> StoreResult<AcceptedMessage> {

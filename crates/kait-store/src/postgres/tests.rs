@@ -355,13 +355,13 @@ async fn endpoint_changes_on_one_node_move_the_epoch_on_another() {
     let first = schema.open().await;
     let second = schema.open().await;
     let app = first.create_application(application()).await.unwrap();
-    let before = second.endpoint_epoch();
+    let before = second.config_epoch();
     let created = first
         .create_endpoint(endpoint(&app.id, None), 100)
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while second.endpoint_epoch() == before {
+    while second.config_epoch() == before {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no notification arrived"
@@ -398,6 +398,17 @@ async fn claims_skip_full_endpoints() {
     };
     let store = schema.open().await;
     crate::fixtures::claims_skip_full_endpoints(&store).await;
+    drop(store);
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_need_a_live_application() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.open().await;
+    crate::fixtures::messages_need_a_live_application(&store).await;
     drop(store);
     schema.drop_schema().await;
 }

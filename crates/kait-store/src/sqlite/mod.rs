@@ -66,7 +66,7 @@ pub struct SqliteStore {
     handoff: Arc<Handoff>,
     readers: Arc<ReaderPool>,
     due: Arc<Notify>,
-    endpoint_epoch: Arc<AtomicU64>,
+    config_epoch: Arc<AtomicU64>,
     messages: tokio::sync::watch::Receiver<u64>,
     /// Held for the store's lifetime: the OS lock that keeps other processes out.
     _lock: File,
@@ -147,7 +147,7 @@ impl SqliteStore {
         }
 
         let due = Arc::new(Notify::new());
-        let endpoint_epoch = Arc::new(AtomicU64::new(0));
+        let config_epoch = Arc::new(AtomicU64::new(0));
         let (messages_sender, messages) = tokio::sync::watch::channel(0u64);
         let handoff = Arc::new(Handoff::default());
         let (writer, _thread) = writer::spawn(
@@ -159,7 +159,7 @@ impl SqliteStore {
             },
             WriterSignals {
                 due: due.clone(),
-                endpoint_epoch: endpoint_epoch.clone(),
+                config_epoch: config_epoch.clone(),
                 messages: messages_sender,
             },
             handoff.clone(),
@@ -173,7 +173,7 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
             }),
             due,
-            endpoint_epoch,
+            config_epoch,
             messages,
             _lock: lock,
         })
@@ -363,6 +363,7 @@ impl Store for SqliteStore {
                 if changed == 0 {
                     return Err(StoreError::NotFound);
                 }
+                context.config_changed = true;
                 application_by_key(context.connection, application.id.as_str())?
                     .ok_or(StoreError::NotFound)
             })
@@ -645,8 +646,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn endpoint_epoch(&self) -> u64 {
-        self.endpoint_epoch.load(Ordering::SeqCst)
+    fn config_epoch(&self) -> u64 {
+        self.config_epoch.load(Ordering::SeqCst)
     }
 
     async fn create_message(&self, new_message: NewMessage) -> StoreResult<AcceptedMessage> {
@@ -657,6 +658,9 @@ impl Store for SqliteStore {
                     idempotency_key,
                 } = new_message;
                 let app_id = message.app_id.as_str();
+                // Also the check that the application still exists: the API may have found
+                // it in its cache.
+                let endpoints = context.endpoints_of(app_id)?;
                 if let Some(key) = &idempotency_key {
                     let earlier: Option<i64> = context
                         .connection
@@ -703,7 +707,6 @@ impl Store for SqliteStore {
                         )?
                         .execute(params![app_id, key, seq, message.created_at])?;
                 }
-                let endpoints = context.endpoints_of(app_id)?;
                 let mut insert = context.connection.prepare_cached(
                     "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at) \
                      VALUES (?1, ?2, 1, ?3, ?3)",

@@ -187,12 +187,12 @@ async fn endpoint_changes_move_the_epoch_before_they_are_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let app = store.create_application(application()).await.unwrap();
-    let before = store.endpoint_epoch();
+    let before = store.config_epoch();
     let created = store
         .create_endpoint(endpoint(&app.id, None), 100)
         .await
         .unwrap();
-    let after_create = store.endpoint_epoch();
+    let after_create = store.config_epoch();
     assert!(after_create > before);
     store
         .update_endpoint(Endpoint {
@@ -201,7 +201,7 @@ async fn endpoint_changes_move_the_epoch_before_they_are_acknowledged() {
         })
         .await
         .unwrap();
-    assert!(store.endpoint_epoch() > after_create);
+    assert!(store.config_epoch() > after_create);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,4 +415,11 @@ async fn new_deliveries_are_handed_off_when_the_dispatcher_takes_them() {
         .unwrap();
     let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
     assert_eq!(claim.deliveries.len(), 2, "both of the last message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_need_a_live_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    crate::fixtures::messages_need_a_live_application(&store).await;
 }

@@ -37,17 +37,29 @@ pub struct WriteContext<'conn> {
     handed_off: Vec<(OwnedPermit<ClaimedDelivery>, ClaimedDelivery)>,
     /// Set by a job that made deliveries due, so the dispatcher is woken after the commit.
     pub deliveries_became_due: bool,
-    /// Set by a job that changed an endpoint, so the endpoint epoch moves after the commit.
-    pub endpoints_changed: bool,
+    /// Set by a job that changed an application or endpoint, so the config epoch moves after
+    /// the commit.
+    pub config_changed: bool,
     /// Set by a job that added messages, so pollers waiting for news are woken.
     pub messages_added: bool,
 }
 
 impl WriteContext<'_> {
-    /// The application's endpoints, from the cache or the database.
+    /// The application's endpoints, from the cache or the database; `NotFound` when the
+    /// application does not exist (any more). Deleting an application drops its entry, so a
+    /// cached entry also says the application exists: callers that write on behalf of an
+    /// application (new messages) check it here, inside their transaction, and may therefore
+    /// trust a cached application lookup made before it.
     pub fn endpoints_of(&mut self, app_id: &str) -> StoreResult<Arc<Vec<Endpoint>>> {
         if let Some(endpoints) = self.endpoints_by_app.get(app_id) {
             return Ok(endpoints.clone());
+        }
+        let exists: bool = self
+            .connection
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM application WHERE id = ?1)")?
+            .query_row([app_id], |row| row.get(0))?;
+        if !exists {
+            return Err(StoreError::NotFound);
         }
         let mut statement = self.connection.prepare_cached(&format!(
             "SELECT {} FROM endpoint WHERE app_id = ?1",
@@ -85,7 +97,7 @@ impl WriteContext<'_> {
     /// Drops the cached endpoints of an application after a change to them.
     pub fn forget_endpoints_of(&mut self, app_id: &str) {
         self.endpoints_by_app.remove(app_id);
-        self.endpoints_changed = true;
+        self.config_changed = true;
     }
 }
 
@@ -164,7 +176,7 @@ impl WriterHandle {
 /// Shared signals the writer raises after a commit.
 pub struct WriterSignals {
     pub due: Arc<Notify>,
-    pub endpoint_epoch: Arc<AtomicU64>,
+    pub config_epoch: Arc<AtomicU64>,
     pub messages: tokio::sync::watch::Sender<u64>,
 }
 
@@ -231,7 +243,7 @@ fn run(
             handoff: &handoff,
             handed_off: Vec::new(),
             deliveries_became_due: false,
-            endpoints_changed: false,
+            config_changed: false,
             messages_added: false,
         };
         let jobs = batch.len();
@@ -239,9 +251,9 @@ fn run(
         let commit_result = run_batch(&mut context, &mut batch, &mut completions);
         metrics::histogram!("kait_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("kait_store_commit_jobs").record(jobs as f64);
-        let (became_due, endpoints_changed, messages_added) = (
+        let (became_due, config_changed, messages_added) = (
             context.deliveries_became_due,
-            context.endpoints_changed,
+            context.config_changed,
             context.messages_added,
         );
 
@@ -257,8 +269,8 @@ fn run(
             // The database state is unknown to the cache: start it afresh.
             endpoints_by_app.clear();
         } else {
-            if endpoints_changed {
-                signals.endpoint_epoch.fetch_add(1, Ordering::SeqCst);
+            if config_changed {
+                signals.config_epoch.fetch_add(1, Ordering::SeqCst);
             }
             if became_due {
                 signals.due.notify_one();

@@ -97,6 +97,10 @@ pub struct BenchResult {
     pub ratio_to_raw: Option<f64>,
     pub server_peak_rss_mib: Option<f64>,
     pub server_idle_rss_mib: Option<f64>,
+    /// CPU time (user + system) the server processes used over the whole scenario, per
+    /// webhook delivered: the cost that the rates depend on once the box is saturated, and
+    /// far less noisy than the rates on a shared machine.
+    pub server_cpu_us_per_webhook: Option<f64>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -162,7 +166,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         results.push(result);
     }
     println!(
-        "{:<8} {:<8} {:>5} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9}",
+        "{:<8} {:<8} {:>5} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9} {:>10}",
         "scenario",
         "store",
         "nodes",
@@ -176,11 +180,12 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         "missing",
         "dups",
         "vs raw",
-        "peak MiB"
+        "peak MiB",
+        "cpu us/wh"
     );
     for result in &results {
         println!(
-            "{:<8} {:<8} {:>5} {:>8} {:>4} {:>11.0} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5} {:>7} {:>9}",
+            "{:<8} {:<8} {:>5} {:>8} {:>4} {:>11.0} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5} {:>7} {:>9} {:>10}",
             result.scenario,
             result.backend,
             result.nodes,
@@ -199,6 +204,9 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             result
                 .server_peak_rss_mib
                 .map_or("-".into(), |mib| format!("{mib:.1}")),
+            result
+                .server_cpu_us_per_webhook
+                .map_or("-".into(), |us| format!("{us:.1}")),
         );
     }
     for result in &results {
@@ -378,6 +386,7 @@ async fn raw(receiver: &BenchReceiver, args: &BenchArgs) -> anyhow::Result<Bench
         ratio_to_raw: None,
         server_peak_rss_mib: None,
         server_idle_rss_mib: None,
+        server_cpu_us_per_webhook: None,
     })
 }
 
@@ -474,6 +483,20 @@ impl ServerProcess {
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
+
+    /// User plus system CPU time the process has used, in seconds, from /proc (Linux only).
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        cpu_seconds_from_stat(&stat)
+    }
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line. The command name may hold spaces, so fields
+/// are counted after its closing parenthesis; the unit is USER_HZ, 100 on Linux.
+fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 impl Drop for ServerProcess {
@@ -559,13 +582,19 @@ impl Cluster {
     }
 
     /// Stops the servers and drops the schema; returns the largest peak RSS of a node.
-    async fn stop(self) -> anyhow::Result<Option<f64>> {
+    /// Stops the nodes; returns the largest peak RSS and the CPU seconds of all nodes.
+    async fn stop(self) -> anyhow::Result<(Option<f64>, Option<f64>)> {
         let peak = max_rss(&self.servers, |(_, peak)| peak);
+        let cpu = self
+            .servers
+            .iter()
+            .map(ServerProcess::cpu_seconds)
+            .sum::<Option<f64>>();
         drop(self.servers);
         if let Some(schema) = self.schema {
             schema.drop_schema().await?;
         }
-        Ok(peak)
+        Ok((peak, cpu))
     }
 
     /// Creates the bench application with `endpoints` endpoints on the receiver; returns the
@@ -672,6 +701,7 @@ struct Run {
     delivery_from: Instant,
     idle_rss: Option<f64>,
     peak_rss: Option<f64>,
+    cpu_seconds: Option<f64>,
 }
 
 fn summarize(receiver: &BenchReceiver, args: &BenchArgs, run: Run) -> BenchResult {
@@ -717,6 +747,9 @@ fn summarize(receiver: &BenchReceiver, args: &BenchArgs, run: Run) -> BenchResul
         ratio_to_raw: None,
         server_peak_rss_mib: run.peak_rss,
         server_idle_rss_mib: run.idle_rss,
+        server_cpu_us_per_webhook: run
+            .cpu_seconds
+            .map(|seconds| seconds * 1e6 / expected.max(1) as f64),
     }
 }
 
@@ -733,7 +766,7 @@ async fn push_with(
     let (started, accepted_at) =
         send_messages(target, args, receiver.state.epoch, messages, pace).await?;
     wait_for_arrivals(receiver, messages * endpoints).await;
-    let peak_rss = cluster.stop().await?;
+    let (peak_rss, cpu_seconds) = cluster.stop().await?;
     let scenario = match (pace, endpoints) {
         (Some(_), _) => "latency",
         (None, 1) => "push-1",
@@ -751,6 +784,7 @@ async fn push_with(
             delivery_from: started,
             idle_rss,
             peak_rss,
+            cpu_seconds,
         },
     ))
 }
@@ -786,7 +820,7 @@ async fn backlog(
     let up_at = Instant::now();
     receiver.state.down.store(false, Ordering::Relaxed);
     wait_for_arrivals(receiver, size).await;
-    let peak_rss = cluster.stop().await?;
+    let (peak_rss, cpu_seconds) = cluster.stop().await?;
     let first = receiver
         .state
         .first_arrival
@@ -814,6 +848,7 @@ async fn backlog(
             delivery_from: up_at,
             idle_rss,
             peak_rss,
+            cpu_seconds,
         },
     ))
 }
@@ -821,6 +856,13 @@ async fn backlog(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_cpu_time_from_proc_stat() {
+        let stat = "4242 (kait serve) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 130 0 0 20 0 9";
+        assert_eq!(cpu_seconds_from_stat(stat), Some(3.8));
+        assert_eq!(cpu_seconds_from_stat("4242 (kait) S 1"), None);
+    }
 
     #[test]
     fn reads_the_send_time() {

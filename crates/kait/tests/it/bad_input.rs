@@ -113,6 +113,52 @@ async fn unknown_ids_are_not_found() {
     server.stop().await;
 }
 
+/// The ingest path caches which application a path key names: renaming or deleting the
+/// application must take effect for the very next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_follow_application_renames_and_deletes() {
+    let server = TestServer::start().await;
+    let (status, app) = server
+        .post("/api/v1/app", r#"{"name": "cached", "uid": "before"}"#)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{app}");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let message = r#"{"eventType": "a.b", "payload": {}}"#;
+    for key in ["before", app_id.as_str()] {
+        let (status, body) = server
+            .post(&format!("/api/v1/app/{key}/msg"), message)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{key}: {body}");
+    }
+
+    let (status, body) = server
+        .request(
+            Method::PUT,
+            &format!("/api/v1/app/{app_id}"),
+            Some(r#"{"name": "cached", "uid": "after"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server.post("/api/v1/app/before/msg", message).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(code(&body), "not_found");
+    let (status, body) = server.post("/api/v1/app/after/msg", message).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let (status, _) = server
+        .request(Method::DELETE, &format!("/api/v1/app/{app_id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for key in ["after", app_id.as_str()] {
+        let (status, body) = server
+            .post(&format!("/api/v1/app/{key}/msg"), message)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{key}: {body}");
+        assert_eq!(code(&body), "not_found");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_over_the_limit_is_413() {
     let server = TestServer::start_with(|config| config.limits.max_body_bytes = 4096).await;
