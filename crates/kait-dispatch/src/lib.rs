@@ -76,6 +76,9 @@ impl Default for DispatcherConfig {
     }
 }
 
+/// How often the dispatcher's gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What every attempt task shares.
 struct Shared {
     sender: Sender,
@@ -108,6 +111,9 @@ struct Dispatcher {
     ops: OperationalEvents,
     /// The attempt tasks, so that shutdown can stop those that outlive the grace period.
     attempts: JoinSet<()>,
+    /// Endpoints whose per-endpoint gauges were published, so a lane that went away is
+    /// reported as zero once instead of keeping its last value.
+    published: std::collections::HashSet<EndpointId>,
 }
 
 impl Dispatcher {
@@ -270,6 +276,47 @@ impl Dispatcher {
         }
         self.update_handoff_gate(&endpoint_id);
         room_again
+    }
+
+    /// Sets the dispatcher's gauges: totals, each endpoint's attempts in flight and
+    /// deliveries waiting (for endpoints with a lane), and how many endpoints are in each
+    /// circuit-breaker state. Called about once a second, not per attempt: a scrape sees
+    /// values at most that old, and the hot path pays nothing for them.
+    fn publish_gauges(&mut self) {
+        metrics::gauge!("kait_attempts_in_flight").set(self.in_flight as f64);
+        metrics::gauge!("kait_deliveries_waiting").set(self.waiting as f64);
+        let (mut open, mut half_open) = (0usize, 0usize);
+        for (endpoint_id, lane) in &self.lanes {
+            match lane.circuit_state() {
+                "open" => open += 1,
+                "half-open" => half_open += 1,
+                _ => {}
+            }
+            let endpoint = endpoint_id.as_str().to_owned();
+            metrics::gauge!("kait_endpoint_attempts_in_flight", "endpoint" => endpoint.clone())
+                .set(lane.in_flight() as f64);
+            metrics::gauge!("kait_endpoint_deliveries_waiting", "endpoint" => endpoint)
+                .set(lane.waiting() as f64);
+            if !self.published.contains(endpoint_id) {
+                self.published.insert(endpoint_id.clone());
+            }
+        }
+        let lanes = &self.lanes;
+        self.published.retain(|endpoint_id| {
+            if lanes.contains_key(endpoint_id) {
+                return true;
+            }
+            let endpoint = endpoint_id.as_str().to_owned();
+            metrics::gauge!("kait_endpoint_attempts_in_flight", "endpoint" => endpoint.clone())
+                .set(0.0);
+            metrics::gauge!("kait_endpoint_deliveries_waiting", "endpoint" => endpoint).set(0.0);
+            false
+        });
+        // Endpoints without a lane are closed (a lane is kept while its breaker is not).
+        let closed = self.lanes.len() - open - half_open;
+        for (state, count) in [("closed", closed), ("open", open), ("half-open", half_open)] {
+            metrics::gauge!("kait_endpoints_circuit", "state" => state).set(count as f64);
+        }
     }
 
     /// Emits `message.attempt.exhausted` when a delivery gives up after real attempts, and
@@ -448,10 +495,12 @@ pub async fn run(
         outcomes,
         ops,
         attempts: JoinSet::new(),
+        published: Default::default(),
     };
 
     let mut claim_now = true;
     let mut last_claim = Instant::now();
+    let mut last_gauges = Instant::now() - GAUGE_INTERVAL;
     let mut next_due_at: Option<Millis> = None;
     while !shutdown.is_cancelled() {
         while let Ok(result) = finished_receiver.try_recv() {
@@ -465,15 +514,10 @@ pub async fn run(
             last_claim = Instant::now();
         }
         dispatcher.start_attempts();
-        metrics::gauge!("kait_attempts_in_flight").set(dispatcher.in_flight as f64);
-        metrics::gauge!("kait_deliveries_waiting").set(dispatcher.waiting as f64);
-        metrics::gauge!("kait_endpoints_circuit_open").set(
-            dispatcher
-                .lanes
-                .values()
-                .filter(|lane| lane.circuit_state() != "closed")
-                .count() as f64,
-        );
+        if last_gauges.elapsed() >= GAUGE_INTERVAL {
+            dispatcher.publish_gauges();
+            last_gauges = Instant::now();
+        }
         let wake = dispatcher.next_wake(next_due_at);
         claim_now = tokio::select! {
             Some(result) = finished_receiver.recv() => dispatcher.on_finished(result),

@@ -273,3 +273,62 @@ pub async fn messages_need_a_live_application(store: &dyn crate::Store) {
             .is_some()
     );
 }
+
+/// The queue-depth gauges' source: pending deliveries split by whether they are due.
+pub async fn counts_due_and_scheduled_deliveries(store: &dyn crate::Store) {
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let now = now_millis();
+    assert_eq!(store.queue_depth(now).await.unwrap(), Default::default());
+    for _ in 0..3 {
+        store
+            .create_message(message(&app.id, "a.b", None))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.queue_depth(now_millis()).await.unwrap(),
+        crate::QueueDepth {
+            due: 6,
+            scheduled: 0
+        }
+    );
+    // One delivery fails and is scheduled for a retry a minute from now; one succeeds.
+    let claim = store.claim_due(now_millis(), 2, Vec::new()).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 2);
+    let retry_at = now_millis() + 60_000;
+    let outcomes = vec![
+        outcome(
+            claim.deliveries[0].delivery_id,
+            &claim.deliveries[0],
+            NextStep::RetryAt(retry_at),
+        ),
+        outcome(
+            claim.deliveries[1].delivery_id,
+            &claim.deliveries[1],
+            NextStep::Succeeded,
+        ),
+    ];
+    store.record_outcomes(outcomes.into(), None).await.unwrap();
+    assert_eq!(
+        store.queue_depth(now_millis()).await.unwrap(),
+        crate::QueueDepth {
+            due: 4,
+            scheduled: 1
+        }
+    );
+    assert_eq!(
+        store.queue_depth(retry_at).await.unwrap(),
+        crate::QueueDepth {
+            due: 5,
+            scheduled: 0
+        }
+    );
+}

@@ -182,6 +182,13 @@ pub struct DisabledEndpoint {
 
 /// The one interface to durable state. Implementations must make every write durable before
 /// returning and must be safe to call from many tasks at once.
+/// Pending deliveries in the store, by whether they are due yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    pub due: u64,
+    pub scheduled: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // Applications.
@@ -414,6 +421,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts deliveries by status (for health, metrics and tests).
     async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
+
+    /// Pending deliveries due by `now` and those scheduled later (retries, delays): the
+    /// queue-depth gauges. A count over the pending-due index, so it is read every few
+    /// seconds, not per scrape.
+    async fn queue_depth(&self, now: Millis) -> StoreResult<QueueDepth>;
 
     /// Called once after the dispatcher stopped: a store shared by several nodes hands what
     /// this node still holds back to the others at once, instead of after its lease expires.

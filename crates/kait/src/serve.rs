@@ -12,6 +12,7 @@ use kait_dispatch::{CircuitStates, DispatcherConfig};
 use kait_store::operational::OperationalEvents;
 use kait_store::{PgStore, SqliteOptions, SqliteStore, Store};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +30,13 @@ fn metrics_render() -> kait_api::MetricsRender {
         let jobs = [
             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
         ];
+        // Per-endpoint gauges of endpoints that went quiet are dropped after a while, so the
+        // exposition does not keep every endpoint that was ever busy.
         let builder = PrometheusBuilder::new()
+            .idle_timeout(
+                MetricKindMask::GAUGE,
+                Some(std::time::Duration::from_secs(300)),
+            )
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
             .and_then(|builder| {
                 builder
@@ -106,6 +113,30 @@ async fn purge_expired(store: Arc<dyn Store>, retention: Retention, shutdown: Ca
     }
 }
 
+/// How often the store's queue depth is counted for `/metrics`.
+const QUEUE_DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes the store's pending deliveries as `kait_queue_depth{state="due"|"scheduled"}`
+/// every [`QUEUE_DEPTH_INTERVAL`] until shutdown. Counted apart from scrapes, so a scraper
+/// can never make the server count a large backlog more often than this. With several
+/// nodes on one database every node reports the same, database-wide numbers.
+async fn publish_queue_depth(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    loop {
+        match store.queue_depth(kait_core::time::now_millis()).await {
+            Ok(depth) => {
+                metrics::gauge!("kait_queue_depth", "state" => "due").set(depth.due as f64);
+                metrics::gauge!("kait_queue_depth", "state" => "scheduled")
+                    .set(depth.scheduled as f64);
+            }
+            Err(error) => tracing::warn!(%error, "counting the queue failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(QUEUE_DEPTH_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Serves until `shutdown` is cancelled, then stops accepting, lets attempts in flight finish
 /// (bounded), records their outcomes and returns.
 pub async fn run(
@@ -136,6 +167,7 @@ pub async fn run(
             .context("setting up operational webhooks")?,
         None => OperationalEvents::off(),
     };
+    let queue_depth = tokio::spawn(publish_queue_depth(store.clone(), shutdown.clone()));
     let purger = tokio::spawn(purge_expired(
         store.clone(),
         config.retention,
@@ -185,6 +217,7 @@ pub async fn run(
     shutdown.cancel();
     dispatcher.await.context("dispatcher task")?;
     purger.await.context("purge task")?;
+    queue_depth.await.context("queue depth task")?;
     if let Err(error) = store.close().await {
         tracing::warn!(%error, "closing the store failed; other nodes take over after the lease");
     }

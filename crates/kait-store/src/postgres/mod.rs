@@ -39,7 +39,7 @@ use self::paging::{Keyset, Params, finish, keyed_sql, where_clause};
 use self::rows::EndpointParams;
 use crate::{
     AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint, EndpointMessage,
-    MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, Store, StoreError,
+    MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, QueueDepth, Store, StoreError,
     StoreResult,
 };
 
@@ -1659,6 +1659,22 @@ impl Store for PgStore {
                 ))
             })
             .collect()
+    }
+
+    async fn queue_depth(&self, now: Millis) -> StoreResult<QueueDepth> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(*) FILTER (WHERE due_at <= $1), count(*) FILTER (WHERE due_at > $1) \
+                 FROM delivery WHERE status = 1",
+                &[&now],
+            )
+            .await?;
+        Ok(QueueDepth {
+            due: row.try_get::<_, i64>(0)? as u64,
+            scheduled: row.try_get::<_, i64>(1)? as u64,
+        })
     }
 
     async fn close(&self) -> StoreResult<()> {

@@ -412,3 +412,14 @@ async fn messages_need_a_live_application() {
     drop(store);
     schema.drop_schema().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_due_and_scheduled_deliveries() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.open().await;
+    crate::fixtures::counts_due_and_scheduled_deliveries(&store).await;
+    drop(store);
+    schema.drop_schema().await;
+}

@@ -32,7 +32,7 @@ use self::paging::{Keyset, query_keyed};
 use self::writer::{Durability, Handoff, WriteContext, WriterHandle, WriterSignals};
 use crate::{
     AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint, EndpointMessage,
-    MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, Store, StoreError,
+    MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, QueueDepth, Store, StoreError,
     StoreResult,
 };
 
@@ -1603,6 +1603,22 @@ impl Store for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(counts)
+        })
+        .await
+    }
+
+    async fn queue_depth(&self, now: Millis) -> StoreResult<QueueDepth> {
+        self.read(move |connection| {
+            let (due, scheduled): (i64, i64) = connection
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(due_at <= ?1), 0), COALESCE(SUM(due_at > ?1), 0) \
+                     FROM delivery INDEXED BY delivery_due WHERE status = 1",
+                )?
+                .query_row([now], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(QueueDepth {
+                due: due as u64,
+                scheduled: scheduled as u64,
+            })
         })
         .await
     }

@@ -423,3 +423,10 @@ async fn messages_need_a_live_application() {
     let store = open(dir.path());
     crate::fixtures::messages_need_a_live_application(&store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_due_and_scheduled_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    crate::fixtures::counts_due_and_scheduled_deliveries(&store).await;
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::support::{Receiver, TestServer, assert_signed};
+use crate::support::{Blackhole, Receiver, TestServer, assert_signed};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -549,5 +549,46 @@ async fn metrics_are_exposed_for_prometheus() {
         text.contains("# TYPE kait_store_commit_seconds histogram"),
         "{text}"
     );
+    for series in [
+        "kait_queue_depth{state=\"due\"}",
+        "kait_queue_depth{state=\"scheduled\"}",
+        "kait_endpoints_circuit{state=\"closed\"}",
+        "kait_endpoints_circuit{state=\"open\"}",
+        "kait_attempts_in_flight",
+    ] {
+        value(series);
+    }
+
+    // Per-endpoint gauges: three attempts hang on an endpoint that never answers. (Its id
+    // is this test's own, so other servers sharing the recorder cannot disturb the value.)
+    let blackhole = Blackhole::start().await;
+    let stuck_app = server.create_app("metrics-stuck").await;
+    let stuck = server
+        .create_endpoint(&stuck_app, json!({ "url": blackhole.url }))
+        .await;
+    for _ in 0..3 {
+        server.send(&stuck_app, "a.b", json!({})).await;
+    }
+    let series = format!(
+        "kait_endpoint_attempts_in_flight{{endpoint=\"{}\"}} 3",
+        stuck["id"].as_str().unwrap()
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = reqwest::get(format!("{}/metrics", server.base_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|line| line == series) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no `{series}` in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     server.stop().await;
 }
