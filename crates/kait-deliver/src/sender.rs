@@ -33,9 +33,33 @@ impl Default for SenderConfig {
     }
 }
 
+/// An endpoint URL parsed once (the dispatcher keeps it with the endpoint), so an attempt
+/// neither parses it again nor looks for a literal address in it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    url: reqwest::Url,
+    /// The host when it is a literal IP address: checked against the guard at every attempt
+    /// (host names are checked as they resolve).
+    literal: Option<std::net::IpAddr>,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self, SendError> {
+        let url =
+            reqwest::Url::parse(url).map_err(|error| SendError::InvalidUrl(error.to_string()))?;
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(SendError::InvalidUrl("no host".into())),
+        };
+        Ok(Self { url, literal })
+    }
+}
+
 /// One webhook to send.
 pub struct Webhook<'a> {
-    pub url: &'a str,
+    pub target: &'a Target,
     pub msg_id: &'a str,
     /// Unix seconds, signed and sent as `webhook-timestamp`.
     pub timestamp: i64,
@@ -173,15 +197,11 @@ impl Sender {
     /// Checks a URL's literal IP host against the guard (host names are checked when
     /// resolved). Used at endpoint creation to refuse forbidden literals early.
     pub fn check_url(&self, url: &str) -> Result<(), SendError> {
-        let parsed =
-            reqwest::Url::parse(url).map_err(|error| SendError::InvalidUrl(error.to_string()))?;
-        let literal = match parsed.host() {
-            Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
-            Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
-            Some(url::Host::Domain(_)) => None,
-            None => return Err(SendError::InvalidUrl("no host".into())),
-        };
-        if let Some(address) = literal {
+        self.check_target(&Target::parse(url)?)
+    }
+
+    fn check_target(&self, target: &Target) -> Result<(), SendError> {
+        if let Some(address) = target.literal {
             self.policy.check(address).map_err(SendError::Blocked)?;
         }
         Ok(())
@@ -208,7 +228,7 @@ impl Sender {
         &self,
         webhook: Webhook<'_>,
     ) -> Result<(u16, String, Option<Duration>), SendError> {
-        self.check_url(webhook.url)?;
+        self.check_target(webhook.target)?;
         let mut signature =
             webhook
                 .signing_key
@@ -236,7 +256,7 @@ impl Sender {
         }
         let mut response = self
             .client
-            .post(webhook.url)
+            .post(webhook.target.url.clone())
             .headers(headers)
             .body(webhook.body)
             .send()
@@ -319,7 +339,27 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use super::parse_retry_after;
+    use super::{SendError, Target, parse_retry_after};
+
+    #[test]
+    fn targets_know_their_literal_address() {
+        let literal = Target::parse("http://10.0.0.1:8080/hook").unwrap();
+        assert_eq!(literal.literal, Some("10.0.0.1".parse().unwrap()));
+        let v6 = Target::parse("https://[::1]/hook").unwrap();
+        assert_eq!(v6.literal, Some("::1".parse().unwrap()));
+        assert_eq!(
+            Target::parse("https://example.com/hook").unwrap().literal,
+            None
+        );
+        // Odd spellings of an IPv4 address are normalised by the URL parser, so the guard
+        // sees the real address.
+        let odd = Target::parse("http://0x7f.1/hook").unwrap();
+        assert_eq!(odd.literal, Some("127.0.0.1".parse().unwrap()));
+        assert!(matches!(
+            Target::parse("not a url"),
+            Err(SendError::InvalidUrl(_))
+        ));
+    }
 
     #[test]
     fn retry_after_in_seconds_and_as_a_date() {

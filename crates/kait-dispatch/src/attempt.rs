@@ -79,23 +79,31 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
             Err(reason) => return without_request(delivery, started_at, &reason, NextStep::GiveUp),
         },
     };
-    let result = shared
-        .sender
-        .send(Webhook {
-            url: &endpoint.url,
-            msg_id: delivery.msg_id.as_str(),
-            timestamp: started_at / 1000,
-            body,
-            content_type,
-            signing_key: &endpoint.signing_key,
-            previous_signing_key: endpoint
-                .previous_signing_key
-                .as_ref()
-                .filter(|(_, expires_at)| started_at < *expires_at)
-                .map(|(key, _)| key),
-            custom_headers: &endpoint.headers,
-        })
-        .await;
+    let result = match &endpoint.target {
+        Ok(target) => {
+            shared
+                .sender
+                .send(Webhook {
+                    target,
+                    msg_id: delivery.msg_id.as_str(),
+                    timestamp: started_at / 1000,
+                    body,
+                    content_type,
+                    signing_key: &endpoint.signing_key,
+                    previous_signing_key: endpoint
+                        .previous_signing_key
+                        .as_ref()
+                        .filter(|(_, expires_at)| started_at < *expires_at)
+                        .map(|(key, _)| key),
+                    custom_headers: &endpoint.headers,
+                })
+                .await
+        }
+        Err(error) => AttemptResult::NoResponse {
+            error: error.clone(),
+            duration: Duration::ZERO,
+        },
+    };
     let succeeded = result.is_success();
     let gone = result.status_code() == 410;
     let pause = result

@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use kait_core::signing::SigningKey;
 use kait_core::{DeliveryOrder, Endpoint, EndpointId, PayloadFormat};
 use kait_deliver::header::{HeaderMap, HeaderName, HeaderValue};
+use kait_deliver::{SendError, Target};
 use kait_store::{Store, StoreResult};
 
 /// An endpoint in the form an attempt needs it: key schedule and headers prepared once.
 pub struct PreparedEndpoint {
     pub url: String,
+    /// The URL parsed once; an unparsable one fails each attempt with its reason.
+    pub target: Result<Target, SendError>,
     pub disabled: bool,
     pub rate_limit: Option<u16>,
     pub ordering: DeliveryOrder,
@@ -40,6 +43,7 @@ impl PreparedEndpoint {
         }
         Self {
             url: endpoint.url.clone(),
+            target: Target::parse(&endpoint.url),
             disabled: endpoint.disabled,
             rate_limit: endpoint.rate_limit,
             ordering: endpoint.ordering,

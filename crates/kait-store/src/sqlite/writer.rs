@@ -302,16 +302,26 @@ fn run_batch(
     }
     for job in batch.drain(..) {
         let handed_off_before = context.handed_off.len();
-        let savepoint = context.connection.execute_batch("SAVEPOINT job");
+        // Cached statements: `execute_batch` would parse the text again for every job.
+        let savepoint = context
+            .connection
+            .prepare_cached("SAVEPOINT job")
+            .and_then(|mut statement| statement.execute([]));
         if let Err(error) = savepoint {
             let _ = context.connection.execute_batch("ROLLBACK");
             return Err(error.into());
         }
         let (succeeded, completion) = job(Ok(context));
         let end = if succeeded {
-            "RELEASE job"
+            context
+                .connection
+                .prepare_cached("RELEASE job")
+                .and_then(|mut statement| statement.execute([]))
+                .map(drop)
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            context
+                .connection
+                .execute_batch("ROLLBACK TO job; RELEASE job")
         };
         if !succeeded {
             // A failed job may have touched endpoints before rolling back, and what it meant
@@ -320,7 +330,7 @@ fn run_batch(
             context.handed_off.truncate(handed_off_before);
         }
         completions.push(completion);
-        if let Err(error) = context.connection.execute_batch(end) {
+        if let Err(error) = end {
             let _ = context.connection.execute_batch("ROLLBACK");
             return Err(error.into());
         }
