@@ -312,7 +312,8 @@ impl Dispatcher {
             metrics::gauge!("kait_endpoint_deliveries_waiting", "endpoint" => endpoint).set(0.0);
             false
         });
-        // Endpoints without a lane are closed (a lane is kept while its breaker is not).
+        // Counted over endpoints with a lane (work in hand); an endpoint without one is closed
+        // too, since a lane stays while its breaker is open or half-open.
         let closed = self.lanes.len() - open - half_open;
         for (state, count) in [("closed", closed), ("open", open), ("half-open", half_open)] {
             metrics::gauge!("kait_endpoints_circuit", "state" => state).set(count as f64);
@@ -500,7 +501,7 @@ pub async fn run(
 
     let mut claim_now = true;
     let mut last_claim = Instant::now();
-    let mut last_gauges = Instant::now() - GAUGE_INTERVAL;
+    let mut last_gauges: Option<Instant> = None;
     let mut next_due_at: Option<Millis> = None;
     while !shutdown.is_cancelled() {
         while let Ok(result) = finished_receiver.try_recv() {
@@ -514,9 +515,9 @@ pub async fn run(
             last_claim = Instant::now();
         }
         dispatcher.start_attempts();
-        if last_gauges.elapsed() >= GAUGE_INTERVAL {
+        if last_gauges.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL) {
             dispatcher.publish_gauges();
-            last_gauges = Instant::now();
+            last_gauges = Some(Instant::now());
         }
         let wake = dispatcher.next_wake(next_due_at);
         claim_now = tokio::select! {
