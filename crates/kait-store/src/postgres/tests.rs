@@ -380,46 +380,41 @@ async fn endpoint_changes_on_one_node_move_the_epoch_on_another() {
     schema.drop_schema().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_past_retention_is_purged_but_pending_work_stays() {
+/// Runs one of the contract tests shared with SQLite (`crate::fixtures`) on a store in a
+/// schema of its own, dropped afterwards (skipped locally without PostgreSQL).
+async fn on_fresh_schema(test: impl AsyncFnOnce(&dyn Store)) {
     let Some(schema) = TestSchema::create().await else {
         return;
     };
     let store = schema.open().await;
-    crate::fixtures::purges_history_but_keeps_pending_work(&store).await;
+    test(&store).await;
     drop(store);
     schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_past_retention_is_purged_but_pending_work_stays() {
+    on_fresh_schema(async |store| {
+        crate::fixtures::purges_history_but_keeps_pending_work(store).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_skip_full_endpoints() {
-    let Some(schema) = TestSchema::create().await else {
-        return;
-    };
-    let store = schema.open().await;
-    crate::fixtures::claims_skip_full_endpoints(&store).await;
-    drop(store);
-    schema.drop_schema().await;
+    on_fresh_schema(async |store| crate::fixtures::claims_skip_full_endpoints(store).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_need_a_live_application() {
-    let Some(schema) = TestSchema::create().await else {
-        return;
-    };
-    let store = schema.open().await;
-    crate::fixtures::messages_need_a_live_application(&store).await;
-    drop(store);
-    schema.drop_schema().await;
+    on_fresh_schema(async |store| crate::fixtures::messages_need_a_live_application(store).await)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_due_and_scheduled_deliveries() {
-    let Some(schema) = TestSchema::create().await else {
-        return;
-    };
-    let store = schema.open().await;
-    crate::fixtures::counts_due_and_scheduled_deliveries(&store).await;
-    drop(store);
-    schema.drop_schema().await;
+    on_fresh_schema(async |store| {
+        crate::fixtures::counts_due_and_scheduled_deliveries(store).await
+    })
+    .await;
 }
