@@ -11,5 +11,5 @@ mod sender;
 
 pub use guard::{BlockedAddress, EgressPolicy};
 /// Header types used in [`Webhook`], so callers need not depend on the HTTP client.
-pub use reqwest::header;
+pub use http::header;
 pub use sender::{AttemptResult, SendError, Sender, SenderConfig, Target, Webhook};
