@@ -12,4 +12,7 @@ mod sender;
 pub use guard::{BlockedAddress, EgressPolicy};
 /// Header types used in [`Webhook`], so callers need not depend on the HTTP client.
 pub use http::header;
-pub use sender::{AttemptResult, SendError, Sender, SenderConfig, Target, Webhook};
+pub use rustls::pki_types::CertificateDer;
+pub use sender::{
+    AttemptResult, SendError, Sender, SenderConfig, Target, Webhook, read_pem_certificates,
+};

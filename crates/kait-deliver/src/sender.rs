@@ -363,6 +363,20 @@ impl Sender {
     }
 }
 
+/// The certificates in a PEM file's text (other PEM sections, such as keys, are ignored), for
+/// [`SenderConfig::extra_root_certificates`]. At least one is required, so that a wrong file is
+/// an error at start-up rather than a silent no-op.
+pub fn read_pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("not valid PEM: {error}"))?;
+    if certificates.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    Ok(certificates)
+}
+
 /// rustls with the platform's certificate verifier (the system roots, plus any extra ones).
 /// The connector sets ALPN to HTTP/1.1 itself.
 fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, SendError> {
@@ -457,6 +471,25 @@ mod tests {
             Target::parse("not a url"),
             Err(SendError::InvalidUrl(_))
         ));
+    }
+
+    #[test]
+    fn pem_certificates_are_read_and_garbage_refused() {
+        // Two certificates (any DER inside the armour parses; verification happens later),
+        // with a key section between them that is skipped.
+        let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n\
+                   -----BEGIN PRIVATE KEY-----\nMAMCAQI=\n-----END PRIVATE KEY-----\n\
+                   -----BEGIN CERTIFICATE-----\nMAMCAQM=\n-----END CERTIFICATE-----\n";
+        let certificates = super::read_pem_certificates(pem.as_bytes()).unwrap();
+        assert_eq!(certificates.len(), 2);
+        assert_eq!(certificates[1].as_ref(), &[0x30, 0x03, 0x02, 0x01, 0x03]);
+        let none = super::read_pem_certificates(b"just text\n").unwrap_err();
+        assert!(none.contains("no PEM certificate"), "{none}");
+        let broken = super::read_pem_certificates(
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap_err();
+        assert!(broken.contains("not valid PEM"), "{broken}");
     }
 
     #[test]

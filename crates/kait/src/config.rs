@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use kait_api::Limits;
 use kait_core::retry::RetrySchedule;
 use kait_core::signing::Secret;
+use kait_deliver::{CertificateDer, read_pem_certificates};
 use kait_dispatch::BreakerConfig;
 use rand::Rng;
 use serde::Deserialize;
@@ -61,6 +62,10 @@ pub struct ServeArgs {
     /// Time limit for connecting to a webhook receiver, e.g. 5s [default: 5s].
     #[arg(long, env = "KAIT_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<String>,
+    /// PEM file of certificate authorities trusted for HTTPS endpoints, in addition to the
+    /// system's (for receivers behind a private CA).
+    #[arg(long, env = "KAIT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Bytes of each receiver response kept in the attempt log [default: 4096].
     #[arg(long, env = "KAIT_MAX_RESPONSE_BYTES")]
     pub max_response_bytes: Option<usize>,
@@ -137,6 +142,7 @@ pub struct FileConfig {
     pub retry_schedule: Option<String>,
     pub request_timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub max_response_bytes: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub max_payload_depth: Option<usize>,
@@ -236,6 +242,8 @@ pub struct ServeConfig {
     pub retry_schedule: RetrySchedule,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Certificate authorities trusted for HTTPS endpoints beside the system's (`--ca-file`).
+    pub extra_root_certificates: Vec<CertificateDer<'static>>,
     pub max_response_bytes: usize,
     /// API input limits (body size, payload depth, headers, endpoints per app).
     pub limits: Limits,
@@ -263,6 +271,7 @@ impl ServeConfig {
             retry_schedule: RetrySchedule::default(),
             request_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
+            extra_root_certificates: Vec::new(),
             max_response_bytes: 4096,
             limits: Limits::default(),
             max_in_flight: 1024,
@@ -335,6 +344,15 @@ impl ServeConfig {
         if connect_timeout.is_zero() {
             bail!("--connect-timeout must be more than zero");
         }
+        let extra_root_certificates = match args.ca_file.or(file.ca_file) {
+            Some(path) => {
+                let pem = std::fs::read(&path)
+                    .with_context(|| format!("--ca-file: reading {}", path.display()))?;
+                read_pem_certificates(&pem)
+                    .map_err(|reason| anyhow::anyhow!("--ca-file: {}: {reason}", path.display()))?
+            }
+            None => Vec::new(),
+        };
         let disable_after = match args.disable_after.or(file.disable_after) {
             Some(text) => humantime::parse_duration(&text).with_context(|| {
                 format!("--disable-after: `{text}` is not a duration such as 5d")
@@ -453,6 +471,7 @@ impl ServeConfig {
             retry_schedule,
             request_timeout,
             connect_timeout,
+            extra_root_certificates,
             max_response_bytes,
             limits,
             max_in_flight,
@@ -576,6 +595,36 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{error:#}").contains("unknown field"), "{error:#}");
+    }
+
+    #[test]
+    fn ca_files_are_read_and_bad_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_ca = |path: PathBuf| {
+            ServeConfig::resolve(ServeArgs {
+                ca_file: Some(path),
+                ..ServeArgs::default()
+            })
+        };
+        let good = dir.path().join("ca.pem");
+        std::fs::write(
+            &good,
+            "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert_eq!(with_ca(good).unwrap().extra_root_certificates.len(), 1);
+        let missing = with_ca(dir.path().join("nowhere.pem")).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("--ca-file: reading"),
+            "{missing:#}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = with_ca(empty).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("no PEM certificate"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub async fn run(
             // attempts in flight, endpoints sharing a host (ten on one receiver in the
             // bench) kept closing and reopening connections, 8 % of the server's CPU.
             max_idle_per_host: config.max_in_flight,
-            extra_root_certificates: Vec::new(),
+            extra_root_certificates: config.extra_root_certificates.clone(),
         },
         EgressPolicy::new(config.allow_networks.clone()),
     )

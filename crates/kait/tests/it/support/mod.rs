@@ -199,6 +199,19 @@ impl TestServer {
         }
     }
 
+    /// Waits for the first attempt of a message and returns it: the attempt log entry with
+    /// `response` (the body, or why no response came) and `responseStatusCode`.
+    pub async fn first_attempt(&self, app_id: &str, msg_id: &str, timeout: Duration) -> Value {
+        let attempts = self
+            .wait_until(
+                &format!("/api/v1/app/{app_id}/attempt/msg/{msg_id}"),
+                timeout,
+                |body| body["data"].as_array().is_some_and(|data| !data.is_empty()),
+            )
+            .await;
+        attempts["data"][0].clone()
+    }
+
     /// Stops the server gracefully, waits for it and removes its storage.
     pub async fn stop(self) {
         self.shutdown.cancel();

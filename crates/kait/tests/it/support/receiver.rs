@@ -64,6 +64,13 @@ impl Receiver {
     pub async fn start_responding(
         respond: impl Fn(&Received, usize) -> Response + Send + Sync + 'static,
     ) -> Self {
+        Self::serve(None, respond).await
+    }
+
+    async fn serve(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        respond: impl Fn(&Received, usize) -> Response + Send + Sync + 'static,
+    ) -> Self {
         let state = Arc::new(State {
             received: Mutex::new(Vec::new()),
             arrivals: Notify::new(),
@@ -87,11 +94,48 @@ impl Receiver {
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/webhook", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let port = listener.local_addr().unwrap().port();
+        let (url, task) = match tls {
+            None => (
+                format!("http://127.0.0.1:{port}/webhook"),
+                tokio::spawn(async move {
+                    axum::serve(listener, app).await.unwrap();
+                }),
+            ),
+            Some(acceptor) => (
+                format!("https://localhost:{port}/webhook"),
+                tokio::spawn(serve_tls(listener, acceptor, app)),
+            ),
+        };
         Self { url, state, task }
+    }
+
+    /// A receiver that answers 200 over HTTPS at `https://localhost:<port>`, with a
+    /// certificate issued by a CA made for the test; returns the CA's certificate too.
+    pub async fn start_tls() -> (Self, rustls::pki_types::CertificateDer<'static>) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let receiver = Self::serve(Some(acceptor), |_, _| StatusCode::OK.into_response()).await;
+        (receiver, ca.der().clone())
     }
 
     /// The distinct `webhook-id`s seen (retries and duplicates count once).
@@ -138,6 +182,27 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Serves `app` over TLS, one task per connection.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) {
+    while let Ok((tcp, _)) = listener.accept().await {
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A client that refuses the certificate ends the handshake: not this side's error.
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
     }
 }
 
