@@ -32,9 +32,27 @@ pub type UrlCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 /// Reports an endpoint's circuit-breaker state as the dispatcher sees it.
 pub type CircuitState = Arc<dyn Fn(&kait_core::EndpointId) -> &'static str + Send + Sync>;
 
-/// What the handlers share.
+/// What the handlers share: one `Arc`, since axum clones the state for every request (the
+/// fields one by one were nine reference counts up and down per request).
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiContext>);
+
+impl From<ApiContext> for ApiState {
+    fn from(context: ApiContext) -> Self {
+        Self(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiContext;
+
+    fn deref(&self) -> &ApiContext {
+        &self.0
+    }
+}
+
+/// The fields of [`ApiState`].
+pub struct ApiContext {
     pub store: Arc<dyn Store>,
     pub admin_token: Arc<str>,
     pub url_check: UrlCheck,

@@ -16,29 +16,45 @@ const KSUID_CHARS: usize = 27;
 
 /// Returns a new KSUID string for the given Unix time in seconds.
 pub fn ksuid_at(unix_seconds: i64) -> String {
+    let mut out = String::with_capacity(KSUID_CHARS);
+    push_ksuid(&mut out, unix_seconds);
+    out
+}
+
+/// Appends a new KSUID for the given Unix time to `out` (an id's prefix is already there, so
+/// the whole id is one allocation).
+fn push_ksuid(out: &mut String, unix_seconds: i64) {
     let mut bytes = [0u8; 20];
     let since_epoch = (unix_seconds - KSUID_EPOCH_SECONDS).clamp(0, u32::MAX as i64) as u32;
     bytes[..4].copy_from_slice(&since_epoch.to_be_bytes());
     rand::rng().fill_bytes(&mut bytes[4..]);
-    encode_base62(bytes)
+    let digits = encode_base62(bytes);
+    out.push_str(std::str::from_utf8(&digits).expect("base62 digits are ASCII"));
 }
 
 /// Base62-encodes a 160-bit big-endian number into exactly 27 characters.
-fn encode_base62(mut number: [u8; 20]) -> String {
+///
+/// Long division by 62 over five 32-bit limbs (with a 64-bit accumulator) rather than twenty
+/// bytes: every message, delivery and attempt gets an id, and the byte-wise loop showed up at
+/// 1.7 % of the server's CPU in the push-1 profile.
+fn encode_base62(number: [u8; 20]) -> [u8; KSUID_CHARS] {
+    let mut limbs = [0u32; 5];
+    for (limb, chunk) in limbs.iter_mut().zip(number.chunks_exact(4)) {
+        *limb = u32::from_be_bytes(chunk.try_into().expect("chunks of four"));
+    }
     let mut out = [b'0'; KSUID_CHARS];
     let mut position = KSUID_CHARS;
-    while number.iter().any(|&byte| byte != 0) && position > 0 {
-        // Long division of the whole number by 62; the remainder is the next digit.
-        let mut remainder: u32 = 0;
-        for byte in number.iter_mut() {
-            let accumulator = (remainder << 8) | u32::from(*byte);
-            *byte = (accumulator / 62) as u8;
+    while limbs.iter().any(|&limb| limb != 0) && position > 0 {
+        let mut remainder: u64 = 0;
+        for limb in limbs.iter_mut() {
+            let accumulator = (remainder << 32) | u64::from(*limb);
+            *limb = (accumulator / 62) as u32;
             remainder = accumulator % 62;
         }
         position -= 1;
         out[position] = BASE62[remainder as usize];
     }
-    String::from_utf8(out.to_vec()).expect("base62 digits are ASCII")
+    out
 }
 
 macro_rules! prefixed_id {
@@ -53,7 +69,10 @@ macro_rules! prefixed_id {
 
             /// A fresh id stamped with the current time.
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, ksuid_at(chrono::Utc::now().timestamp())))
+                let mut id = String::with_capacity($prefix.len() + KSUID_CHARS);
+                id.push_str($prefix);
+                push_ksuid(&mut id, chrono::Utc::now().timestamp());
+                Self(id)
             }
 
             /// Wraps a string that is known to be an id of this kind (from the store).
@@ -140,13 +159,43 @@ mod tests {
         assert!(earlier < later, "{earlier} should sort before {later}");
     }
 
+    fn base62(number: [u8; 20]) -> String {
+        String::from_utf8(encode_base62(number).to_vec()).unwrap()
+    }
+
     #[test]
     fn base62_of_known_values() {
-        assert_eq!(encode_base62([0; 20]), "0".repeat(27));
+        assert_eq!(base62([0; 20]), "0".repeat(27));
         let mut one = [0u8; 20];
         one[19] = 61;
-        assert_eq!(encode_base62(one), format!("{}z", "0".repeat(26)));
+        assert_eq!(base62(one), format!("{}z", "0".repeat(26)));
+        let mut sixty_two = [0u8; 20];
+        sixty_two[19] = 62;
+        assert_eq!(base62(sixty_two), format!("{}10", "0".repeat(25)));
         // The largest KSUID, as published by the KSUID reference implementation.
-        assert_eq!(encode_base62([0xff; 20]), "aWgEPTl1tmebfsQzFP4bxwgy80V");
+        assert_eq!(base62([0xff; 20]), "aWgEPTl1tmebfsQzFP4bxwgy80V");
+    }
+
+    /// The limb-wise division agrees with the plain byte-wise one on random numbers.
+    #[test]
+    fn base62_matches_bytewise_long_division() {
+        fn bytewise(mut number: [u8; 20]) -> String {
+            let mut out = [b'0'; KSUID_CHARS];
+            for position in (0..KSUID_CHARS).rev() {
+                let mut remainder: u32 = 0;
+                for byte in number.iter_mut() {
+                    let accumulator = (remainder << 8) | u32::from(*byte);
+                    *byte = (accumulator / 62) as u8;
+                    remainder = accumulator % 62;
+                }
+                out[position] = BASE62[remainder as usize];
+            }
+            String::from_utf8(out.to_vec()).unwrap()
+        }
+        for _ in 0..10_000 {
+            let mut number = [0u8; 20];
+            rand::rng().fill_bytes(&mut number);
+            assert_eq!(base62(number), bytewise(number), "{number:?}");
+        }
     }
 }

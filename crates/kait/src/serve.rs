@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use kait_api::ApiState;
+use kait_api::{ApiContext, ApiState};
 use kait_deliver::{EgressPolicy, Sender, SenderConfig};
 use kait_dispatch::{CircuitStates, DispatcherConfig};
 use kait_store::operational::OperationalEvents;
@@ -215,7 +215,7 @@ pub async fn run(
     ));
 
     let url_check_sender = sender.clone();
-    let state = ApiState {
+    let state = ApiState::from(ApiContext {
         store: store.clone(),
         admin_token: admin_token.into(),
         url_check: Arc::new(move |url: &str| {
@@ -229,7 +229,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         metrics: metrics_render(),
         app_ids: Default::default(),
-    };
+    });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);
     let serve_result = axum::serve(
