@@ -239,9 +239,12 @@ impl Sender {
             .timer(TokioTimer::new())
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
-            // A request that failed on a reused connection the receiver had just closed is
-            // not sent again behind the dispatcher's back; the dispatcher retries by schedule.
-            .retry_canceled_requests(false)
+            // A pooled connection the receiver closed while it was idle (receivers often keep
+            // them for seconds, not a minute) fails a request before any byte of it is
+            // written; such a request is sent again on a fresh connection (hyper only does
+            // this when nothing was written, so it cannot duplicate a webhook), rather than
+            // logged as a failed attempt and retried minutes later.
+            .retry_canceled_requests(true)
             .build(connector);
         Ok(Self {
             client,
