@@ -657,8 +657,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_message(&self, new_message: NewMessage) -> StoreResult<AcceptedMessage> {
+        // No savepoint (`Isolation::Statement`): every check (application, idempotency key)
+        // comes before the first write, and the message insert's one possible conflict
+        // (`eventId`) undoes itself; after it only I/O errors can fail the job.
         self.writer
-            .write(move |context| {
+            .write_unisolated(Durability::Synced, move |context| {
                 let NewMessage {
                     message,
                     idempotency_key,
@@ -849,8 +852,9 @@ impl Store for SqliteStore {
         limit: usize,
         skip_endpoints: Vec<EndpointId>,
     ) -> StoreResult<Claim> {
+        // No savepoint: an update and reads, which only I/O errors can fail.
         self.writer
-            .write_with(Durability::Unsynced, move |context| {
+            .write_unisolated(Durability::Unsynced, move |context| {
                 let connection = context.connection;
                 let claimed_row = |row: &rusqlite::Row<'_>| {
                     Ok((
@@ -929,8 +933,9 @@ impl Store for SqliteStore {
         outcomes: Arc<[Outcome]>,
         disable_after: Option<Millis>,
     ) -> StoreResult<Vec<DisabledEndpoint>> {
+        // No savepoint: updates and inserts with fresh keys, which only I/O errors can fail.
         self.writer
-            .write_with(Durability::Unsynced, move |context| {
+            .write_unisolated(Durability::Unsynced, move |context| {
                 let connection = context.connection;
                 let mut advance = connection.prepare_cached(
                     "UPDATE delivery SET status = ?2, attempts = attempts + 1, due_at = ?3, updated_at = ?4 \
