@@ -1,17 +1,24 @@
 //! Authentication: the admin token for everything, and app-scoped tokens for consumers.
 //!
 //! An app-scoped token (from `POST /api/v1/auth/app-portal-access/{app_id}`, as in the Svix
-//! API) lets its holder read and poll its own application and nothing else: `GET` under
-//! `/api/v1/app/{its app}/…` and a poller consumer's `seek`. Anything else is 403. Tokens
-//! are kept only as SHA-256 hashes.
+//! API) is confined to its application and carries Svix's capabilities
+//! ([`kait_core::access`]). What each route needs is declared once, in [`access_for`], from
+//! the route's template and method; a route missing there is the admin's alone, so a new
+//! route is closed to app tokens until someone decides otherwise. Tokens are kept only as
+//! SHA-256 hashes.
+//!
+//! The check runs after routing (a route layer), so it sees the matched template and the
+//! path's `app_id`; the [`Caller`] it establishes is left in the request's extensions for
+//! handlers that treat callers differently (stream limits, token management).
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
 use kait_core::AppId;
+use kait_core::access::Capability;
 use kait_core::time::now_millis;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -20,6 +27,92 @@ use crate::{ApiError, ApiState};
 
 /// The prefix of app-scoped tokens, so they are told apart from the admin token at a glance.
 pub const APP_TOKEN_PREFIX: &str = "appsk_";
+
+/// Who made a request, once authenticated.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Admin,
+    /// An app-scoped token, already checked against the route's needs and application.
+    App {
+        /// Identifies the token (its hash) for per-token limits, without keeping the token.
+        token_hash: String,
+    },
+}
+
+impl Caller {
+    /// A key that tells tokens apart, for per-token limits.
+    pub fn token_key(&self) -> &str {
+        match self {
+            Caller::Admin => "admin",
+            Caller::App { token_hash, .. } => token_hash,
+        }
+    }
+}
+
+/// What a request needs: the admin token, or an app token with a capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    AdminOnly,
+    App(Capability),
+}
+
+/// What each route needs, by its template (as routed, with the `/api/v1` prefix) and
+/// method. The one place where app-token rights are decided; everything unlisted is
+/// [`Access::AdminOnly`].
+pub fn access_for(method: &Method, route: &str) -> Access {
+    use Capability::*;
+    let reads = *method == Method::GET;
+    let Some(route) = route.strip_prefix("/api/v1") else {
+        return Access::AdminOnly;
+    };
+    let needed = match route {
+        // The application itself, its messages, attempts and statistics: read only.
+        "/app/{app_id}"
+        | "/app/{app_id}/msg"
+        | "/app/{app_id}/msg/{msg_id}"
+        | "/app/{app_id}/msg/{msg_id}/attempt"
+        | "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}"
+        | "/app/{app_id}/msg/{msg_id}/endpoint"
+        | "/app/{app_id}/attempt/msg/{msg_id}"
+        | "/app/{app_id}/attempt/endpoint/{endpoint_id}"
+        | "/app/{app_id}/endpoint/{endpoint_id}/msg"
+        | "/app/{app_id}/endpoint/{endpoint_id}/stats"
+        | "/app/{app_id}/poller/{endpoint_id}"
+        | "/app/{app_id}/poller/{endpoint_id}/stream"
+        | "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}"
+        // The event-type catalog (shared by all applications, so readable by every token).
+        | "/event-type"
+        | "/event-type/{event_type_name}"
+            if reads =>
+        {
+            ViewBase
+        }
+        // Moving a consumer only changes where that consumer reads next.
+        "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek" => ViewBase,
+        "/app/{app_id}/endpoint" | "/app/{app_id}/endpoint/{endpoint_id}" => {
+            if reads {
+                ViewBase
+            } else {
+                ManageEndpoint
+            }
+        }
+        "/app/{app_id}/endpoint/{endpoint_id}/secret" if reads => ViewEndpointSecret,
+        "/app/{app_id}/endpoint/{endpoint_id}/secret/rotate" => ManageEndpointSecret,
+        // Custom headers often carry the receiver's credentials: as secret as the secret.
+        "/app/{app_id}/endpoint/{endpoint_id}/headers" => {
+            if reads {
+                ViewEndpointSecret
+            } else {
+                ManageEndpoint
+            }
+        }
+        "/app/{app_id}/endpoint/{endpoint_id}/recover"
+        | "/app/{app_id}/endpoint/{endpoint_id}/replay-missing"
+        | "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend" => CreateAttempts,
+        _ => return Access::AdminOnly,
+    };
+    Access::App(needed)
+}
 
 /// A new app-scoped token and the hash to store for it.
 pub fn new_app_token() -> (String, String) {
@@ -40,67 +133,72 @@ pub fn token_hash(token: &str) -> String {
         .collect()
 }
 
-pub async fn require_token(
-    State(state): State<ApiState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let presented = request
+/// The bearer token of a request, or "" when there is none.
+pub fn bearer(request: &Request) -> &str {
+    request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
-        .unwrap_or_default();
-    if constant_time_eq(presented.as_bytes(), state.admin_token.as_bytes()) {
+        .unwrap_or_default()
+}
+
+/// Whether `presented` is the admin token (compared in constant time).
+pub fn is_admin(state: &ApiState, presented: &str) -> bool {
+    constant_time_eq(presented.as_bytes(), state.admin_token.as_bytes())
+}
+
+pub async fn require_token(
+    State(state): State<ApiState>,
+    route: Result<MatchedPath, axum::extract::rejection::MatchedPathRejection>,
+    path_params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = bearer(&request);
+    if is_admin(&state, presented) {
+        request.extensions_mut().insert(Caller::Admin);
         return Ok(next.run(request).await);
     }
     if !presented.starts_with(APP_TOKEN_PREFIX) {
         return Err(ApiError::Unauthorized);
     }
-    let Some(app_id) = state
-        .store
-        .app_for_token(&token_hash(presented), now_millis())
-        .await?
-    else {
+    let token_hash = token_hash(presented);
+    let Some(grant) = state.store.app_for_token(&token_hash, now_millis()).await? else {
         return Err(ApiError::Unauthorized);
     };
-    if app_token_allows(&state, &app_id, request.method(), request.uri().path()).await? {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::Forbidden)
+    let route = route.as_ref().map(MatchedPath::as_str).unwrap_or_default();
+    match access_for(request.method(), route) {
+        Access::AdminOnly => return Err(ApiError::Forbidden),
+        Access::App(needed) if !grant.capabilities.allows(needed) => {
+            return Err(ApiError::MissingCapability(needed));
+        }
+        Access::App(_) => {}
     }
+    let app_key = path_params.ok().and_then(|params| {
+        params
+            .iter()
+            .find(|(name, _)| *name == "app_id")
+            .map(|(_, value)| value.to_owned())
+    });
+    if let Some(app_key) = app_key
+        && !names_app(&state, &app_key, &grant.app_id).await?
+    {
+        return Err(ApiError::Forbidden);
+    }
+    request.extensions_mut().insert(Caller::App { token_hash });
+    Ok(next.run(request).await)
 }
 
-/// Whether an app-scoped token for `app_id` may make this request.
-async fn app_token_allows(
-    state: &ApiState,
-    app_id: &AppId,
-    method: &Method,
-    path: &str,
-) -> Result<bool, ApiError> {
-    // Inside the `/api/v1` nest the prefix is already stripped from the path.
-    let path = path.strip_prefix("/api/v1").unwrap_or(path);
-    let Some(rest) = path.strip_prefix("/app/") else {
-        return Ok(false);
-    };
-    let mut segments = rest.split('/');
-    let Some(key) = segments.next().filter(|key| !key.is_empty()) else {
-        return Ok(false);
-    };
-    let remainder: Vec<&str> = segments.filter(|segment| !segment.is_empty()).collect();
-    let is_seek = method == Method::POST
-        && remainder.len() == 5
-        && remainder[0] == "poller"
-        && remainder[2] == "consumer"
-        && remainder[4] == "seek";
-    if method != Method::GET && !is_seek {
-        return Ok(false);
-    }
+/// Whether the path's application key (an id or a `uid`) names `app_id`.
+async fn names_app(state: &ApiState, key: &str, app_id: &AppId) -> Result<bool, ApiError> {
     if key == app_id.as_str() {
         return Ok(true);
     }
-    // The path may name the app by its uid.
+    if AppId::has_prefix(key) {
+        return Ok(false);
+    }
     Ok(state
         .store
         .get_application(key)
@@ -109,11 +207,61 @@ async fn app_token_allows(
 }
 
 /// Compares without an early exit, so response time does not reveal a matching prefix.
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len()
         && left
             .iter()
             .zip(right)
             .fold(0u8, |difference, (a, b)| difference | (a ^ b))
             == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlisted_routes_and_writes_to_read_routes_are_the_admins() {
+        assert_eq!(access_for(&Method::POST, "/api/v1/app"), Access::AdminOnly);
+        assert_eq!(
+            access_for(&Method::DELETE, "/api/v1/app/{app_id}"),
+            Access::AdminOnly
+        );
+        assert_eq!(
+            access_for(&Method::POST, "/api/v1/app/{app_id}/msg"),
+            Access::AdminOnly
+        );
+        assert_eq!(
+            access_for(&Method::POST, "/api/v1/event-type"),
+            Access::AdminOnly
+        );
+        assert_eq!(
+            access_for(&Method::GET, "/api/v1/some/new/route"),
+            Access::AdminOnly
+        );
+    }
+
+    #[test]
+    fn secrets_need_more_than_view_base() {
+        let get = |route| access_for(&Method::GET, route);
+        assert_eq!(
+            get("/api/v1/app/{app_id}/endpoint/{endpoint_id}"),
+            Access::App(Capability::ViewBase)
+        );
+        assert_eq!(
+            get("/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret"),
+            Access::App(Capability::ViewEndpointSecret)
+        );
+        assert_eq!(
+            get("/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers"),
+            Access::App(Capability::ViewEndpointSecret)
+        );
+        assert_eq!(
+            access_for(
+                &Method::PATCH,
+                "/api/v1/app/{app_id}/endpoint/{endpoint_id}"
+            ),
+            Access::App(Capability::ManageEndpoint)
+        );
+    }
 }

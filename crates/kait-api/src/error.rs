@@ -26,6 +26,12 @@ pub enum ApiError {
     },
     /// A configured limit would be exceeded.
     LimitReached(String),
+    /// An app-scoped token without the capability this request needs.
+    MissingCapability(kait_core::access::Capability),
+    /// Too many requests of a kind held open at once (streams, long-polls).
+    TooManyRequests(String),
+    /// An `Idempotency-Key` reused with a different request body.
+    IdempotencyKeyReused,
     /// Well-formed but invalid fields, all of them.
     Validation(Vec<Problem>),
     Unavailable,
@@ -100,6 +106,20 @@ impl IntoResponse for ApiError {
             Self::LimitReached(detail) => {
                 coded(StatusCode::UNPROCESSABLE_ENTITY, "limit_reached", &detail)
             }
+            Self::MissingCapability(capability) => coded(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("this token lacks the {capability:?} capability"),
+            ),
+            Self::TooManyRequests(detail) => {
+                coded(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", &detail)
+            }
+            Self::IdempotencyKeyReused => coded(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request in the last 24 hours; \
+                 use a new key for a new request",
+            ),
             Self::Validation(problems) => {
                 let detail: Vec<_> = problems
                     .into_iter()

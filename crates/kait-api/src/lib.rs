@@ -15,6 +15,7 @@ mod extract;
 mod idempotency;
 mod openapi;
 mod routes;
+pub mod streams;
 mod wire;
 
 use std::sync::Arc;
@@ -64,8 +65,12 @@ pub struct ApiContext {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Renders the Prometheus text exposition for `GET /metrics`.
     pub metrics: MetricsRender,
+    /// A token that reads `/metrics` and nothing else (the admin token reads it too).
+    pub metrics_token: Option<Arc<str>>,
     /// Application ids by path key, for the ingest path.
     pub app_ids: Arc<app_ids::AppIds>,
+    /// Long-polls and event streams open now, by token.
+    pub streams: Arc<streams::StreamSlots>,
 }
 
 /// Produces the `/metrics` body.
@@ -83,6 +88,12 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most endpoints per application.
     pub max_endpoints_per_app: usize,
+    /// Long-polls and event streams open at once, in all and per token.
+    pub streams: streams::StreamLimits,
+    /// Largest `metadata` of an application or endpoint, as JSON, in bytes.
+    pub max_metadata_bytes: usize,
+    /// Most named consumers of one polling endpoint.
+    pub max_consumers_per_endpoint: usize,
 }
 
 impl Default for Limits {
@@ -93,6 +104,9 @@ impl Default for Limits {
             max_endpoint_headers: 20,
             max_header_bytes: 4096,
             max_endpoints_per_app: 100,
+            streams: streams::StreamLimits::default(),
+            max_metadata_bytes: 16 * 1024,
+            max_consumers_per_endpoint: 1000,
         }
     }
 }
@@ -100,12 +114,15 @@ impl Default for Limits {
 /// The whole API as one router. Trailing slashes are accepted on every path (older Svix
 /// libraries send them): wrap the router with [`trim_trailing_slash`] when serving.
 pub fn router(state: ApiState) -> Router {
+    // Route layers run after routing, so both see the matched route and its parameters;
+    // authentication is the outer one, so nothing (not even a remembered response) is
+    // answered to a caller it refused.
     let protected = routes::protected()
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::replay_repeated_posts,
         ))
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))

@@ -531,10 +531,30 @@ pub struct SeekOut {
     pub iterator: String,
 }
 
-/// `AppPortalAccessIn`: how long the token lives (seconds; default 7 days).
+/// `AppPortalAccessIn`: what the token may do and how long it lives (Svix's shape).
 #[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
+    /// Seconds the token lives (default 7 days).
     pub expiry: Option<u64>,
+    /// Svix's capabilities; absent: all of them, or only `ViewBase` when `readOnly`.
+    #[schema(value_type = Option<Vec<String>>)]
+    pub capabilities: Option<Vec<kait_core::access::Capability>>,
+    /// Only reading capabilities (Svix's deprecated flag, honoured).
+    pub read_only: Option<bool>,
+    /// Tags the token, so `expire-all` can name it. (Svix's `featureFlags` are accepted and
+    /// ignored: Kait's portal has none.)
+    pub session_id: Option<String>,
+}
+
+/// `ApplicationTokenExpireIn`: when the application's tokens stop working.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationTokenExpireIn {
+    /// Seconds from now until the tokens expire (0 to 259200; default 0: at once).
+    pub expiry: Option<u64>,
+    /// Only the tokens issued with one of these `sessionId`s.
+    pub session_ids: Option<Vec<String>>,
 }
 
 /// `AppPortalAccessOut`: Kait has no hosted portal; `url` is the app's API base.

@@ -5,6 +5,7 @@
 //! unit-tested without a runtime, a database or a socket. Storage, HTTP and scheduling are the
 //! business of the crates that depend on this one.
 
+pub mod access;
 pub mod filter;
 pub mod id;
 pub mod model;

@@ -166,6 +166,18 @@ const RESERVED_HEADERS: &[&str] = &[
     "user-agent",
 ];
 
+/// Hop-by-hop headers (RFC 9110 section 7.6.1 and their proxy kin): they describe one
+/// connection, not the message, so forwarding them to a receiver would be wrong.
+const HOP_BY_HOP_HEADERS: &[&str] = &[
+    "te",
+    "upgrade",
+    "keep-alive",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "proxy-connection",
+];
+
 /// A custom header name and value for an endpoint.
 pub fn custom_header(name: &str, value: &str) -> Result<(), String> {
     let is_token = !name.is_empty()
@@ -182,13 +194,59 @@ pub fn custom_header(name: &str, value: &str) -> Result<(), String> {
     {
         return Err(format!("`{name}` is set by Kait and cannot be overridden"));
     }
+    if HOP_BY_HOP_HEADERS.contains(&lower.as_str()) {
+        return Err(format!(
+            "`{name}` is a hop-by-hop header and is not forwarded to receivers"
+        ));
+    }
+    // What HTTP allows in a field value (RFC 9110 section 5.5): visible characters, spaces
+    // and tabs, and bytes from 0x80 up; never other control characters. A value outside
+    // that could never be sent, so it is refused here instead of silently dropped later.
     if value
         .bytes()
-        .any(|byte| byte == b'\r' || byte == b'\n' || byte == 0)
+        .any(|byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f)
     {
         return Err(format!(
             "the value of `{name}` contains a control character"
         ));
+    }
+    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+        return Err(format!(
+            "the value of `{name}` starts or ends with white space, which HTTP drops"
+        ));
+    }
+    Ok(())
+}
+
+/// A set of custom headers: each valid, and no name twice in different case (HTTP names
+/// are case-insensitive, so both could not be sent).
+pub fn custom_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in headers {
+        custom_header(name, value)?;
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(format!(
+                "`{name}` is given twice (header names are case-insensitive)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An application's or endpoint's metadata: at most `max_bytes` as JSON.
+pub fn metadata(
+    metadata: &std::collections::BTreeMap<String, String>,
+    max_bytes: usize,
+) -> Result<(), String> {
+    let size: usize = metadata
+        .iter()
+        .map(|(key, value)| key.len() + value.len() + 6)
+        .sum::<usize>()
+        + 2;
+    if size > max_bytes {
+        return Err(format!("must be at most {max_bytes} bytes as JSON"));
     }
     Ok(())
 }
@@ -231,6 +289,21 @@ mod tests {
         assert!(custom_header("Content-Type", "x").is_err());
         assert!(custom_header("bad header", "x").is_err());
         assert!(custom_header("X-Ok", "line\r\nInjected: 1").is_err());
+        // Issue 11: values HTTP cannot carry, hop-by-hop names, case-variant duplicates.
+        assert!(custom_header("X-Ok", "bell\u{7}").is_err());
+        assert!(custom_header("X-Ok", "del\u{7f}").is_err());
+        assert!(custom_header("X-Ok", " padded").is_err());
+        assert!(custom_header("X-Ok", "tab\tinside and caf\u{e9}").is_ok());
+        for hop in ["TE", "Upgrade", "keep-alive", "Proxy-Authorization"] {
+            assert!(custom_header(hop, "x").is_err(), "{hop}");
+        }
+        let (a, b, c) = ("X-Key".to_owned(), "x-key".to_owned(), "1".to_owned());
+        assert!(custom_headers([(&a, &c), (&b, &c)]).is_err());
+        assert!(custom_headers([(&a, &c)]).is_ok());
+        let mut map = std::collections::BTreeMap::new();
+        map.insert("k".to_owned(), "v".repeat(100));
+        assert!(metadata(&map, 1024).is_ok());
+        assert!(metadata(&map, 100).is_err());
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum XmlError {
     },
     #[error("{0}")]
     Shape(String),
+    /// The payload nests elements deeper than the caller allows; found while walking, so a
+    /// hostile document is refused before it can exhaust the stack.
+    #[error("the payload nests arrays and objects deeper than {0} levels")]
+    TooDeep(usize),
 }
 
 /// What the envelope says about the event.
@@ -213,7 +217,12 @@ pub struct ParsedDocument {
 /// Reads a document written by [`render`] (or composed by hand the same way) back into the
 /// root's attributes and the payload object. The root may be any element whose `<payload>`
 /// child holds the members.
-pub fn parse(xml: &str) -> Result<ParsedDocument, XmlError> {
+///
+/// `max_depth` bounds the nesting of the resulting JSON (the payload object is level 1, as
+/// `validate::json_depth` counts). The walk below recurses once per level, so the bound is
+/// checked on the way down: a document of thousands of nested elements is an error, not a
+/// stack overflow.
+pub fn parse(xml: &str, max_depth: usize) -> Result<ParsedDocument, XmlError> {
     let document = roxmltree::Document::parse(xml).map_err(|error| {
         let position = error.pos();
         XmlError::Malformed {
@@ -234,7 +243,7 @@ pub fn parse(xml: &str) -> Result<ParsedDocument, XmlError> {
         .ok_or_else(|| XmlError::Shape("the root element has no <payload> child".into()))?;
     Ok(ParsedDocument {
         attributes,
-        payload: read_members(payload)?,
+        payload: read_members(payload, Level::root(max_depth)?)?,
     })
 }
 
@@ -252,7 +261,33 @@ fn key_of(node: roxmltree::Node<'_, '_>) -> Result<String, XmlError> {
     Ok(node.tag_name().name().to_owned())
 }
 
-fn read_members(parent: roxmltree::Node<'_, '_>) -> Result<Map<String, Value>, XmlError> {
+/// The nesting level of the JSON value being read, checked against the caller's bound.
+#[derive(Clone, Copy)]
+struct Level {
+    depth: usize,
+    max: usize,
+}
+
+impl Level {
+    fn root(max: usize) -> Result<Self, XmlError> {
+        Self { depth: 0, max }.deeper()
+    }
+
+    /// The level of a container's items; an error past the bound.
+    fn deeper(self) -> Result<Self, XmlError> {
+        let depth = self.depth + 1;
+        if depth > self.max {
+            return Err(XmlError::TooDeep(self.max));
+        }
+        Ok(Self { depth, ..self })
+    }
+}
+
+/// Reads the members of an object at `level` (the object's own level).
+fn read_members(
+    parent: roxmltree::Node<'_, '_>,
+    level: Level,
+) -> Result<Map<String, Value>, XmlError> {
     let mut members = Map::new();
     for child in parent.children().filter(roxmltree::Node::is_element) {
         let key = key_of(child)?;
@@ -262,7 +297,12 @@ fn read_members(parent: roxmltree::Node<'_, '_>) -> Result<Map<String, Value>, X
             members.insert(key, Value::Array(Vec::new()));
             continue;
         }
-        let value = read_value(child)?;
+        // A member's value sits one level below its object, and an array item one more.
+        let value = if in_array {
+            read_value(child, level.deeper()?)?
+        } else {
+            read_value(child, level)?
+        };
         if in_array {
             match members
                 .entry(key)
@@ -284,7 +324,8 @@ fn read_members(parent: roxmltree::Node<'_, '_>) -> Result<Map<String, Value>, X
     Ok(members)
 }
 
-fn read_value(node: roxmltree::Node<'_, '_>) -> Result<Value, XmlError> {
+/// Reads one value held in `node`, a member or item of a container at `parent`.
+fn read_value(node: roxmltree::Node<'_, '_>, parent: Level) -> Result<Value, XmlError> {
     if mapping_attribute(node, "null") == Some("true") {
         return Ok(Value::Null);
     }
@@ -316,14 +357,15 @@ fn read_value(node: roxmltree::Node<'_, '_>) -> Result<Value, XmlError> {
         })
         .collect();
     if !items.is_empty() {
+        let array = parent.deeper()?;
         return items
             .into_iter()
-            .map(read_value)
+            .map(|item| read_value(item, array))
             .collect::<Result<_, _>>()
             .map(Value::Array);
     }
     if has_children {
-        return read_members(node).map(Value::Object);
+        return read_members(node, parent.deeper()?).map(Value::Object);
     }
     let text: String = node
         .children()
@@ -358,7 +400,7 @@ mod tests {
             panic!("payloads are objects")
         };
         let xml = String::from_utf8(render(&envelope(), &members)).unwrap();
-        let parsed = parse(&xml).unwrap_or_else(|error| panic!("{error}: {xml}"));
+        let parsed = parse(&xml, 64).unwrap_or_else(|error| panic!("{error}: {xml}"));
         Value::Object(parsed.payload)
     }
 
@@ -407,12 +449,42 @@ mod tests {
 
     #[test]
     fn reports_where_xml_is_malformed() {
-        let error = parse("<message>\n  <payload><a></payload>\n</message>").unwrap_err();
+        let error = parse("<message>\n  <payload><a></payload>\n</message>", 64).unwrap_err();
         match error {
             XmlError::Malformed { line, column, .. } => assert_eq!((line, column), (2, 15)),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse("<message/>"), Err(XmlError::Shape(_))));
+        assert!(matches!(parse("<message/>", 64), Err(XmlError::Shape(_))));
+    }
+
+    /// Issue 11: ~3,500 nested elements overflowed a worker's stack. Far deeper than that
+    /// must be refused by the depth bound, in any of the nesting forms.
+    #[test]
+    fn deep_nesting_is_refused_while_walking() {
+        let levels = 100_000;
+        let objects = format!(
+            "<m><payload>{}x{}</payload></m>",
+            "<a>".repeat(levels),
+            "</a>".repeat(levels)
+        );
+        let items = format!(
+            r#"<m xmlns:j="urn:kait:json"><payload><a j:array="true">{}x{}</a></payload></m>"#,
+            r#"<j:item j:array="true">"#.repeat(levels),
+            "</j:item>".repeat(levels)
+        );
+        for document in [objects, items] {
+            assert_eq!(parse(&document, 64).unwrap_err(), XmlError::TooDeep(64));
+        }
+    }
+
+    #[test]
+    fn the_bound_counts_levels_as_json_depth_does() {
+        // {"a": {"b": [ {"c": 1} ]}} is four levels deep.
+        let xml = r#"<m xmlns:j="urn:kait:json"><payload><a><b j:array="true"><c j:type="number">1</c></b></a></payload></m>"#;
+        let parsed = parse(xml, 4).unwrap();
+        let json = serde_json::to_string(&parsed.payload).unwrap();
+        assert_eq!(crate::validate::json_depth(&json), 4);
+        assert_eq!(parse(xml, 3).unwrap_err(), XmlError::TooDeep(3));
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

@@ -12,12 +12,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use kait_core::access::Capabilities;
 use kait_core::time::Millis;
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryState, DeliveryStatus, Endpoint, EndpointId,
     EventType, Message, MessageId, TriggerType,
 };
 
+pub mod app_signals;
 #[cfg(test)]
 mod fixtures;
 mod listing;
@@ -170,6 +172,36 @@ pub struct Outcome {
     /// counts towards the endpoint's health; false for attempts skipped because the endpoint
     /// was disabled or deleted.
     pub reached_endpoint: bool,
+}
+
+/// A response to a POST with an `Idempotency-Key`, kept so that a repeat gets it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentResponse {
+    /// The application the request acted on (resolved from the path), so the entry goes
+    /// when the application does and never answers for a later one with the same `uid`.
+    pub app_id: Option<AppId>,
+    /// A hash of the request body: a repeat with another body is refused, not answered.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// An app-scoped token to remember (by its hash).
+#[derive(Debug, Clone)]
+pub struct NewAppToken {
+    pub app_id: AppId,
+    pub token_hash: String,
+    pub expires_at: Millis,
+    pub capabilities: Capabilities,
+    /// Svix's `sessionId`: `expire-all` may name sessions to expire only their tokens.
+    pub session_id: Option<String>,
+}
+
+/// What a presented, unexpired app-scoped token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTokenGrant {
+    pub app_id: AppId,
+    pub capabilities: Capabilities,
 }
 
 /// An endpoint the store disabled because it had failed without a success for too long.
@@ -354,26 +386,33 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         request: &str,
         not_before: Millis,
-    ) -> StoreResult<Option<(u16, Vec<u8>)>>;
+    ) -> StoreResult<Option<IdempotentResponse>>;
     /// Remembers the response to a POST with an `Idempotency-Key` (the first one wins).
+    /// Deleting its application deletes it.
     async fn save_idempotent_response(
         &self,
         key: &str,
         request: &str,
-        status: u16,
-        body: Vec<u8>,
+        response: IdempotentResponse,
     ) -> StoreResult<()>;
 
     // App-scoped tokens.
-    /// Remembers a token (by its hash) that grants read access to one application.
-    async fn create_app_token(
+    /// Remembers a token (by its hash) confined to one application, with its capabilities.
+    async fn create_app_token(&self, token: NewAppToken) -> StoreResult<()>;
+    /// What a token grants, if it exists and has not expired at `now`.
+    async fn app_for_token(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<AppTokenGrant>>;
+    /// Makes the application's tokens (only those of `session_ids`, if given) expire at
+    /// `expires_at` at the latest. Returns how many tokens it shortened.
+    async fn expire_app_tokens(
         &self,
         app_id: &AppId,
-        token_hash: &str,
+        session_ids: Option<Vec<String>>,
         expires_at: Millis,
-    ) -> StoreResult<()>;
-    /// The application a token grants access to, if the token exists and has not expired.
-    async fn app_for_token(&self, token_hash: &str, now: Millis) -> StoreResult<Option<AppId>>;
+    ) -> StoreResult<u64>;
 
     // The pull API.
     /// Up to `limit` messages of the endpoint's application committed after position
@@ -395,14 +434,19 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: &EndpointId,
         consumer_id: &str,
     ) -> StoreResult<i64>;
+    /// Moves a named consumer; a new consumer is refused with `LimitReached` when the
+    /// endpoint already has `max_consumers` (consumer names are the caller's to choose, so
+    /// without a bound one token could fill the table).
     async fn set_consumer_position(
         &self,
         endpoint_id: &EndpointId,
         consumer_id: &str,
         position: i64,
+        max_consumers: usize,
     ) -> StoreResult<()>;
-    /// Changes whenever a commit added messages: long-polls and streams wait on it.
-    fn message_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Changes whenever a commit added messages to `app_id` (on any node): long-polls and
+    /// streams of that application wait on it, and nobody else is woken.
+    fn message_signal(&self, app_id: &AppId) -> tokio::sync::watch::Receiver<u64>;
 
     /// Deletes what has expired at `now`: remembered `Idempotency-Key` responses older than
     /// `idempotency_lifetime` and expired app-scoped tokens. Returns how many rows went.

@@ -128,6 +128,25 @@ pub struct ServeArgs {
     /// Delete attempt records this old, e.g. 30d, or `forever` [default: 90d].
     #[arg(long, env = "KAIT_RETAIN_ATTEMPTS")]
     pub retain_attempts: Option<String>,
+    /// How long an API client may take to send a request's headers [default: 10s].
+    #[arg(long, env = "KAIT_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<String>,
+    /// Close API connections with no request in progress for this long [default: 60s].
+    #[arg(long, env = "KAIT_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Most API connections open at once; when full, the oldest idle one is closed to make
+    /// room (lowered to fit the open files limit) [default: 10000].
+    #[arg(long, env = "KAIT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Long-polls and event streams open at once, in all [default: 2000].
+    #[arg(long, env = "KAIT_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
+    /// Long-polls and event streams one token may hold open at once [default: 100].
+    #[arg(long, env = "KAIT_MAX_STREAMS_PER_TOKEN")]
+    pub max_streams_per_token: Option<usize>,
+    /// A bearer token that may read /metrics and nothing else (the admin token may too).
+    #[arg(long, env = "KAIT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// The same settings as read from a config file.
@@ -163,6 +182,12 @@ pub struct FileConfig {
     pub lease: Option<String>,
     pub retain_messages: Option<String>,
     pub retain_attempts: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_streams: Option<usize>,
+    pub max_streams_per_token: Option<usize>,
+    pub metrics_token: Option<String>,
 }
 
 /// Where Kait keeps its state when it is not the embedded SQLite.
@@ -258,6 +283,8 @@ pub struct ServeConfig {
     /// `Some` runs on PostgreSQL; `None` on the SQLite database in `data_dir`.
     pub postgres: Option<PostgresConfig>,
     pub retention: Retention,
+    pub connections: crate::http_server::ConnectionLimits,
+    pub metrics_token: Option<String>,
 }
 
 impl ServeConfig {
@@ -282,6 +309,8 @@ impl ServeConfig {
             log_format: LogFormat::Text,
             postgres: None,
             retention: Retention::default(),
+            connections: crate::http_server::ConnectionLimits::default(),
+            metrics_token: None,
         }
     }
 
@@ -395,6 +424,15 @@ impl ServeConfig {
             .max_endpoints_per_app
             .or(file.max_endpoints_per_app)
             .unwrap_or(limits.max_endpoints_per_app);
+        if let Some(total) = args.max_streams.or(file.max_streams) {
+            limits.streams.total = total;
+        }
+        if let Some(per_token) = args.max_streams_per_token.or(file.max_streams_per_token) {
+            limits.streams.per_token = per_token;
+        }
+        if limits.streams.total == 0 || limits.streams.per_token == 0 {
+            bail!("--max-streams and --max-streams-per-token must be at least 1");
+        }
         if limits.max_payload_depth == 0 || limits.max_endpoints_per_app == 0 {
             bail!("--max-payload-depth and --max-endpoints-per-app must be at least 1");
         }
@@ -455,9 +493,30 @@ impl ServeConfig {
         )? {
             retention.attempts = attempts;
         }
+        let mut connections = defaults.connections;
+        if let Some(text) = args.header_read_timeout.or(file.header_read_timeout) {
+            connections.header_read_timeout =
+                duration_setting("header-read-timeout", &text, "10s")?;
+        }
+        if let Some(text) = args.idle_timeout.or(file.idle_timeout) {
+            connections.idle_timeout = duration_setting("idle-timeout", &text, "60s")?;
+        }
+        if connections.header_read_timeout.is_zero() || connections.idle_timeout.is_zero() {
+            bail!("--header-read-timeout and --idle-timeout must be more than zero");
+        }
+        if let Some(max) = args.max_connections.or(file.max_connections) {
+            if max == 0 {
+                bail!("--max-connections must be at least 1");
+            }
+            connections.max_connections = max;
+        }
         let admin_token = args.admin_token.or(file.admin_token);
         if let Some(token) = &admin_token {
             check_token(token)?;
+        }
+        let metrics_token = args.metrics_token.or(file.metrics_token);
+        if let Some(token) = &metrics_token {
+            check_token(token).context("--metrics-token")?;
         }
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
@@ -485,6 +544,8 @@ impl ServeConfig {
                 .unwrap_or(defaults.log_format),
             postgres,
             retention,
+            connections,
+            metrics_token,
         })
     }
 

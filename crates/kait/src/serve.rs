@@ -229,15 +229,26 @@ pub async fn run(
         shutdown: shutdown.clone(),
         metrics: metrics_render(),
         app_ids: Default::default(),
+        streams: Default::default(),
+        metrics_token: config.metrics_token.clone().map(Arc::from),
     });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);
-    let serve_result = axum::serve(
-        listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await;
+    let open_files = crate::http_server::raise_open_files_limit();
+    let mut connection_limits = config.connections;
+    connection_limits.max_connections = crate::http_server::fit_connection_cap(
+        connection_limits.max_connections,
+        open_files,
+        config.max_in_flight,
+    );
+    if connection_limits.max_connections < config.connections.max_connections {
+        tracing::warn!(
+            max_connections = connection_limits.max_connections,
+            open_files_limit = open_files,
+            "the open files limit lowers the connection cap"
+        );
+    }
+    crate::http_server::serve(listener, app, connection_limits, shutdown.clone()).await;
     shutdown.cancel();
     dispatcher.await.context("dispatcher task")?;
     purger.await.context("purge task")?;
@@ -245,7 +256,7 @@ pub async fn run(
     if let Err(error) = store.close().await {
         tracing::warn!(%error, "closing the store failed; other nodes take over after the lease");
     }
-    serve_result.context("serving the API")
+    Ok(())
 }
 
 /// Opens the configured store: PostgreSQL when a database URL is set, else SQLite in the

@@ -1,5 +1,7 @@
 //! `/api/v1/app`: applications.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,15 +14,26 @@ use super::find_app;
 use crate::extract::{ListQuery, ValidJson};
 use crate::wire::{
     AppPortalAccessIn, AppPortalAccessOut, ApplicationIn, ApplicationOut, ApplicationPatch,
-    ListResponse,
+    ApplicationTokenExpireIn, ListResponse,
 };
 use crate::{ApiError, ApiState};
 
-fn check(name: &str, uid: Option<&str>) -> Result<(), ApiError> {
+fn check(
+    state: &ApiState,
+    name: &str,
+    uid: Option<&str>,
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Result<(), ApiError> {
     let mut problems = Problems::new();
     problems.check("name", validate::name(name));
     if let Some(uid) = uid {
         problems.check("uid", validate::uid(uid));
+    }
+    if let Some(metadata) = metadata {
+        problems.check(
+            "metadata",
+            validate::metadata(metadata, state.limits.max_metadata_bytes),
+        );
     }
     Ok(problems.into_result()?)
 }
@@ -63,7 +76,12 @@ pub async fn create(
     query: ListQuery,
     ValidJson(input): ValidJson<ApplicationIn>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check(&input.name, input.uid.as_deref())?;
+    check(
+        &state,
+        &input.name,
+        input.uid.as_deref(),
+        input.metadata.as_ref(),
+    )?;
     if query.flag("get_if_exists", false)?
         && let Some(uid) = &input.uid
         && let Some(existing) = state.store.get_application(uid).await?
@@ -120,7 +138,12 @@ pub async fn upsert(
     Path(app_key): Path<String>,
     ValidJson(input): ValidJson<ApplicationIn>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check(&input.name, input.uid.as_deref())?;
+    check(
+        &state,
+        &input.name,
+        input.uid.as_deref(),
+        input.metadata.as_ref(),
+    )?;
     let now = now_millis();
     match state.store.get_application(&app_key).await? {
         Some(existing) => {
@@ -143,7 +166,7 @@ pub async fn upsert(
             {
                 return Err(ApiError::invalid("uid", "must match the uid in the path"));
             }
-            check(&input.name, Some(&app_key))?;
+            check(&state, &input.name, Some(&app_key), None)?;
             let created = state
                 .store
                 .create_application(Application {
@@ -187,7 +210,12 @@ pub async fn patch(
         updated_at: now_millis(),
         ..existing
     };
-    check(&application.name, application.uid.as_deref())?;
+    check(
+        &state,
+        &application.name,
+        application.uid.as_deref(),
+        Some(&application.metadata),
+    )?;
     Ok(Json(
         state.store.update_application(application).await?.into(),
     ))
@@ -221,23 +249,20 @@ const MAX_TOKEN_SECONDS: u64 = 365 * 24 * 3600;
     operation_id = "v1.application.portal-access",
     path = "/api/v1/auth/app-portal-access/{app_id}",
     tag = "application",
-    summary = "Issue an app-scoped token (read and poll one application)",
+    summary = "Issue an app-scoped token confined to one application, with Svix's capabilities",
     params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
     request_body = AppPortalAccessIn,
     responses((status = 200, body = AppPortalAccessOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
-/// `POST /api/v1/auth/app-portal-access/{app_id}`: a token that reads and polls only this app.
+/// `POST /api/v1/auth/app-portal-access/{app_id}`: a token confined to this application, with
+/// the capabilities asked for (Svix's defaults when none are).
 pub async fn portal_access(
     State(state): State<ApiState>,
     Path(app_key): Path<String>,
     body: crate::extract::LimitedBody,
 ) -> Result<Json<AppPortalAccessOut>, ApiError> {
-    let input: AppPortalAccessIn = if body.0.iter().all(u8::is_ascii_whitespace) {
-        AppPortalAccessIn::default()
-    } else {
-        crate::extract::parse_json(&body.0)?
-    };
+    let input: AppPortalAccessIn = crate::extract::parse_json_or_default(&body.0)?;
     let seconds = input.expiry.unwrap_or(DEFAULT_TOKEN_SECONDS);
     if seconds == 0 || seconds > MAX_TOKEN_SECONDS {
         return Err(ApiError::invalid(
@@ -245,14 +270,68 @@ pub async fn portal_access(
             format!("must be 1 to {MAX_TOKEN_SECONDS} seconds"),
         ));
     }
+    if let Some(session_id) = &input.session_id {
+        validate::uid(session_id).map_err(|problem| ApiError::invalid("sessionId", problem))?;
+    }
+    let capabilities = kait_core::access::Capabilities::for_portal_access(
+        input.capabilities.as_deref(),
+        input.read_only.unwrap_or(false),
+    );
     let application = find_app(&state, &app_key).await?;
-    let (token, hash) = crate::auth::new_app_token();
+    let (token, token_hash) = crate::auth::new_app_token();
     state
         .store
-        .create_app_token(&application.id, &hash, now_millis() + seconds as i64 * 1000)
+        .create_app_token(kait_store::NewAppToken {
+            app_id: application.id.clone(),
+            token_hash,
+            expires_at: now_millis() + seconds as i64 * 1000,
+            capabilities,
+            session_id: input.session_id,
+        })
         .await?;
     Ok(Json(AppPortalAccessOut {
         url: format!("/api/v1/app/{}", application.id),
         token,
     }))
+}
+
+/// The longest `expire-all` may leave the old tokens working (Svix's bound: 3 days).
+const MAX_EXPIRE_SECONDS: u64 = 3 * 24 * 3600;
+
+#[utoipa::path(
+    post,
+    operation_id = "v1.authentication.expire-all",
+    path = "/api/v1/auth/app/{app_id}/expire-all",
+    tag = "application",
+    summary = "Expire the application's app-scoped tokens (all, or those of some sessions)",
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    request_body = ApplicationTokenExpireIn,
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// `POST /api/v1/auth/app/{app_id}/expire-all`: revokes the application's tokens at once
+/// (or after `expiry` seconds), e.g. when a customer's portal session may have leaked.
+pub async fn expire_all(
+    State(state): State<ApiState>,
+    Path(app_key): Path<String>,
+    body: crate::extract::LimitedBody,
+) -> Result<StatusCode, ApiError> {
+    let input: ApplicationTokenExpireIn = crate::extract::parse_json_or_default(&body.0)?;
+    let seconds = input.expiry.unwrap_or(0);
+    if seconds > MAX_EXPIRE_SECONDS {
+        return Err(ApiError::invalid(
+            "expiry",
+            format!("must be 0 to {MAX_EXPIRE_SECONDS} seconds"),
+        ));
+    }
+    let application = find_app(&state, &app_key).await?;
+    state
+        .store
+        .expire_app_tokens(
+            &application.id,
+            input.session_ids,
+            now_millis() + seconds as i64 * 1000,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -83,6 +83,10 @@ fn check(
         );
     }
     problems.check("headers", check_headers(state, &endpoint.headers));
+    problems.check(
+        "metadata",
+        validate::metadata(&endpoint.metadata, state.limits.max_metadata_bytes),
+    );
     if let Some(problem) = secret_problem {
         problems.check("secret", Err(problem));
     }
@@ -104,8 +108,9 @@ fn check_headers(state: &ApiState, headers: &BTreeMap<String, String>) -> Result
                 limits.max_header_bytes
             ));
         }
-        validate::custom_header(name, value)
-    })
+        Ok(())
+    })?;
+    validate::custom_headers(headers)
 }
 
 /// The given secret, or a new one of `scheme`.
@@ -694,13 +699,15 @@ pub async fn patch_headers(
     let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let mut headers = existing.headers.clone();
     for (name, value) in input.headers {
+        // Header names are case-insensitive: a patch of `x-key` replaces `X-Key`.
+        headers.retain(|existing, _| !existing.eq_ignore_ascii_case(&name));
         match value {
             Some(value) => headers.insert(name, value),
             None => headers.remove(&name),
         };
     }
     for name in input.delete_headers {
-        headers.remove(&name);
+        headers.retain(|existing, _| !existing.eq_ignore_ascii_case(&name));
     }
     store_headers(&state, existing, headers).await
 }

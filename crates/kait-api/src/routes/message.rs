@@ -42,14 +42,17 @@ fn is_xml(headers: &HeaderMap) -> bool {
 
 /// A message sent as XML: `<message eventType="…" eventId="…" channels="a,b"
 /// orderingKey="…"><payload>…</payload></message>`, the payload in the documented mapping.
-fn message_from_xml(body: &[u8]) -> Result<MessageIn, ApiError> {
+fn message_from_xml(body: &[u8], max_depth: usize) -> Result<MessageIn, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest {
         code: "invalid_xml",
         detail: "the XML body is not UTF-8".into(),
     })?;
-    let document = kait_core::xml::parse(text).map_err(|error| ApiError::BadRequest {
-        code: "invalid_xml",
-        detail: error.to_string(),
+    let document = kait_core::xml::parse(text, max_depth).map_err(|error| match error {
+        kait_core::xml::XmlError::TooDeep(_) => ApiError::invalid("payload", error.to_string()),
+        _ => ApiError::BadRequest {
+            code: "invalid_xml",
+            detail: error.to_string(),
+        },
     })?;
     let attribute = |name: &str| {
         document
@@ -95,7 +98,7 @@ pub async fn create(
     LimitedBody(body): LimitedBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let input: MessageIn = if is_xml(&headers) {
-        message_from_xml(&body)?
+        message_from_xml(&body, state.limits.max_payload_depth)?
     } else {
         parse_json(&body)?
     };
@@ -152,6 +155,13 @@ pub async fn create(
         .app_ids
         .resolve(state.store.as_ref(), &app_key)
         .await?;
+    let repeat_check = idempotency_key.as_ref().map(|_| {
+        (
+            input.event_type.clone(),
+            input.event_id.clone(),
+            input.payload.get().to_owned(),
+        )
+    });
     let accepted = state
         .store
         .create_message(NewMessage {
@@ -175,11 +185,30 @@ pub async fn create(
         })?;
     if accepted.created {
         metrics::counter!("kait_messages_accepted_total").increment(1);
+    } else if let Some((event_type, event_id, payload)) = repeat_check
+        && !same_message(&accepted.message, &event_type, &event_id, &payload)
+    {
+        // The key named an earlier, different message: say so instead of answering with it.
+        return Err(ApiError::IdempotencyKeyReused);
     }
     Ok((
         StatusCode::ACCEPTED,
         Json(MessageOut::new(accepted.message, true)),
     ))
+}
+
+/// Whether a message accepted earlier under an `Idempotency-Key` is the one now sent again.
+/// Payloads compare as JSON values: a backend may store them normalised.
+fn same_message(
+    earlier: &Message,
+    event_type: &str,
+    event_id: &Option<String>,
+    payload: &str,
+) -> bool {
+    let as_value = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    earlier.event_type == event_type
+        && &earlier.event_id == event_id
+        && as_value(&earlier.payload) == as_value(payload)
 }
 
 #[utoipa::path(

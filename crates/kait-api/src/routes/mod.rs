@@ -28,6 +28,7 @@ pub fn protected() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(application::list, application::create))
         .routes(routes!(application::portal_access))
+        .routes(routes!(application::expire_all))
         .routes(routes!(
             application::get,
             application::upsert,
@@ -86,26 +87,39 @@ async fn health() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// `GET /metrics`: Prometheus text format. Like health, it needs no token: bind the server
-/// to an address only your monitoring can reach.
+/// `GET /metrics`: Prometheus text format. It names endpoints and applications, so it needs
+/// a bearer token: the metrics token (`--metrics-token`, for the scraper) or the admin token.
 #[utoipa::path(
     get,
     operation_id = "v1.health.metrics",
     path = "/metrics",
     tag = "health",
-    summary = "Prometheus metrics (text format, no token)",
-    responses((status = 200, content_type = "text/plain", body = String))
+    summary = "Prometheus metrics (text format; the metrics token or the admin token)",
+    responses(
+        (status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = crate::wire::ErrorOut)
+    ),
+    security(("bearer" = []))
 )]
 pub async fn metrics(
     axum::extract::State(state): axum::extract::State<ApiState>,
-) -> impl axum::response::IntoResponse {
-    (
+    request: axum::extract::Request,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let presented = crate::auth::bearer(&request);
+    let metrics_token = state
+        .metrics_token
+        .as_deref()
+        .is_some_and(|token| crate::auth::constant_time_eq(presented.as_bytes(), token.as_bytes()));
+    if !metrics_token && !crate::auth::is_admin(&state, presented) {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         (state.metrics)(),
-    )
+    ))
 }
 
 pub async fn not_found() -> ApiError {

@@ -18,7 +18,9 @@ use kait_core::{Endpoint, EndpointKind};
 use kait_store::MessageFilter;
 
 use super::{find_app, find_endpoint};
+use crate::auth::Caller;
 use crate::extract::{ListQuery, ValidJson};
+use crate::streams::StreamSlot;
 use crate::wire::{MessageOut, PollingOut, SeekIn, SeekOut};
 use crate::{ApiError, ApiState};
 
@@ -60,6 +62,21 @@ fn wait_for(query: &ListQuery) -> Result<Duration, ApiError> {
     Ok(wait)
 }
 
+/// A stream slot for a request that will wait (`timeout`), none for one that answers at once.
+fn long_poll_slot(
+    state: &ApiState,
+    caller: &Caller,
+    wait: Duration,
+) -> Result<Option<StreamSlot>, ApiError> {
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    state
+        .streams
+        .take(caller.token_key(), state.limits.streams)
+        .map(Some)
+}
+
 /// Reads what follows `after`, waiting up to `wait` for something to arrive.
 async fn read_after(
     state: &ApiState,
@@ -70,7 +87,7 @@ async fn read_after(
     wait: Duration,
 ) -> Result<PollingOut, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut news = state.store.message_signal();
+    let mut news = state.store.message_signal(&endpoint.app_id);
     let messages = loop {
         // Mark the current state seen before reading, so a commit in between wakes us.
         news.borrow_and_update();
@@ -115,10 +132,13 @@ async fn read_after(
 /// `GET …/poller/{endpoint_id}`: the caller keeps the iterator.
 pub async fn poll(
     State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
     query: ListQuery,
 ) -> Result<Json<PollingOut>, ApiError> {
     let endpoint = polling_endpoint(&state, &app_key, &endpoint_key).await?;
+    let wait = wait_for(&query)?;
+    let _slot = long_poll_slot(&state, &caller, wait)?;
     let limit = query.page()?.limit;
     let after = match (query.get("iterator"), query.time("after")?) {
         (Some(iterator), _) => parse_iterator(iterator)?,
@@ -131,7 +151,6 @@ pub async fn poll(
         before: None,
         after: None,
     };
-    let wait = wait_for(&query)?;
     Ok(Json(
         read_after(&state, &endpoint, after, filter, limit, wait).await?,
     ))
@@ -156,11 +175,16 @@ const STREAM_BATCH: usize = 100;
 /// messages committed from now on (or after `iterator`, if given).
 pub async fn stream(
     State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
     headers: HeaderMap,
     query: ListQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
     let endpoint = polling_endpoint(&state, &app_key, &endpoint_key).await?;
+    // Held by the stream's state: given back when the client goes or the server stops.
+    let slot = state
+        .streams
+        .take(caller.token_key(), state.limits.streams)?;
     let resume = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
@@ -175,10 +199,10 @@ pub async fn stream(
                 .await?
         }
     };
-    let news = state.store.message_signal();
+    let news = state.store.message_signal(&endpoint.app_id);
     let events = futures_util::stream::unfold(
-        (state, endpoint, after, news),
-        |(state, endpoint, mut after, mut news)| async move {
+        (state, endpoint, after, news, slot),
+        |(state, endpoint, mut after, mut news, slot)| async move {
             loop {
                 news.borrow_and_update();
                 let messages = match state
@@ -206,7 +230,7 @@ pub async fn stream(
                         .collect();
                     return Some((
                         futures_util::stream::iter(events),
-                        (state, endpoint, after, news),
+                        (state, endpoint, after, news, slot),
                     ));
                 }
                 let shutdown = state.shutdown.clone();
@@ -235,10 +259,13 @@ pub async fn stream(
 /// position and moves it past what it returns.
 pub async fn consumer_poll(
     State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path((app_key, endpoint_key, consumer_id)): Path<(String, String, String)>,
     query: ListQuery,
 ) -> Result<Json<PollingOut>, ApiError> {
     let endpoint = polling_endpoint(&state, &app_key, &endpoint_key).await?;
+    let wait = wait_for(&query)?;
+    let _slot = long_poll_slot(&state, &caller, wait)?;
     kait_core::validate::uid(&consumer_id)
         .map_err(|problem| ApiError::invalid("consumer_id", problem))?;
     let after = match query.get("iterator") {
@@ -250,7 +277,6 @@ pub async fn consumer_poll(
                 .await?
         }
     };
-    let wait = wait_for(&query)?;
     let out = read_after(
         &state,
         &endpoint,
@@ -263,7 +289,12 @@ pub async fn consumer_poll(
     let position = parse_iterator(&out.iterator)?;
     state
         .store
-        .set_consumer_position(&endpoint.id, &consumer_id, position)
+        .set_consumer_position(
+            &endpoint.id,
+            &consumer_id,
+            position,
+            state.limits.max_consumers_per_endpoint,
+        )
         .await?;
     Ok(Json(out))
 }
@@ -295,7 +326,12 @@ pub async fn consumer_seek(
         .await?;
     state
         .store
-        .set_consumer_position(&endpoint.id, &consumer_id, position)
+        .set_consumer_position(
+            &endpoint.id,
+            &consumer_id,
+            position,
+            state.limits.max_consumers_per_endpoint,
+        )
         .await?;
     Ok(Json(SeekOut {
         iterator: position.to_string(),

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use kait_core::AppId;
 use kait_core::time::{Millis, now_millis};
 use tokio::sync::Notify;
 use tokio_postgres::AsyncMessage;
@@ -36,9 +37,12 @@ const CONFIG: u8 = 4;
 pub struct Signals {
     pub due: Arc<Notify>,
     pub config_epoch: AtomicU64,
-    pub messages: tokio::sync::watch::Sender<u64>,
+    /// Long-polls and streams, woken per application.
+    pub messages: Arc<crate::app_signals::AppSignals>,
     /// Kinds of change other nodes still have to hear about.
     pending: AtomicU8,
+    /// Applications with new messages other nodes still have to hear about.
+    pending_apps: std::sync::Mutex<std::collections::HashSet<AppId>>,
     notifier: Notify,
 }
 
@@ -47,8 +51,9 @@ impl Signals {
         Self {
             due: Arc::new(Notify::new()),
             config_epoch: AtomicU64::new(0),
-            messages: tokio::sync::watch::channel(0).0,
+            messages: Default::default(),
             pending: AtomicU8::new(0),
+            pending_apps: Default::default(),
             notifier: Notify::new(),
         }
     }
@@ -58,9 +63,44 @@ impl Signals {
         self.tell_cluster(DUE);
     }
 
-    pub fn messages_added(&self) {
-        self.messages.send_modify(|version| *version += 1);
+    pub fn messages_added(&self, app_ids: &[AppId]) {
+        if app_ids.is_empty() {
+            return;
+        }
+        self.messages.notify(app_ids);
+        self.pending_apps
+            .lock()
+            .expect("pending apps lock")
+            .extend(app_ids.iter().cloned());
         self.tell_cluster(MESSAGES);
+    }
+
+    /// The notification payloads that tell other nodes which applications have news: ids
+    /// joined by commas within PostgreSQL's payload limit, or [`EVERY_APP`] when there are
+    /// too many to list.
+    fn take_pending_apps(&self) -> Vec<String> {
+        let apps = std::mem::take(&mut *self.pending_apps.lock().expect("pending apps lock"));
+        if apps.len() > MAX_LISTED_APPS {
+            return vec![EVERY_APP.to_owned()];
+        }
+        let ids: Vec<&str> = apps.iter().map(AppId::as_str).collect();
+        ids.chunks(APPS_PER_NOTIFICATION)
+            .map(|chunk| chunk.join(","))
+            .collect()
+    }
+
+    /// What another node said about new messages.
+    fn heard_messages(&self, payload: &str) {
+        if payload.is_empty() || payload == EVERY_APP {
+            self.messages.notify_all();
+            return;
+        }
+        let apps: Vec<AppId> = payload
+            .split(',')
+            .filter(|id| AppId::has_prefix(id))
+            .map(|id| AppId::from_trusted(id.to_owned()))
+            .collect();
+        self.messages.notify(&apps);
     }
 
     pub fn config_changed(&self) {
@@ -80,13 +120,20 @@ impl Signals {
             self.due.notify_one();
         }
         if kind & MESSAGES != 0 {
-            self.messages.send_modify(|version| *version += 1);
+            self.messages.notify_all();
         }
         if kind & CONFIG != 0 {
             self.config_epoch.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
+
+/// The payload that wakes every application's streams.
+const EVERY_APP: &str = "*";
+/// Application ids per notification: about 3 KB, well within PostgreSQL's 8,000-byte payload.
+const APPS_PER_NOTIFICATION: usize = 100;
+/// Past this many applications in one notification round, a node just wakes every stream.
+const MAX_LISTED_APPS: usize = 1000;
 
 /// The notification channel for one kind of change; channels are per schema, so that
 /// installations sharing a database do not wake each other.
@@ -110,11 +157,19 @@ pub async fn notify(shared: Arc<Shared>, stop: CancellationToken) {
         let result: StoreResult<()> = async {
             let client = shared.pool.get().await?;
             for kind in [DUE, MESSAGES, CONFIG] {
-                if kinds & kind != 0 {
+                if kinds & kind == 0 {
+                    continue;
+                }
+                let payloads = if kind == MESSAGES {
+                    shared.signals.take_pending_apps()
+                } else {
+                    vec![String::new()]
+                };
+                for payload in payloads {
                     client
                         .execute(
-                            "SELECT pg_notify($1, '')",
-                            &[&channel(&shared.options.schema, kind)],
+                            "SELECT pg_notify($1, $2)",
+                            &[&channel(&shared.options.schema, kind), &payload],
                         )
                         .await?;
                 }
@@ -156,7 +211,11 @@ async fn listen_once(shared: &Shared, stop: &CancellationToken) -> StoreResult<(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(notification)) => {
-                    if sender.send(notification.channel().to_owned()).is_err() {
+                    let heard = (
+                        notification.channel().to_owned(),
+                        notification.payload().to_owned(),
+                    );
+                    if sender.send(heard).is_err() {
                         break;
                     }
                 }
@@ -179,9 +238,11 @@ async fn listen_once(shared: &Shared, stop: &CancellationToken) -> StoreResult<(
     loop {
         tokio::select! {
             heard = receiver.recv() => {
-                let Some(name) = heard else { break };
-                if let Some(index) = names.iter().position(|known| *known == name) {
-                    shared.signals.heard(kinds[index]);
+                let Some((name, payload)) = heard else { break };
+                match names.iter().position(|known| *known == name).map(|index| kinds[index]) {
+                    Some(MESSAGES) => shared.signals.heard_messages(&payload),
+                    Some(kind) => shared.signals.heard(kind),
+                    None => {}
                 }
             }
             _ = stop.cancelled() => break,

@@ -64,13 +64,17 @@ pub async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>) {
         let mut became_due = false;
         match result {
             Ok(results) => {
+                let mut apps_with_messages = Vec::new();
                 for (job, result) in batch.drain(..).zip(results) {
-                    became_due |= result
-                        .as_ref()
-                        .is_ok_and(|accepted| accepted.deliveries > 0);
+                    if let Ok(accepted) = &result {
+                        became_due |= accepted.deliveries > 0;
+                        if accepted.created {
+                            apps_with_messages.push(accepted.message.app_id.clone());
+                        }
+                    }
                     let _ = job.reply.send(result);
                 }
-                shared.signals.messages_added();
+                shared.signals.messages_added(&apps_with_messages);
             }
             Err(error) => {
                 for job in batch.drain(..) {

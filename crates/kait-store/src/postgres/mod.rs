@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use kait_core::access::Capabilities;
 use kait_core::time::{Millis, now_millis};
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryState, DeliveryStatus, Endpoint, EndpointId,
@@ -38,9 +39,9 @@ use self::cluster::{IdleEndpoints, NodeIdentity, Signals};
 use self::paging::{Keyset, Params, finish, keyed_sql, where_clause};
 use self::rows::EndpointParams;
 use crate::{
-    AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint, EndpointMessage,
-    MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, QueueDepth, Store, StoreError,
-    StoreResult,
+    AcceptedMessage, AppTokenGrant, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint,
+    EndpointMessage, IdempotentResponse, MessageFilter, NewAppToken, NewMessage, NextStep, Outcome,
+    Page, PageRequest, QueueDepth, Store, StoreError, StoreResult,
 };
 
 /// How often a claim or an outcome batch that hit a deadlock is tried again.
@@ -99,7 +100,6 @@ pub struct Shared {
 pub struct PgStore {
     shared: Arc<Shared>,
     ingest: mpsc::Sender<ingest::Job>,
-    messages: tokio::sync::watch::Receiver<u64>,
     stop: CancellationToken,
 }
 
@@ -174,11 +174,9 @@ impl PgStore {
         tokio::spawn(cluster::notify(shared.clone(), stop.clone()));
         tokio::spawn(cluster::listen(shared.clone(), stop.clone()));
         tokio::spawn(cluster::maintain(shared.clone(), stop.clone()));
-        let messages = shared.signals.messages.subscribe();
         Ok(Self {
             shared,
             ingest,
-            messages,
             stop,
         })
     }
@@ -723,6 +721,7 @@ impl Store for PgStore {
             "DELETE FROM message WHERE app_id = $1",
             "DELETE FROM endpoint WHERE app_id = $1",
             "DELETE FROM app_token WHERE app_id = $1",
+            "DELETE FROM idempotent_response WHERE app_id = $1",
             "DELETE FROM app_position WHERE app_id = $1",
         ] {
             transaction.execute(sql, &[&id]).await?;
@@ -1430,36 +1429,54 @@ impl Store for PgStore {
         key: &str,
         request: &str,
         not_before: Millis,
-    ) -> StoreResult<Option<(u16, Vec<u8>)>> {
+    ) -> StoreResult<Option<IdempotentResponse>> {
         let row = self
             .client()
             .await?
             .query_opt(
-                "SELECT status, body FROM idempotent_response \
+                "SELECT app_id, fingerprint, status, body FROM idempotent_response \
                  WHERE key = $1 AND request = $2 AND created_at >= $3",
                 &[&key, &request, &not_before],
             )
             .await?;
-        row.map(|row| Ok((row.try_get::<_, i64>(0)? as u16, row.try_get(1)?)))
-            .transpose()
+        row.map(|row| {
+            Ok(IdempotentResponse {
+                app_id: row
+                    .try_get::<_, Option<String>>(0)?
+                    .map(AppId::from_trusted),
+                fingerprint: row.try_get::<_, Option<String>>(1)?.unwrap_or_default(),
+                status: row.try_get::<_, i64>(2)? as u16,
+                body: row.try_get(3)?,
+            })
+        })
+        .transpose()
     }
 
     async fn save_idempotent_response(
         &self,
         key: &str,
         request: &str,
-        status: u16,
-        body: Vec<u8>,
+        response: IdempotentResponse,
     ) -> StoreResult<()> {
         // An expired entry is replaced; a live one is kept (the first response wins).
         self.client()
             .await?
             .execute(
-                "INSERT INTO idempotent_response (key, request, status, body, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key, request) DO UPDATE SET \
+                "INSERT INTO idempotent_response \
+                 (key, request, app_id, fingerprint, status, body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key, request) DO UPDATE SET \
+                 app_id = EXCLUDED.app_id, fingerprint = EXCLUDED.fingerprint, \
                  status = EXCLUDED.status, body = EXCLUDED.body, created_at = EXCLUDED.created_at \
-                 WHERE idempotent_response.created_at < $5 - 86400000",
-                &[&key, &request, &i64::from(status), &body, &now_millis()],
+                 WHERE idempotent_response.created_at < $7 - 86400000",
+                &[
+                    &key,
+                    &request,
+                    &response.app_id.as_ref().map(AppId::as_str),
+                    &response.fingerprint,
+                    &i64::from(response.status),
+                    &response.body,
+                    &now_millis(),
+                ],
             )
             .await?;
         Ok(())
@@ -1542,54 +1559,99 @@ impl Store for PgStore {
         endpoint_id: &EndpointId,
         consumer_id: &str,
         position: i64,
+        max_consumers: usize,
     ) -> StoreResult<()> {
-        self.client()
+        // Two new consumers created at the same instant may both pass the count: the bound
+        // is against a flood, not exact.
+        let changed = self
+            .client()
             .await?
             .execute(
                 "INSERT INTO poller_consumer (endpoint_id, consumer_id, position, updated_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (endpoint_id, consumer_id) DO UPDATE SET \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS \
+                 (SELECT 1 FROM poller_consumer WHERE endpoint_id = $1 AND consumer_id = $2) \
+                 OR (SELECT COUNT(*) FROM poller_consumer WHERE endpoint_id = $1) < $5 \
+                 ON CONFLICT (endpoint_id, consumer_id) DO UPDATE SET \
                  position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
                 &[
                     &endpoint_id.as_str(),
                     &consumer_id,
                     &position,
                     &now_millis(),
+                    &(max_consumers as i64),
+                ],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::LimitReached(format!(
+                "a polling endpoint has at most {max_consumers} consumers"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create_app_token(&self, token: NewAppToken) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO app_token \
+                 (token_hash, app_id, created_at, expires_at, capabilities, session_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &token.token_hash,
+                    &token.app_id.as_str(),
+                    &now_millis(),
+                    &token.expires_at,
+                    &i64::from(token.capabilities.bits()),
+                    &token.session_id,
                 ],
             )
             .await?;
         Ok(())
     }
 
-    async fn create_app_token(
+    async fn expire_app_tokens(
         &self,
         app_id: &AppId,
-        token_hash: &str,
+        session_ids: Option<Vec<String>>,
         expires_at: Millis,
-    ) -> StoreResult<()> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO app_token (token_hash, app_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-                &[&token_hash, &app_id.as_str(), &now_millis(), &expires_at],
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn app_for_token(&self, token_hash: &str, now: Millis) -> StoreResult<Option<AppId>> {
+    ) -> StoreResult<u64> {
         Ok(self
             .client()
             .await?
+            .execute(
+                "UPDATE app_token SET expires_at = $2 \
+                 WHERE app_id = $1 AND expires_at > $2 \
+                 AND ($3::text[] IS NULL OR session_id = ANY($3))",
+                &[&app_id.as_str(), &expires_at, &session_ids],
+            )
+            .await?)
+    }
+
+    async fn app_for_token(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<AppTokenGrant>> {
+        self.client()
+            .await?
             .query_opt(
-                "SELECT app_id FROM app_token WHERE token_hash = $1 AND expires_at > $2",
+                "SELECT app_id, capabilities FROM app_token \
+                 WHERE token_hash = $1 AND expires_at > $2",
                 &[&token_hash, &now],
             )
             .await?
-            .map(|row| AppId::from_trusted(row.get(0))))
+            .map(|row| {
+                Ok(AppTokenGrant {
+                    app_id: AppId::from_trusted(row.try_get(0)?),
+                    capabilities: Capabilities::from_bits(row.try_get::<_, i64>(1)? as u32),
+                })
+            })
+            .transpose()
     }
 
-    fn message_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.messages.clone()
+    fn message_signal(&self, app_id: &AppId) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.signals.messages.subscribe(app_id)
     }
 
     async fn purge_expired(&self, now: Millis, idempotency_lifetime: Millis) -> StoreResult<u64> {

@@ -171,6 +171,17 @@ CREATE TABLE app_token (
     r#"
 CREATE INDEX delivery_endpoint_due ON delivery (endpoint_id, due_at, id) WHERE status = 1;
 "#,
+    r#"
+-- Issue 11: app tokens carry capabilities (1 = ViewBase, what older tokens could do) and a
+-- session id for expire-all; remembered POST responses are scoped to the resolved
+-- application (purged with it) and keep a fingerprint of the request body.
+ALTER TABLE app_token ADD COLUMN capabilities BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE app_token ADD COLUMN session_id TEXT;
+CREATE INDEX app_token_app ON app_token (app_id);
+ALTER TABLE idempotent_response ADD COLUMN app_id TEXT;
+ALTER TABLE idempotent_response ADD COLUMN fingerprint TEXT;
+CREATE INDEX idempotent_response_app ON idempotent_response (app_id) WHERE app_id IS NOT NULL;
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

@@ -418,3 +418,33 @@ async fn counts_due_and_scheduled_deliveries() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_idempotency_responses_and_tokens_are_purged() {
+    on_fresh_schema(async |store| {
+        crate::fixtures::purges_expired_responses_and_tokens(store).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_tokens_carry_capabilities_and_expire_all() {
+    on_fresh_schema(async |store| {
+        crate::fixtures::app_tokens_carry_capabilities_and_expire_all(store).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_responses_go_with_their_application() {
+    on_fresh_schema(async |store| {
+        crate::fixtures::remembered_responses_go_with_their_application(store).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_per_endpoint_are_bounded() {
+    on_fresh_schema(async |store| crate::fixtures::consumers_per_endpoint_are_bounded(store).await)
+        .await;
+}

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use kait_core::access::Capabilities;
 use kait_core::time::{Millis, now_millis};
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryState, DeliveryStatus, Endpoint, EndpointId,
@@ -31,9 +32,9 @@ use tokio::sync::Notify;
 use self::paging::{Keyset, query_keyed};
 use self::writer::{Durability, Handoff, WriteContext, WriterHandle, WriterSignals};
 use crate::{
-    AcceptedMessage, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint, EndpointMessage,
-    MessageFilter, NewMessage, NextStep, Outcome, Page, PageRequest, QueueDepth, Store, StoreError,
-    StoreResult,
+    AcceptedMessage, AppTokenGrant, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint,
+    EndpointMessage, IdempotentResponse, MessageFilter, NewAppToken, NewMessage, NextStep, Outcome,
+    Page, PageRequest, QueueDepth, Store, StoreError, StoreResult,
 };
 
 /// The database file's name inside the data directory.
@@ -43,6 +44,9 @@ const LOCK_FILE: &str = "kait.lock";
 const HANDOFF_CAPACITY: usize = 2048;
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
+/// Reads running at once (each on a blocking thread with its own connection); twice the
+/// connections kept idle, so a burst opens a few more and then queues.
+const MAX_READERS: usize = 2 * IDLE_READERS;
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -67,7 +71,7 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     due: Arc<Notify>,
     config_epoch: Arc<AtomicU64>,
-    messages: tokio::sync::watch::Receiver<u64>,
+    messages: Arc<crate::app_signals::AppSignals>,
     /// Held for the store's lifetime: the OS lock that keeps other processes out.
     _lock: File,
 }
@@ -75,6 +79,10 @@ pub struct SqliteStore {
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Reads running at once. Each read holds a blocking thread and a connection; without
+    /// a bound, a thousand woken streams started a thousand threads (tokio allows 512) and
+    /// starved everything else. Waiting readers queue here, on the async side, for free.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReaderPool {
@@ -154,7 +162,7 @@ impl SqliteStore {
 
         let due = Arc::new(Notify::new());
         let config_epoch = Arc::new(AtomicU64::new(0));
-        let (messages_sender, messages) = tokio::sync::watch::channel(0u64);
+        let messages = Arc::new(crate::app_signals::AppSignals::default());
         let handoff = Arc::new(Handoff::default());
         let (writer, _thread) = writer::spawn(
             connection,
@@ -166,7 +174,7 @@ impl SqliteStore {
             WriterSignals {
                 due: due.clone(),
                 config_epoch: config_epoch.clone(),
-                messages: messages_sender,
+                messages: messages.clone(),
             },
             handoff.clone(),
         )
@@ -177,6 +185,7 @@ impl SqliteStore {
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
+                running: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
             }),
             due,
             config_epoch,
@@ -195,9 +204,18 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || readers.with_connection(body))
+        let permit = readers
+            .running
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|error| StoreError::Database(format!("reader task failed: {error}")))?
+            .map_err(|_| StoreError::Closed)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            readers.with_connection(body)
+        })
+        .await
+        .map_err(|error| StoreError::Database(format!("reader task failed: {error}")))?
     }
 }
 
@@ -394,6 +412,10 @@ impl Store for SqliteStore {
                 connection.execute("DELETE FROM message WHERE app_id = ?1", [id.as_str()])?;
                 connection.execute("DELETE FROM endpoint WHERE app_id = ?1", [id.as_str()])?;
                 connection.execute("DELETE FROM app_token WHERE app_id = ?1", [id.as_str()])?;
+                connection.execute(
+                    "DELETE FROM idempotent_response WHERE app_id = ?1",
+                    [id.as_str()],
+                )?;
                 context.forget_endpoints_of(id.as_str());
                 Ok(())
             })
@@ -782,7 +804,7 @@ impl Store for SqliteStore {
                 for (permit, delivery) in handed_off {
                     context.hand_off(permit, delivery);
                 }
-                context.messages_added = true;
+                context.apps_with_messages.push(message.app_id.clone());
                 Ok(AcceptedMessage {
                     message,
                     created: true,
@@ -1360,16 +1382,21 @@ impl Store for SqliteStore {
         key: &str,
         request: &str,
         not_before: Millis,
-    ) -> StoreResult<Option<(u16, Vec<u8>)>> {
+    ) -> StoreResult<Option<IdempotentResponse>> {
         let (key, request) = (key.to_owned(), request.to_owned());
         self.read(move |connection| {
             Ok(connection
                 .prepare_cached(
-                    "SELECT status, body FROM idempotent_response \
+                    "SELECT app_id, fingerprint, status, body FROM idempotent_response \
                      WHERE key = ?1 AND request = ?2 AND created_at >= ?3",
                 )?
                 .query_row(params![key, request, not_before], |row| {
-                    Ok((row.get::<_, u16>(0)?, row.get::<_, Vec<u8>>(1)?))
+                    Ok(IdempotentResponse {
+                        app_id: row.get::<_, Option<String>>(0)?.map(AppId::from_trusted),
+                        fingerprint: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        status: row.get(2)?,
+                        body: row.get(3)?,
+                    })
                 })
                 .optional()?)
         })
@@ -1380,8 +1407,7 @@ impl Store for SqliteStore {
         &self,
         key: &str,
         request: &str,
-        status: u16,
-        body: Vec<u8>,
+        response: IdempotentResponse,
     ) -> StoreResult<()> {
         let (key, request) = (key.to_owned(), request.to_owned());
         self.writer
@@ -1390,12 +1416,22 @@ impl Store for SqliteStore {
                 context
                     .connection
                     .prepare_cached(
-                        "INSERT INTO idempotent_response (key, request, status, body, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key, request) DO UPDATE SET \
+                        "INSERT INTO idempotent_response \
+                         (key, request, app_id, fingerprint, status, body, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (key, request) DO UPDATE SET \
+                         app_id = excluded.app_id, fingerprint = excluded.fingerprint, \
                          status = excluded.status, body = excluded.body, created_at = excluded.created_at \
-                         WHERE created_at < ?5 - 86400000",
+                         WHERE created_at < ?7 - 86400000",
                     )?
-                    .execute(params![key, request, status, body, now_millis()])?;
+                    .execute(params![
+                        key,
+                        request,
+                        response.app_id.as_ref().map(AppId::as_str),
+                        response.fingerprint,
+                        response.status,
+                        response.body,
+                        now_millis()
+                    ])?;
                 Ok(())
             })
             .await
@@ -1490,59 +1526,112 @@ impl Store for SqliteStore {
         endpoint_id: &EndpointId,
         consumer_id: &str,
         position: i64,
+        max_consumers: usize,
     ) -> StoreResult<()> {
         let (endpoint_id, consumer_id) = (endpoint_id.clone(), consumer_id.to_owned());
         self.writer
             .write(move |context| {
-                context
+                let changed = context
                     .connection
                     .prepare_cached(
                         "INSERT INTO poller_consumer (endpoint_id, consumer_id, position, updated_at) \
-                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (endpoint_id, consumer_id) DO UPDATE SET \
+                         SELECT ?1, ?2, ?3, ?4 WHERE EXISTS \
+                         (SELECT 1 FROM poller_consumer WHERE endpoint_id = ?1 AND consumer_id = ?2) \
+                         OR (SELECT COUNT(*) FROM poller_consumer WHERE endpoint_id = ?1) < ?5 \
+                         ON CONFLICT (endpoint_id, consumer_id) DO UPDATE SET \
                          position = excluded.position, updated_at = excluded.updated_at",
                     )?
-                    .execute(params![endpoint_id.as_str(), consumer_id, position, now_millis()])?;
+                    .execute(params![
+                        endpoint_id.as_str(),
+                        consumer_id,
+                        position,
+                        now_millis(),
+                        max_consumers as i64
+                    ])?;
+                if changed == 0 {
+                    return Err(StoreError::LimitReached(format!(
+                        "a polling endpoint has at most {max_consumers} consumers"
+                    )));
+                }
                 Ok(())
             })
             .await
     }
 
-    async fn create_app_token(
-        &self,
-        app_id: &AppId,
-        token_hash: &str,
-        expires_at: Millis,
-    ) -> StoreResult<()> {
-        let (app_id, token_hash) = (app_id.clone(), token_hash.to_owned());
+    async fn create_app_token(&self, token: NewAppToken) -> StoreResult<()> {
         self.writer
             .write(move |context| {
                 context
                     .connection
                     .prepare_cached(
-                        "INSERT INTO app_token (token_hash, app_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT INTO app_token \
+                         (token_hash, app_id, created_at, expires_at, capabilities, session_id) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
-                    .execute(params![token_hash, app_id.as_str(), now_millis(), expires_at])?;
+                    .execute(params![
+                        token.token_hash,
+                        token.app_id.as_str(),
+                        now_millis(),
+                        token.expires_at,
+                        token.capabilities.bits(),
+                        token.session_id
+                    ])?;
                 Ok(())
             })
             .await
     }
 
-    async fn app_for_token(&self, token_hash: &str, now: Millis) -> StoreResult<Option<AppId>> {
+    async fn app_for_token(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<AppTokenGrant>> {
         let token_hash = token_hash.to_owned();
         self.read(move |connection| {
             Ok(connection
                 .prepare_cached(
-                    "SELECT app_id FROM app_token WHERE token_hash = ?1 AND expires_at > ?2",
+                    "SELECT app_id, capabilities FROM app_token \
+                     WHERE token_hash = ?1 AND expires_at > ?2",
                 )?
-                .query_row(params![token_hash, now], |row| row.get::<_, String>(0))
-                .optional()?
-                .map(AppId::from_trusted))
+                .query_row(params![token_hash, now], |row| {
+                    Ok(AppTokenGrant {
+                        app_id: AppId::from_trusted(row.get(0)?),
+                        capabilities: Capabilities::from_bits(row.get(1)?),
+                    })
+                })
+                .optional()?)
         })
         .await
     }
 
-    fn message_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.messages.clone()
+    async fn expire_app_tokens(
+        &self,
+        app_id: &AppId,
+        session_ids: Option<Vec<String>>,
+        expires_at: Millis,
+    ) -> StoreResult<u64> {
+        let app_id = app_id.clone();
+        self.writer
+            .write(move |context| {
+                let sessions = session_ids
+                    .map(|ids| serde_json::to_string(&ids))
+                    .transpose()
+                    .map_err(|error| StoreError::Database(error.to_string()))?;
+                let changed = context
+                    .connection
+                    .prepare_cached(
+                        "UPDATE app_token SET expires_at = ?2 \
+                         WHERE app_id = ?1 AND expires_at > ?2 \
+                         AND (?3 IS NULL OR session_id IN (SELECT value FROM json_each(?3)))",
+                    )?
+                    .execute(params![app_id.as_str(), expires_at, sessions])?;
+                Ok(changed as u64)
+            })
+            .await
+    }
+
+    fn message_signal(&self, app_id: &AppId) -> tokio::sync::watch::Receiver<u64> {
+        self.messages.subscribe(app_id)
     }
 
     async fn purge_expired(&self, now: Millis, idempotency_lifetime: Millis) -> StoreResult<u64> {

@@ -154,6 +154,17 @@ CREATE INDEX attempt_created ON attempt (created_at);
     r#"
 CREATE INDEX delivery_endpoint_due ON delivery (endpoint_id, due_at, id) WHERE status = 1;
 "#,
+    r#"
+-- Issue 11: app tokens carry capabilities (1 = ViewBase, what older tokens could do) and a
+-- session id for expire-all; remembered POST responses are scoped to the resolved
+-- application (purged with it) and keep a fingerprint of the request body.
+ALTER TABLE app_token ADD COLUMN capabilities INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE app_token ADD COLUMN session_id TEXT;
+CREATE INDEX app_token_app ON app_token (app_id);
+ALTER TABLE idempotent_response ADD COLUMN app_id TEXT;
+ALTER TABLE idempotent_response ADD COLUMN fingerprint TEXT;
+CREATE INDEX idempotent_response_app ON idempotent_response (app_id) WHERE app_id IS NOT NULL;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

@@ -266,52 +266,25 @@ async fn an_endpoint_failing_too_long_is_disabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_idempotency_responses_and_tokens_are_purged() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let app = store.create_application(application()).await.unwrap();
-    store
-        .save_idempotent_response("k", "POST /app", 201, b"{}".to_vec())
-        .await
-        .unwrap();
-    store
-        .create_app_token(&app.id, "hash-old", 1_000)
-        .await
-        .unwrap();
-    store
-        .create_app_token(&app.id, "hash-live", now_millis() + 60_000)
-        .await
-        .unwrap();
-    let day = 24 * 3600 * 1000;
-    // Nothing has expired yet but the old token.
-    assert_eq!(store.purge_expired(now_millis(), day).await.unwrap(), 1);
-    assert!(
-        store
-            .idempotent_response("k", "POST /app", 0)
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert_eq!(
-        store
-            .app_for_token("hash-live", now_millis())
-            .await
-            .unwrap(),
-        Some(app.id.clone())
-    );
-    // A day and a bit later the response goes too; the live token has expired by then as well.
-    assert_eq!(
-        store
-            .purge_expired(now_millis() + day + 1_000, day)
-            .await
-            .unwrap(),
-        2
-    );
-    assert!(
-        store
-            .idempotent_response("k", "POST /app", 0)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    crate::fixtures::purges_expired_responses_and_tokens(&open(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_tokens_carry_capabilities_and_expire_all() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::app_tokens_carry_capabilities_and_expire_all(&open(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_responses_go_with_their_application() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::remembered_responses_go_with_their_application(&open(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_per_endpoint_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::consumers_per_endpoint_are_bounded(&open(dir.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,8 +43,8 @@ pub struct WriteContext<'conn> {
     /// Set by a job that changed an application or endpoint, so the config epoch moves after
     /// the commit.
     pub config_changed: bool,
-    /// Set by a job that added messages, so pollers waiting for news are woken.
-    pub messages_added: bool,
+    /// Applications a job added messages to, so their pollers are woken after the commit.
+    pub apps_with_messages: Vec<kait_core::AppId>,
 }
 
 impl WriteContext<'_> {
@@ -239,7 +239,7 @@ impl WriterHandle {
 pub struct WriterSignals {
     pub due: Arc<Notify>,
     pub config_epoch: Arc<AtomicU64>,
-    pub messages: tokio::sync::watch::Sender<u64>,
+    pub messages: Arc<crate::app_signals::AppSignals>,
 }
 
 /// Starts the writer thread on `connection`, whose synced commits use `synced_level`
@@ -306,18 +306,15 @@ fn run(
             handed_off: Vec::new(),
             deliveries_became_due: false,
             config_changed: false,
-            messages_added: false,
+            apps_with_messages: Vec::new(),
         };
         let jobs = batch.len();
         let started = std::time::Instant::now();
         let commit_result = run_batch(&mut context, &mut batch, &mut completions);
         metrics::histogram!("kait_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("kait_store_commit_jobs").record(jobs as f64);
-        let (became_due, config_changed, messages_added) = (
-            context.deliveries_became_due,
-            context.config_changed,
-            context.messages_added,
-        );
+        let (became_due, config_changed) = (context.deliveries_became_due, context.config_changed);
+        let apps_with_messages = std::mem::take(&mut context.apps_with_messages);
 
         let handed_off = std::mem::take(&mut context.handed_off);
         let commit_error = commit_result.err();
@@ -337,8 +334,8 @@ fn run(
             if became_due {
                 signals.due.notify_one();
             }
-            if messages_added {
-                signals.messages.send_modify(|count| *count += 1);
+            if !apps_with_messages.is_empty() {
+                signals.messages.notify(&apps_with_messages);
             }
         }
         for completion in completions.drain(..) {
@@ -437,11 +434,10 @@ mod tests {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x TEXT UNIQUE)")
             .unwrap();
-        let (messages, _) = tokio::sync::watch::channel(0);
         let signals = WriterSignals {
             due: Default::default(),
             config_epoch: Default::default(),
-            messages,
+            messages: Default::default(),
         };
         let (handle, _thread) = spawn(connection, "FULL", signals, Default::default()).unwrap();
         (handle, dir)

@@ -481,7 +481,7 @@ async fn idempotency_key_applies_to_every_post() {
 
     // A rejected request is remembered too: the repeat gets the same 422.
     let (status, _) = post("/api/v1/app".into(), r#"{"name": ""}"#, "k-3").await;
-    let (repeat_status, repeat) = post("/api/v1/app".into(), r#"{"name": "fixed"}"#, "k-3").await;
+    let (repeat_status, repeat) = post("/api/v1/app".into(), r#"{"name": ""}"#, "k-3").await;
     assert_eq!(
         (status, repeat_status),
         (
@@ -490,6 +490,10 @@ async fn idempotency_key_applies_to_every_post() {
         )
     );
     assert_eq!(repeat["code"], "validation_error");
+    // The same key with another body is another request: refused, not answered (i11, 6).
+    let (status, reused) = post("/api/v1/app".into(), r#"{"name": "fixed"}"#, "k-3").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reused}");
+    assert_eq!(reused["code"], "idempotency_key_reused");
     server.stop().await;
 }
 
@@ -560,7 +564,16 @@ async fn metrics_are_exposed_for_prometheus() {
         .await;
     // The recorder is shared by every server in this test process: check names and types,
     // and that the counters moved, not exact values.
-    let response = reqwest::get(format!("{}/metrics", server.base_url))
+    // It names endpoints, so it needs a token (issue 11).
+    let anonymous = reqwest::get(format!("{}/metrics", server.base_url))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let response = server
+        .http
+        .get(format!("{}/metrics", server.base_url))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -613,7 +626,11 @@ async fn metrics_are_exposed_for_prometheus() {
     );
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = reqwest::get(format!("{}/metrics", server.base_url))
+        let text = server
+            .http
+            .get(format!("{}/metrics", server.base_url))
+            .bearer_auth(crate::support::ADMIN_TOKEN)
+            .send()
             .await
             .unwrap()
             .text()

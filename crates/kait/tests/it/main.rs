@@ -8,6 +8,7 @@
 //! - `pagination`: iterators over applications, messages and attempts.
 //! - `pull`: polling endpoints, iterator, long-poll, consumers, concurrent writers.
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
+//! - `hardening`: the attacks of issue 11 (nesting, idle sockets, streams, secrets, tokens).
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
 //! - `durability`: `kill -9` during a burst loses no acknowledged message.
@@ -24,6 +25,7 @@ mod cluster;
 mod delivery;
 mod durability;
 mod faults;
+mod hardening;
 mod openapi;
 mod pagination;
 mod pull;

@@ -388,7 +388,7 @@ async fn app_scoped_tokens_reach_only_their_own_application() {
         (Method::GET, "/api/v1/app".to_owned()),
         (Method::POST, format!("/api/v1/app/{mine}/msg")),
         (Method::DELETE, format!("/api/v1/app/{mine}")),
-        (Method::GET, "/api/v1/event-type".to_owned()),
+        (Method::POST, "/api/v1/event-type".to_owned()),
     ] {
         let (status, body) = as_app(method.clone(), path.clone()).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");

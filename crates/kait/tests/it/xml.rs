@@ -70,7 +70,7 @@ async fn xml_endpoints_receive_the_documented_mapping() {
     let odd = &child("key")[0];
     assert_eq!(odd.attribute("name"), Some("2nd sensor"));
     // And Kait's own reader turns it back into the same JSON.
-    let parsed = kait_core::xml::parse(text).unwrap();
+    let parsed = kait_core::xml::parse(text, 64).unwrap();
     assert_eq!(serde_json::Value::Object(parsed.payload), payload);
     assert_eq!(json_receiver.wait_for(1, WAIT).await[0].json(), payload);
     server.stop().await;
