@@ -25,6 +25,7 @@ mod fixtures;
 mod listing;
 pub mod operational;
 pub mod postgres;
+pub mod sealing;
 pub mod sqlite;
 
 pub use postgres::{PgOptions, PgStore};

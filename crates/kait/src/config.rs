@@ -16,11 +16,14 @@ use kait_core::retry::RetrySchedule;
 use kait_core::signing::Secret;
 use kait_deliver::{CertificateDer, read_pem_certificates};
 use kait_dispatch::BreakerConfig;
+use kait_store::sealing::{SealingKey, SecretKeys};
 use rand::Rng;
 use serde::Deserialize;
 
 /// The file inside the data directory that keeps a generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The file inside the data directory that keeps a generated secrets key.
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8071";
 const DEFAULT_DATA_DIR: &str = "./kait-data";
 
@@ -44,8 +47,26 @@ pub struct ServeArgs {
     #[arg(long, env = "KAIT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Bearer token for the API; generated, printed once and kept in the data dir if unset.
+    /// A flag's value is visible to other local users in `ps`: prefer KAIT_ADMIN_TOKEN or
+    /// --admin-token-file.
     #[arg(long, env = "KAIT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file holding the admin token (read at start; kept out of `ps` and the environment).
+    #[arg(long, env = "KAIT_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+    /// A file holding the key that seals endpoint secrets and headers in the database
+    /// (32 random bytes, base64). Generated into the data dir if unset; every node sharing a
+    /// PostgreSQL database needs the same one.
+    #[arg(long, env = "KAIT_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// Keys that sealed secrets before a rotation (repeatable): values sealed with them are
+    /// read and sealed again with the current key at start-up.
+    #[arg(
+        long = "previous-secrets-key-file",
+        env = "KAIT_PREVIOUS_SECRETS_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub previous_secrets_key_files: Vec<PathBuf>,
     /// A private network webhooks may target (repeatable), e.g. 10.0.0.0/8.
     #[arg(
         long = "allow-network",
@@ -156,6 +177,10 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub admin_token: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub secrets_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub previous_secrets_key_files: Vec<PathBuf>,
     #[serde(default)]
     pub allow_networks: Vec<IpNet>,
     pub retry_schedule: Option<String>,
@@ -211,8 +236,8 @@ impl PostgresConfig {
         }
     }
 
-    pub fn store_options(&self) -> anyhow::Result<kait_store::PgOptions> {
-        let mut options = kait_store::PgOptions::new(&self.url)
+    pub fn store_options(&self, secret_keys: SecretKeys) -> anyhow::Result<kait_store::PgOptions> {
+        let mut options = kait_store::PgOptions::new(&self.url, secret_keys)
             .map_err(|error| anyhow::anyhow!("--database-url: {error}"))?;
         options.schema = self.schema.clone();
         options.pool_size = self.pool_size;
@@ -285,6 +310,9 @@ pub struct ServeConfig {
     pub retention: Retention,
     pub connections: crate::http_server::ConnectionLimits,
     pub metrics_token: Option<String>,
+    /// The keys that seal secrets at rest; `None` until resolved: then the data dir's
+    /// generated key ([`ServeConfig::secret_keys`]).
+    pub secret_keys: Option<SecretKeys>,
 }
 
 impl ServeConfig {
@@ -311,6 +339,7 @@ impl ServeConfig {
             retention: Retention::default(),
             connections: crate::http_server::ConnectionLimits::default(),
             metrics_token: None,
+            secret_keys: None,
         }
     }
 
@@ -470,7 +499,7 @@ impl ServeConfig {
                         bail!("--lease must be at least 1s");
                     }
                 }
-                postgres.store_options()?;
+                postgres.store_options(SecretKeys::ephemeral())?;
                 Some(postgres)
             }
             None => {
@@ -510,10 +539,38 @@ impl ServeConfig {
             }
             connections.max_connections = max;
         }
-        let admin_token = args.admin_token.or(file.admin_token);
+        let admin_token = match (
+            args.admin_token.or(file.admin_token),
+            args.admin_token_file.or(file.admin_token_file),
+        ) {
+            (Some(_), Some(_)) => bail!("--admin-token and --admin-token-file exclude each other"),
+            (token, None) => token,
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("--admin-token-file: reading {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+        };
         if let Some(token) = &admin_token {
             check_token(token)?;
         }
+        let previous_keys = if args.previous_secrets_key_files.is_empty() {
+            file.previous_secrets_key_files
+        } else {
+            args.previous_secrets_key_files
+        }
+        .iter()
+        .map(|path| read_key_file("--previous-secrets-key-file", path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+        let secret_keys = match args.secrets_key_file.or(file.secrets_key_file) {
+            Some(path) => Some(SecretKeys::new(
+                read_key_file("--secrets-key-file", &path)?,
+                previous_keys,
+            )),
+            None if previous_keys.is_empty() => None,
+            None => bail!("--previous-secrets-key-file needs --secrets-key-file (the new key)"),
+        };
         let metrics_token = args.metrics_token.or(file.metrics_token);
         if let Some(token) = &metrics_token {
             check_token(token).context("--metrics-token")?;
@@ -546,6 +603,7 @@ impl ServeConfig {
             retention,
             connections,
             metrics_token,
+            secret_keys,
         })
     }
 
@@ -574,6 +632,44 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// The keys that seal secrets at rest: those configured, or the data dir's own key,
+    /// generated there (owner-only) on first start. Two nodes starting together on one data
+    /// dir both end up with the key the first one wrote.
+    pub fn secret_keys(&self) -> anyhow::Result<SecretKeys> {
+        if let Some(keys) = &self.secret_keys {
+            return Ok(keys.clone());
+        }
+        let path = self.data_dir.join(SECRETS_KEY_FILE);
+        if !path.exists() {
+            let (key, text) = SealingKey::generate();
+            match write_secret_file(&self.data_dir, &path, &text) {
+                Ok(()) => {
+                    tracing::info!(
+                        path = %path.display(),
+                        key = key.id(),
+                        "generated the key that seals secrets at rest; back it up with the database"
+                    );
+                    return Ok(SecretKeys::new(key, Vec::new()));
+                }
+                Err(_) if path.exists() => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(SecretKeys::new(
+            read_key_file("the data dir's secrets key", &path)?,
+            Vec::new(),
+        ))
+    }
+}
+
+fn read_key_file(setting: &str, path: &Path) -> anyhow::Result<SealingKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{setting}: reading {}", path.display()))?;
+    SealingKey::parse(&text)
+        .map_err(|error| anyhow::anyhow!("{setting}: {}: {error}", path.display()))
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
@@ -596,8 +692,19 @@ fn generate_token() -> String {
     format!("kait_{body}")
 }
 
+/// Writes a new owner-only file in `dir`, creating the directory owner-only if needed.
 fn write_secret_file(dir: &Path, path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    // An existing data dir is narrowed too: it is about to hold a secret.
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("making {} owner-only", dir.display()))?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -765,6 +872,75 @@ mod tests {
             let error = ServeConfig::resolve(args).unwrap_err();
             assert!(format!("{error:#}").contains(expected), "{error:#}");
         }
+    }
+
+    #[test]
+    fn secrets_keys_come_from_files_or_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        // Unset: generated into the data dir, owner-only, and the same key next time.
+        let config = ServeConfig::for_data_dir(dir.path().join("data"));
+        let generated = config.secret_keys().unwrap();
+        let path = dir.path().join("data").join(SECRETS_KEY_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            config.secret_keys().unwrap().current_id(),
+            generated.current_id()
+        );
+        // Given as files: the current key and a previous one.
+        let (new_key, new_text) = SealingKey::generate();
+        let new_path = dir.path().join("new.key");
+        std::fs::write(&new_path, new_text).unwrap();
+        let config = ServeConfig::resolve(ServeArgs {
+            secrets_key_file: Some(new_path.clone()),
+            previous_secrets_key_files: vec![path.clone()],
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        let keys = config.secret_keys().unwrap();
+        assert_eq!(keys.current_id(), new_key.id());
+        let sealed = generated.seal("f", "old");
+        assert_eq!(keys.open("f", &sealed).unwrap(), "old");
+        // Bad input: a key of the wrong size, a previous key without a current one.
+        std::fs::write(dir.path().join("short.key"), "c2hvcnQ=").unwrap();
+        let error = ServeConfig::resolve(ServeArgs {
+            secrets_key_file: Some(dir.path().join("short.key")),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("32 bytes"), "{error:#}");
+        assert!(
+            ServeConfig::resolve(ServeArgs {
+                previous_secrets_key_files: vec![path],
+                ..ServeArgs::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_admin_token_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "kait_from_a_file_0123456789\n").unwrap();
+        let config = ServeConfig::resolve(ServeArgs {
+            admin_token_file: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.admin_token.as_deref(),
+            Some("kait_from_a_file_0123456789")
+        );
+        let missing = ServeConfig::resolve(ServeArgs {
+            admin_token_file: Some(dir.path().join("absent")),
+            ..ServeArgs::default()
+        });
+        assert!(missing.is_err());
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! valid (with `--secret`), and the delay since it was signed. Pull mode follows an
 //! application's polling endpoint instead, so a developer behind NAT sees live events without
 //! a public URL. `--forward` relays each event to a local server in both modes.
+//!
+//! What it receives is untrusted: in push mode only requests whose signature verified are
+//! forwarded (unless `--forward-unverified`), and everything printed has its control
+//! characters escaped, so a body cannot send escape sequences to the terminal.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,9 +30,13 @@ pub struct ListenArgs {
     /// Verify signatures with this `whsec_` secret (or `whpk_` public key).
     #[arg(long, env = "KAIT_LISTEN_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-    /// Relay each webhook to this URL (e.g. http://localhost:3000/hooks).
+    /// Relay each webhook to this URL (e.g. http://localhost:3000/hooks). In push mode only
+    /// webhooks whose signature verified with --secret are relayed.
     #[arg(long)]
     pub forward: Option<String>,
+    /// Relay webhooks whose signature was not verified too (no --secret, or a bad one).
+    #[arg(long, requires = "forward")]
+    pub forward_unverified: bool,
     /// Follow a polling endpoint instead of receiving webhooks.
     #[arg(long)]
     pub pull: bool,
@@ -73,7 +81,17 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
             };
             pull(server, token, app, endpoint, forward).await
         } else {
-            push(SocketAddr::new(args.host, args.port), verifier, forward).await
+            if args.forward.is_some() && verifier.is_none() && !args.forward_unverified {
+                bail!(
+                    "--forward in push mode relays only verified webhooks: give --secret, \
+                     or --forward-unverified to relay anything that arrives"
+                );
+            }
+            let policy = ForwardPolicy {
+                forward,
+                unverified_too: args.forward_unverified,
+            };
+            push(SocketAddr::new(args.host, args.port), verifier, policy).await
         }
     })
 }
@@ -125,17 +143,38 @@ impl Forward {
     }
 }
 
+/// Which received webhooks are relayed in push mode.
+#[derive(Clone)]
+struct ForwardPolicy {
+    forward: Forward,
+    unverified_too: bool,
+}
+
 fn pretty(body: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(body) {
+    printable(&match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_default(),
         Err(_) => String::from_utf8_lossy(body).into_owned(),
+    })
+}
+
+/// `text` with its control characters (C0 but newline and tab, DEL, C1) written as `\u{…}`,
+/// so that received bytes cannot move the cursor, recolour or retitle the terminal.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for character in text.chars() {
+        if character.is_control() && character != '\n' && character != '\t' {
+            out.push_str(&format!("\\u{{{:x}}}", character as u32));
+        } else {
+            out.push(character);
+        }
     }
+    out
 }
 
 async fn push(
     address: SocketAddr,
     verifier: Option<VerificationKey>,
-    forward: Forward,
+    policy: ForwardPolicy,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -143,10 +182,22 @@ async fn push(
     println!("kait listen on http://{}", listener.local_addr()?);
     let app = axum::Router::new().fallback(
         move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (verifier, forward) = (verifier.clone(), forward.clone());
+            let (verifier, policy) = (verifier.clone(), policy.clone());
             async move {
-                print_webhook(&method, &uri, &headers, &body, verifier.as_ref());
-                forward
+                let verified = print_webhook(&method, &uri, &headers, &body, verifier.as_ref());
+                if verified == Some(false) {
+                    // A forged or damaged webhook: refused, and never relayed.
+                    if !policy.unverified_too {
+                        if policy.forward.url.is_some() {
+                            println!("  not forwarded: the signature did not verify");
+                        }
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                } else if verified.is_none() && !policy.unverified_too {
+                    return StatusCode::NO_CONTENT;
+                }
+                policy
+                    .forward
                     .send(&headers, body)
                     .await
                     .unwrap_or(StatusCode::NO_CONTENT)
@@ -161,13 +212,14 @@ async fn push(
     Ok(())
 }
 
+/// Prints a received webhook; returns whether its signature verified (`None` without a key).
 fn print_webhook(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
     verifier: Option<&VerificationKey>,
-) {
+) -> Option<bool> {
     let header = |name: &str| {
         headers
             .get(format!("webhook-{name}"))
@@ -175,9 +227,8 @@ fn print_webhook(
             .and_then(|value| value.to_str().ok())
     };
     let now = chrono::Utc::now();
-    let signature = match verifier {
-        None => "not checked (no --secret)".to_owned(),
-        Some(key) => match signing::verify(
+    let verified = verifier.map(|key| {
+        signing::verify(
             key,
             header("id"),
             header("timestamp"),
@@ -185,26 +236,29 @@ fn print_webhook(
             body,
             now.timestamp(),
             signing::DEFAULT_TOLERANCE_SECONDS,
-        ) {
-            Ok(()) => "valid".to_owned(),
-            Err(error) => format!("INVALID ({error})"),
-        },
+        )
+    });
+    let signature = match &verified {
+        None => "not checked (no --secret)".to_owned(),
+        Some(Ok(())) => "valid".to_owned(),
+        Some(Err(error)) => format!("INVALID ({error})"),
     };
     let latency = header("timestamp")
         .and_then(|timestamp| timestamp.parse::<i64>().ok())
         .map(|signed| format!("{} ms", now.timestamp_millis() - signed * 1000))
         .unwrap_or_else(|| "unknown".into());
-    println!("── {method} {uri}");
-    println!("  id: {}", header("id").unwrap_or("-"));
+    println!("── {method} {}", printable(&uri.to_string()));
+    println!("  id: {}", printable(header("id").unwrap_or("-")));
     println!("  signature: {signature}");
     println!("  since signed: {latency}");
     if let Some(content_type) = headers
         .get("content-type")
         .and_then(|value| value.to_str().ok())
     {
-        println!("  content-type: {content_type}");
+        println!("  content-type: {}", printable(content_type));
     }
     println!("{}", pretty(body));
+    verified.map(|result| result.is_ok())
 }
 
 /// The application's first polling endpoint.
@@ -284,10 +338,13 @@ async fn pull(
         for message in page["data"].as_array().into_iter().flatten() {
             println!(
                 "── {} {}",
-                message["eventType"].as_str().unwrap_or("-"),
-                message["id"].as_str().unwrap_or("-")
+                printable(message["eventType"].as_str().unwrap_or("-")),
+                printable(message["id"].as_str().unwrap_or("-"))
             );
-            println!("{}", serde_json::to_string_pretty(&message["payload"])?);
+            println!(
+                "{}",
+                printable(&serde_json::to_string_pretty(&message["payload"])?)
+            );
             let mut headers = HeaderMap::new();
             if let Some(id) = message["id"].as_str().and_then(|id| id.parse().ok()) {
                 headers.insert("webhook-id", id);
@@ -300,5 +357,22 @@ async fn pull(
         if let Some(next) = page["iterator"].as_str() {
             iterator = Some(next.to_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(
+            printable("\u{1b}]0;pwned\u{7}ok\n\tline\u{9b}2J\u{7f}"),
+            "\\u{1b}]0;pwned\\u{7}ok\n\tline\\u{9b}2J\\u{7f}"
+        );
+        // JSON keeps its own escapes; raw DEL and C1 inside strings are escaped here.
+        let body = "{\"a\":\"x\u{9b}y\"}".as_bytes();
+        assert!(!pretty(body).contains('\u{9b}'));
+        assert!(!pretty(b"plain \x1b[31mred").contains('\u{1b}'));
     }
 }

@@ -263,7 +263,7 @@ pub async fn run(
 /// data directory. Both run their migrations first.
 pub async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(postgres) = &config.postgres {
-        let store = PgStore::open(postgres.store_options()?)
+        let store = PgStore::open(postgres.store_options(config.secret_keys()?)?)
             .await
             .with_context(|| {
                 format!("opening the PostgreSQL store (schema {})", postgres.schema)
@@ -271,8 +271,9 @@ pub async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> 
         return Ok(Arc::new(store));
     }
     let data_dir = config.data_dir.clone();
+    let keys = config.secret_keys()?;
     let store =
-        tokio::task::spawn_blocking(move || SqliteStore::open(SqliteOptions::new(data_dir)))
+        tokio::task::spawn_blocking(move || SqliteStore::open(SqliteOptions::new(data_dir, keys)))
             .await?
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
@@ -282,13 +283,16 @@ pub async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> 
 /// migrations ran (SQLite reports 0: it migrates whenever it opens, which this does).
 pub async fn migrate(config: &ServeConfig) -> anyhow::Result<usize> {
     if let Some(postgres) = &config.postgres {
-        return kait_store::postgres::migrate(&postgres.store_options()?)
+        return kait_store::postgres::migrate(&postgres.store_options(config.secret_keys()?)?)
             .await
             .with_context(|| format!("migrating the PostgreSQL schema {}", postgres.schema));
     }
     let data_dir = config.data_dir.clone();
-    tokio::task::spawn_blocking(move || SqliteStore::open(SqliteOptions::new(data_dir)).map(drop))
-        .await?
-        .with_context(|| format!("migrating the store in {}", config.data_dir.display()))?;
+    let keys = config.secret_keys()?;
+    tokio::task::spawn_blocking(move || {
+        SqliteStore::open(SqliteOptions::new(data_dir, keys)).map(drop)
+    })
+    .await?
+    .with_context(|| format!("migrating the store in {}", config.data_dir.display()))?;
     Ok(0)
 }

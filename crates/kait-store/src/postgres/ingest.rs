@@ -197,7 +197,7 @@ async fn commit(
         }
     }
 
-    let endpoints = endpoints_of(&transaction, &app_ids).await?;
+    let endpoints = endpoints_of(&transaction, &app_ids, &shared.options.secret_keys).await?;
 
     let mut columns = MessageColumns::default();
     let mut decisions = Vec::with_capacity(messages.len());
@@ -380,6 +380,7 @@ async fn commit(
 async fn endpoints_of(
     transaction: &deadpool_postgres::Transaction<'_>,
     app_ids: &[String],
+    keys: &crate::sealing::SecretKeys,
 ) -> StoreResult<BTreeMap<String, Vec<Endpoint>>> {
     let select = transaction
         .prepare_cached(&format!(
@@ -389,7 +390,7 @@ async fn endpoints_of(
         .await?;
     let mut by_app: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
     for row in transaction.query(&select, &[&app_ids]).await? {
-        let endpoint = rows::endpoint(&row)?;
+        let endpoint = rows::endpoint(&row, keys)?;
         by_app
             .entry(endpoint.app_id.as_str().to_owned())
             .or_default()

@@ -18,6 +18,7 @@ mod ingest;
 mod paging;
 mod rows;
 mod schema;
+mod secrets;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use self::cluster::{IdleEndpoints, NodeIdentity, Signals};
 use self::paging::{Keyset, Params, finish, keyed_sql, where_clause};
 use self::rows::EndpointParams;
+use crate::sealing::SecretKeys;
 use crate::{
     AcceptedMessage, AppTokenGrant, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint,
     EndpointMessage, IdempotentResponse, MessageFilter, NewAppToken, NewMessage, NextStep, Outcome,
@@ -61,10 +63,13 @@ pub struct PgOptions {
     /// How long a node's claims stay valid without a heartbeat; after that, other nodes
     /// take its deliveries over.
     pub lease: Duration,
+    /// Seal endpoint secrets and headers at rest (see [`crate::sealing`]); every node of a
+    /// cluster needs the same keys.
+    pub secret_keys: SecretKeys,
 }
 
 impl PgOptions {
-    pub fn new(url: &str) -> StoreResult<Self> {
+    pub fn new(url: &str, secret_keys: SecretKeys) -> StoreResult<Self> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|error| StoreError::Database(format!("bad database URL: {error}")))?;
@@ -74,6 +79,7 @@ impl PgOptions {
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(30),
+            secret_keys,
         })
     }
 }
@@ -120,6 +126,7 @@ pub async fn migrate(options: &PgOptions) -> StoreResult<usize> {
     let (mut client, connection) = options.config.connect(tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
     let applied = schema::migrate(&mut client, &options.schema).await?;
+    secrets::reseal(&client, &options.schema, &options.secret_keys).await?;
     drop(client);
     let _ = driver.await;
     Ok(applied)
@@ -866,7 +873,7 @@ impl Store for PgStore {
                 "the application already has the maximum of {max_per_app} endpoints"
             )));
         }
-        let p = EndpointParams::of(&endpoint);
+        let p = EndpointParams::of(&endpoint, &self.shared.options.secret_keys);
         transaction
             .execute(
                 &format!(
@@ -923,7 +930,10 @@ impl Store for PgStore {
                 &[&app_id.as_str(), &id_or_uid],
             )
             .await?;
-        row.as_ref().map(rows::endpoint).transpose()
+        let keys = &self.shared.options.secret_keys;
+        row.as_ref()
+            .map(|row| rows::endpoint(row, keys))
+            .transpose()
     }
 
     async fn get_endpoint_by_id(&self, id: &EndpointId) -> StoreResult<Option<Endpoint>> {
@@ -935,7 +945,10 @@ impl Store for PgStore {
             ))
             .await?;
         let row = client.query_opt(&statement, &[&id.as_str()]).await?;
-        row.as_ref().map(rows::endpoint).transpose()
+        let keys = &self.shared.options.secret_keys;
+        row.as_ref()
+            .map(|row| rows::endpoint(row, keys))
+            .transpose()
     }
 
     async fn list_endpoints(
@@ -951,19 +964,14 @@ impl Store for PgStore {
         let mut params = Params::default();
         let condition = format!("app_id = {}", params.push(app_id.as_str().to_owned()));
         let select = format!("SELECT {} FROM endpoint", rows::ENDPOINT_COLUMNS);
-        self.query_page(
-            &select,
-            vec![condition],
-            params,
-            &keyset,
-            &page,
-            rows::endpoint,
-        )
+        self.query_page(&select, vec![condition], params, &keyset, &page, |row| {
+            rows::endpoint(row, &self.shared.options.secret_keys)
+        })
         .await
     }
 
     async fn update_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint> {
-        let p = EndpointParams::of(&endpoint);
+        let p = EndpointParams::of(&endpoint, &self.shared.options.secret_keys);
         let changed = self
             .client()
             .await?
@@ -1354,7 +1362,7 @@ impl Store for PgStore {
                     } else {
                         None
                     },
-                    endpoint: rows::endpoint_at(row, 2)?,
+                    endpoint: rows::endpoint_at(row, 2, &self.shared.options.secret_keys)?,
                 })
             })
             .collect()

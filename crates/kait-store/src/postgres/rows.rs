@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use kait_core::signing::Secret;
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId,
     EndpointKind, EventType, Message, MessageId, PayloadFormat, TriggerType,
@@ -12,6 +11,7 @@ use kait_core::{
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use crate::sealing::SecretKeys;
 use crate::{StoreError, StoreResult};
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -112,18 +112,25 @@ pub const ENDPOINT_COLUMNS_E: &str = "e.id, e.app_id, e.uid, e.url, e.descriptio
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
      e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, e.format, e.kind";
 
-pub fn endpoint(row: &Row) -> StoreResult<Endpoint> {
-    endpoint_at(row, 0)
+pub fn endpoint(row: &Row, keys: &SecretKeys) -> StoreResult<Endpoint> {
+    endpoint_at(row, 0, keys)
 }
 
-pub fn endpoint_at(row: &Row, base: usize) -> StoreResult<Endpoint> {
-    let secret_text: String = row.try_get(base + 11)?;
-    let secret = Secret::parse_lenient(&secret_text)
-        .map_err(|error| StoreError::Database(format!("endpoint secret unreadable: {error}")))?;
+/// An endpoint row from `base` on; its sealed columns are opened with `keys`.
+pub fn endpoint_at(row: &Row, base: usize, keys: &SecretKeys) -> StoreResult<Endpoint> {
+    let id: String = row.try_get(base)?;
     let previous_text: Option<String> = row.try_get(base + 16)?;
     let previous_expiry: Option<i64> = row.try_get(base + 17)?;
+    let opened = keys.open_endpoint(
+        &id,
+        row.try_get(base + 11)?,
+        row.try_get(base + 12)?,
+        previous_text
+            .as_deref()
+            .filter(|_| previous_expiry.is_some()),
+    )?;
     Ok(Endpoint {
-        id: EndpointId::from_trusted(row.try_get(base)?),
+        id: EndpointId::from_trusted(id),
         app_id: AppId::from_trusted(row.try_get(base + 1)?),
         uid: row.try_get(base + 2)?,
         url: row.try_get(base + 3)?,
@@ -134,17 +141,12 @@ pub fn endpoint_at(row: &Row, base: usize) -> StoreResult<Endpoint> {
         channels: optional_json(row, base + 8, "channels")?,
         rate_limit: small(row.try_get(base + 9)?),
         metadata: from_json("metadata", row.try_get(base + 10)?)?,
-        secret,
-        headers: from_json("headers", row.try_get(base + 12)?)?,
+        secret: opened.secret,
+        headers: opened.headers,
         created_at: row.try_get(base + 13)?,
         updated_at: row.try_get(base + 14)?,
         ordering: DeliveryOrder::parse(row.try_get(base + 15)?).unwrap_or_default(),
-        previous_secret: match (previous_text, previous_expiry) {
-            (Some(text), Some(expires_at)) => Secret::parse_lenient(&text)
-                .ok()
-                .map(|secret| (secret, expires_at)),
-            _ => None,
-        },
+        previous_secret: opened.previous_secret.zip(previous_expiry),
         format: PayloadFormat::parse(row.try_get(base + 18)?).unwrap_or_default(),
         kind: EndpointKind::parse(row.try_get(base + 19)?).unwrap_or_default(),
     })
@@ -164,19 +166,17 @@ pub struct EndpointParams {
 }
 
 impl EndpointParams {
-    pub fn of(endpoint: &Endpoint) -> Self {
+    pub fn of(endpoint: &Endpoint, keys: &SecretKeys) -> Self {
+        let sealed = keys.seal_endpoint(endpoint);
         Self {
             event_types: optional_set_json(&endpoint.event_types),
             channels: optional_set_json(&endpoint.channels),
             rate_limit: endpoint.rate_limit.map(i64::from),
             metadata: to_json(&endpoint.metadata),
-            secret: endpoint.secret.to_wire(),
-            headers: to_json(&endpoint.headers),
+            secret: sealed.secret,
+            headers: sealed.headers,
             version: i64::from(endpoint.version),
-            previous_secret: endpoint
-                .previous_secret
-                .as_ref()
-                .map(|(secret, _)| secret.to_wire()),
+            previous_secret: sealed.previous_secret,
             previous_expiry: endpoint
                 .previous_secret
                 .as_ref()

@@ -25,7 +25,8 @@ struct TestSchema {
 impl TestSchema {
     async fn create() -> Option<Self> {
         let url = std::env::var("KAIT_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let mut options = PgOptions::new(&url).expect("test database URL parses");
+        let mut options = PgOptions::new(&url, crate::sealing::SecretKeys::ephemeral())
+            .expect("test database URL parses");
         if let Err(error) = options.config.connect(tokio_postgres::NoTls).await {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -447,4 +448,89 @@ async fn remembered_responses_go_with_their_application() {
 async fn consumers_per_endpoint_are_bounded() {
     on_fresh_schema(async |store| crate::fixtures::consumers_per_endpoint_are_bounded(store).await)
         .await;
+}
+
+/// Issue 11: a `pg_dump` held every endpoint's signing secret and custom headers in plain
+/// text. Now they are sealed; a rotation reseals them; a node with the wrong key refuses
+/// to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_sealed_at_rest_and_resealed_on_rotation() {
+    use crate::sealing::{SealingKey, SecretKeys};
+    let Some(mut schema) = TestSchema::create().await else {
+        return;
+    };
+    let (old_key, new_key) = (SealingKey::generate().0, SealingKey::generate().0);
+    schema.options.secret_keys = SecretKeys::new(old_key.clone(), Vec::new());
+    let store = schema.open().await;
+    let app = store.create_application(application()).await.unwrap();
+    let mut with_headers = endpoint(&app.id, None);
+    with_headers
+        .headers
+        .insert("X-Api-Key".into(), "receiver-credential-7f3a".into());
+    let created = store.create_endpoint(with_headers, 10).await.unwrap();
+    let secret = created.secret.to_wire();
+    store.close().await.unwrap();
+    drop(store);
+
+    let url = std::env::var("KAIT_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+    let dump = std::process::Command::new("pg_dump")
+        .args(["--data-only", "--schema", &schema.options.schema, &url])
+        .output()
+        .expect("pg_dump runs (Debian's postgresql-client)");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains(created.id.as_str()),
+        "the dump holds the endpoint row"
+    );
+    let secret_key = secret.trim_start_matches("whsec_");
+    assert!(
+        !dump.contains(secret_key),
+        "the signing secret is in the dump"
+    );
+    assert!(
+        !dump.contains("receiver-credential-7f3a"),
+        "a header value is in the dump"
+    );
+
+    // Rotation: the new key current, the old one still known; the row is sealed anew.
+    schema.options.secret_keys = SecretKeys::new(new_key.clone(), vec![old_key]);
+    let store = schema.open().await;
+    let read = store
+        .get_endpoint_by_id(&created.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.secret.to_wire(), secret);
+    assert_eq!(read.headers, created.headers);
+    store.close().await.unwrap();
+    drop(store);
+    schema.options.secret_keys = SecretKeys::new(new_key, Vec::new());
+    let store = schema.open().await;
+    assert_eq!(
+        store
+            .get_endpoint_by_id(&created.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret
+            .to_wire(),
+        secret,
+        "the old key is no longer needed"
+    );
+    store.close().await.unwrap();
+    drop(store);
+    schema.options.secret_keys = SecretKeys::ephemeral();
+    match PgStore::open(schema.options.clone()).await {
+        Err(StoreError::Database(reason)) => {
+            assert!(reason.contains("was not given"), "{reason}")
+        }
+        Err(other) => panic!("unexpected {other}"),
+        Ok(_) => panic!("a node with the wrong key started"),
+    }
+    schema.drop_schema().await;
 }

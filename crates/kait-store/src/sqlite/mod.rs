@@ -9,6 +9,7 @@
 mod paging;
 mod rows;
 mod schema;
+mod secrets;
 mod writer;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use tokio::sync::Notify;
 
 use self::paging::{Keyset, query_keyed};
 use self::writer::{Durability, Handoff, WriteContext, WriterHandle, WriterSignals};
+use crate::sealing::SecretKeys;
 use crate::{
     AcceptedMessage, AppTokenGrant, AttemptFilter, Claim, ClaimedDelivery, DisabledEndpoint,
     EndpointMessage, IdempotentResponse, MessageFilter, NewAppToken, NewMessage, NextStep, Outcome,
@@ -51,15 +53,18 @@ const MAX_READERS: usize = 2 * IDLE_READERS;
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     pub data_dir: PathBuf,
+    /// Seal endpoint secrets and headers at rest (see [`crate::sealing`]).
+    pub secret_keys: SecretKeys,
     /// `FULL` syncs the WAL on every commit (survives power loss); `NORMAL` only survives a
     /// process crash. Kait uses `FULL`; tests of unrelated behaviour may relax it.
     pub synchronous_full: bool,
 }
 
 impl SqliteOptions {
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(data_dir: impl Into<PathBuf>, secret_keys: SecretKeys) -> Self {
         Self {
             data_dir: data_dir.into(),
+            secret_keys,
             synchronous_full: true,
         }
     }
@@ -69,6 +74,7 @@ pub struct SqliteStore {
     writer: WriterHandle,
     handoff: Arc<Handoff>,
     readers: Arc<ReaderPool>,
+    keys: Arc<SecretKeys>,
     due: Arc<Notify>,
     config_epoch: Arc<AtomicU64>,
     messages: Arc<crate::app_signals::AppSignals>,
@@ -136,7 +142,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in `options.data_dir`, migrates it, and makes
     /// deliveries that a previous process left in flight due again.
     pub fn open(options: SqliteOptions) -> StoreResult<Self> {
-        std::fs::create_dir_all(&options.data_dir).map_err(io_error)?;
+        secrets::make_private(&options.data_dir).map_err(io_error)?;
         let lock = File::create(options.data_dir.join(LOCK_FILE)).map_err(io_error)?;
         lock.try_lock().map_err(|_| {
             StoreError::Database(format!(
@@ -149,6 +155,7 @@ impl SqliteStore {
         let mut connection = Connection::open(&path)?;
         configure(&connection, options.synchronous_full)?;
         schema::migrate(&mut connection)?;
+        secrets::reseal(&mut connection, &options.secret_keys)?;
         let orphans = connection.execute(
             "UPDATE delivery SET status = 1, due_at = ?1, updated_at = ?1 WHERE status = 3",
             [now_millis()],
@@ -164,6 +171,7 @@ impl SqliteStore {
         let config_epoch = Arc::new(AtomicU64::new(0));
         let messages = Arc::new(crate::app_signals::AppSignals::default());
         let handoff = Arc::new(Handoff::default());
+        let keys = Arc::new(options.secret_keys);
         let (writer, _thread) = writer::spawn(
             connection,
             if options.synchronous_full {
@@ -177,11 +185,13 @@ impl SqliteStore {
                 messages: messages.clone(),
             },
             handoff.clone(),
+            keys.clone(),
         )
         .map_err(io_error)?;
         Ok(Self {
             writer,
             handoff,
+            keys,
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
@@ -237,6 +247,7 @@ fn application_by_key(connection: &Connection, key: &str) -> StoreResult<Option<
 
 fn endpoint_by_key(
     connection: &Connection,
+    keys: &SecretKeys,
     app_id: &str,
     key: &str,
 ) -> StoreResult<Option<Endpoint>> {
@@ -251,7 +262,7 @@ fn endpoint_by_key(
     );
     Ok(connection
         .prepare_cached(&sql)?
-        .query_row([app_id, key], rows::endpoint)
+        .query_row([app_id, key], |row| rows::endpoint(row, keys))
         .optional()?)
 }
 
@@ -273,6 +284,7 @@ fn message_seq(connection: &Connection, app_id: &str, msg_id: &str) -> StoreResu
 }
 
 fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> StoreResult<()> {
+    let sealed = context.keys.seal_endpoint(endpoint);
     context
         .connection
         .prepare_cached(&format!(
@@ -291,12 +303,12 @@ fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> Store
             rows::optional_set_json(&endpoint.channels),
             endpoint.rate_limit,
             rows::to_json(&endpoint.metadata),
-            endpoint.secret.to_wire(),
-            rows::to_json(&endpoint.headers),
+            sealed.secret,
+            sealed.headers,
             endpoint.created_at,
             endpoint.updated_at,
             endpoint.ordering.as_str(),
-            endpoint.previous_secret.as_ref().map(|(secret, _)| secret.to_wire()),
+            sealed.previous_secret,
             endpoint.previous_secret.as_ref().map(|(_, expires_at)| *expires_at),
             endpoint.format.as_str(),
             endpoint.kind.as_str(),
@@ -561,19 +573,20 @@ impl Store for SqliteStore {
 
     async fn get_endpoint(&self, app_id: &AppId, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
         let (app_id, key) = (app_id.clone(), id_or_uid.to_owned());
-        self.read(move |connection| endpoint_by_key(connection, app_id.as_str(), &key))
+        let keys = self.keys.clone();
+        self.read(move |connection| endpoint_by_key(connection, &keys, app_id.as_str(), &key))
             .await
     }
 
     async fn get_endpoint_by_id(&self, id: &EndpointId) -> StoreResult<Option<Endpoint>> {
-        let id = id.clone();
+        let (id, keys) = (id.clone(), self.keys.clone());
         self.read(move |connection| {
             Ok(connection
                 .prepare_cached(&format!(
                     "SELECT {} FROM endpoint WHERE id = ?1",
                     rows::ENDPOINT_COLUMNS
                 ))?
-                .query_row([id.as_str()], rows::endpoint)
+                .query_row([id.as_str()], |row| rows::endpoint(row, &keys))
                 .optional()?)
         })
         .await
@@ -584,7 +597,7 @@ impl Store for SqliteStore {
         app_id: &AppId,
         page: PageRequest,
     ) -> StoreResult<Page<Endpoint>> {
-        let app_id = app_id.clone();
+        let (app_id, keys) = (app_id.clone(), self.keys.clone());
         self.read(move |connection| {
             let keyset = Keyset {
                 key_column: "id",
@@ -599,7 +612,7 @@ impl Store for SqliteStore {
                 vec![Value::Text(app_id.into_string())],
                 &keyset,
                 &page,
-                rows::endpoint,
+                |row| rows::endpoint(row, &keys),
             )
         })
         .await
@@ -608,6 +621,7 @@ impl Store for SqliteStore {
     async fn update_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint> {
         self.writer
             .write(move |context| {
+                let sealed = context.keys.seal_endpoint(&endpoint);
                 let changed = context
                     .connection
                     .prepare_cached(
@@ -629,11 +643,11 @@ impl Store for SqliteStore {
                         rows::optional_set_json(&endpoint.channels),
                         endpoint.rate_limit,
                         rows::to_json(&endpoint.metadata),
-                        endpoint.secret.to_wire(),
-                        rows::to_json(&endpoint.headers),
+                        sealed.secret,
+                        sealed.headers,
                         endpoint.updated_at,
                         endpoint.ordering.as_str(),
-                        endpoint.previous_secret.as_ref().map(|(secret, _)| secret.to_wire()),
+                        sealed.previous_secret,
                         endpoint.previous_secret.as_ref().map(|(_, expires_at)| *expires_at),
                         endpoint.format.as_str(),
                         endpoint.kind.as_str(),
@@ -1277,7 +1291,7 @@ impl Store for SqliteStore {
         app_id: &AppId,
         msg_id: &MessageId,
     ) -> StoreResult<Vec<DeliveryState>> {
-        let (app_id, msg_id) = (app_id.clone(), msg_id.clone());
+        let (app_id, msg_id, keys) = (app_id.clone(), msg_id.clone(), self.keys.clone());
         self.read(move |connection| {
             let Some(seq) = message_seq(connection, app_id.as_str(), msg_id.as_str())? else {
                 return Err(StoreError::NotFound);
@@ -1298,7 +1312,7 @@ impl Store for SqliteStore {
                         } else {
                             None
                         },
-                        endpoint: rows::endpoint_at(row, 2)?,
+                        endpoint: rows::endpoint_at(row, 2, &keys)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kait_core::signing::Secret;
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId,
     EndpointKind, EventType, Message, MessageId, PayloadFormat, TriggerType,
@@ -12,6 +11,7 @@ use kait_core::{
 use rusqlite::Row;
 
 use crate::StoreError;
+use crate::sealing::SecretKeys;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
@@ -91,21 +91,33 @@ pub const ENDPOINT_COLUMNS_E: &str = "e.id, e.app_id, e.uid, e.url, e.descriptio
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
      e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, e.format, e.kind";
 
-pub fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
-    endpoint_at(row, 0)
+pub fn endpoint(row: &Row<'_>, keys: &SecretKeys) -> rusqlite::Result<Endpoint> {
+    endpoint_at(row, 0, keys)
 }
 
-pub fn endpoint_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Endpoint> {
-    let secret_text: String = row.get(base + 11)?;
-    let secret = Secret::parse_lenient(&secret_text).map_err(|error| {
-        rusqlite::Error::FromSqlConversionFailure(
-            base + 11,
-            rusqlite::types::Type::Text,
-            error.into(),
+/// An endpoint row from `base` on; its sealed columns are opened with `keys`.
+pub fn endpoint_at(row: &Row<'_>, base: usize, keys: &SecretKeys) -> rusqlite::Result<Endpoint> {
+    let id: String = row.get(base)?;
+    let previous_expiry: Option<i64> = row.get(base + 17)?;
+    let previous_text: Option<String> = row.get(base + 16)?;
+    let opened = keys
+        .open_endpoint(
+            &id,
+            &row.get::<_, String>(base + 11)?,
+            &row.get::<_, String>(base + 12)?,
+            previous_text
+                .as_deref()
+                .filter(|_| previous_expiry.is_some()),
         )
-    })?;
+        .map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(
+                base + 11,
+                rusqlite::types::Type::Text,
+                error.into(),
+            )
+        })?;
     Ok(Endpoint {
-        id: EndpointId::from_trusted(row.get(base)?),
+        id: EndpointId::from_trusted(id),
         app_id: AppId::from_trusted(row.get(base + 1)?),
         uid: row.get(base + 2)?,
         url: row.get(base + 3)?,
@@ -119,20 +131,12 @@ pub fn endpoint_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Endpoint> {
             base + 10,
             &row.get::<_, String>(base + 10)?,
         )?,
-        secret,
-        headers: from_json(base + 12, &row.get::<_, String>(base + 12)?)?,
+        secret: opened.secret,
+        headers: opened.headers,
         created_at: row.get(base + 13)?,
         updated_at: row.get(base + 14)?,
         ordering: DeliveryOrder::parse(&row.get::<_, String>(base + 15)?).unwrap_or_default(),
-        previous_secret: match (
-            row.get::<_, Option<String>>(base + 16)?,
-            row.get::<_, Option<i64>>(base + 17)?,
-        ) {
-            (Some(text), Some(expires_at)) => Secret::parse_lenient(&text)
-                .ok()
-                .map(|secret| (secret, expires_at)),
-            _ => None,
-        },
+        previous_secret: opened.previous_secret.zip(previous_expiry),
         format: PayloadFormat::parse(&row.get::<_, String>(base + 18)?).unwrap_or_default(),
         kind: EndpointKind::parse(&row.get::<_, String>(base + 19)?).unwrap_or_default(),
     })

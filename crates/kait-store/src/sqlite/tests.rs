@@ -9,8 +9,13 @@ use super::{SqliteOptions, SqliteStore};
 use crate::fixtures::{application, endpoint, message, outcome};
 use crate::{NextStep, Store, StoreError};
 
+/// The same key at every open, so a test may reopen its store.
+fn test_keys() -> crate::sealing::SecretKeys {
+    crate::sealing::SecretKeys::new(crate::sealing::SealingKey::from_bytes(&[7; 32]), Vec::new())
+}
+
 fn open(dir: &std::path::Path) -> SqliteStore {
-    SqliteStore::open(SqliteOptions::new(dir)).expect("store opens")
+    SqliteStore::open(SqliteOptions::new(dir, test_keys())).expect("store opens")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +180,7 @@ async fn deliveries_in_flight_at_a_crash_are_due_again_on_open() {
 async fn a_second_process_cannot_open_the_same_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
-    match SqliteStore::open(SqliteOptions::new(dir.path())) {
+    match SqliteStore::open(SqliteOptions::new(dir.path(), test_keys())) {
         Err(StoreError::Database(reason)) => assert!(reason.contains("in use"), "{reason}"),
         Err(other) => panic!("unexpected {other}"),
         Ok(_) => panic!("two stores opened one data dir"),
@@ -402,4 +407,90 @@ async fn counts_due_and_scheduled_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     crate::fixtures::counts_due_and_scheduled_deliveries(&store).await;
+}
+
+/// Every file of the data dir as one byte string, for looking for plain text.
+fn data_dir_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    bytes
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// Issue 11: the data dir was 0755 and `kait.db` 0644, holding every signing secret and
+/// custom header in plain text. Now the directory and files are owner-only, and `strings`
+/// on them finds no secret: not for new endpoints, and not for those an older version wrote
+/// in plain text (sealed at open, their old cells zeroed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_sealed_at_rest_and_the_data_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let store = open(&data_dir);
+    let app = store.create_application(application()).await.unwrap();
+    let mut with_headers = endpoint(&app.id, None);
+    with_headers
+        .headers
+        .insert("X-Api-Key".into(), "receiver-credential-7f3a".into());
+    let created = store.create_endpoint(with_headers, 10).await.unwrap();
+    let secret = created.secret.to_wire();
+    let secret_key = secret.trim_start_matches("whsec_").to_owned();
+
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700);
+    for entry in std::fs::read_dir(&data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    let bytes = data_dir_bytes(&data_dir);
+    assert!(!holds(&bytes, &secret_key), "the signing secret is on disk");
+    assert!(
+        !holds(&bytes, "receiver-credential-7f3a"),
+        "a header value is on disk"
+    );
+    drop(store);
+
+    // An endpoint as an older version wrote it: plain text.
+    let legacy_secret = kait_core::signing::Secret::generate().to_wire();
+    {
+        let connection = rusqlite::Connection::open(data_dir.join("kait.db")).unwrap();
+        connection
+            .execute(
+                "UPDATE endpoint SET secret = ?1, headers = '{\"X-Old\":\"legacy-credential-9c\"}' WHERE id = ?2",
+                rusqlite::params![legacy_secret, created.id.as_str()],
+            )
+            .unwrap();
+    }
+    assert!(holds(&data_dir_bytes(&data_dir), "legacy-credential-9c"));
+    let store = open(&data_dir);
+    let read = store
+        .get_endpoint_by_id(&created.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.secret.to_wire(), legacy_secret);
+    assert_eq!(read.headers["X-Old"], "legacy-credential-9c");
+    let bytes = data_dir_bytes(&data_dir);
+    assert!(!holds(&bytes, legacy_secret.trim_start_matches("whsec_")));
+    assert!(
+        !holds(&bytes, "legacy-credential-9c"),
+        "the old plain cell survived"
+    );
+    drop(store);
+
+    // Another key cannot open the store.
+    let other = SqliteOptions::new(&data_dir, crate::sealing::SecretKeys::ephemeral());
+    match SqliteStore::open(other) {
+        Err(StoreError::Database(reason)) => assert!(reason.contains("was not given"), "{reason}"),
+        Err(other) => panic!("unexpected {other}"),
+        Ok(_) => panic!("opened with the wrong key"),
+    }
 }

@@ -23,6 +23,7 @@ use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::rows;
+use crate::sealing::SecretKeys;
 use crate::{ClaimedDelivery, HandoffFilter, StoreError, StoreResult};
 
 /// Most jobs committed in one transaction; bounds the latency a large batch adds.
@@ -33,6 +34,8 @@ pub const JOB_QUEUE_CAPACITY: usize = 16 * 1024;
 /// What a job's body can use: the open transaction and the writer's caches.
 pub struct WriteContext<'conn> {
     pub connection: &'conn Connection,
+    /// Seals and opens endpoint secrets and headers.
+    pub keys: &'conn SecretKeys,
     endpoints_by_app: &'conn mut HashMap<String, Arc<Vec<Endpoint>>>,
     /// The dispatcher's hand-off queue, once it asked for one.
     handoff: &'conn Handoff,
@@ -69,7 +72,7 @@ impl WriteContext<'_> {
             rows::ENDPOINT_COLUMNS
         ))?;
         let endpoints = statement
-            .query_map([app_id], rows::endpoint)?
+            .query_map([app_id], |row| rows::endpoint(row, self.keys))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let endpoints = Arc::new(endpoints);
         self.endpoints_by_app
@@ -249,11 +252,12 @@ pub fn spawn(
     synced_level: &'static str,
     signals: WriterSignals,
     handoff: Arc<Handoff>,
+    keys: Arc<SecretKeys>,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = mpsc::channel(JOB_QUEUE_CAPACITY);
     let thread = std::thread::Builder::new()
         .name("kait-sqlite-writer".into())
-        .spawn(move || run(connection, synced_level, receiver, signals, handoff))?;
+        .spawn(move || run(connection, synced_level, receiver, signals, handoff, keys))?;
     Ok((WriterHandle { jobs: sender }, thread))
 }
 
@@ -263,6 +267,7 @@ fn run(
     mut receiver: mpsc::Receiver<Queued>,
     signals: WriterSignals,
     handoff: Arc<Handoff>,
+    keys: Arc<SecretKeys>,
 ) {
     let mut endpoints_by_app = HashMap::new();
     let mut batch: Vec<(Isolation, Job)> = Vec::with_capacity(256);
@@ -301,6 +306,7 @@ fn run(
 
         let mut context = WriteContext {
             connection: &connection,
+            keys: &keys,
             endpoints_by_app: &mut endpoints_by_app,
             handoff: &handoff,
             handed_off: Vec::new(),
@@ -439,7 +445,14 @@ mod tests {
             config_epoch: Default::default(),
             messages: Default::default(),
         };
-        let (handle, _thread) = spawn(connection, "FULL", signals, Default::default()).unwrap();
+        let (handle, _thread) = spawn(
+            connection,
+            "FULL",
+            signals,
+            Default::default(),
+            Arc::new(SecretKeys::ephemeral()),
+        )
+        .unwrap();
         (handle, dir)
     }
 

@@ -111,7 +111,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--nodes above 1 needs --database-url (nodes share a PostgreSQL database)");
     }
     if let Some(url) = &args.database_url {
-        kait_store::PgOptions::new(url)
+        kait_store::PgOptions::new(url, kait_store::sealing::SecretKeys::ephemeral())
             .map_err(|error| anyhow::anyhow!("--database-url: {error}"))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -393,14 +393,20 @@ async fn raw(receiver: &BenchReceiver, args: &BenchArgs) -> anyhow::Result<Bench
 /// The PostgreSQL schema one scenario's nodes share; dropped when the scenario ends.
 struct BenchSchema {
     options: kait_store::PgOptions,
+    /// Holds the secrets key the nodes share (each has a data dir of its own).
+    key_dir: tempfile::TempDir,
 }
 
 impl BenchSchema {
     fn new(url: &str) -> anyhow::Result<Self> {
+        let (key, key_text) = kait_store::sealing::SealingKey::generate();
+        let key_dir = tempfile::tempdir()?;
+        std::fs::write(key_dir.path().join("secrets.key"), key_text)?;
         let mut options =
-            kait_store::PgOptions::new(url).map_err(|error| anyhow::anyhow!("{error}"))?;
+            kait_store::PgOptions::new(url, kait_store::sealing::SecretKeys::new(key, Vec::new()))
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
         options.schema = format!("kait_bench_{:012x}", rand::random::<u64>() >> 16);
-        Ok(Self { options })
+        Ok(Self { options, key_dir })
     }
 
     fn flags(&self, url: &str) -> Vec<String> {
@@ -409,6 +415,12 @@ impl BenchSchema {
             url.into(),
             "--database-schema".into(),
             self.options.schema.clone(),
+            "--secrets-key-file".into(),
+            self.key_dir
+                .path()
+                .join("secrets.key")
+                .display()
+                .to_string(),
         ]
     }
 

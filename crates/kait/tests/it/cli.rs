@@ -171,6 +171,40 @@ async fn kait_listen_prints_verifies_and_forwards() {
             |body| body["data"][0]["status"] == 0,
         )
         .await;
+
+    // Issue 11: a forged request is refused and not relayed, and the escape sequence in its
+    // body reaches the terminal escaped.
+    let forged = reqwest::Client::new()
+        .post(&url)
+        .header("webhook-id", "msg_forged")
+        .header(
+            "webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header(
+            "webhook-signature",
+            "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .body("forged \u{1b}]0;owned\u{7} body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), reqwest::StatusCode::UNAUTHORIZED);
+    listener.line_with("id: msg_forged").await;
+    let printed = listener.line_with("forged ").await;
+    assert!(
+        !printed.contains('\u{1b}'),
+        "raw escape printed: {printed:?}"
+    );
+    assert!(printed.contains("\\u{1b}"), "{printed}");
+    listener
+        .line_with("not forwarded: the signature did not verify")
+        .await;
+    assert_eq!(
+        forward_target.received().len(),
+        1,
+        "the forged request was relayed"
+    );
     server.stop().await;
 }
 
@@ -214,6 +248,18 @@ fn cli_bad_input_fails_with_a_message() {
     for (args, expected) in [
         (vec!["listen", "--pull"], "--pull needs"),
         (vec!["listen", "--forward", "ftp://nowhere"], "--forward"),
+        (
+            vec!["listen", "--forward", "http://127.0.0.1:3000/hooks"],
+            "--forward-unverified",
+        ),
+        (
+            vec!["serve", "--admin-token-file", "/nonexistent/kait-token"],
+            "--admin-token-file",
+        ),
+        (
+            vec!["serve", "--secrets-key-file", "/nonexistent/kait.key"],
+            "--secrets-key-file",
+        ),
         (vec!["listen", "--secret", "not-a-secret"], "--secret"),
         (
             vec!["verify", "--secret", "whsec_x", "--tolerance", "soon"],

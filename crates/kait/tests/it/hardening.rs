@@ -611,3 +611,71 @@ async fn i11_streams_are_capped_per_token_and_in_total() {
     drop(held);
     server.stop().await;
 }
+
+/// i11 (4): the data dir held every signing secret (current and previous) and custom header
+/// in plain text, readable by other local users. Now neither the SQLite files nor a
+/// `pg_dump` of the PostgreSQL schema holds one, and the data dir is owner-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i11_no_secret_is_readable_at_rest() {
+    let server = TestServer::start().await;
+    let app = server.create_app("at-rest").await;
+    let endpoint = server
+        .create_endpoint(
+            &app,
+            json!({ "url": "https://example.com/h", "headers": { "Authorization": "Bearer receiver-credential-5d1e" } }),
+        )
+        .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let first_secret = server.secret(&app, endpoint_id).await;
+    // A rotation keeps the old secret as the previous one: it must not leak either.
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}/secret/rotate"),
+            "{}",
+        )
+        .await;
+    assert!(status.is_success());
+    let second_secret = server.secret(&app, endpoint_id).await;
+    assert_ne!(first_secret, second_secret);
+    let needles = [
+        first_secret.trim_start_matches("whsec_"),
+        second_secret.trim_start_matches("whsec_"),
+        "receiver-credential-5d1e",
+    ];
+
+    let data_dir = server.storage().data_dir.path().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the data dir is owner-only");
+    }
+    let at_rest: Vec<u8> = match server.storage().schema.clone() {
+        None => std::fs::read_dir(&data_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.file_name().unwrap() != "secrets.key")
+            .flat_map(|path| std::fs::read(path).unwrap())
+            .collect(),
+        Some(schema) => {
+            let url = std::env::var("KAIT_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let dump = std::process::Command::new("pg_dump")
+                .args(["--data-only", "--schema", &schema, &url])
+                .output()
+                .expect("pg_dump runs");
+            assert!(dump.status.success());
+            assert!(String::from_utf8_lossy(&dump.stdout).contains(endpoint_id));
+            dump.stdout
+        }
+    };
+    for needle in needles {
+        assert!(
+            !at_rest
+                .windows(needle.len())
+                .any(|window| window == needle.as_bytes()),
+            "`{needle}` is readable at rest"
+        );
+    }
+    server.stop().await;
+}

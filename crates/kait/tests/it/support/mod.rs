@@ -67,6 +67,11 @@ impl TestServer {
         }
     }
 
+    /// Where this server keeps its state.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// The official Svix client library, pointed at this server.
     pub fn svix(&self) -> svix::api::Svix {
         svix::api::Svix::new(

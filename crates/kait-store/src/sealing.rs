@@ -1,0 +1,384 @@
+//! Secrets at rest: endpoint signing secrets and custom headers are sealed before they are
+//! written and opened as rows are read, with a key kept outside the database.
+//!
+//! A copy of the database (a stolen SQLite file, a `pg_dump`, a backup) then holds no usable
+//! signing secret and no receiver credential. Sealing is ChaCha20-Poly1305 with a random
+//! nonce; the associated data names the field and the endpoint, so a sealed value copied
+//! into another row or column does not open. A sealed value reads
+//! `kait:sealed:v1:<key id>:<base64 of nonce and ciphertext>`, where the key id is the first
+//! four bytes of the key's SHA-256: a store holds the current key and any previous ones, and
+//! opens a value with whichever it names. Values written before sealing existed are plain
+//! text; they are read as they are and sealed again when the store opens
+//! ([`SecretKeys::needs_resealing`]), which is also how a key rotation completes.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use kait_core::Endpoint;
+use kait_core::signing::Secret;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::StoreError;
+
+const PREFIX: &str = "kait:sealed:v1:";
+const NONCE_BYTES: usize = 12;
+/// The length of a key, raw.
+pub const KEY_BYTES: usize = 32;
+
+/// Why a stored value could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error(
+        "a secret was sealed with key {0}, which this node was not given \
+         (every node needs the same secrets key; see --secrets-key-file)"
+    )]
+    UnknownKey(String),
+    #[error("a sealed secret is damaged or belongs to another field")]
+    Damaged,
+    #[error("a secrets key must be {KEY_BYTES} bytes, base64-encoded")]
+    BadKey,
+}
+
+/// One key: the cipher and its id.
+#[derive(Clone)]
+pub struct SealingKey {
+    id: String,
+    cipher: ChaCha20Poly1305,
+}
+
+impl SealingKey {
+    pub fn from_bytes(bytes: &[u8; KEY_BYTES]) -> Self {
+        let digest = Sha256::digest(bytes);
+        Self {
+            id: digest[..4]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect(),
+            cipher: ChaCha20Poly1305::new(Key::from_slice(bytes)),
+        }
+    }
+
+    /// Reads a key in its text form (base64, as [`SealingKey::generate`] writes it).
+    pub fn parse(text: &str) -> Result<Self, SealError> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| SealError::BadKey)?;
+        let bytes: [u8; KEY_BYTES] = bytes.try_into().map_err(|_| SealError::BadKey)?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// A new random key and its text form.
+    pub fn generate() -> (Self, String) {
+        let mut bytes = [0u8; KEY_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        (Self::from_bytes(&bytes), text)
+    }
+
+    /// The key's id, as sealed values name it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "SealingKey({})", self.id)
+    }
+}
+
+/// The keys a store seals and opens with.
+#[derive(Debug, Clone)]
+pub struct SecretKeys {
+    current: SealingKey,
+    previous: Vec<SealingKey>,
+}
+
+impl SecretKeys {
+    /// Seals with `current`; opens with it or any of `previous` (during a rotation).
+    pub fn new(current: SealingKey, previous: Vec<SealingKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// Random keys, for tests.
+    pub fn ephemeral() -> Self {
+        Self::new(SealingKey::generate().0, Vec::new())
+    }
+
+    pub fn current_id(&self) -> &str {
+        self.current.id()
+    }
+
+    /// Seals `plaintext`, bound to `field` (e.g. `endpoint.secret:ep_…`).
+    pub fn seal(&self, field: &str, plaintext: &str) -> String {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rng().fill_bytes(&mut nonce);
+        let ciphertext = self
+            .current
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: field.as_bytes(),
+                },
+            )
+            .expect("sealing in memory cannot fail");
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        format!(
+            "{PREFIX}{}:{}",
+            self.current.id,
+            base64::engine::general_purpose::STANDARD.encode(sealed)
+        )
+    }
+
+    /// Opens a stored value bound to `field`; plain text from before sealing passes as it is.
+    pub fn open<'a>(&self, field: &str, stored: &'a str) -> Result<Cow<'a, str>, SealError> {
+        let Some(rest) = stored.strip_prefix(PREFIX) else {
+            return Ok(Cow::Borrowed(stored));
+        };
+        let (key_id, encoded) = rest.split_once(':').ok_or(SealError::Damaged)?;
+        let key = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|key| key.id == key_id)
+            .ok_or_else(|| SealError::UnknownKey(key_id.to_owned()))?;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| SealError::Damaged)?;
+        if sealed.len() < NONCE_BYTES {
+            return Err(SealError::Damaged);
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
+        let plaintext = key
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: field.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Damaged)?;
+        String::from_utf8(plaintext)
+            .map(Cow::Owned)
+            .map_err(|_| SealError::Damaged)
+    }
+
+    /// Whether a stored value should be sealed again: plain text, or sealed with a key that
+    /// is not the current one. An unknown key is an error, so a node given the wrong key
+    /// stops at start-up instead of failing every delivery.
+    pub fn needs_resealing(&self, stored: &str) -> Result<bool, SealError> {
+        let Some(rest) = stored.strip_prefix(PREFIX) else {
+            return Ok(true);
+        };
+        let key_id = rest.split_once(':').ok_or(SealError::Damaged)?.0;
+        if key_id == self.current.id {
+            return Ok(false);
+        }
+        if self.previous.iter().any(|key| key.id == key_id) {
+            return Ok(true);
+        }
+        Err(SealError::UnknownKey(key_id.to_owned()))
+    }
+}
+
+/// The associated data of an endpoint's sealed field.
+pub fn endpoint_field(field: &str, endpoint_id: &str) -> String {
+    format!("endpoint.{field}:{endpoint_id}")
+}
+
+/// An endpoint's sealed columns, as both backends write them.
+pub struct SealedEndpoint {
+    pub secret: String,
+    pub headers: String,
+    pub previous_secret: Option<String>,
+}
+
+/// An endpoint row's sealed columns as read, for resealing.
+pub struct StoredEndpointSecrets {
+    pub endpoint_id: String,
+    pub secret: String,
+    pub headers: String,
+    /// Only when it is still in use (it has an expiry).
+    pub previous_secret: Option<String>,
+}
+
+/// An endpoint's sealed columns, opened.
+pub struct OpenedEndpoint {
+    pub secret: Secret,
+    pub headers: BTreeMap<String, String>,
+    pub previous_secret: Option<Secret>,
+}
+
+impl SecretKeys {
+    pub fn seal_endpoint(&self, endpoint: &Endpoint) -> SealedEndpoint {
+        let id = endpoint.id.as_str();
+        let headers = serde_json::to_string(&endpoint.headers).expect("headers serialize");
+        SealedEndpoint {
+            secret: self.seal(&endpoint_field("secret", id), &endpoint.secret.to_wire()),
+            headers: self.seal(&endpoint_field("headers", id), &headers),
+            previous_secret: endpoint.previous_secret.as_ref().map(|(secret, _)| {
+                self.seal(&endpoint_field("previous_secret", id), &secret.to_wire())
+            }),
+        }
+    }
+
+    /// Opens an endpoint row's sealed columns (plain text from before sealing too).
+    pub fn open_endpoint(
+        &self,
+        endpoint_id: &str,
+        secret: &str,
+        headers: &str,
+        previous_secret: Option<&str>,
+    ) -> Result<OpenedEndpoint, StoreError> {
+        let open = |field: &str, stored: &str| {
+            self.open(&endpoint_field(field, endpoint_id), stored)
+                .map(Cow::into_owned)
+                .map_err(|error| StoreError::Database(format!("endpoint {endpoint_id}: {error}")))
+        };
+        let parse_secret = |text: String| {
+            Secret::parse_lenient(&text).map_err(|error| {
+                StoreError::Database(format!(
+                    "endpoint {endpoint_id}: secret unreadable: {error}"
+                ))
+            })
+        };
+        let headers = serde_json::from_str(&open("headers", headers)?).map_err(|error| {
+            StoreError::Database(format!(
+                "endpoint {endpoint_id}: headers unreadable: {error}"
+            ))
+        })?;
+        Ok(OpenedEndpoint {
+            secret: parse_secret(open("secret", secret)?)?,
+            headers,
+            previous_secret: previous_secret
+                .map(|stored| open("previous_secret", stored).and_then(parse_secret))
+                .transpose()?,
+        })
+    }
+
+    /// An endpoint row's sealed columns sealed anew with the current key, or `None` when
+    /// they already are. Each backend only reads the rows and writes what this returns.
+    pub fn reseal_endpoint(
+        &self,
+        stored: &StoredEndpointSecrets,
+    ) -> Result<Option<SealedEndpoint>, StoreError> {
+        let previous = stored.previous_secret.as_deref();
+        let mut needed = false;
+        for value in [
+            Some(stored.secret.as_str()),
+            Some(stored.headers.as_str()),
+            previous,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            needed |= self
+                .needs_resealing(value)
+                .map_err(|error| StoreError::Database(error.to_string()))?;
+        }
+        if !needed {
+            return Ok(None);
+        }
+        let id = stored.endpoint_id.as_str();
+        let opened = self.open_endpoint(id, &stored.secret, &stored.headers, previous)?;
+        let field = |name| endpoint_field(name, id);
+        let headers = serde_json::to_string(&opened.headers).expect("headers serialize");
+        Ok(Some(SealedEndpoint {
+            secret: self.seal(&field("secret"), &opened.secret.to_wire()),
+            headers: self.seal(&field("headers"), &headers),
+            previous_secret: opened
+                .previous_secret
+                .map(|secret| self.seal(&field("previous_secret"), &secret.to_wire())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_field() {
+        let keys = SecretKeys::ephemeral();
+        let sealed = keys.seal("endpoint.secret:ep_1", "whsec_abc");
+        assert!(sealed.starts_with(PREFIX));
+        assert!(!sealed.contains("whsec_abc"));
+        assert_eq!(
+            keys.open("endpoint.secret:ep_1", &sealed).unwrap(),
+            "whsec_abc"
+        );
+        // Moved to another endpoint's row, or another column: it does not open.
+        assert_eq!(
+            keys.open("endpoint.secret:ep_2", &sealed),
+            Err(SealError::Damaged)
+        );
+        let other = SecretKeys::ephemeral();
+        assert!(matches!(
+            other.open("endpoint.secret:ep_1", &sealed),
+            Err(SealError::UnknownKey(_))
+        ));
+        // Two seals of the same value differ (random nonce).
+        assert_ne!(keys.seal("f", "x"), keys.seal("f", "x"));
+    }
+
+    #[test]
+    fn plain_text_passes_and_is_marked_for_sealing() {
+        let keys = SecretKeys::ephemeral();
+        assert_eq!(keys.open("f", "whsec_plain").unwrap(), "whsec_plain");
+        assert_eq!(keys.needs_resealing("whsec_plain"), Ok(true));
+        assert_eq!(keys.needs_resealing(&keys.seal("f", "x")), Ok(false));
+    }
+
+    #[test]
+    fn rotation_opens_old_values_and_reseals_them() {
+        let (old, _) = SealingKey::generate();
+        let (new, _) = SealingKey::generate();
+        let before = SecretKeys::new(old.clone(), Vec::new());
+        let sealed_old = before.seal("f", "secret");
+        let during = SecretKeys::new(new.clone(), vec![old]);
+        assert_eq!(during.open("f", &sealed_old).unwrap(), "secret");
+        assert_eq!(during.needs_resealing(&sealed_old), Ok(true));
+        let after = SecretKeys::new(new, Vec::new());
+        assert!(matches!(
+            after.needs_resealing(&sealed_old),
+            Err(SealError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn keys_parse_from_their_text_form() {
+        let (key, text) = SealingKey::generate();
+        assert_eq!(
+            SealingKey::parse(&format!("{text}\n")).unwrap().id(),
+            key.id()
+        );
+        assert_eq!(
+            SealingKey::parse("c2hvcnQ=").unwrap_err(),
+            SealError::BadKey
+        );
+        assert_eq!(
+            SealingKey::parse("not base64!").unwrap_err(),
+            SealError::BadKey
+        );
+    }
+
+    #[test]
+    fn damaged_values_are_errors_not_panics() {
+        let keys = SecretKeys::ephemeral();
+        let id = keys.current_id().to_owned();
+        for stored in [
+            format!("{PREFIX}{id}"),
+            format!("{PREFIX}{id}:"),
+            format!("{PREFIX}{id}:AAAA"),
+            format!("{PREFIX}{id}:!!!"),
+        ] {
+            assert_eq!(keys.open("f", &stored), Err(SealError::Damaged), "{stored}");
+        }
+    }
+}
