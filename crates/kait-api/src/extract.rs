@@ -53,8 +53,20 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
     }
 }
 
-/// Parses a JSON body, reporting syntax errors as 400 and shape errors as 422.
+/// Parses a JSON body, reporting syntax errors as 400 and shape errors as 422. Every body of
+/// this API is a JSON object: anything else is refused before serde, which would otherwise
+/// read a struct from an array of its fields.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first.is_some_and(|byte| *byte != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::Validation(vec![Problem {
+            loc: vec!["body".to_owned()],
+            msg: "the body must be a JSON object".to_owned(),
+            kind: "type_error",
+        }]));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
     if result.is_ok()
@@ -94,7 +106,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// Like [`parse_json`], but an empty body means the defaults (Svix clients send none for
 /// requests whose fields are all optional).
 pub fn parse_json_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" {
         return Ok(T::default());
     }
     parse_json(bytes)
@@ -119,10 +132,12 @@ fn strip_position(message: &str) -> String {
 #[allow(dead_code)]
 pub struct ListParams {
     /// Items per page (1–250, default 50).
+    #[param(minimum = 1, maximum = 250)]
     limit: Option<u32>,
     /// Continue after this item (`iterator` of the previous page; `prevIterator` goes back).
     iterator: Option<String>,
     /// `ascending` or `descending`.
+    #[param(pattern = "^(ascending|descending)$")]
     order: Option<String>,
 }
 
@@ -271,6 +286,24 @@ mod tests {
         };
         assert_eq!(problems[0].loc, vec!["body", "count"]);
         assert_eq!(problems[0].msg, "missing field `count`");
+    }
+
+    #[test]
+    fn bodies_must_be_objects_and_empty_optional_bodies_take_defaults() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Optional {
+            expiry: Option<u64>,
+        }
+        // serde reads a struct from an array of its fields; the API does not.
+        let ApiError::Validation(problems) = parse_json::<Optional>(b"[null]").unwrap_err() else {
+            panic!("expected a validation error")
+        };
+        assert_eq!(problems[0].loc, vec!["body"]);
+        assert!(parse_json_or_default::<Optional>(b"  ").is_ok());
+        assert!(parse_json_or_default::<Optional>(b"null").is_ok());
+        // Not UTF-8 is not "empty".
+        assert!(parse_json_or_default::<Optional>(b"\xff\x0e").is_err());
     }
 
     #[test]

@@ -20,6 +20,268 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// Strings with the rules the API enforces, for the OpenAPI document only: SDK generators,
+/// the portal and API fuzzers read the rules from there, so they must be the server's own.
+/// Each mirrors a check in `kait_core::validate`.
+mod strings {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    macro_rules! string_schema {
+        ($(#[$doc:meta])* $name:ident, $pattern:expr, $max:expr) => {
+            $(#[$doc])*
+            pub struct $name;
+
+            impl utoipa::PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some($pattern))
+                        .min_length(Some(1))
+                        .max_length(Some($max))
+                        .into()
+                }
+            }
+
+            impl utoipa::ToSchema for $name {}
+        };
+    }
+
+    string_schema!(
+        /// A caller-chosen id: letters, digits, `-`, `_`, `.`; not an id prefix.
+        Uid,
+        r"^(?!app_|ep_|msg_|atmpt_)[a-zA-Z0-9\-_.]+$",
+        256
+    );
+    string_schema!(
+        /// An event type name: letters, digits, `-`, `_`, `.`.
+        EventTypeName,
+        r"^[a-zA-Z0-9\-_.]+$",
+        256
+    );
+    string_schema!(
+        /// A channel: letters, digits, `-`, `_`, `.`, `:`.
+        Channel,
+        r"^[a-zA-Z0-9\-_.:]+$",
+        128
+    );
+    string_schema!(
+        /// A human-readable name: anything but blank.
+        Name,
+        r"\S",
+        1024
+    );
+    string_schema!(
+        /// An `http` or `https` URL with a host.
+        WebhookUrl,
+        r"^[hH][tT][tT][pP][sS]?://[^/?#\s]+([/?#]\S*)?$",
+        4096
+    );
+    string_schema!(
+        /// An ordering key or `eventId`.
+        Key,
+        r"^[\s\S]+$",
+        256
+    );
+
+    /// One of Svix's app-portal capabilities (`kait_core::access::Capability`).
+    pub struct CapabilityName;
+
+    impl utoipa::PartialSchema for CapabilityName {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(
+                    kait_core::access::Capability::ALL.map(|capability| format!("{capability:?}")),
+                ))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for CapabilityName {}
+
+    /// An endpoint's custom headers: HTTP token names that Kait does not set itself and that
+    /// are not hop-by-hop, values HTTP can carry (no control characters, no white space at
+    /// either end). Mirrors `kait_core::validate::custom_headers`; the combined size limit per
+    /// header is the server's own (`--max-header-bytes`).
+    pub struct CustomHeaders;
+
+    /// `[xX]` for every letter: the OpenAPI pattern dialect has no case-insensitive flag.
+    fn any_case(word: &str) -> String {
+        word.chars()
+            .map(|character| {
+                if character.is_ascii_alphabetic() {
+                    format!(
+                        "[{}{}]",
+                        character.to_ascii_lowercase(),
+                        character.to_ascii_uppercase()
+                    )
+                } else if character == '-' {
+                    "\\-".to_owned()
+                } else {
+                    character.to_string()
+                }
+            })
+            .collect()
+    }
+
+    impl utoipa::PartialSchema for CustomHeaders {
+        fn schema() -> RefOr<Schema> {
+            custom_headers(false)
+        }
+    }
+
+    impl utoipa::ToSchema for CustomHeaders {}
+
+    /// [`CustomHeaders`] in a patch: a `null` value removes the header.
+    pub struct CustomHeadersPatch;
+
+    impl utoipa::PartialSchema for CustomHeadersPatch {
+        fn schema() -> RefOr<Schema> {
+            custom_headers(true)
+        }
+    }
+
+    impl utoipa::ToSchema for CustomHeadersPatch {}
+
+    fn custom_headers(nullable_values: bool) -> RefOr<Schema> {
+        {
+            let exact = [
+                "host",
+                "content-length",
+                "content-type",
+                "transfer-encoding",
+                "connection",
+                "user-agent",
+                "te",
+                "upgrade",
+                "keep-alive",
+                "trailer",
+                "proxy-authorization",
+                "proxy-authenticate",
+                "proxy-connection",
+            ]
+            .map(|name| format!("{}$", any_case(name)));
+            let prefixes = ["webhook-", "svix-"].map(any_case);
+            let refused = exact
+                .iter()
+                .chain(prefixes.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("|");
+            let name = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(format!(
+                    "^(?!(?:{refused}))[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$"
+                )));
+            let edge = r"[^ \t\x00-\x1f\x7f]";
+            let value_type = if nullable_values {
+                utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])
+            } else {
+                utoipa::openapi::schema::SchemaType::new(Type::String)
+            };
+            let value = ObjectBuilder::new()
+                .schema_type(value_type)
+                .pattern(Some(format!(
+                    r"^({edge}([^\x00-\x08\x0a-\x1f\x7f]*{edge})?)?$"
+                )));
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property_names(Some(name))
+                .additional_properties(Some(value))
+                .max_properties(Some(20))
+                .into()
+        }
+    }
+}
+
+pub use strings::{
+    CapabilityName, Channel, CustomHeaders, CustomHeadersPatch, EventTypeName, Key, Name, Uid,
+    WebhookUrl,
+};
+
+/// Reads an optional whole number written `5` or `5.0`: JSON does not tell them apart, and
+/// JSON Schema counts both as integers, so clients (and fuzzers) may send either.
+pub fn whole<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: TryFrom<i64>,
+    D: Deserializer<'de>,
+{
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|number| {
+            let integer = number.as_i64().or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|float| float.fract() == 0.0 && float.abs() < 9.0e15)
+                    .map(|float| float as i64)
+            });
+            integer
+                .and_then(|integer| T::try_from(integer).ok())
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("{number} is not a whole number in range"))
+                })
+        })
+        .transpose()
+}
+
+/// [`whole`] for PATCH fields, where `null` is a value.
+pub fn double_whole<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: TryFrom<i64>,
+    D: Deserializer<'de>,
+{
+    whole(deserializer).map(Some)
+}
+
+/// Reads an event type's `schemas`: a JSON object (of JSON Schemas by version), or `null`.
+pub fn json_object<'de, D>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(
+        Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?
+            .map(serde_json::Value::Object),
+    )
+}
+
+/// [`json_object`] for PATCH fields, where `null` is a value.
+pub fn double_json_object<'de, D>(
+    deserializer: D,
+) -> Result<Option<Option<serde_json::Value>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    json_object(deserializer).map(Some)
+}
+
+/// Reads a list of channels: at most [`kait_core::validate::MAX_CHANNELS`] entries as sent
+/// (duplicates count, as the document's `maxItems` counts them), kept as a set.
+pub fn channel_list<'de, D>(deserializer: D) -> Result<Option<BTreeSet<String>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let Some(list) = Option::<Vec<String>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if list.len() > kait_core::validate::MAX_CHANNELS {
+        return Err(serde::de::Error::custom(format!(
+            "at most {} channels are allowed",
+            kait_core::validate::MAX_CHANNELS
+        )));
+    }
+    Ok(Some(list.into_iter().collect()))
+}
+
+/// [`channel_list`] for PATCH fields, where `null` is a value.
+pub fn double_channel_list<'de, D>(
+    deserializer: D,
+) -> Result<Option<Option<BTreeSet<String>>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    channel_list(deserializer).map(Some)
+}
+
 /// `{data, iterator, prevIterator, done}`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T> {
@@ -46,24 +308,35 @@ impl<T> ListResponse<T> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ApplicationIn {
+    #[schema(value_type = Name)]
     pub name: String,
+    #[schema(value_type = Option<Uid>)]
     pub uid: Option<String>,
-    #[serde(rename = "throttleRate", alias = "rateLimit")]
+    #[serde(
+        rename = "throttleRate",
+        alias = "rateLimit",
+        default,
+        deserialize_with = "whole"
+    )]
+    #[schema(maximum = 65535)]
     pub throttle_rate: Option<u16>,
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct ApplicationPatch {
+    #[schema(value_type = Option<Name>)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uid>)]
     pub uid: Option<Option<String>>,
     #[serde(
         rename = "throttleRate",
         alias = "rateLimit",
         default,
-        deserialize_with = "double_option"
+        deserialize_with = "double_whole"
     )]
+    #[schema(maximum = 65535)]
     pub throttle_rate: Option<Option<u16>>,
     pub metadata: Option<BTreeMap<String, String>>,
 }
@@ -103,11 +376,13 @@ impl From<Application> for ApplicationOut {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EventTypeIn {
+    #[schema(value_type = EventTypeName)]
     pub name: String,
     #[serde(default)]
     pub description: String,
     pub archived: Option<bool>,
     pub deprecated: Option<bool>,
+    #[serde(default, deserialize_with = "json_object")]
     #[schema(value_type = Option<Object>)]
     pub schemas: Option<serde_json::Value>,
     #[serde(rename = "featureFlag")]
@@ -122,6 +397,7 @@ pub struct EventTypeUpdate {
     pub description: String,
     pub archived: Option<bool>,
     pub deprecated: Option<bool>,
+    #[serde(default, deserialize_with = "json_object")]
     #[schema(value_type = Option<Object>)]
     pub schemas: Option<serde_json::Value>,
     #[serde(rename = "featureFlag")]
@@ -135,7 +411,7 @@ pub struct EventTypePatch {
     pub description: Option<String>,
     pub archived: Option<bool>,
     pub deprecated: Option<bool>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "double_json_object")]
     #[schema(value_type = Option<Object>)]
     pub schemas: Option<Option<serde_json::Value>>,
     #[serde(rename = "featureFlag", default, deserialize_with = "double_option")]
@@ -185,37 +461,58 @@ impl From<EventType> for EventTypeOut {
 pub struct EndpointIn {
     /// Required for webhook endpoints; absent for polling ones.
     #[serde(default)]
+    #[schema(value_type = WebhookUrl, required = false)]
     pub url: String,
-    /// Kait extension: `webhook` (default) or `polling` (read through `/poller/{id}`).
+    /// Kait extension: `webhook` (default) or `polling` (read through `/poller/{id}`; then
+    /// without `url`).
+    #[schema(pattern = "^(webhook|polling)$")]
     pub kind: Option<String>,
     #[serde(default)]
     pub description: String,
+    #[schema(value_type = Option<Uid>)]
     pub uid: Option<String>,
     pub disabled: Option<bool>,
     #[serde(rename = "eventTypes", alias = "filterTypes")]
+    #[schema(value_type = Option<Vec<EventTypeName>>)]
     pub event_types: Option<BTreeSet<String>>,
+    #[serde(default, deserialize_with = "channel_list")]
+    #[schema(value_type = Option<Vec<Channel>>, max_items = 10)]
     pub channels: Option<BTreeSet<String>>,
-    #[serde(rename = "throttleRate", alias = "rateLimit")]
+    #[serde(
+        rename = "throttleRate",
+        alias = "rateLimit",
+        default,
+        deserialize_with = "whole"
+    )]
+    #[schema(minimum = 1, maximum = 65535)]
     pub throttle_rate: Option<u16>,
+    #[schema(pattern = "^(whsec_)?([A-Za-z0-9+/]{4}){8,18}$")]
     pub secret: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<CustomHeaders>)]
     pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "whole")]
     pub version: Option<i32>,
     /// Kait extension: `concurrent` (default), `fifo` or `key`.
+    #[schema(pattern = "^(concurrent|fifo|key)$")]
     pub ordering: Option<String>,
     /// Kait extension: `hmac-sha256` (default, `v1`) or `ed25519` (`v1a`) when Kait generates
     /// the secret.
     #[serde(rename = "signatureScheme")]
+    #[schema(pattern = "^(hmac-sha256|v1|ed25519|v1a)$")]
     pub signature_scheme: Option<String>,
     /// `json` (default) or `xml`: the body the endpoint receives.
+    #[schema(pattern = "^(json|xml)$")]
     pub format: Option<String>,
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct EndpointPatch {
+    #[schema(value_type = Option<WebhookUrl>)]
     pub url: Option<String>,
     pub description: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uid>)]
     pub uid: Option<Option<String>>,
     pub disabled: Option<bool>,
     #[serde(
@@ -224,20 +521,27 @@ pub struct EndpointPatch {
         default,
         deserialize_with = "double_option"
     )]
+    #[schema(value_type = Option<Vec<EventTypeName>>)]
     pub event_types: Option<Option<BTreeSet<String>>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "double_channel_list")]
+    #[schema(value_type = Option<Vec<Channel>>, max_items = 10)]
     pub channels: Option<Option<BTreeSet<String>>>,
     #[serde(
         rename = "throttleRate",
         alias = "rateLimit",
         default,
-        deserialize_with = "double_option"
+        deserialize_with = "double_whole"
     )]
+    #[schema(minimum = 1, maximum = 65535)]
     pub throttle_rate: Option<Option<u16>>,
+    #[schema(pattern = "^(whsec_)?([A-Za-z0-9+/]{4}){8,18}$")]
     pub secret: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "whole")]
     pub version: Option<i32>,
+    #[schema(pattern = "^(concurrent|fifo|key)$")]
     pub ordering: Option<String>,
+    #[schema(pattern = "^(json|xml)$")]
     pub format: Option<String>,
 }
 
@@ -302,20 +606,24 @@ pub struct EndpointSecretOut {
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct EndpointSecretRotateIn {
+    #[schema(pattern = "^(whsec_)?([A-Za-z0-9+/]{4}){8,18}$")]
     pub key: Option<String>,
     /// How long the old secret keeps signing alongside the new one (default 24 h).
-    #[serde(rename = "gracePeriodSeconds")]
+    #[serde(rename = "gracePeriodSeconds", default, deserialize_with = "whole")]
+    #[schema(maximum = 604800)]
     pub grace_period_seconds: Option<u32>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EndpointHeadersIn {
+    #[schema(value_type = CustomHeaders)]
     pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EndpointHeadersPatchIn {
     /// A `null` value removes the header (older clients' way).
+    #[schema(value_type = CustomHeadersPatch)]
     pub headers: BTreeMap<String, Option<String>>,
     #[serde(rename = "deleteHeaders", default)]
     pub delete_headers: Vec<String>,
@@ -332,14 +640,19 @@ pub struct EndpointHeadersOut {
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct MessageIn {
     #[serde(rename = "eventType")]
+    #[schema(value_type = EventTypeName)]
     pub event_type: String,
     #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     #[serde(rename = "eventId")]
+    #[schema(value_type = Option<Key>)]
     pub event_id: Option<String>,
+    #[serde(default, deserialize_with = "channel_list")]
+    #[schema(value_type = Option<Vec<Channel>>, max_items = 10)]
     pub channels: Option<BTreeSet<String>>,
     /// Kait extension: messages with one key stay in order at `ordering: key` endpoints.
     #[serde(rename = "orderingKey")]
+    #[schema(value_type = Option<Key>)]
     pub ordering_key: Option<String>,
 }
 
@@ -536,14 +849,17 @@ pub struct SeekOut {
 #[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
     /// Seconds the token lives (default 7 days).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub expiry: Option<u64>,
     /// Svix's capabilities; absent: all of them, or only `ViewBase` when `readOnly`.
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<CapabilityName>>)]
     pub capabilities: Option<Vec<kait_core::access::Capability>>,
     /// Only reading capabilities (Svix's deprecated flag, honoured).
     pub read_only: Option<bool>,
     /// Tags the token, so `expire-all` can name it. (Svix's `featureFlags` are accepted and
     /// ignored: Kait's portal has none.)
+    #[schema(value_type = Option<Uid>)]
     pub session_id: Option<String>,
 }
 
@@ -552,6 +868,8 @@ pub struct AppPortalAccessIn {
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationTokenExpireIn {
     /// Seconds from now until the tokens expire (0 to 259200; default 0: at once).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(maximum = 259200)]
     pub expiry: Option<u64>,
     /// Only the tokens issued with one of these `sessionId`s.
     pub session_ids: Option<Vec<String>>,
@@ -569,6 +887,56 @@ pub struct AppPortalAccessOut {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorOut {
     pub code: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = ErrorDetail)]
     pub detail: serde_json::Value,
+}
+
+/// An error's `detail`: a sentence, or for `validation_error` every problem found.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ErrorDetail {
+    Text(String),
+    Problems(Vec<ValidationProblem>),
+}
+
+/// One invalid field: where (`["body", "url"]`), what is wrong, and its kind.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ValidationProblem {
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Numbers {
+        #[serde(default, deserialize_with = "whole")]
+        small: Option<u16>,
+        #[serde(default, deserialize_with = "channel_list")]
+        channels: Option<BTreeSet<String>>,
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        let parse = |json: &str| serde_json::from_str::<Numbers>(json).map(|n| n.small);
+        assert_eq!(parse(r#"{"small": 7}"#).unwrap(), Some(7));
+        assert_eq!(parse(r#"{"small": 7.0}"#).unwrap(), Some(7));
+        assert_eq!(parse(r#"{"small": null}"#).unwrap(), None);
+        assert!(parse(r#"{"small": 7.5}"#).is_err());
+        assert!(parse(r#"{"small": 70000}"#).is_err());
+        assert!(parse(r#"{"small": -1}"#).is_err());
+    }
+
+    #[test]
+    fn channel_lists_count_duplicates_against_the_bound() {
+        let eleven = format!(r#"{{"channels": [{}]}}"#, ["\"a\""; 11].join(","));
+        assert!(serde_json::from_str::<Numbers>(&eleven).is_err());
+        let two = serde_json::from_str::<Numbers>(r#"{"channels": ["a", "a"]}"#).unwrap();
+        assert_eq!(two.channels.unwrap().len(), 1);
+    }
 }

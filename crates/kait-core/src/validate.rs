@@ -111,9 +111,16 @@ pub fn endpoint_url(value: &str) -> Result<url::Url, String> {
 
 /// A message's `orderingKey` (e.g. a device id).
 pub fn ordering_key(value: &str) -> Result<(), String> {
-    if value.is_empty() || value.len() > MAX_NAME_LEN {
+    key("orderingKey", value)
+}
+
+/// A caller's key (`orderingKey`, `eventId`): 1 to 256 characters (counted as characters,
+/// as the OpenAPI document's `maxLength` counts them).
+pub fn key(field: &str, value: &str) -> Result<(), String> {
+    let characters = value.chars().count();
+    if characters == 0 || characters > MAX_NAME_LEN {
         Err(format!(
-            "orderingKey must be 1 to {MAX_NAME_LEN} characters long"
+            "{field} must be 1 to {MAX_NAME_LEN} characters long"
         ))
     } else {
         Ok(())
@@ -147,10 +154,17 @@ pub fn json_depth(json: &str) -> usize {
     deepest
 }
 
+/// Longest human-readable name, in characters.
+const MAX_DISPLAY_NAME_CHARS: usize = 1024;
+
 /// A non-empty human-readable name.
 pub fn name(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         Err("name must not be empty".to_owned())
+    } else if value.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        Err(format!(
+            "name must be at most {MAX_DISPLAY_NAME_CHARS} characters long"
+        ))
     } else {
         Ok(())
     }

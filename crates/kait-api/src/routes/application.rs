@@ -251,7 +251,7 @@ const MAX_TOKEN_SECONDS: u64 = 365 * 24 * 3600;
     tag = "application",
     summary = "Issue an app-scoped token confined to one application, with Svix's capabilities",
     params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
-    request_body = AppPortalAccessIn,
+    request_body(content = Option<AppPortalAccessIn>, description = "Optional: an empty body takes the defaults"),
     responses((status = 200, body = AppPortalAccessOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -305,7 +305,7 @@ const MAX_EXPIRE_SECONDS: u64 = 3 * 24 * 3600;
     tag = "application",
     summary = "Expire the application's app-scoped tokens (all, or those of some sessions)",
     params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
-    request_body = ApplicationTokenExpireIn,
+    request_body(content = Option<ApplicationTokenExpireIn>, description = "Optional: an empty body takes the defaults"),
     responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]

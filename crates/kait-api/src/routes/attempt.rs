@@ -158,7 +158,11 @@ pub async fn get(
 pub async fn list_message_destinations(
     State(state): State<ApiState>,
     Path((app_key, msg_key)): Path<(String, String)>,
+    query: crate::extract::ListQuery,
 ) -> Result<Json<ListResponse<MessageEndpointOut>>, ApiError> {
+    // One page holds every destination (an application has a bounded number of endpoints),
+    // but the list parameters are still checked, as the document promises.
+    query.page()?;
     let application = find_app(&state, &app_key).await?;
     let msg_id = message_id(&state, &application.id, &msg_key).await?;
     let states = state

@@ -20,7 +20,7 @@ use kait_core::{
 };
 
 use super::{find_app, find_app_endpoint};
-use crate::extract::{ListQuery, ValidJson, parse_json};
+use crate::extract::{ListQuery, ValidJson};
 use crate::wire::{
     BackgroundTaskOut, EndpointHeadersIn, EndpointHeadersOut, EndpointHeadersPatchIn, EndpointIn,
     EndpointOut, EndpointPatch, EndpointSecretOut, EndpointSecretRotateIn, EndpointStatsOut,
@@ -457,7 +457,7 @@ fn expects_empty_rotate_response(headers: &HeaderMap) -> bool {
     tag = "endpoint",
     summary = "Rotate the secret; the old one keeps signing during the grace period",
     params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
-    request_body = EndpointSecretRotateIn,
+    request_body(content = Option<EndpointSecretRotateIn>, description = "Optional: an empty body takes the defaults"),
     responses((status = 200, body = EndpointSecretOut), (status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -470,11 +470,7 @@ pub async fn rotate_secret(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     // Older clients send no body at all.
-    let input: EndpointSecretRotateIn = if body.iter().all(u8::is_ascii_whitespace) {
-        EndpointSecretRotateIn::default()
-    } else {
-        parse_json(&body)?
-    };
+    let input: EndpointSecretRotateIn = crate::extract::parse_json_or_default(&body)?;
     let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let secret = parse_secret(input.key.as_deref(), existing.secret.scheme())
         .map_err(|problem| ApiError::invalid("key", problem))?;
@@ -696,6 +692,15 @@ pub async fn patch_headers(
     Path((app_key, endpoint_key)): Path<(String, String)>,
     ValidJson(input): ValidJson<EndpointHeadersPatchIn>,
 ) -> Result<StatusCode, ApiError> {
+    // A removal must name a header that could exist (the merged set is checked below).
+    if let Some(problem) = input
+        .headers
+        .iter()
+        .filter(|(_, value)| value.is_none())
+        .find_map(|(name, _)| validate::custom_header(name, "").err())
+    {
+        return Err(ApiError::invalid("headers", problem));
+    }
     let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let mut headers = existing.headers.clone();
     for (name, value) in input.headers {

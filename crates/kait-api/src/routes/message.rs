@@ -108,14 +108,7 @@ pub async fn create(
         problems.check("channels", validate::channels(channels.iter()));
     }
     if let Some(event_id) = &input.event_id {
-        problems.check(
-            "eventId",
-            if event_id.is_empty() || event_id.len() > MAX_KEY_LEN {
-                Err(format!("must be 1 to {MAX_KEY_LEN} characters long"))
-            } else {
-                Ok(())
-            },
-        );
+        problems.check("eventId", validate::key("eventId", event_id));
     }
     if let Some(ordering_key) = &input.ordering_key {
         problems.check("orderingKey", validate::ordering_key(ordering_key));

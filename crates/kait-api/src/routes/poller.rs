@@ -251,7 +251,7 @@ pub async fn stream(
     path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}",
     tag = "poller",
     summary = "Read as a named consumer whose position the server keeps",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = String, Path, description = "A name the consumer chooses"), crate::extract::ListParams),
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = crate::wire::Uid, Path, description = "A name the consumer chooses"), crate::extract::ListParams),
     responses((status = 200, body = PollingOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -305,7 +305,7 @@ pub async fn consumer_poll(
     path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek",
     tag = "poller",
     summary = "Move a consumer to a time or position",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = String, Path, description = "A name the consumer chooses")),
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = crate::wire::Uid, Path, description = "A name the consumer chooses")),
     request_body = SeekIn,
     responses((status = 200, body = SeekOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
