@@ -355,8 +355,13 @@ pub fn verify(
     let signature_header =
         signature_header.ok_or(VerifyError::MissingHeader("webhook-signature"))?;
     let timestamp: i64 = timestamp.parse().map_err(|_| VerifyError::BadTimestamp)?;
-    let skew = now_seconds - timestamp;
-    if skew.abs() > tolerance_seconds {
+    // The timestamp is the sender's: a far one must not overflow (a panic in debug builds,
+    // and in release a wrapped skew that would pass the tolerance check).
+    let skew = now_seconds.saturating_sub(timestamp);
+    if skew
+        .checked_abs()
+        .is_none_or(|skew| skew > tolerance_seconds)
+    {
         return Err(VerifyError::TimestampOutOfTolerance(skew));
     }
     if key.matches_any(msg_id, timestamp, body, signature_header) {
@@ -384,6 +389,28 @@ mod tests {
             .signing_key()
             .sign(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY);
         assert_eq!(signature, SPEC_SIGNATURE);
+    }
+
+    /// Found while writing the `signature_headers` fuzz target: a timestamp near `i64::MIN`
+    /// overflowed the skew (a panic with overflow checks, a wrapped value without them).
+    #[test]
+    fn far_timestamps_are_out_of_tolerance_not_overflows() {
+        let key = VerificationKey::parse(SPEC_SECRET).unwrap();
+        for timestamp in [i64::MIN, i64::MIN + 1, i64::MAX, -1] {
+            let result = verify(
+                &key,
+                Some(SPEC_ID),
+                Some(&timestamp.to_string()),
+                Some(SPEC_SIGNATURE),
+                SPEC_BODY,
+                SPEC_TIMESTAMP,
+                DEFAULT_TOLERANCE_SECONDS,
+            );
+            assert!(
+                matches!(result, Err(VerifyError::TimestampOutOfTolerance(_))),
+                "{timestamp}: {result:?}"
+            );
+        }
     }
 
     #[test]

@@ -245,7 +245,9 @@ fn print_webhook(
     };
     let latency = header("timestamp")
         .and_then(|timestamp| timestamp.parse::<i64>().ok())
-        .map(|signed| format!("{} ms", now.timestamp_millis() - signed * 1000))
+        .and_then(|signed| signed.checked_mul(1000))
+        .and_then(|signed| now.timestamp_millis().checked_sub(signed))
+        .map(|millis| format!("{millis} ms"))
         .unwrap_or_else(|| "unknown".into());
     println!("── {method} {}", printable(&uri.to_string()));
     println!("  id: {}", printable(header("id").unwrap_or("-")));

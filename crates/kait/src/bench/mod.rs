@@ -11,6 +11,7 @@
 //!   endpoints; accepted/s, delivered/s and end-to-end latency (arrival minus send time).
 
 mod load;
+mod streams;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -42,6 +43,9 @@ pub enum Scenario {
     /// `--backlog` messages (and, to compare, 10,000) queued while the endpoint is down, then
     /// drained once it is back: drain rate and memory against backlog size.
     Backlog,
+    /// 1,000 event streams held on one application: another application's ingest latency
+    /// against idle (see `streams.rs`).
+    Streams,
 }
 
 #[derive(Debug, Args)]
@@ -128,13 +132,19 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Push10,
             Scenario::Latency,
             Scenario::Backlog,
+            Scenario::Streams,
         ]
     } else {
         args.scenario.clone()
     };
     let mut results = Vec::new();
+    let mut streams_results = Vec::new();
     let mut raw_rate = None;
     for scenario in scenarios {
+        if scenario == Scenario::Streams {
+            streams_results.push(streams::run(&args).await?);
+            continue;
+        }
         if scenario == Scenario::Backlog {
             for size in [10_000, args.backlog] {
                 let receiver = BenchReceiver::start().await?;
@@ -149,7 +159,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Raw => raw(&receiver, &args).await?,
             Scenario::Push1 => push(&receiver, &args, 1).await?,
             Scenario::Push10 => push(&receiver, &args, 10).await?,
-            Scenario::Backlog => unreachable!("handled above"),
+            Scenario::Backlog | Scenario::Streams => unreachable!("handled above"),
             Scenario::Latency => {
                 let paced = Pace {
                     rate: args.rate.max(1),
@@ -211,6 +221,9 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     }
     for result in &results {
         println!("{}", serde_json::to_string(result)?);
+    }
+    for result in &streams_results {
+        streams::report(result);
     }
     let failed: Vec<_> = results
         .iter()
