@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kait_core::time::now_millis;
 use kait_core::{DeliveryStatus, Endpoint};
 
-use super::{SqliteOptions, SqliteStore};
+use super::{MAX_READERS, SqliteOptions, SqliteStore};
 use crate::fixtures::{application, endpoint, message, outcome};
 use crate::{NextStep, Store, StoreError};
 
@@ -493,4 +493,36 @@ async fn secrets_are_sealed_at_rest_and_the_data_dir_is_private() {
         Err(other) => panic!("unexpected {other}"),
         Ok(_) => panic!("opened with the wrong key"),
     }
+}
+
+/// Issue 11: every woken stream ran its own read on a blocking thread, with no bound (517
+/// threads under 1,000 streams). Reads now queue for one of `MAX_READERS` slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_are_bounded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reads: Vec<_> = (0..MAX_READERS * 4)
+        .map(|_| {
+            let (store, running, most) = (store.clone(), running.clone(), most.clone());
+            tokio::spawn(async move {
+                store
+                    .read(move |_| {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for read in reads {
+        read.await.unwrap().unwrap();
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= MAX_READERS, "{most} reads ran at once");
+    assert!(most > 1, "reads did not run concurrently at all");
 }

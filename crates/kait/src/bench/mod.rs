@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// client spreads its requests over them round-robin.
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// The `kait` binary to run as the server [default: this one]: for A/B runs of two
+    /// builds with the same load client.
+    #[arg(long)]
+    pub server_binary: Option<std::path::PathBuf>,
 }
 
 /// One scenario's figures.
@@ -452,9 +456,13 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(extra: &[String]) -> anyhow::Result<Self> {
+    fn start(binary: Option<&std::path::Path>, extra: &[String]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
-        let mut child = Command::new(std::env::current_exe()?)
+        let binary = match binary {
+            Some(binary) => binary.to_owned(),
+            None => std::env::current_exe()?,
+        };
+        let mut child = Command::new(binary)
             .args([
                 "serve",
                 "--listen",
@@ -599,7 +607,7 @@ impl Cluster {
         flags.extend(extra.iter().map(|flag| flag.to_string()));
         let mut servers = Vec::with_capacity(args.nodes);
         for _ in 0..args.nodes {
-            servers.push(ServerProcess::start(&flags)?);
+            servers.push(ServerProcess::start(args.server_binary.as_deref(), &flags)?);
         }
         // Let the fresh processes settle before reading their idle size.
         tokio::time::sleep(Duration::from_millis(300)).await;
