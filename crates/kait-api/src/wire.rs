@@ -146,29 +146,17 @@ mod strings {
 
     fn custom_headers(nullable_values: bool) -> RefOr<Schema> {
         {
-            let exact = [
-                "host",
-                "content-length",
-                "content-type",
-                "transfer-encoding",
-                "connection",
-                "user-agent",
-                "te",
-                "upgrade",
-                "keep-alive",
-                "trailer",
-                "proxy-authorization",
-                "proxy-authenticate",
-                "proxy-connection",
-            ]
-            .map(|name| format!("{}$", any_case(name)));
-            let prefixes = ["webhook-", "svix-"].map(any_case);
-            let refused = exact
+            use kait_core::validate::{
+                HOP_BY_HOP_HEADERS, RESERVED_HEADER_PREFIXES, RESERVED_HEADERS,
+            };
+            let exact = RESERVED_HEADERS
                 .iter()
-                .chain(prefixes.iter())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("|");
+                .chain(HOP_BY_HOP_HEADERS)
+                .map(|name| format!("{}$", any_case(name)));
+            let prefixes = RESERVED_HEADER_PREFIXES
+                .iter()
+                .map(|prefix| any_case(prefix));
+            let refused = exact.chain(prefixes).collect::<Vec<_>>().join("|");
             let name = ObjectBuilder::new()
                 .schema_type(Type::String)
                 .pattern(Some(format!(

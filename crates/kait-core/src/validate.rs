@@ -171,7 +171,7 @@ pub fn name(value: &str) -> Result<(), String> {
 }
 
 /// Headers Kait sets itself; an endpoint's custom headers may not override them.
-const RESERVED_HEADERS: &[&str] = &[
+pub const RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "content-type",
@@ -180,9 +180,12 @@ const RESERVED_HEADERS: &[&str] = &[
     "user-agent",
 ];
 
+/// Prefixes of the headers Kait signs with; none may be set by an endpoint.
+pub const RESERVED_HEADER_PREFIXES: &[&str] = &["webhook-", "svix-"];
+
 /// Hop-by-hop headers (RFC 9110 section 7.6.1 and their proxy kin): they describe one
 /// connection, not the message, so forwarding them to a receiver would be wrong.
-const HOP_BY_HOP_HEADERS: &[&str] = &[
+pub const HOP_BY_HOP_HEADERS: &[&str] = &[
     "te",
     "upgrade",
     "keep-alive",
@@ -203,8 +206,9 @@ pub fn custom_header(name: &str, value: &str) -> Result<(), String> {
     }
     let lower = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lower.as_str())
-        || lower.starts_with("webhook-")
-        || lower.starts_with("svix-")
+        || RESERVED_HEADER_PREFIXES
+            .iter()
+            .any(|prefix| lower.starts_with(prefix))
     {
         return Err(format!("`{name}` is set by Kait and cannot be overridden"));
     }

@@ -679,3 +679,39 @@ async fn i11_no_secret_is_readable_at_rest() {
     }
     server.stop().await;
 }
+
+/// i11 (7): `/metrics` named every endpoint to anyone who asked. Now it takes the admin token
+/// or the metrics token, and the metrics token opens nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i11_metrics_need_a_token() {
+    let metrics_token = "kait_metrics_scraper_token_0123";
+    let server = TestServer::start_with(|config| {
+        config.metrics_token = Some(metrics_token.to_owned());
+    })
+    .await;
+    let status = |token: Option<&'static str>, path: &'static str| {
+        let server = &server;
+        async move {
+            let mut request = server.http.get(format!("{}{path}", server.base_url));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send().await.unwrap().status()
+        }
+    };
+    assert_eq!(status(None, "/metrics").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(Some("wrong-token-0123456789"), "/metrics").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(Some(metrics_token), "/metrics").await,
+        StatusCode::OK
+    );
+    assert_eq!(status(Some(ADMIN_TOKEN), "/metrics").await, StatusCode::OK);
+    assert_eq!(
+        status(Some(metrics_token), "/api/v1/app").await,
+        StatusCode::UNAUTHORIZED
+    );
+    server.stop().await;
+}
