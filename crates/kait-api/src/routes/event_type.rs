@@ -86,7 +86,7 @@ pub async fn create(
     path = "/api/v1/event-type/{event_type_name}",
     tag = "event-type",
     summary = "Get an event type",
-    params(("event_type_name" = String, Path, description = "The event type name")),
+    params(("event_type_name" = crate::wire::EventTypeName, Path, description = "The event type name")),
     responses((status = 200, body = EventTypeOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -103,7 +103,7 @@ pub async fn get(
     path = "/api/v1/event-type/{event_type_name}",
     tag = "event-type",
     summary = "Replace or create an event type",
-    params(("event_type_name" = String, Path, description = "The event type name")),
+    params(("event_type_name" = crate::wire::EventTypeName, Path, description = "The event type name")),
     request_body = EventTypeUpdate,
     responses((status = 200, body = EventTypeOut), (status = 201, body = EventTypeOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -146,7 +146,7 @@ pub async fn upsert(
     path = "/api/v1/event-type/{event_type_name}",
     tag = "event-type",
     summary = "Change some fields of an event type",
-    params(("event_type_name" = String, Path, description = "The event type name")),
+    params(("event_type_name" = crate::wire::EventTypeName, Path, description = "The event type name")),
     request_body = EventTypePatch,
     responses((status = 200, body = EventTypeOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -178,7 +178,7 @@ pub async fn patch(
     path = "/api/v1/event-type/{event_type_name}",
     tag = "event-type",
     summary = "Archive an event type (`expunge=true` deletes it)",
-    params(("event_type_name" = String, Path, description = "The event type name")),
+    params(("event_type_name" = crate::wire::EventTypeName, Path, description = "The event type name")),
     responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]

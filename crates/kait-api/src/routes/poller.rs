@@ -24,6 +24,38 @@ use crate::streams::StreamSlot;
 use crate::wire::{MessageOut, PollingOut, SeekIn, SeekOut};
 use crate::{ApiError, ApiState};
 
+/// The query of a poll, for the OpenAPI document (the handlers read it through `ListQuery`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PollParams {
+    /// Messages per answer (1–250, default 50).
+    #[param(minimum = 1, maximum = 250)]
+    limit: Option<u32>,
+    /// Continue after this position (the `iterator` of the previous answer).
+    #[param(pattern = "^[0-9]{1,18}$")]
+    iterator: Option<String>,
+    /// Long-poll: wait up to this many seconds (`30` or `30s`, at most 60) for a message.
+    #[param(pattern = "^([0-9]|[1-5][0-9]|60)s?$")]
+    timeout: Option<String>,
+    /// Accepted for symmetry with listings; polls always read in commit order.
+    #[param(pattern = "^(ascending|descending)$")]
+    order: Option<String>,
+}
+
+/// [`PollParams`] plus the filters of an anonymous poll.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PollFilterParams {
+    /// Only these event types (repeated or comma-separated).
+    event_type: Option<Vec<String>>,
+    /// Only messages on this channel.
+    channel: Option<String>,
+    /// Without `iterator`: start after the messages created by this time.
+    after: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// The longest a long-poll waits.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -125,7 +157,7 @@ async fn read_after(
     path = "/api/v1/app/{app_id}/poller/{endpoint_id}",
     tag = "poller",
     summary = "Read a polling endpoint from an iterator (long-poll with `timeout`)",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), crate::extract::ListParams),
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), PollParams, PollFilterParams),
     responses((status = 200, body = PollingOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -251,7 +283,7 @@ pub async fn stream(
     path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}",
     tag = "poller",
     summary = "Read as a named consumer whose position the server keeps",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = crate::wire::Uid, Path, description = "A name the consumer chooses"), crate::extract::ListParams),
+    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = crate::wire::Uid, Path, description = "A name the consumer chooses"), PollParams),
     responses((status = 200, body = PollingOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
