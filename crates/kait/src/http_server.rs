@@ -67,6 +67,8 @@ struct Connection {
     idle_since_ms: AtomicU64,
     /// Tells the connection's task to close the socket if it is (still) idle.
     shed: tokio::sync::Notify,
+    /// Raised when a request ends, so the task restarts its idle clock without polling.
+    request_ended: tokio::sync::Notify,
     epoch: Instant,
 }
 
@@ -76,6 +78,7 @@ impl Connection {
             busy: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(epoch.elapsed().as_millis() as u64),
             shed: tokio::sync::Notify::new(),
+            request_ended: tokio::sync::Notify::new(),
             epoch,
         }
     }
@@ -109,6 +112,7 @@ impl Drop for InProgress {
             Ordering::Release,
         );
         connection.busy.fetch_sub(1, Ordering::AcqRel);
+        connection.request_ended.notify_one();
     }
 }
 
@@ -291,12 +295,18 @@ async fn serve_connection(
     tokio::pin!(serving);
     let mut stopping = false;
     loop {
-        // Wake when the connection could have become idle for long enough.
-        let idle_check = limits
-            .idle_timeout
-            .saturating_sub(connection.idle_for())
-            .max(Duration::from_millis(10));
+        // While idle, wake when it has been idle long enough; while a request is in progress
+        // (an event stream may last hours) sleep until one ends: no polling either way.
+        let idle_check = if connection.is_idle() {
+            limits
+                .idle_timeout
+                .saturating_sub(connection.idle_for())
+                .max(Duration::from_millis(10))
+        } else {
+            Duration::MAX
+        };
         tokio::select! {
+            _ = connection.request_ended.notified() => {}
             _ = serving.as_mut() => return,
             _ = connection.shed.notified() => {
                 if connection.is_idle() {
@@ -306,7 +316,7 @@ async fn serve_connection(
                 serving.as_mut().graceful_shutdown();
                 stopping = true;
             }
-            _ = tokio::time::sleep(idle_check) => {
+            _ = sleep_unless_forever(idle_check) => {
                 if connection.is_idle() && connection.idle_for() >= limits.idle_timeout {
                     return;
                 }
@@ -317,6 +327,14 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// `tokio::time::sleep`, except that `Duration::MAX` never wakes (and makes no timer entry).
+async fn sleep_unless_forever(duration: Duration) {
+    if duration == Duration::MAX {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(duration).await;
 }
 
 #[cfg(test)]
