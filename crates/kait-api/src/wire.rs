@@ -103,7 +103,7 @@ mod strings {
     /// An endpoint's custom headers: HTTP token names that Kait does not set itself and that
     /// are not hop-by-hop, values HTTP can carry (no control characters, no white space at
     /// either end). Mirrors `kait_core::validate::custom_headers`; the combined size limit per
-    /// header is the server's own (`--max-header-bytes`).
+    /// header (4,096 bytes of name and value) is checked by the server alone.
     pub struct CustomHeaders;
 
     /// `[xX]` for every letter: the OpenAPI pattern dialect has no case-insensitive flag.
