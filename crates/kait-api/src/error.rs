@@ -18,6 +18,9 @@ pub enum ApiError {
     Forbidden,
     NotFound(&'static str),
     Conflict(String),
+    /// Another change to the same record won a race with this one; [`crate::routes::retry_stale`]
+    /// reads and applies the change again, and answers 409 only if it keeps losing.
+    Stale(String),
     PayloadTooLarge(String),
     /// A request that is not well-formed (e.g. not JSON at all).
     BadRequest {
@@ -65,7 +68,12 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(detail) => Self::Conflict(detail),
             StoreError::LimitReached(detail) => Self::LimitReached(detail),
             StoreError::Closed => Self::Unavailable,
-            StoreError::Database(detail) => Self::Internal(detail),
+            StoreError::Stale(what) => Self::Stale(format!(
+                "the {what} was changed by another request at the same time; try again"
+            )),
+            error @ (StoreError::InvalidConfig(_) | StoreError::Database { .. }) => {
+                Self::Internal(error.to_string())
+            }
         }
     }
 }
@@ -98,7 +106,9 @@ impl IntoResponse for ApiError {
                 "not_found",
                 &format!("{what} not found"),
             ),
-            Self::Conflict(detail) => coded(StatusCode::CONFLICT, "conflict", &detail),
+            Self::Conflict(detail) | Self::Stale(detail) => {
+                coded(StatusCode::CONFLICT, "conflict", &detail)
+            }
             Self::PayloadTooLarge(detail) => {
                 coded(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &detail)
             }

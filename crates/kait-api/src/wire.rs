@@ -294,7 +294,7 @@ impl<T> ListResponse<T> {
 
 // Applications.
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 pub struct ApplicationIn {
     #[schema(value_type = Name)]
     pub name: String,
@@ -311,7 +311,7 @@ pub struct ApplicationIn {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, Default, utoipa::ToSchema)]
 pub struct ApplicationPatch {
     #[schema(value_type = Option<Name>)]
     pub name: Option<String>,
@@ -445,7 +445,7 @@ impl From<EventType> for EventTypeOut {
 // Endpoints.
 
 /// Create (POST) and replace (PUT) bodies; PUT ignores `secret`.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 pub struct EndpointIn {
     /// Required for webhook endpoints; absent for polling ones.
     #[serde(default)]
@@ -494,7 +494,7 @@ pub struct EndpointIn {
     pub format: Option<String>,
 }
 
-#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, Default, utoipa::ToSchema)]
 pub struct EndpointPatch {
     #[schema(value_type = Option<WebhookUrl>)]
     pub url: Option<String>,

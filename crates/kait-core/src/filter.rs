@@ -59,6 +59,7 @@ mod tests {
             kind: Default::default(),
             created_at: 0,
             updated_at: 0,
+            revision: 0,
         }
     }
 

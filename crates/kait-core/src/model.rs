@@ -19,6 +19,9 @@ pub struct Application {
     pub metadata: BTreeMap<String, String>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Counts the changes written to this record. An update names the revision it read, and
+    /// the store refuses it if another change came in between (optimistic concurrency).
+    pub revision: u64,
 }
 
 /// A named kind of event, e.g. `camera.motion.detected`. Archiving hides it from lists but
@@ -149,6 +152,8 @@ pub struct Endpoint {
     pub kind: EndpointKind,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Counts the changes written to this record (see [`Application::revision`]).
+    pub revision: u64,
 }
 
 /// One event sent to one application. The payload is kept as the JSON text received.

@@ -12,7 +12,7 @@ use kait_core::signing::SigningKey;
 use kait_core::{DeliveryOrder, Endpoint, EndpointId, PayloadFormat};
 use kait_deliver::header::{HeaderMap, HeaderName, HeaderValue};
 use kait_deliver::{SendError, Target};
-use kait_store::{Store, StoreResult};
+use kait_store::{Endpoints, StoreResult};
 
 /// An endpoint in the form an attempt needs it: key schedule and headers prepared once.
 pub struct PreparedEndpoint {
@@ -59,12 +59,12 @@ impl PreparedEndpoint {
 }
 
 pub struct EndpointCache {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Endpoints>,
     entries: Mutex<HashMap<EndpointId, (u64, Arc<PreparedEndpoint>)>>,
 }
 
 impl EndpointCache {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Endpoints>) -> Self {
         Self {
             store,
             entries: Mutex::new(HashMap::new()),

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use kait_core::retry::RetrySchedule;
 use kait_core::time::{Millis, now_millis};
-use kait_core::{DeliveryOrder, Endpoint, EndpointId};
+use kait_core::{DeliveryOrder, EndpointId};
 use kait_deliver::Sender;
 use kait_store::operational::OperationalEvents;
-use kait_store::{ClaimedDelivery, NextStep, Store};
+use kait_store::{ClaimedDelivery, DeliveryQueue, Endpoints, NextStep};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -94,7 +94,8 @@ fn instant_of(at: Millis, now: Instant, now_ms: Millis) -> Instant {
 
 /// The loop's own state: every lane, and the totals that bound the whole dispatcher.
 struct Dispatcher {
-    store: Arc<dyn Store>,
+    store: Arc<dyn DeliveryQueue>,
+    endpoints: Arc<dyn Endpoints>,
     shared: Arc<Shared>,
     config: DispatcherConfig,
     lanes: HashMap<EndpointId, Lane>,
@@ -242,7 +243,7 @@ impl Dispatcher {
         let endpoint_id = result.delivery.endpoint_id.clone();
         if result.gone {
             tokio::spawn(disable_endpoint(
-                self.store.clone(),
+                self.endpoints.clone(),
                 self.ops.clone(),
                 endpoint_id.clone(),
             ));
@@ -415,40 +416,34 @@ fn operational_event(
     }
 }
 
-/// Disables an endpoint whose receiver answered `410 Gone`, and reports it.
-async fn disable_endpoint(store: Arc<dyn Store>, ops: OperationalEvents, endpoint_id: EndpointId) {
-    match store.get_endpoint_by_id(&endpoint_id).await {
-        Ok(Some(endpoint)) if !endpoint.disabled => {
-            let app_id = endpoint.app_id.clone();
-            let disabled = Endpoint {
-                disabled: true,
-                updated_at: now_millis(),
-                ..endpoint
-            };
-            match store.update_endpoint(disabled).await {
-                Ok(_) => {
-                    tracing::warn!(%endpoint_id, "endpoint answered 410 Gone and was disabled");
-                    let data = serde_json::json!({
-                        "appId": app_id,
-                        "endpointId": endpoint_id,
-                        "trigger": "gone",
-                    });
-                    ops.emit("endpoint.disabled", &app_id, data).await;
-                }
-                Err(error) => {
-                    tracing::error!(%endpoint_id, %error, "disabling a gone endpoint failed")
-                }
-            }
+/// Disables an endpoint whose receiver answered `410 Gone`, and reports it. One statement
+/// in the store, so it cannot undo a change made to the endpoint meanwhile.
+async fn disable_endpoint(
+    endpoints: Arc<dyn Endpoints>,
+    ops: OperationalEvents,
+    endpoint_id: EndpointId,
+) {
+    match endpoints.disable_endpoint(&endpoint_id, now_millis()).await {
+        Ok(Some(endpoint)) => {
+            tracing::warn!(%endpoint_id, "endpoint answered 410 Gone and was disabled");
+            let data = serde_json::json!({
+                "appId": endpoint.app_id,
+                "endpointId": endpoint_id,
+                "trigger": "gone",
+            });
+            ops.emit("endpoint.disabled", &endpoint.app_id, data).await;
         }
-        Ok(_) => {}
-        Err(error) => tracing::error!(%endpoint_id, %error, "loading a gone endpoint failed"),
+        Ok(None) | Err(kait_store::StoreError::NotFound) => {}
+        Err(error) => tracing::error!(%endpoint_id, %error, "disabling a gone endpoint failed"),
     }
 }
 
 /// Runs the dispatcher until `shutdown` is cancelled, publishing breaker states to
 /// `circuit_states`.
+/// The dispatcher sees the store only as the delivery queue and the endpoints it sends to.
 pub async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn DeliveryQueue>,
+    endpoints: Arc<dyn Endpoints>,
     sender: Sender,
     config: DispatcherConfig,
     circuit_states: CircuitStates,
@@ -456,7 +451,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
-        endpoints: EndpointCache::new(store.clone()),
+        endpoints: EndpointCache::new(endpoints.clone()),
         sender,
         retry_schedule: config.retry_schedule.clone(),
         max_retry_after: config.max_retry_after,
@@ -484,6 +479,7 @@ pub async fn run(
     }));
     let mut dispatcher = Dispatcher {
         store,
+        endpoints,
         shared,
         config,
         lanes: HashMap::new(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kait_core::time::Millis;
 use kait_store::operational::OperationalEvents;
-use kait_store::{Outcome, Store};
+use kait_store::{DeliveryQueue, Outcome};
 use tokio::sync::mpsc;
 
 const MAX_OUTCOMES_PER_BATCH: usize = 2048;
@@ -16,7 +16,7 @@ const RETRY_DELAY: Duration = Duration::from_millis(200);
 const MAX_TRIES: u32 = 50;
 
 pub async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn DeliveryQueue>,
     mut outcomes: mpsc::Receiver<Outcome>,
     disable_after: Option<Millis>,
     ops: OperationalEvents,

@@ -1,5 +1,31 @@
-//! What every backend's listings share: joining filters into a `WHERE` clause, and cutting a
+//! Listings: which page to return (Svix's `limit`, `iterator`, `prevIterator` and `order`),
+//! and what every backend's listings share: joining filters into a `WHERE` clause, and cutting a
 //! fetched page down to size.
+
+/// Sort order of a listing, Svix's `order` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Ascending,
+    Descending,
+}
+
+/// Which page of a listing to return. The iterator is an item's id (or name): the page
+/// starts after it, or before it when `reverse` is set (Svix's `prevIterator`).
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub iterator: Option<String>,
+    pub reverse: bool,
+    pub order: Order,
+}
+
+/// A page of results and whether more exist past its end.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub done: bool,
+}
 
 /// Joins conditions with `AND`, skipping empty ones, into a `WHERE` clause.
 pub fn where_clause(conditions: &[String]) -> String {

@@ -13,7 +13,7 @@ use kait_core::signing::Secret;
 use kait_core::time::now_millis;
 use kait_core::{AppId, Application, Endpoint, EndpointId, Message, MessageId};
 
-use crate::{NewMessage, PageRequest, Store, StoreResult};
+use crate::{ConfigStore, MessageLog, NewMessage, PageRequest, StoreResult};
 
 /// The uid of the reserved application that carries operational events.
 pub const OPERATIONAL_APP_UID: &str = "kait-operational";
@@ -21,7 +21,7 @@ pub const OPERATIONAL_APP_UID: &str = "kait-operational";
 /// Emits operational events; a no-op when none is configured.
 #[derive(Clone, Default)]
 pub struct OperationalEvents {
-    target: Option<(Arc<dyn Store>, AppId)>,
+    target: Option<(Arc<dyn MessageLog>, AppId)>,
 }
 
 impl OperationalEvents {
@@ -32,7 +32,13 @@ impl OperationalEvents {
 
     /// Makes sure the reserved application exists with one endpoint for `url` signed with
     /// `secret`, updating it if the configuration changed.
-    pub async fn setup(store: Arc<dyn Store>, url: &str, secret: Secret) -> StoreResult<Self> {
+    pub async fn setup(
+        config: &dyn ConfigStore,
+        messages: Arc<dyn MessageLog>,
+        url: &str,
+        secret: Secret,
+    ) -> StoreResult<Self> {
+        let store = config;
         let now = now_millis();
         let application = match store.get_application(OPERATIONAL_APP_UID).await? {
             Some(application) => application,
@@ -46,6 +52,7 @@ impl OperationalEvents {
                         metadata: Default::default(),
                         created_at: now,
                         updated_at: now,
+                        revision: 0,
                     })
                     .await?
             }
@@ -99,6 +106,7 @@ impl OperationalEvents {
                             kind: Default::default(),
                             created_at: now,
                             updated_at: now,
+                            revision: 0,
                         },
                         1,
                     )
@@ -106,7 +114,7 @@ impl OperationalEvents {
             }
         }
         Ok(Self {
-            target: Some((store, application.id)),
+            target: Some((messages, application.id)),
         })
     }
 

@@ -43,6 +43,17 @@ pub enum SealError {
     BadKey,
 }
 
+impl SealError {
+    /// A key this node was not given is its configuration's fault; anything else is data
+    /// that does not open.
+    fn into_store_error(self, context: &str) -> StoreError {
+        match self {
+            SealError::UnknownKey(_) => StoreError::InvalidConfig(format!("{context}: {self}")),
+            other => StoreError::corrupt(format!("{context}: {other}")),
+        }
+    }
+}
+
 /// One key: the cipher and its id.
 #[derive(Clone)]
 pub struct SealingKey {
@@ -239,17 +250,17 @@ impl SecretKeys {
         let open = |field: &str, stored: &str| {
             self.open(&endpoint_field(field, endpoint_id), stored)
                 .map(Cow::into_owned)
-                .map_err(|error| StoreError::Database(format!("endpoint {endpoint_id}: {error}")))
+                .map_err(|error| error.into_store_error(&format!("endpoint {endpoint_id}")))
         };
         let parse_secret = |text: String| {
             Secret::parse_lenient(&text).map_err(|error| {
-                StoreError::Database(format!(
+                StoreError::corrupt(format!(
                     "endpoint {endpoint_id}: secret unreadable: {error}"
                 ))
             })
         };
         let headers = serde_json::from_str(&open("headers", headers)?).map_err(|error| {
-            StoreError::Database(format!(
+            StoreError::corrupt(format!(
                 "endpoint {endpoint_id}: headers unreadable: {error}"
             ))
         })?;
@@ -280,7 +291,7 @@ impl SecretKeys {
         {
             needed |= self
                 .needs_resealing(value)
-                .map_err(|error| StoreError::Database(error.to_string()))?;
+                .map_err(|error| error.into_store_error("resealing"))?;
         }
         if !needed {
             return Ok(None);

@@ -10,7 +10,7 @@ use kait_api::{ApiContext, ApiState};
 use kait_deliver::{EgressPolicy, Sender, SenderConfig};
 use kait_dispatch::{CircuitStates, DispatcherConfig};
 use kait_store::operational::OperationalEvents;
-use kait_store::{PgStore, SqliteOptions, SqliteStore, Store};
+use kait_store::{Housekeeping, PgStore, SqliteOptions, SqliteStore, Store};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
@@ -90,7 +90,11 @@ const PURGE_BATCH: usize = 1000;
 /// Deletes expired rows every [`PURGE_INTERVAL`] until shutdown, so they do not pile up:
 /// old `Idempotency-Key` responses and app tokens, and history past the retention settings
 /// (in small batches with a pause between them, so the writer is never held for long).
-async fn purge_expired(store: Arc<dyn Store>, retention: Retention, shutdown: CancellationToken) {
+async fn purge_expired(
+    store: Arc<dyn Housekeeping>,
+    retention: Retention,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(PURGE_INTERVAL) => {}
@@ -140,7 +144,7 @@ const QUEUE_DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// every [`QUEUE_DEPTH_INTERVAL`] until shutdown. Counted apart from scrapes, so a scraper
 /// can never make the server count a large backlog more often than this. With several
 /// nodes on one database every node reports the same, database-wide numbers.
-async fn publish_queue_depth(store: Arc<dyn Store>, shutdown: CancellationToken) {
+async fn publish_queue_depth(store: Arc<dyn Housekeeping>, shutdown: CancellationToken) {
     loop {
         match store.queue_depth(kait_core::time::now_millis()).await {
             Ok(depth) => {
@@ -186,9 +190,11 @@ pub async fn run(
     .context("building the HTTP client")?;
 
     let ops = match &config.operational_webhook {
-        Some((url, secret)) => OperationalEvents::setup(store.clone(), url, secret.clone())
-            .await
-            .context("setting up operational webhooks")?,
+        Some((url, secret)) => {
+            OperationalEvents::setup(&*store, store.clone(), url, secret.clone())
+                .await
+                .context("setting up operational webhooks")?
+        }
         None => OperationalEvents::off(),
     };
     let queue_depth = tokio::spawn(publish_queue_depth(store.clone(), shutdown.clone()));
@@ -199,6 +205,7 @@ pub async fn run(
     ));
     let circuit_states = CircuitStates::default();
     let dispatcher = tokio::spawn(kait_dispatch::run(
+        store.clone(),
         store.clone(),
         sender.clone(),
         DispatcherConfig {

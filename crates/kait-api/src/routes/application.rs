@@ -10,7 +10,7 @@ use kait_core::time::now_millis;
 use kait_core::validate::{self, Problems};
 use kait_core::{AppId, Application};
 
-use super::find_app;
+use super::{find_app, retry_stale};
 use crate::extract::{ListQuery, ValidJson};
 use crate::wire::{
     AppPortalAccessIn, AppPortalAccessOut, ApplicationIn, ApplicationOut, ApplicationPatch,
@@ -99,6 +99,7 @@ pub async fn create(
             metadata: input.metadata.unwrap_or_default(),
             created_at: now,
             updated_at: now,
+            revision: 0,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(ApplicationOut::from(created))))
@@ -145,21 +146,24 @@ pub async fn upsert(
         input.metadata.as_ref(),
     )?;
     let now = now_millis();
-    match state.store.get_application(&app_key).await? {
-        Some(existing) => {
-            let updated = state
-                .store
-                .update_application(Application {
-                    uid: input.uid,
-                    name: input.name,
-                    rate_limit: input.throttle_rate,
-                    metadata: input.metadata.unwrap_or_default(),
-                    updated_at: now,
-                    ..existing
-                })
-                .await?;
-            Ok((StatusCode::OK, Json(ApplicationOut::from(updated))))
-        }
+    let changed = retry_stale(|| async {
+        let Some(existing) = state.store.get_application(&app_key).await? else {
+            return Ok(None);
+        };
+        let input = input.clone();
+        let application = Application {
+            uid: input.uid,
+            name: input.name,
+            rate_limit: input.throttle_rate,
+            metadata: input.metadata.unwrap_or_default(),
+            updated_at: now_millis(),
+            ..existing
+        };
+        Ok(Some(state.store.update_application(application).await?))
+    })
+    .await?;
+    match changed {
+        Some(updated) => Ok((StatusCode::OK, Json(ApplicationOut::from(updated)))),
         None if !AppId::has_prefix(&app_key) => {
             if let Some(uid) = &input.uid
                 && uid != &app_key
@@ -177,6 +181,7 @@ pub async fn upsert(
                     metadata: input.metadata.unwrap_or_default(),
                     created_at: now,
                     updated_at: now,
+                    revision: 0,
                 })
                 .await?;
             Ok((StatusCode::CREATED, Json(ApplicationOut::from(created))))
@@ -201,24 +206,27 @@ pub async fn patch(
     Path(app_key): Path<String>,
     ValidJson(input): ValidJson<ApplicationPatch>,
 ) -> Result<Json<ApplicationOut>, ApiError> {
-    let existing = find_app(&state, &app_key).await?;
-    let application = Application {
-        name: input.name.unwrap_or(existing.name.clone()),
-        uid: input.uid.unwrap_or(existing.uid.clone()),
-        rate_limit: input.throttle_rate.unwrap_or(existing.rate_limit),
-        metadata: input.metadata.unwrap_or(existing.metadata.clone()),
-        updated_at: now_millis(),
-        ..existing
-    };
-    check(
-        &state,
-        &application.name,
-        application.uid.as_deref(),
-        Some(&application.metadata),
-    )?;
-    Ok(Json(
-        state.store.update_application(application).await?.into(),
-    ))
+    let updated = retry_stale(|| async {
+        let existing = find_app(&state, &app_key).await?;
+        let input = input.clone();
+        let application = Application {
+            name: input.name.unwrap_or(existing.name.clone()),
+            uid: input.uid.unwrap_or(existing.uid.clone()),
+            rate_limit: input.throttle_rate.unwrap_or(existing.rate_limit),
+            metadata: input.metadata.unwrap_or(existing.metadata.clone()),
+            updated_at: now_millis(),
+            ..existing
+        };
+        check(
+            &state,
+            &application.name,
+            application.uid.as_deref(),
+            Some(&application.metadata),
+        )?;
+        Ok(state.store.update_application(application).await?)
+    })
+    .await?;
+    Ok(Json(updated.into()))
 }
 
 #[utoipa::path(

@@ -19,7 +19,7 @@ use kait_core::{
     AppId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId, EndpointKind, PayloadFormat,
 };
 
-use super::{find_app, find_app_endpoint};
+use super::{find_app, find_app_endpoint, retry_stale};
 use crate::extract::{ListQuery, ValidJson};
 use crate::wire::{
     BackgroundTaskOut, EndpointHeadersIn, EndpointHeadersOut, EndpointHeadersPatchIn, EndpointIn,
@@ -27,6 +27,7 @@ use crate::wire::{
     ListResponse, WindowIn,
 };
 use crate::{ApiError, ApiState};
+use kait_store::Redelivery;
 
 /// Reports an endpoint change as an operational webhook (`endpoint.created` etc.).
 async fn report(state: &ApiState, event_type: &str, endpoint: &Endpoint) {
@@ -186,6 +187,7 @@ fn new_endpoint(
         kind,
         created_at: now,
         updated_at: now,
+        revision: 0,
     };
     Ok((endpoint, secret_problem))
 }
@@ -283,30 +285,37 @@ pub async fn upsert(
     ValidJson(input): ValidJson<EndpointIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let application = find_app(&state, &app_key).await?;
-    match state
-        .store
-        .get_endpoint(&application.id, &endpoint_key)
-        .await?
-    {
-        Some(existing) => {
-            let endpoint = Endpoint {
-                uid: input.uid.or(existing.uid.clone()),
-                url: input.url,
-                description: input.description,
-                version: input.version.unwrap_or(existing.version),
-                disabled: input.disabled.unwrap_or(false),
-                event_types: input.event_types,
-                channels: input.channels,
-                rate_limit: input.throttle_rate,
-                metadata: input.metadata.unwrap_or_default(),
-                headers: input.headers.unwrap_or(existing.headers.clone()),
-                ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
-                format: parse_format(input.format.as_deref(), existing.format)?,
-                updated_at: now_millis(),
-                ..existing
-            };
-            check(&state, &endpoint, None)?;
-            let updated = state.store.update_endpoint(endpoint).await?;
+    let changed = retry_stale(|| async {
+        let Some(existing) = state
+            .store
+            .get_endpoint(&application.id, &endpoint_key)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let input = input.clone();
+        let endpoint = Endpoint {
+            uid: input.uid.or(existing.uid.clone()),
+            url: input.url,
+            description: input.description,
+            version: input.version.unwrap_or(existing.version),
+            disabled: input.disabled.unwrap_or(false),
+            event_types: input.event_types,
+            channels: input.channels,
+            rate_limit: input.throttle_rate,
+            metadata: input.metadata.unwrap_or_default(),
+            headers: input.headers.unwrap_or(existing.headers.clone()),
+            ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
+            format: parse_format(input.format.as_deref(), existing.format)?,
+            updated_at: now_millis(),
+            ..existing
+        };
+        check(&state, &endpoint, None)?;
+        Ok(Some(state.store.update_endpoint(endpoint).await?))
+    })
+    .await?;
+    match changed {
+        Some(updated) => {
             report(&state, "endpoint.updated", &updated).await;
             Ok((StatusCode::OK, Json(EndpointOut::from(&updated))))
         }
@@ -344,34 +353,38 @@ pub async fn patch(
     Path((app_key, endpoint_key)): Path<(String, String)>,
     ValidJson(input): ValidJson<EndpointPatch>,
 ) -> Result<Json<EndpointOut>, ApiError> {
-    let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
-    let (secret, secret_problem) = match input
-        .secret
-        .as_deref()
-        .map(|text| parse_secret(Some(text), Scheme::Symmetric))
-    {
-        Some(Ok(secret)) => (secret, None),
-        Some(Err(problem)) => (existing.secret.clone(), Some(problem)),
-        None => (existing.secret.clone(), None),
-    };
-    let endpoint = Endpoint {
-        url: input.url.unwrap_or(existing.url.clone()),
-        description: input.description.unwrap_or(existing.description.clone()),
-        uid: input.uid.unwrap_or(existing.uid.clone()),
-        disabled: input.disabled.unwrap_or(existing.disabled),
-        event_types: input.event_types.unwrap_or(existing.event_types.clone()),
-        channels: input.channels.unwrap_or(existing.channels.clone()),
-        rate_limit: input.throttle_rate.unwrap_or(existing.rate_limit),
-        metadata: input.metadata.unwrap_or(existing.metadata.clone()),
-        version: input.version.unwrap_or(existing.version),
-        ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
-        format: parse_format(input.format.as_deref(), existing.format)?,
-        secret,
-        updated_at: now_millis(),
-        ..existing
-    };
-    check(&state, &endpoint, secret_problem)?;
-    let updated = state.store.update_endpoint(endpoint).await?;
+    let updated = retry_stale(|| async {
+        let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
+        let input = input.clone();
+        let (secret, secret_problem) = match input
+            .secret
+            .as_deref()
+            .map(|text| parse_secret(Some(text), Scheme::Symmetric))
+        {
+            Some(Ok(secret)) => (secret, None),
+            Some(Err(problem)) => (existing.secret.clone(), Some(problem)),
+            None => (existing.secret.clone(), None),
+        };
+        let endpoint = Endpoint {
+            url: input.url.unwrap_or(existing.url.clone()),
+            description: input.description.unwrap_or(existing.description.clone()),
+            uid: input.uid.unwrap_or(existing.uid.clone()),
+            disabled: input.disabled.unwrap_or(existing.disabled),
+            event_types: input.event_types.unwrap_or(existing.event_types.clone()),
+            channels: input.channels.unwrap_or(existing.channels.clone()),
+            rate_limit: input.throttle_rate.unwrap_or(existing.rate_limit),
+            metadata: input.metadata.unwrap_or(existing.metadata.clone()),
+            version: input.version.unwrap_or(existing.version),
+            ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
+            format: parse_format(input.format.as_deref(), existing.format)?,
+            secret,
+            updated_at: now_millis(),
+            ..existing
+        };
+        check(&state, &endpoint, secret_problem)?;
+        Ok(state.store.update_endpoint(endpoint).await?)
+    })
+    .await?;
     report(&state, "endpoint.updated", &updated).await;
     Ok(Json(EndpointOut::from(&updated)))
 }
@@ -471,9 +484,6 @@ pub async fn rotate_secret(
 ) -> Result<Response, ApiError> {
     // Older clients send no body at all.
     let input: EndpointSecretRotateIn = crate::extract::parse_json_or_default(&body)?;
-    let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
-    let secret = parse_secret(input.key.as_deref(), existing.secret.scheme())
-        .map_err(|problem| ApiError::invalid("key", problem))?;
     let grace_seconds = input
         .grace_period_seconds
         .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
@@ -483,23 +493,33 @@ pub async fn rotate_secret(
             format!("must be at most {MAX_ROTATION_GRACE_SECONDS}"),
         ));
     }
-    let key = secret.verification_key();
-    let now = now_millis();
-    let previous_secret = (grace_seconds > 0).then(|| {
-        (
-            existing.secret.clone(),
-            now + i64::from(grace_seconds) * 1000,
-        )
-    });
-    state
-        .store
-        .update_endpoint(Endpoint {
-            secret,
-            previous_secret,
-            updated_at: now,
-            ..existing
-        })
-        .await?;
+    // Read, rotate and write as one change: a rotation racing another (or any other change)
+    // is made again on top of it, so the newest secret is current and the one before it
+    // keeps verifying for its grace period.
+    let key = retry_stale(|| async {
+        let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
+        let secret = parse_secret(input.key.as_deref(), existing.secret.scheme())
+            .map_err(|problem| ApiError::invalid("key", problem))?;
+        let key = secret.verification_key();
+        let now = now_millis();
+        let previous_secret = (grace_seconds > 0).then(|| {
+            (
+                existing.secret.clone(),
+                now + i64::from(grace_seconds) * 1000,
+            )
+        });
+        state
+            .store
+            .update_endpoint(Endpoint {
+                secret,
+                previous_secret,
+                updated_at: now,
+                ..existing
+            })
+            .await?;
+        Ok(key)
+    })
+    .await?;
     if expects_empty_rotate_response(&headers) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -578,17 +598,11 @@ fn window(input: &WindowIn) -> Result<(i64, Option<i64>), ApiError> {
 )]
 /// `POST …/endpoint/{endpoint_id}/recover`: sends again every failed delivery in the window.
 pub async fn recover(
-    State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
-    ValidJson(input): ValidJson<WindowIn>,
+    state: State<ApiState>,
+    path: Path<(String, String)>,
+    input: ValidJson<WindowIn>,
 ) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
-    let (since, until) = window(&input)?;
-    let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
-    let count = state
-        .store
-        .recover(&application.id, &endpoint.id, since, until)
-        .await?;
-    Ok(task_out("endpoint.recover", count))
+    redeliver(Redelivery::Failed, state, path, input).await
 }
 
 #[utoipa::path(
@@ -605,6 +619,16 @@ pub async fn recover(
 /// `POST …/endpoint/{endpoint_id}/replay-missing`: sends the window's messages the endpoint
 /// never had (e.g. those from before it was created), by its current filters.
 pub async fn replay_missing(
+    state: State<ApiState>,
+    path: Path<(String, String)>,
+    input: ValidJson<WindowIn>,
+) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
+    redeliver(Redelivery::Missing, state, path, input).await
+}
+
+/// What `recover` and `replay-missing` share: the window, the lookup, the background task.
+async fn redeliver(
+    which: Redelivery,
     State(state): State<ApiState>,
     Path((app_key, endpoint_key)): Path<(String, String)>,
     ValidJson(input): ValidJson<WindowIn>,
@@ -613,9 +637,13 @@ pub async fn replay_missing(
     let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let count = state
         .store
-        .replay_missing(&application.id, &endpoint.id, since, until)
+        .redeliver(which, &application.id, &endpoint.id, since, until)
         .await?;
-    Ok(task_out("endpoint.replay", count))
+    let task = match which {
+        Redelivery::Failed => "endpoint.recover",
+        Redelivery::Missing => "endpoint.replay",
+    };
+    Ok(task_out(task, count))
 }
 
 #[utoipa::path(
@@ -639,21 +667,29 @@ pub async fn get_headers(
     }))
 }
 
-async fn store_headers(
+/// Replaces the endpoint's headers with what `change` makes of the current ones, as one
+/// read-modify-write.
+async fn change_headers(
     state: &ApiState,
-    existing: Endpoint,
-    headers: BTreeMap<String, String>,
+    app_key: &str,
+    endpoint_key: &str,
+    change: impl Fn(&BTreeMap<String, String>) -> BTreeMap<String, String>,
 ) -> Result<StatusCode, ApiError> {
-    check_headers(state, &headers).map_err(|msg| ApiError::invalid("headers", msg))?;
-    state
-        .store
-        .update_endpoint(Endpoint {
-            headers,
-            updated_at: now_millis(),
-            ..existing
-        })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    retry_stale(|| async {
+        let (_, existing) = find_app_endpoint(state, app_key, endpoint_key).await?;
+        let headers = change(&existing.headers);
+        check_headers(state, &headers).map_err(|msg| ApiError::invalid("headers", msg))?;
+        state
+            .store
+            .update_endpoint(Endpoint {
+                headers,
+                updated_at: now_millis(),
+                ..existing
+            })
+            .await?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -672,8 +708,7 @@ pub async fn set_headers(
     Path((app_key, endpoint_key)): Path<(String, String)>,
     ValidJson(input): ValidJson<EndpointHeadersIn>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
-    store_headers(&state, existing, input.headers).await
+    change_headers(&state, &app_key, &endpoint_key, |_| input.headers.clone()).await
 }
 
 #[utoipa::path(
@@ -701,20 +736,21 @@ pub async fn patch_headers(
     {
         return Err(ApiError::invalid("headers", problem));
     }
-    let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
-    let mut headers = existing.headers.clone();
-    for (name, value) in input.headers {
-        // Header names are case-insensitive: a patch of `x-key` replaces `X-Key`.
-        headers.retain(|existing, _| !existing.eq_ignore_ascii_case(&name));
-        match value {
-            Some(value) => headers.insert(name, value),
-            None => headers.remove(&name),
-        };
-    }
-    for name in input.delete_headers {
-        headers.retain(|existing, _| !existing.eq_ignore_ascii_case(&name));
-    }
-    store_headers(&state, existing, headers).await
+    change_headers(&state, &app_key, &endpoint_key, |current| {
+        let mut headers = current.clone();
+        for (name, value) in &input.headers {
+            // Header names are case-insensitive: a patch of `x-key` replaces `X-Key`.
+            headers.retain(|existing, _| !existing.eq_ignore_ascii_case(name));
+            if let Some(value) = value {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        for name in &input.delete_headers {
+            headers.retain(|existing, _| !existing.eq_ignore_ascii_case(name));
+        }
+        headers
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -135,6 +135,26 @@ pub async fn find_app(state: &ApiState, key: &str) -> Result<Application, ApiErr
         .ok_or(ApiError::NotFound("application"))
 }
 
+/// How often a read-modify-write that lost a race is made again before the caller gets 409.
+const CHANGE_ATTEMPTS: usize = 8;
+
+/// Runs a read-modify-write (read the record, change it, write it naming the revision read)
+/// until no other change overtakes it. Every change to an application or endpoint goes
+/// through here, so none is silently undone by a write from an older read.
+pub async fn retry_stale<T, F, Fut>(mut change: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempts = 1;
+    loop {
+        match change().await {
+            Err(ApiError::Stale(_)) if attempts < CHANGE_ATTEMPTS => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
 /// The endpoint named by a path segment (its id or its `uid`) within an application.
 pub async fn find_endpoint(
     state: &ApiState,

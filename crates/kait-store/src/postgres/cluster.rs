@@ -252,7 +252,11 @@ async fn listen_once(shared: &Shared, stop: &CancellationToken) -> StoreResult<(
     match driver.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.into()),
-        Err(error) => Err(crate::StoreError::Database(error.to_string())),
+        Err(error) => Err(crate::StoreError::database(
+            crate::DatabaseFailure::Unavailable,
+            "connection task",
+            error,
+        )),
     }
 }
 

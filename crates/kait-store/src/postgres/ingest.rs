@@ -95,7 +95,7 @@ async fn commit_with_retries(
     let mut tries = 0;
     loop {
         match commit(shared, messages).await {
-            Err(error) if rows::is_transient(&error) && tries < TRANSIENT_RETRIES => tries += 1,
+            Err(error) if error.is_retryable() && tries < TRANSIENT_RETRIES => tries += 1,
             other => return other,
         }
     }
@@ -238,7 +238,7 @@ async fn commit(
         columns.event_id.push(message.event_id.clone());
         columns
             .channels
-            .push(rows::optional_set_json(&message.channels));
+            .push(crate::columns::optional_set_json(&message.channels));
         columns.payload.push(message.payload.clone());
         columns.created_at.push(message.created_at);
         columns.ordering_key.push(message.ordering_key.clone());
@@ -385,7 +385,7 @@ async fn endpoints_of(
     let select = transaction
         .prepare_cached(&format!(
             "SELECT {} FROM endpoint WHERE app_id = ANY($1)",
-            rows::ENDPOINT_COLUMNS
+            crate::columns::ENDPOINT
         ))
         .await?;
     let mut by_app: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();

@@ -1,8 +1,6 @@
-//! Mapping between PostgreSQL rows and the domain records, and the column lists that go with
-//! them. Integers are `BIGINT`, times integer milliseconds, sets and maps JSON text (message
+//! Mapping between PostgreSQL rows and the domain records (column lists in
+//! [`crate::columns`]). Integers are `BIGINT`, times integer milliseconds, sets and maps JSON text (message
 //! channels are `JSONB`, so filters can use its operators).
-
-use std::collections::BTreeSet;
 
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId,
@@ -12,20 +10,36 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use crate::sealing::SecretKeys;
-use crate::{StoreError, StoreResult};
+use crate::{DatabaseFailure, StoreError, StoreResult};
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        match error.as_db_error() {
-            Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
-            None => StoreError::Database(error.to_string()),
-        }
+        let kind = match error.code() {
+            Some(code)
+                if *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                DatabaseFailure::Retryable
+            }
+            // Class 08: connection exceptions; 57P01-57P03: the server is shutting down.
+            Some(code) if code.code().starts_with("08") || code.code().starts_with("57P") => {
+                DatabaseFailure::Unavailable
+            }
+            Some(_) => DatabaseFailure::Other,
+            None if error.is_closed() => DatabaseFailure::Unavailable,
+            None => DatabaseFailure::Other,
+        };
+        let context = match error.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => String::new(),
+        };
+        StoreError::database(kind, &context, error)
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
-        StoreError::Database(format!("connection pool: {error}"))
+        StoreError::database(DatabaseFailure::Unavailable, "connection pool", error)
     }
 }
 
@@ -38,19 +52,9 @@ pub fn conflict_on_unique(error: tokio_postgres::Error, what: &str) -> StoreErro
     }
 }
 
-/// Whether the error is one that running the same transaction again can cure.
-pub fn is_transient(error: &StoreError) -> bool {
-    matches!(error, StoreError::Database(text)
-        if text.starts_with("40P01") || text.starts_with("40001"))
-}
-
-pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("maps and sets of strings serialize")
-}
-
 fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> StoreResult<T> {
     serde_json::from_str(text)
-        .map_err(|error| StoreError::Database(format!("column {column} holds bad JSON: {error}")))
+        .map_err(|error| StoreError::corrupt(format!("column {column} holds bad JSON: {error}")))
 }
 
 fn optional_json<T: serde::de::DeserializeOwned>(
@@ -64,15 +68,9 @@ fn optional_json<T: serde::de::DeserializeOwned>(
     }
 }
 
-pub fn optional_set_json(set: &Option<BTreeSet<String>>) -> Option<String> {
-    set.as_ref().map(to_json)
-}
-
 fn small(value: Option<i64>) -> Option<u16> {
     value.and_then(|value| u16::try_from(value).ok())
 }
-
-pub const APPLICATION_COLUMNS: &str = "id, uid, name, rate_limit, metadata, created_at, updated_at";
 
 pub fn application(row: &Row) -> StoreResult<Application> {
     Ok(Application {
@@ -83,11 +81,9 @@ pub fn application(row: &Row) -> StoreResult<Application> {
         metadata: from_json("metadata", row.try_get(4)?)?,
         created_at: row.try_get(5)?,
         updated_at: row.try_get(6)?,
+        revision: row.try_get::<_, i64>(7)? as u64,
     })
 }
-
-pub const EVENT_TYPE_COLUMNS: &str = "name, description, archived, deprecated, schemas, \
-     feature_flag, group_name, created_at, updated_at";
 
 pub fn event_type(row: &Row) -> StoreResult<EventType> {
     Ok(EventType {
@@ -102,15 +98,6 @@ pub fn event_type(row: &Row) -> StoreResult<EventType> {
         updated_at: row.try_get(8)?,
     })
 }
-
-pub const ENDPOINT_COLUMNS: &str = "id, app_id, uid, url, description, version, disabled, \
-     event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering, \
-     previous_secret, previous_secret_expires_at, format, kind";
-
-/// The same columns qualified with the `e` alias, for joins.
-pub const ENDPOINT_COLUMNS_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
-     e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
-     e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, e.format, e.kind";
 
 pub fn endpoint(row: &Row, keys: &SecretKeys) -> StoreResult<Endpoint> {
     endpoint_at(row, 0, keys)
@@ -149,40 +136,8 @@ pub fn endpoint_at(row: &Row, base: usize, keys: &SecretKeys) -> StoreResult<End
         previous_secret: opened.previous_secret.zip(previous_expiry),
         format: PayloadFormat::parse(row.try_get(base + 18)?).unwrap_or_default(),
         kind: EndpointKind::parse(row.try_get(base + 19)?).unwrap_or_default(),
+        revision: row.try_get::<_, i64>(base + 20)? as u64,
     })
-}
-
-/// The parameters of an endpoint row in [`ENDPOINT_COLUMNS`] order, as owned values.
-pub struct EndpointParams {
-    pub event_types: Option<String>,
-    pub channels: Option<String>,
-    pub rate_limit: Option<i64>,
-    pub metadata: String,
-    pub secret: String,
-    pub headers: String,
-    pub version: i64,
-    pub previous_secret: Option<String>,
-    pub previous_expiry: Option<i64>,
-}
-
-impl EndpointParams {
-    pub fn of(endpoint: &Endpoint, keys: &SecretKeys) -> Self {
-        let sealed = keys.seal_endpoint(endpoint);
-        Self {
-            event_types: optional_set_json(&endpoint.event_types),
-            channels: optional_set_json(&endpoint.channels),
-            rate_limit: endpoint.rate_limit.map(i64::from),
-            metadata: to_json(&endpoint.metadata),
-            secret: sealed.secret,
-            headers: sealed.headers,
-            version: i64::from(endpoint.version),
-            previous_secret: sealed.previous_secret,
-            previous_expiry: endpoint
-                .previous_secret
-                .as_ref()
-                .map(|(_, expires_at)| *expires_at),
-        }
-    }
 }
 
 pub const MESSAGE_COLUMNS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels::text, \
@@ -205,9 +160,6 @@ pub fn message_at(row: &Row, base: usize) -> StoreResult<Message> {
     })
 }
 
-pub const ATTEMPT_COLUMNS: &str = "a.id, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
-     a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at";
-
 pub fn attempt(row: &Row) -> StoreResult<Attempt> {
     Ok(Attempt {
         id: AttemptId::from_trusted(row.try_get(0)?),
@@ -227,5 +179,5 @@ pub fn attempt(row: &Row) -> StoreResult<Attempt> {
 pub fn delivery_status(row: &Row, index: usize) -> StoreResult<DeliveryStatus> {
     let code: i64 = row.try_get(index)?;
     DeliveryStatus::from_code(code)
-        .ok_or_else(|| StoreError::Database(format!("unknown delivery status {code}")))
+        .ok_or_else(|| StoreError::corrupt(format!("unknown delivery status {code}")))
 }

@@ -182,6 +182,12 @@ ALTER TABLE idempotent_response ADD COLUMN app_id TEXT;
 ALTER TABLE idempotent_response ADD COLUMN fingerprint TEXT;
 CREATE INDEX idempotent_response_app ON idempotent_response (app_id) WHERE app_id IS NOT NULL;
 "#,
+    r#"
+-- Issue 12: optimistic concurrency. Every change of an application's or endpoint's settings
+-- names the revision it read and moves it on; a write from an older read is refused.
+ALTER TABLE application ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE endpoint ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

@@ -1,8 +1,8 @@
-//! Mapping between SQLite rows and the domain records, and the column lists that go with them.
+//! Mapping between SQLite rows and the domain records (column lists in [`crate::columns`]).
 //!
 //! Sets and maps are stored as JSON text; ids as text; times as integer milliseconds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId,
@@ -10,12 +10,34 @@ use kait_core::{
 };
 use rusqlite::Row;
 
-use crate::StoreError;
 use crate::sealing::SecretKeys;
+use crate::{DatabaseFailure, StoreError};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        StoreError::Database(error.to_string())
+        use rusqlite::ErrorCode;
+        let kind = match &error {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => DatabaseFailure::Corrupt,
+            _ => match error.sqlite_error_code() {
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                    DatabaseFailure::Retryable
+                }
+                Some(
+                    ErrorCode::CannotOpen
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DiskFull
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::OutOfMemory,
+                ) => DatabaseFailure::Unavailable,
+                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                    DatabaseFailure::Corrupt
+                }
+                _ => DatabaseFailure::Other,
+            },
+        };
+        StoreError::database(kind, "", error)
     }
 }
 
@@ -25,10 +47,6 @@ pub fn conflict_on_unique(error: rusqlite::Error, what: &str) -> StoreError {
         Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what.to_owned()),
         _ => error.into(),
     }
-}
-
-pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("maps and sets of strings serialize")
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(index: usize, text: &str) -> rusqlite::Result<T> {
@@ -47,12 +65,6 @@ fn optional_json<T: serde::de::DeserializeOwned>(
     }
 }
 
-pub fn optional_set_json(set: &Option<BTreeSet<String>>) -> Option<String> {
-    set.as_ref().map(to_json)
-}
-
-pub const APPLICATION_COLUMNS: &str = "id, uid, name, rate_limit, metadata, created_at, updated_at";
-
 pub fn application(row: &Row<'_>) -> rusqlite::Result<Application> {
     Ok(Application {
         id: AppId::from_trusted(row.get(0)?),
@@ -62,11 +74,9 @@ pub fn application(row: &Row<'_>) -> rusqlite::Result<Application> {
         metadata: from_json(4, &row.get::<_, String>(4)?)?,
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
+        revision: row.get::<_, i64>(7)? as u64,
     })
 }
-
-pub const EVENT_TYPE_COLUMNS: &str = "name, description, archived, deprecated, schemas, \
-     feature_flag, group_name, created_at, updated_at";
 
 pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
     Ok(EventType {
@@ -81,15 +91,6 @@ pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
         updated_at: row.get(8)?,
     })
 }
-
-pub const ENDPOINT_COLUMNS: &str = "id, app_id, uid, url, description, version, disabled, \
-     event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering, \
-     previous_secret, previous_secret_expires_at, format, kind";
-
-/// The same columns qualified with the `e` alias, for joins.
-pub const ENDPOINT_COLUMNS_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
-     e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
-     e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, e.format, e.kind";
 
 pub fn endpoint(row: &Row<'_>, keys: &SecretKeys) -> rusqlite::Result<Endpoint> {
     endpoint_at(row, 0, keys)
@@ -139,6 +140,7 @@ pub fn endpoint_at(row: &Row<'_>, base: usize, keys: &SecretKeys) -> rusqlite::R
         previous_secret: opened.previous_secret.zip(previous_expiry),
         format: PayloadFormat::parse(&row.get::<_, String>(base + 18)?).unwrap_or_default(),
         kind: EndpointKind::parse(&row.get::<_, String>(base + 19)?).unwrap_or_default(),
+        revision: row.get::<_, i64>(base + 20)? as u64,
     })
 }
 
@@ -157,9 +159,6 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         ordering_key: row.get(7)?,
     })
 }
-
-pub const ATTEMPT_COLUMNS: &str = "a.id, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
-     a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at";
 
 pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
     Ok(Attempt {

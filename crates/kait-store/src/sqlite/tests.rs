@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use kait_core::DeliveryStatus;
 use kait_core::time::now_millis;
-use kait_core::{DeliveryStatus, Endpoint};
 
 use super::{MAX_READERS, SqliteOptions, SqliteStore};
-use crate::fixtures::{application, endpoint, message, outcome};
-use crate::{NextStep, Store, StoreError};
+use crate::StoreError;
+use crate::conformance::{application, endpoint, message};
+use crate::prelude::*;
 
 /// The same key at every open, so a test may reopen its store.
 fn test_keys() -> crate::sealing::SecretKeys {
@@ -67,83 +68,6 @@ async fn concurrent_writes_commit_together_and_a_failure_stays_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fan_out_claim_and_outcomes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let app = store.create_application(application()).await.unwrap();
-    let all = store
-        .create_endpoint(endpoint(&app.id, None), 100)
-        .await
-        .unwrap();
-    store
-        .create_endpoint(endpoint(&app.id, Some(&["other.type"])), 100)
-        .await
-        .unwrap();
-
-    let accepted = store
-        .create_message(message(&app.id, "a.b", None))
-        .await
-        .unwrap();
-    assert_eq!(
-        accepted.deliveries, 1,
-        "the filtered endpoint gets no delivery"
-    );
-
-    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
-    assert_eq!(claim.deliveries.len(), 1);
-    let claimed = &claim.deliveries[0];
-    assert_eq!(claimed.endpoint_id, all.id);
-    assert_eq!(&*claimed.payload, "{}");
-    assert!(
-        store
-            .claim_due(now_millis(), 10, Vec::new())
-            .await
-            .unwrap()
-            .deliveries
-            .is_empty(),
-        "claimed once"
-    );
-
-    let retry_at = now_millis() + 60_000;
-    store
-        .record_outcomes(
-            vec![outcome(
-                claimed.delivery_id,
-                claimed,
-                NextStep::RetryAt(retry_at),
-            )]
-            .into(),
-            None,
-        )
-        .await
-        .unwrap();
-    let later = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
-    assert!(later.deliveries.is_empty(), "not due before its time");
-    assert_eq!(later.next_due_at, Some(retry_at));
-    let due = store.claim_due(retry_at, 10, Vec::new()).await.unwrap();
-    assert_eq!(due.deliveries[0].attempts_made, 1);
-    store
-        .record_outcomes(
-            vec![outcome(
-                due.deliveries[0].delivery_id,
-                &due.deliveries[0],
-                NextStep::Succeeded,
-            )]
-            .into(),
-            None,
-        )
-        .await
-        .unwrap();
-    let states = store
-        .list_delivery_states(&app.id, &accepted.message.id)
-        .await
-        .unwrap();
-    assert_eq!(states[0].status, DeliveryStatus::Success);
-    let counts = store.delivery_counts().await.unwrap();
-    assert_eq!(counts, vec![(DeliveryStatus::Success, 1)]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_in_flight_at_a_crash_are_due_again_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let app_id = {
@@ -181,129 +105,10 @@ async fn a_second_process_cannot_open_the_same_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
     match SqliteStore::open(SqliteOptions::new(dir.path(), test_keys())) {
-        Err(StoreError::Database(reason)) => assert!(reason.contains("in use"), "{reason}"),
+        Err(StoreError::InvalidConfig(reason)) => assert!(reason.contains("in use"), "{reason}"),
         Err(other) => panic!("unexpected {other}"),
         Ok(_) => panic!("two stores opened one data dir"),
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_changes_move_the_epoch_before_they_are_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let app = store.create_application(application()).await.unwrap();
-    let before = store.config_epoch();
-    let created = store
-        .create_endpoint(endpoint(&app.id, None), 100)
-        .await
-        .unwrap();
-    let after_create = store.config_epoch();
-    assert!(after_create > before);
-    store
-        .update_endpoint(Endpoint {
-            disabled: true,
-            ..created
-        })
-        .await
-        .unwrap();
-    assert!(store.config_epoch() > after_create);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endpoint_failing_too_long_is_disabled() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let app = store.create_application(application()).await.unwrap();
-    let created = store
-        .create_endpoint(endpoint(&app.id, None), 100)
-        .await
-        .unwrap();
-    let fail = |claimed: &crate::ClaimedDelivery, at: i64| {
-        let mut failed = outcome(
-            claimed.delivery_id,
-            claimed,
-            NextStep::RetryAt(now_millis() + 60_000),
-        );
-        failed.attempt.created_at = at;
-        failed
-    };
-    store
-        .create_message(message(&app.id, "a.b", None))
-        .await
-        .unwrap();
-    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
-    let an_hour_ago = now_millis() - 3_600_000;
-    let disabled = store
-        .record_outcomes(
-            vec![fail(&claim.deliveries[0], an_hour_ago)].into(),
-            Some(7_200_000),
-        )
-        .await
-        .unwrap();
-    assert!(disabled.is_empty(), "failing for an hour, the limit is two");
-    store
-        .create_message(message(&app.id, "a.b", None))
-        .await
-        .unwrap();
-    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
-    let disabled = store
-        .record_outcomes(
-            vec![fail(&claim.deliveries[0], now_millis())].into(),
-            Some(1_800_000),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        disabled.len(),
-        1,
-        "failing since the first failure, an hour ago"
-    );
-    assert_eq!(disabled[0].endpoint_id, created.id);
-    assert_eq!(disabled[0].failing_since, an_hour_ago);
-    let endpoint = store
-        .get_endpoint_by_id(&created.id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(endpoint.disabled);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_idempotency_responses_and_tokens_are_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    crate::fixtures::purges_expired_responses_and_tokens(&open(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn app_tokens_carry_capabilities_and_expire_all() {
-    let dir = tempfile::tempdir().unwrap();
-    crate::fixtures::app_tokens_carry_capabilities_and_expire_all(&open(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remembered_responses_go_with_their_application() {
-    let dir = tempfile::tempdir().unwrap();
-    crate::fixtures::remembered_responses_go_with_their_application(&open(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumers_per_endpoint_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    crate::fixtures::consumers_per_endpoint_are_bounded(&open(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_past_retention_is_purged_but_pending_work_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    crate::fixtures::purges_history_but_keeps_pending_work(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_skip_full_endpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    crate::fixtures::claims_skip_full_endpoints(&store).await;
 }
 
 /// New deliveries to unordered endpoints go straight to the dispatcher's hand-off queue as
@@ -395,20 +200,6 @@ async fn new_deliveries_are_handed_off_when_the_dispatcher_takes_them() {
     assert_eq!(claim.deliveries.len(), 2, "both of the last message");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_need_a_live_application() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    crate::fixtures::messages_need_a_live_application(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_due_and_scheduled_deliveries() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    crate::fixtures::counts_due_and_scheduled_deliveries(&store).await;
-}
-
 /// Every file of the data dir as one byte string, for looking for plain text.
 fn data_dir_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -489,7 +280,9 @@ async fn secrets_are_sealed_at_rest_and_the_data_dir_is_private() {
     // Another key cannot open the store.
     let other = SqliteOptions::new(&data_dir, crate::sealing::SecretKeys::ephemeral());
     match SqliteStore::open(other) {
-        Err(StoreError::Database(reason)) => assert!(reason.contains("was not given"), "{reason}"),
+        Err(StoreError::InvalidConfig(reason)) => {
+            assert!(reason.contains("was not given"), "{reason}")
+        }
         Err(other) => panic!("unexpected {other}"),
         Ok(_) => panic!("opened with the wrong key"),
     }
@@ -525,4 +318,20 @@ async fn concurrent_reads_are_bounded() {
     let most = most.load(Ordering::SeqCst);
     assert!(most <= MAX_READERS, "{most} reads ran at once");
     assert!(most > 1, "reads did not run concurrently at all");
+}
+
+/// The conformance suite (`crate::conformance`) on a fresh SQLite store per test.
+mod conformance {
+    macro_rules! on_sqlite {
+        ($($name:ident),*) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    crate::conformance::$name(&super::open(dir.path())).await;
+                }
+            )*
+        };
+    }
+    crate::conformance::for_each_conformance_test!(on_sqlite);
 }

@@ -69,7 +69,7 @@ impl WriteContext<'_> {
         }
         let mut statement = self.connection.prepare_cached(&format!(
             "SELECT {} FROM endpoint WHERE app_id = ?1",
-            rows::ENDPOINT_COLUMNS
+            crate::columns::ENDPOINT
         ))?;
         let endpoints = statement
             .query_map([app_id], |row| rows::endpoint(row, self.keys))?
@@ -405,9 +405,11 @@ fn run_batch(
             {
                 Ok(())
             }
-            (Isolation::Statement, false) => Err(StoreError::Database(
-                "a write failed part-way through; its whole batch was rolled back".into(),
-            )),
+            (Isolation::Statement, false) => Err(StoreError::Database {
+                kind: crate::DatabaseFailure::Other,
+                context: "a write failed part-way through; its whole batch was rolled back".into(),
+                source: None,
+            }),
         };
         if !succeeded {
             // A failed job may have touched endpoints before rolling back, and what it meant

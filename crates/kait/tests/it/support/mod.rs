@@ -17,11 +17,6 @@ pub use storage::Storage;
 
 pub const ADMIN_TOKEN: &str = "kait_test_admin_token_0123456789";
 
-/// Whether slow tests (the crash tests) run: always in CI, on request locally.
-pub fn slow_tests_enabled() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var_os("KAIT_SLOW_TESTS").is_some()
-}
-
 /// A Kait server running in this process with its own storage (see [`Storage`]).
 pub struct TestServer {
     pub base_url: String,

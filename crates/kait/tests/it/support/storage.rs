@@ -2,6 +2,7 @@
 //! runs on SQLite in a temporary data directory; as `it_postgres`, on the PostgreSQL this
 //! machine runs, each server (or group of nodes) in a schema of its own that is dropped when
 //! the test stops it. Leftovers of runs that crashed are swept when the next run starts.
+//! Without PostgreSQL the `it_postgres` tests fail with how to start one.
 
 use std::time::Duration;
 
@@ -34,32 +35,24 @@ async fn connect() -> Result<tokio_postgres::Client, tokio_postgres::Error> {
 }
 
 /// Checks once per run that PostgreSQL answers, and sweeps schemas left by dead runs.
-/// Without a server the PostgreSQL build falls back to SQLite with a printed reason, except
-/// under `CI`, where that is a failure.
-async fn postgres_available() -> bool {
-    static AVAILABLE: OnceCell<bool> = OnceCell::const_new();
-    *AVAILABLE
+/// Without a server the PostgreSQL build fails, saying how to get one: it never passes by
+/// running on SQLite instead.
+async fn ensure_postgres() {
+    static CHECKED: OnceCell<()> = OnceCell::const_new();
+    CHECKED
         .get_or_init(|| async {
             match connect().await {
-                Ok(client) => {
-                    sweep(&client).await;
-                    true
-                }
-                Err(error) => {
-                    assert!(
-                        std::env::var_os("CI").is_none(),
-                        "the PostgreSQL suite needs {} under CI: {error}",
-                        database_url()
-                    );
-                    eprintln!(
-                        "PostgreSQL at {} is not reachable ({error}): this run uses SQLite",
-                        database_url()
-                    );
-                    false
-                }
+                Ok(client) => sweep(&client).await,
+                Err(error) => panic!(
+                    "PostgreSQL at {} is not reachable ({error}). The it_postgres suite needs one: \
+                     start it (e.g. `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust \
+                     postgres:16`) or set KAIT_TEST_DATABASE_URL; `cargo test -p kait --test it` \
+                     runs the suite on SQLite only",
+                    database_url()
+                ),
             }
         })
-        .await
+        .await;
 }
 
 /// Drops test schemas whose process is gone.
@@ -98,7 +91,8 @@ pub struct Storage {
 
 impl Storage {
     pub async fn new() -> Self {
-        let schema = if wants_postgres() && postgres_available().await {
+        let schema = if wants_postgres() {
+            ensure_postgres().await;
             Some(format!(
                 "{SCHEMA_PREFIX}{}_{:012x}",
                 std::process::id(),

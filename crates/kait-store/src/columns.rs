@@ -1,0 +1,144 @@
+//! Column lists and the endpoint row's values, the same on both backends, so that a column
+//! added to a table is added here once (with its migration on each backend and its mapping in
+//! each `rows.rs`). Indexes used by the row mappers follow the order here.
+
+use std::collections::BTreeSet;
+
+use kait_core::Endpoint;
+use kait_core::time::Millis;
+
+use crate::sealing::SecretKeys;
+
+pub const APPLICATION: &str =
+    "id, uid, name, rate_limit, metadata, created_at, updated_at, revision";
+
+pub const EVENT_TYPE: &str = "name, description, archived, deprecated, schemas, \
+     feature_flag, group_name, created_at, updated_at";
+
+pub const ENDPOINT: &str = "id, app_id, uid, url, description, version, disabled, \
+     event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering, \
+     previous_secret, previous_secret_expires_at, format, kind, revision";
+
+/// The same columns qualified with the `e` alias, for joins.
+pub const ENDPOINT_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
+     e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
+     e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, \
+     e.format, e.kind, e.revision";
+
+pub const ATTEMPT: &str = "a.id, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
+     a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at";
+
+pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("maps and sets of strings serialize")
+}
+
+pub fn optional_set_json(set: &Option<BTreeSet<String>>) -> Option<String> {
+    set.as_ref().map(to_json)
+}
+
+/// An endpoint's stored values, in [`ENDPOINT`] order, with its secrets and headers sealed:
+/// what inserts and updates bind, built once for both backends.
+pub struct EndpointRow<'a> {
+    pub id: &'a str,
+    pub app_id: &'a str,
+    pub uid: Option<&'a str>,
+    pub url: &'a str,
+    pub description: &'a str,
+    pub version: i64,
+    pub disabled: bool,
+    pub event_types: Option<String>,
+    pub channels: Option<String>,
+    pub rate_limit: Option<i64>,
+    pub metadata: String,
+    pub secret: String,
+    pub headers: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub ordering: &'static str,
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<Millis>,
+    pub format: &'static str,
+    pub kind: &'static str,
+    pub revision: i64,
+}
+
+impl<'a> EndpointRow<'a> {
+    pub fn of(endpoint: &'a Endpoint, keys: &SecretKeys) -> Self {
+        let sealed = keys.seal_endpoint(endpoint);
+        Self {
+            id: endpoint.id.as_str(),
+            app_id: endpoint.app_id.as_str(),
+            uid: endpoint.uid.as_deref(),
+            url: &endpoint.url,
+            description: &endpoint.description,
+            version: i64::from(endpoint.version),
+            disabled: endpoint.disabled,
+            event_types: optional_set_json(&endpoint.event_types),
+            channels: optional_set_json(&endpoint.channels),
+            rate_limit: endpoint.rate_limit.map(i64::from),
+            metadata: to_json(&endpoint.metadata),
+            secret: sealed.secret,
+            headers: sealed.headers,
+            created_at: endpoint.created_at,
+            updated_at: endpoint.updated_at,
+            ordering: endpoint.ordering.as_str(),
+            previous_secret: sealed.previous_secret,
+            previous_secret_expires_at: endpoint
+                .previous_secret
+                .as_ref()
+                .map(|(_, expires_at)| *expires_at),
+            format: endpoint.format.as_str(),
+            kind: endpoint.kind.as_str(),
+            revision: endpoint.revision as i64,
+        }
+    }
+}
+
+/// Where `created_at` sits in [`ENDPOINT`]: an update binds every value but that one (it
+/// never changes, and PostgreSQL refuses a parameter it cannot type from its use).
+pub const ENDPOINT_CREATED_AT: usize = 13;
+
+/// The placeholder number of `revision` in an update's values.
+pub const ENDPOINT_UPDATE_REVISION: usize = 20;
+
+/// The `SET` list of an endpoint update: every column but id, app and `created_at`, with
+/// placeholders numbered as the row's values without `created_at` (id is 1, app 2).
+pub fn endpoint_update_set(placeholder: fn(usize) -> String) -> String {
+    ENDPOINT
+        .split(',')
+        .map(str::trim)
+        .filter(|column| *column != "created_at")
+        .enumerate()
+        .filter(|(_, column)| !matches!(*column, "id" | "app_id"))
+        .map(|(index, column)| format!("{column} = {}", placeholder(index + 1)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The values of an update: the row's without `created_at`.
+pub fn update_values<T>(values: impl IntoIterator<Item = T>) -> Vec<T> {
+    values
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| *index != ENDPOINT_CREATED_AT)
+        .map(|(_, value)| value)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_update_sets_every_changeable_column_by_its_position() {
+        let set = endpoint_update_set(|n| format!("${n}"));
+        assert!(set.starts_with("uid = $3, url = $4,"), "{set}");
+        assert!(set.contains("updated_at = $14"));
+        assert!(set.ends_with(&format!("revision = ${ENDPOINT_UPDATE_REVISION}")));
+        let columns: Vec<&str> = ENDPOINT.split(", ").collect();
+        assert_eq!(columns[ENDPOINT_CREATED_AT], "created_at");
+        assert_eq!(update_values(columns).len(), ENDPOINT_UPDATE_REVISION);
+        assert!(!set.contains("created_at"));
+        assert_eq!(ENDPOINT.split(',').count(), ENDPOINT_E.split(',').count());
+    }
+}

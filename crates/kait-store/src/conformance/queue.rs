@@ -1,0 +1,381 @@
+//! The message log, the delivery queue and housekeeping.
+
+use kait_core::time::now_millis;
+use kait_core::{AppId, DeliveryStatus};
+
+use super::{application, endpoint, message, outcome};
+use crate::{NextStep, Store};
+
+/// A message fans out to the endpoints whose filters take it; a claim takes each delivery
+/// once; a retry falls due at its time; a success finishes it.
+pub async fn fan_out_claim_and_outcomes(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let all = store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, Some(&["other.type"])), 100)
+        .await
+        .unwrap();
+
+    let accepted = store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        accepted.deliveries, 1,
+        "the filtered endpoint gets no delivery"
+    );
+
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 1);
+    let claimed = &claim.deliveries[0];
+    assert_eq!(claimed.endpoint_id, all.id);
+    assert_eq!(&*claimed.payload, "{}");
+    assert!(
+        store
+            .claim_due(now_millis(), 10, Vec::new())
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty(),
+        "claimed once"
+    );
+
+    let retry_at = now_millis() + 60_000;
+    store
+        .record_outcomes(
+            vec![outcome(
+                claimed.delivery_id,
+                claimed,
+                NextStep::RetryAt(retry_at),
+            )]
+            .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let later = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert!(later.deliveries.is_empty(), "not due before its time");
+    assert_eq!(later.next_due_at, Some(retry_at));
+    let due = store.claim_due(retry_at, 10, Vec::new()).await.unwrap();
+    assert_eq!(due.deliveries[0].attempts_made, 1);
+    store
+        .record_outcomes(
+            vec![outcome(
+                due.deliveries[0].delivery_id,
+                &due.deliveries[0],
+                NextStep::Succeeded,
+            )]
+            .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let states = store
+        .list_delivery_states(&app.id, &accepted.message.id)
+        .await
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Success);
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!(counts, vec![(DeliveryStatus::Success, 1)]);
+}
+
+/// An endpoint failing without a success for longer than the limit is disabled, counted
+/// from its first failure.
+pub async fn an_endpoint_failing_too_long_is_disabled(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let created = store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let fail = |claimed: &crate::ClaimedDelivery, at: i64| {
+        let mut failed = outcome(
+            claimed.delivery_id,
+            claimed,
+            NextStep::RetryAt(now_millis() + 60_000),
+        );
+        failed.attempt.created_at = at;
+        failed
+    };
+    store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let an_hour_ago = now_millis() - 3_600_000;
+    let disabled = store
+        .record_outcomes(
+            vec![fail(&claim.deliveries[0], an_hour_ago)].into(),
+            Some(7_200_000),
+        )
+        .await
+        .unwrap();
+    assert!(disabled.is_empty(), "failing for an hour, the limit is two");
+    store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let disabled = store
+        .record_outcomes(
+            vec![fail(&claim.deliveries[0], now_millis())].into(),
+            Some(1_800_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        disabled.len(),
+        1,
+        "failing since the first failure, an hour ago"
+    );
+    assert_eq!(disabled[0].endpoint_id, created.id);
+    assert_eq!(disabled[0].failing_since, an_hour_ago);
+    let endpoint = store
+        .get_endpoint_by_id(&created.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(endpoint.disabled);
+}
+
+/// Retention, the same on every store: old attempts and finished messages go, in batches;
+/// a message still being delivered stays.
+pub async fn purges_history_but_keeps_pending_work(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let mut delivered = Vec::new();
+    for _ in 0..3 {
+        delivered.push(
+            store
+                .create_message(message(&app.id, "a.b", None))
+                .await
+                .unwrap(),
+        );
+    }
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let outcomes: Vec<_> = claim
+        .deliveries
+        .iter()
+        .map(|delivery| outcome(delivery.delivery_id, delivery, NextStep::Succeeded))
+        .collect();
+    store.record_outcomes(outcomes.into(), None).await.unwrap();
+    let pending = store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+
+    let cutoff = now_millis() + 1;
+    assert_eq!(store.purge_history(None, Some(cutoff), 2).await.unwrap(), 2);
+    assert_eq!(
+        store.purge_history(Some(cutoff), None, 100).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .purge_history(Some(cutoff), Some(cutoff), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    for accepted in &delivered {
+        assert!(
+            store
+                .get_message(&app.id, accepted.message.id.as_str())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(
+        store
+            .get_message(&app.id, pending.message.id.as_str())
+            .await
+            .unwrap()
+            .is_some(),
+        "a message still being delivered is kept"
+    );
+    assert_eq!(
+        store.delivery_counts().await.unwrap(),
+        vec![(DeliveryStatus::Pending, 1)]
+    );
+}
+
+/// Claims leave the endpoints they are told to skip alone (their lanes are full), take the
+/// others' deliveries oldest first, and report no due time for the skipped ones.
+pub async fn claims_skip_full_endpoints(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let full = store
+        .create_endpoint(endpoint(&app.id, Some(&["full.lane"])), 100)
+        .await
+        .unwrap();
+    let other = store
+        .create_endpoint(endpoint(&app.id, Some(&["other.lane"])), 100)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        store
+            .create_message(message(&app.id, "full.lane", None))
+            .await
+            .unwrap();
+    }
+    let mut expected = Vec::new();
+    for _ in 0..3 {
+        expected.push(
+            store
+                .create_message(message(&app.id, "other.lane", None))
+                .await
+                .unwrap()
+                .message
+                .id,
+        );
+    }
+    let claim = store
+        .claim_due(now_millis(), 10, vec![full.id.clone()])
+        .await
+        .unwrap();
+    let claimed: Vec<_> = claim.deliveries.iter().map(|d| d.msg_id.clone()).collect();
+    assert_eq!(claimed, expected, "only the other endpoint's, oldest first");
+    assert!(claim.deliveries.iter().all(|d| d.endpoint_id == other.id));
+    assert_eq!(
+        claim.next_due_at, None,
+        "the skipped endpoint's work is not reported"
+    );
+
+    let rest = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(rest.deliveries.len(), 5);
+    assert!(rest.deliveries.iter().all(|d| d.endpoint_id == full.id));
+}
+
+/// A message for an application that does not exist (any more) is refused inside the write,
+/// so an API that cached the application's id cannot leave orphaned messages behind; and
+/// every application change moves the config epoch that such caches check.
+pub async fn messages_need_a_live_application(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let (first, second) = (
+        store
+            .create_message(message(&app.id, "a.b", None))
+            .await
+            .unwrap(),
+        store
+            .create_message(message(&app.id, "a.b", None))
+            .await
+            .unwrap(),
+    );
+    assert!(first.created && second.created);
+
+    let before_update = store.config_epoch();
+    let mut renamed = app.clone();
+    renamed.uid = Some("renamed".into());
+    store.update_application(renamed).await.unwrap();
+    let before_delete = store.config_epoch();
+    assert_ne!(before_update, before_delete, "an update moves the epoch");
+    store.delete_application(&app.id).await.unwrap();
+    assert_ne!(
+        store.config_epoch(),
+        before_delete,
+        "a delete moves the epoch"
+    );
+
+    let refused = store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, crate::StoreError::NotFound),
+        "{refused:?}"
+    );
+    let never = AppId::generate();
+    assert!(matches!(
+        store.create_message(message(&never, "a.b", None)).await,
+        Err(crate::StoreError::NotFound)
+    ));
+    assert!(
+        store.delivery_counts().await.unwrap().is_empty(),
+        "no delivery written for a missing application"
+    );
+
+    // Another application in the same batch is not affected.
+    let other = store.create_application(application()).await.unwrap();
+    let (accepted, refused) = tokio::join!(
+        store.create_message(message(&other.id, "a.b", None)),
+        store.create_message(message(&never, "a.b", None)),
+    );
+    let accepted = accepted.unwrap();
+    assert!(accepted.created);
+    assert!(matches!(refused, Err(crate::StoreError::NotFound)));
+    assert!(
+        store
+            .get_message(&other.id, accepted.message.id.as_str())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// The queue-depth gauges' source: pending deliveries split by whether they are due.
+pub async fn counts_due_and_scheduled_deliveries(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let now = now_millis();
+    assert_eq!(store.queue_depth(now).await.unwrap(), Default::default());
+    for _ in 0..3 {
+        store
+            .create_message(message(&app.id, "a.b", None))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.queue_depth(now_millis()).await.unwrap(),
+        crate::QueueDepth {
+            due: 6,
+            scheduled: 0
+        }
+    );
+    // One delivery fails and is scheduled for a retry a minute from now; one succeeds.
+    let claim = store.claim_due(now_millis(), 2, Vec::new()).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 2);
+    let retry_at = now_millis() + 60_000;
+    let outcomes = vec![
+        outcome(
+            claim.deliveries[0].delivery_id,
+            &claim.deliveries[0],
+            NextStep::RetryAt(retry_at),
+        ),
+        outcome(
+            claim.deliveries[1].delivery_id,
+            &claim.deliveries[1],
+            NextStep::Succeeded,
+        ),
+    ];
+    store.record_outcomes(outcomes.into(), None).await.unwrap();
+    assert_eq!(
+        store.queue_depth(now_millis()).await.unwrap(),
+        crate::QueueDepth {
+            due: 4,
+            scheduled: 1
+        }
+    );
+    assert_eq!(
+        store.queue_depth(retry_at).await.unwrap(),
+        crate::QueueDepth {
+            due: 5,
+            scheduled: 0
+        }
+    );
+}

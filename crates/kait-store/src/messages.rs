@@ -1,0 +1,102 @@
+//! The message log: accepting messages (with their fan-out into deliveries, in one
+//! transaction) and reading back messages, attempts and per-endpoint delivery states.
+
+use async_trait::async_trait;
+use kait_core::time::Millis;
+use kait_core::{
+    AppId, Attempt, AttemptId, DeliveryState, DeliveryStatus, EndpointId, Message, MessageId,
+};
+
+use crate::{Page, PageRequest, StoreResult};
+
+/// Filters for message listings.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub event_types: Option<Vec<String>>,
+    pub channel: Option<String>,
+    pub before: Option<Millis>,
+    pub after: Option<Millis>,
+}
+
+/// Filters for attempt listings. `message` filters by the attempted message's event type and
+/// channel, and by the attempt's own time.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    pub endpoint_id: Option<EndpointId>,
+    pub msg_id: Option<MessageId>,
+    pub status: Option<DeliveryStatus>,
+    pub message: MessageFilter,
+}
+
+/// A message to accept.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub message: Message,
+    /// The caller's `Idempotency-Key`: a repeat within the app returns the first message.
+    pub idempotency_key: Option<String>,
+}
+
+/// What accepting a message did.
+#[derive(Debug, Clone)]
+pub struct AcceptedMessage {
+    pub message: Message,
+    /// False when an `Idempotency-Key` matched and the earlier message was returned.
+    pub created: bool,
+    pub deliveries: usize,
+}
+
+/// A message's state at one endpoint, with the message (for `/endpoint/{id}/msg`).
+#[derive(Debug, Clone)]
+pub struct EndpointMessage {
+    pub message: Message,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<Millis>,
+}
+
+#[async_trait]
+pub trait MessageLog: Send + Sync + 'static {
+    /// Writes the message and one pending delivery per matching endpoint in one transaction.
+    async fn create_message(&self, new_message: NewMessage) -> StoreResult<AcceptedMessage>;
+    async fn get_message(
+        &self,
+        app_id: &AppId,
+        id_or_event_id: &str,
+    ) -> StoreResult<Option<Message>>;
+    async fn list_messages(
+        &self,
+        app_id: &AppId,
+        filter: MessageFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Message>>;
+    async fn list_attempts(
+        &self,
+        app_id: &AppId,
+        filter: AttemptFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Attempt>>;
+    async fn get_attempt(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        attempt_id: &AttemptId,
+    ) -> StoreResult<Option<Attempt>>;
+    /// The message's state at every endpoint it was bound for.
+    async fn list_delivery_states(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+    ) -> StoreResult<Vec<DeliveryState>>;
+    /// Messages bound for one endpoint, newest first, with their state there.
+    async fn list_endpoint_messages(
+        &self,
+        app_id: &AppId,
+        endpoint_id: &EndpointId,
+        status: Option<DeliveryStatus>,
+        page: PageRequest,
+    ) -> StoreResult<Page<EndpointMessage>>;
+    /// Counts one endpoint's deliveries by status (`/endpoint/{id}/stats`).
+    async fn endpoint_delivery_counts(
+        &self,
+        endpoint_id: &EndpointId,
+    ) -> StoreResult<Vec<(DeliveryStatus, u64)>>;
+}

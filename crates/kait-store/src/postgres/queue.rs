@@ -1,0 +1,457 @@
+//! The delivery queue on PostgreSQL: claims (see the module documentation of
+//! [`super`]), outcomes and the manual ways back in. SQL and row mapping only; what the rows
+//! mean is decided in [`crate::logic`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kait_core::time::{Millis, now_millis};
+use kait_core::{AppId, Attempt, EndpointId, MessageId};
+use tokio::sync::Notify;
+
+use super::{PgStore, TRANSIENT_RETRIES};
+use crate::logic::claims::{self, ClaimedMessage, ClaimedRow};
+use crate::logic::{health, redelivery, transitions};
+use crate::{
+    Claim, DeliveryQueue, DisabledEndpoint, Endpoints, Outcome, Redelivery, StoreError, StoreResult,
+};
+
+impl PgStore {
+    /// One claim transaction; see the module documentation of [`super`].
+    async fn claim_once(&self, now: Millis, limit: usize, skip: &[String]) -> StoreResult<Claim> {
+        let node = self.shared.node.get();
+        let node: &str = &node;
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let alive = transaction
+            .query_opt("SELECT 1 FROM kait_node WHERE id = $1 FOR SHARE", &[&node])
+            .await?;
+        if alive.is_none() {
+            return Err(StoreError::Database {
+                kind: crate::DatabaseFailure::Unavailable,
+                context: "this node's lease expired; it claims again once it has rejoined"
+                    .to_owned(),
+                source: None,
+            });
+        }
+        // The endpoints with pending deliveries, found with a skip scan of
+        // `delivery_endpoint_due` (one index seek per endpoint, however long each backlog
+        // is), with the due time of each one's head; minus those this node's lanes are too
+        // full for and those another live node runs.
+        let heads = transaction
+            .prepare_cached(
+                "WITH RECURSIVE e AS ( \
+                   (SELECT endpoint_id FROM delivery WHERE status = 1 ORDER BY endpoint_id LIMIT 1) \
+                   UNION ALL \
+                   SELECT (SELECT d.endpoint_id FROM delivery d WHERE d.status = 1 \
+                           AND d.endpoint_id > e.endpoint_id ORDER BY d.endpoint_id LIMIT 1) \
+                   FROM e WHERE e.endpoint_id IS NOT NULL) \
+                 SELECT e.endpoint_id, (SELECT d.due_at FROM delivery d WHERE d.status = 1 \
+                   AND d.endpoint_id = e.endpoint_id ORDER BY d.due_at LIMIT 1) AS head \
+                 FROM e WHERE e.endpoint_id IS NOT NULL AND e.endpoint_id <> ALL($1) \
+                 AND NOT EXISTS (SELECT 1 FROM endpoint_owner o JOIN kait_node n ON n.id = o.node_id \
+                                 WHERE o.endpoint_id = e.endpoint_id AND o.node_id <> $2)",
+            )
+            .await?;
+        let mut heads: Vec<(String, Millis)> = transaction
+            .query(&heads, &[&skip, &node])
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<StoreResult<_>>()?;
+        heads.sort_unstable_by_key(|(_, head)| *head);
+        let eligible: Vec<String> = heads.iter().map(|(id, _)| id.clone()).collect();
+        let candidates: Vec<String> = heads
+            .iter()
+            .filter(|(_, head)| *head <= now)
+            .take(limit)
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Take ownership of those no live node (but maybe this one) owns, in id order so
+        // that two nodes taking the same ones cannot deadlock.
+        let take = transaction
+            .prepare_cached(
+                "INSERT INTO endpoint_owner (endpoint_id, node_id) \
+                 SELECT c, $2 FROM unnest($1::text[]) AS c ORDER BY c \
+                 ON CONFLICT (endpoint_id) DO UPDATE SET node_id = EXCLUDED.node_id \
+                 WHERE endpoint_owner.node_id = EXCLUDED.node_id \
+                    OR NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = endpoint_owner.node_id) \
+                 RETURNING endpoint_id",
+            )
+            .await?;
+        let owned: Vec<String> = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            transaction
+                .query(&take, &[&candidates, &node])
+                .await?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()?
+        };
+        let mut deliveries = Vec::new();
+        if !owned.is_empty() {
+            self.shared.idle.remove_all(&owned);
+            let mark = transaction
+                .prepare_cached(
+                    // Each owned endpoint's oldest due rows through the per-endpoint index,
+                    // then the oldest of those overall.
+                    "UPDATE delivery d SET status = 3, claimed_by = $3, updated_at = $1 \
+                     FROM (SELECT c.id FROM unnest($2::text[]) AS o(endpoint_id) \
+                           CROSS JOIN LATERAL (SELECT id, due_at FROM delivery \
+                             WHERE status = 1 AND endpoint_id = o.endpoint_id AND due_at <= $1 \
+                             ORDER BY due_at, id LIMIT $4 FOR UPDATE) c \
+                           ORDER BY c.due_at, c.id LIMIT $4) c \
+                     WHERE d.id = c.id \
+                     RETURNING d.id, d.msg_seq, d.endpoint_id, d.attempts, d.trigger_type, d.due_at",
+                )
+                .await?;
+            let claimed = transaction
+                .query(&mark, &[&now, &owned, &node, &(limit as i64)])
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(ClaimedRow {
+                        delivery_id: row.try_get(0)?,
+                        msg_seq: row.try_get(1)?,
+                        endpoint_id: row.try_get(2)?,
+                        attempts_made: row.try_get::<_, i64>(3)? as u32,
+                        trigger_type: row.try_get(4)?,
+                        due_at: row.try_get::<_, Option<i64>>(5)?.unwrap_or(now),
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            let seqs = claims::message_seqs(&claimed);
+            let load = transaction
+                .prepare_cached(
+                    "SELECT seq, id, app_id, event_type, payload, ordering_key, created_at \
+                     FROM message WHERE seq = ANY($1)",
+                )
+                .await?;
+            let mut messages: HashMap<i64, ClaimedMessage> = HashMap::with_capacity(seqs.len());
+            for row in transaction.query(&load, &[&seqs]).await? {
+                messages.insert(
+                    row.try_get(0)?,
+                    ClaimedMessage {
+                        msg_id: MessageId::from_trusted(row.try_get(1)?),
+                        app_id: AppId::from_trusted(row.try_get(2)?),
+                        event_type: Arc::from(row.try_get::<_, &str>(3)?),
+                        payload: Arc::from(row.try_get::<_, &str>(4)?),
+                        ordering_key: row.try_get::<_, Option<&str>>(5)?.map(Arc::from),
+                        created_at: row.try_get(6)?,
+                    },
+                );
+            }
+            deliveries = claims::assemble(claimed, &messages);
+        }
+        let next = transaction
+            .prepare_cached(
+                "SELECT MIN(h.due_at) FROM unnest($1::text[]) AS e(endpoint_id) \
+                 CROSS JOIN LATERAL (SELECT due_at FROM delivery \
+                   WHERE status = 1 AND endpoint_id = e.endpoint_id ORDER BY due_at LIMIT 1) h",
+            )
+            .await?;
+        let next_due_at: Option<Millis> = transaction
+            .query_one(&next, &[&eligible])
+            .await?
+            .try_get(0)?;
+        transaction.commit().await?;
+        Ok(Claim {
+            deliveries,
+            next_due_at,
+        })
+    }
+
+    async fn record_once(
+        &self,
+        outcomes: &[Outcome],
+        disable_after: Option<Millis>,
+    ) -> StoreResult<Vec<DisabledEndpoint>> {
+        let node = self.shared.node.get();
+        let node: &str = &node;
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut statuses = Vec::with_capacity(outcomes.len());
+        let mut due = Vec::with_capacity(outcomes.len());
+        let mut at = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            let (status, due_at) = transitions::after_attempt(outcome.next);
+            ids.push(outcome.delivery_id);
+            statuses.push(status.code());
+            due.push(due_at);
+            at.push(outcome.attempt.created_at);
+        }
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        // Only this node's own claims move on: if its lease expired meanwhile, the delivery
+        // belongs to the cluster again and this attempt is not logged (it will be resent).
+        let advance = transaction
+            .prepare_cached(
+                "UPDATE delivery d SET status = o.status, attempts = d.attempts + 1, due_at = o.due_at, \
+                 updated_at = o.at, claimed_by = CASE WHEN o.status = 3 THEN d.claimed_by END \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS o(id, status, due_at, at) \
+                 WHERE d.id = o.id AND d.status = 3 AND d.claimed_by = $5 RETURNING d.id, d.msg_seq",
+            )
+            .await?;
+        let mut msg_seq_of: HashMap<i64, i64> = HashMap::with_capacity(outcomes.len());
+        for row in transaction
+            .query(&advance, &[&ids, &statuses, &due, &at, &node])
+            .await?
+        {
+            msg_seq_of.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        let mut columns: AttemptColumns = AttemptColumns::default();
+        let mut retried = false;
+        for outcome in outcomes {
+            let Some(msg_seq) = msg_seq_of.get(&outcome.delivery_id) else {
+                continue;
+            };
+            retried |= transitions::requeues(outcome.next);
+            columns.push(*msg_seq, &outcome.attempt);
+        }
+        if !columns.id.is_empty() {
+            let insert = transaction
+                .prepare_cached(
+                    "INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
+                     response_status_code, response, response_duration_ms, trigger_type, created_at) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+                     $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[])",
+                )
+                .await?;
+            transaction
+                .execute(
+                    &insert,
+                    &[
+                        &columns.id,
+                        &columns.msg_seq,
+                        &columns.msg_id,
+                        &columns.endpoint_id,
+                        &columns.app_id,
+                        &columns.url,
+                        &columns.status,
+                        &columns.response_status_code,
+                        &columns.response,
+                        &columns.response_duration_ms,
+                        &columns.trigger_type,
+                        &columns.created_at,
+                    ],
+                )
+                .await?;
+        }
+
+        let now = now_millis();
+        let mut disabled = Vec::new();
+        for (endpoint_id, verdict) in health::fold(outcomes) {
+            let health::Health::Failing(at) = verdict else {
+                transaction
+                    .execute(
+                        "UPDATE endpoint SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                        &[&endpoint_id.as_str()],
+                    )
+                    .await?;
+                continue;
+            };
+            let Some(state) = transaction
+                .query_opt(
+                    "UPDATE endpoint SET failing_since = COALESCE(failing_since, $2) WHERE id = $1 \
+                     RETURNING app_id, failing_since, disabled",
+                    &[&endpoint_id.as_str(), &at],
+                )
+                .await?
+            else {
+                continue;
+            };
+            let failing_since: Millis = state.try_get(1)?;
+            if health::should_disable(failing_since, state.try_get(2)?, now, disable_after) {
+                transaction
+                    .execute(
+                        "UPDATE endpoint SET disabled = TRUE, updated_at = $2, revision = revision + 1 \
+                         WHERE id = $1",
+                        &[&endpoint_id.as_str(), &now],
+                    )
+                    .await?;
+                disabled.push(DisabledEndpoint {
+                    endpoint_id: endpoint_id.clone(),
+                    app_id: AppId::from_trusted(state.try_get(0)?),
+                    failing_since,
+                });
+            }
+        }
+        transaction.commit().await?;
+        if retried {
+            self.shared.signals.deliveries_due();
+        }
+        if !disabled.is_empty() {
+            self.config_changed();
+        }
+        Ok(disabled)
+    }
+}
+
+/// The columns of attempts to insert, one vector per column (for `unnest`).
+#[derive(Default)]
+struct AttemptColumns {
+    id: Vec<String>,
+    msg_seq: Vec<i64>,
+    msg_id: Vec<String>,
+    endpoint_id: Vec<String>,
+    app_id: Vec<String>,
+    url: Vec<String>,
+    status: Vec<i64>,
+    response_status_code: Vec<i64>,
+    response: Vec<String>,
+    response_duration_ms: Vec<i64>,
+    trigger_type: Vec<i64>,
+    created_at: Vec<i64>,
+}
+
+impl AttemptColumns {
+    fn push(&mut self, msg_seq: i64, attempt: &Attempt) {
+        self.id.push(attempt.id.as_str().to_owned());
+        self.msg_seq.push(msg_seq);
+        self.msg_id.push(attempt.msg_id.as_str().to_owned());
+        self.endpoint_id
+            .push(attempt.endpoint_id.as_str().to_owned());
+        self.app_id.push(attempt.app_id.as_str().to_owned());
+        self.url.push(attempt.url.clone());
+        self.status.push(attempt.status.code());
+        self.response_status_code
+            .push(i64::from(attempt.response_status_code));
+        self.response.push(attempt.response.clone());
+        self.response_duration_ms.push(attempt.response_duration_ms);
+        self.trigger_type.push(attempt.trigger_type.code());
+        self.created_at.push(attempt.created_at);
+    }
+}
+
+/// The message fields every delivery of one message shares in a claim.
+#[async_trait]
+impl DeliveryQueue for PgStore {
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: usize,
+        skip_endpoints: Vec<EndpointId>,
+    ) -> StoreResult<Claim> {
+        let skip: Vec<String> = skip_endpoints
+            .into_iter()
+            .map(EndpointId::into_string)
+            .collect();
+        let mut tries = 0;
+        loop {
+            match self.claim_once(now, limit, &skip).await {
+                Err(error) if error.is_retryable() && tries < TRANSIENT_RETRIES => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn record_outcomes(
+        &self,
+        outcomes: Arc<[Outcome]>,
+        disable_after: Option<Millis>,
+    ) -> StoreResult<Vec<DisabledEndpoint>> {
+        let mut tries = 0;
+        loop {
+            match self.record_once(&outcomes, disable_after).await {
+                Err(error) if error.is_retryable() && tries < TRANSIENT_RETRIES => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn resend(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        endpoint_id: &EndpointId,
+    ) -> StoreResult<()> {
+        let seq = self
+            .message_seq(app_id, msg_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let now = now_millis();
+        // A delivery already in flight is left alone: it is being sent right now.
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO delivery (msg_seq, endpoint_id, status, attempts, due_at, trigger_type, updated_at) \
+                 VALUES ($1, $2, 1, 0, $3, 1, $3) \
+                 ON CONFLICT (msg_seq, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
+                 due_at = $3, trigger_type = 1, updated_at = $3, claimed_by = NULL WHERE delivery.status <> 3",
+                &[&seq, &endpoint_id.as_str(), &now],
+            )
+            .await?;
+        self.shared.signals.deliveries_due();
+        Ok(())
+    }
+
+    async fn redeliver(
+        &self,
+        which: Redelivery,
+        app_id: &AppId,
+        endpoint_id: &EndpointId,
+        since: Millis,
+        until: Option<Millis>,
+    ) -> StoreResult<u64> {
+        let endpoint = self
+            .get_endpoint(app_id, endpoint_id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let until = until.unwrap_or(Millis::MAX);
+        let client = self.client().await?;
+        let now = now_millis();
+        let made_due = match which {
+            Redelivery::Failed => {
+                client
+                    .execute(
+                        "UPDATE delivery SET status = 1, attempts = 0, due_at = $1, trigger_type = 1, \
+                         updated_at = $1 WHERE endpoint_id = $2 AND status = 2 AND msg_seq IN \
+                         (SELECT seq FROM message WHERE app_id = $3 AND created_at >= $4 AND created_at < $5)",
+                        &[&now, &endpoint_id.as_str(), &app_id.as_str(), &since, &until],
+                    )
+                    .await?
+            }
+            Redelivery::Missing => {
+                let missing = client
+                    .query(
+                        "SELECT m.seq, m.event_type, m.channels::text FROM message m WHERE m.app_id = $1 \
+                         AND m.created_at >= $2 AND m.created_at < $3 AND NOT EXISTS \
+                         (SELECT 1 FROM delivery d WHERE d.msg_seq = m.seq AND d.endpoint_id = $4) \
+                         ORDER BY m.seq",
+                        &[&app_id.as_str(), &since, &until, &endpoint_id.as_str()],
+                    )
+                    .await?;
+                let mut seqs = Vec::new();
+                for row in missing {
+                    let channels = redelivery::stored_channels(row.try_get(2)?);
+                    if redelivery::should_have_had(&endpoint, row.try_get(1)?, channels.as_ref()) {
+                        seqs.push(row.try_get::<_, i64>(0)?);
+                    }
+                }
+                if seqs.is_empty() {
+                    return Ok(0);
+                }
+                client
+                    .execute(
+                        "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, trigger_type, updated_at) \
+                         SELECT s, $2, 1, $3, 1, $3 FROM unnest($1::bigint[]) AS s ON CONFLICT DO NOTHING",
+                        &[&seqs, &endpoint_id.as_str(), &now],
+                    )
+                    .await?
+            }
+        };
+        if made_due > 0 {
+            self.shared.signals.deliveries_due();
+        }
+        Ok(made_due)
+    }
+
+    fn due_signal(&self) -> Arc<Notify> {
+        self.shared.signals.due.clone()
+    }
+
+    fn endpoint_idle(&self, endpoint_id: &EndpointId) {
+        self.shared.idle.add(endpoint_id.as_str());
+    }
+}
