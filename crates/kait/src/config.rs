@@ -1,8 +1,13 @@
 //! Configuration: defaults, then a TOML file, then `KAIT_*` environment, then flags.
 //!
-//! Stage one is [`ServeArgs`] (clap reads flags and environment, each field optional) plus the
-//! optional file ([`FileConfig`]); stage two, [`ServeConfig::resolve`], merges them with the
-//! defaults and validates once, so the rest of the program only sees checked values.
+//! Each setting is declared once, as a field of [`ServeArgs`]: its flag (the field in kebab
+//! case), its variable (`env`), its key in the `--config` file (the field's name: the same
+//! struct reads the file) and its help text. Its default belongs to the crate that uses it
+//! (`SenderConfig`, `DispatcherConfig`, `Limits`, `PgOptions`, …), gathered in
+//! [`ServeConfig::defaults`] and shown in `--help` by [`with_defaults`]; the README's settings
+//! table is generated from that help ([`settings_table`], checked by a test).
+//! [`ServeConfig::resolve`] merges flags over the file, parses durations and sizes, and
+//! validates once, so the rest of the program only sees checked values.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,11 +19,11 @@ use ipnet::IpNet;
 use kait_api::Limits;
 use kait_core::retry::RetrySchedule;
 use kait_core::signing::Secret;
-use kait_deliver::{CertificateDer, read_pem_certificates};
-use kait_dispatch::BreakerConfig;
+use kait_deliver::{CertificateDer, SenderConfig, read_pem_certificates};
+use kait_dispatch::{BreakerConfig, DispatcherConfig};
 use kait_store::sealing::{SealingKey, SecretKeys};
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The file inside the data directory that keeps a generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -27,23 +32,26 @@ pub const SECRETS_KEY_FILE: &str = "secrets.key";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8071";
 const DEFAULT_DATA_DIR: &str = "./kait-data";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-/// `kait serve` flags; each also reads a `KAIT_*` variable.
-#[derive(Debug, Default, Args)]
+/// `kait serve`'s settings: flags, each also read from a `KAIT_*` variable and, under its
+/// field name, from the `--config` file.
+#[derive(Debug, Default, Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServeArgs {
     /// A TOML file with any of the settings below (snake_case names).
     #[arg(long, env = "KAIT_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Address to serve the API on [default: 127.0.0.1:8071].
+    /// Address to serve the API on
     #[arg(long, env = "KAIT_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Directory for the SQLite database and the generated admin token [default: ./kait-data].
+    /// Directory for the SQLite database and the generated admin token
     #[arg(long, env = "KAIT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Bearer token for the API; generated, printed once and kept in the data dir if unset.
@@ -74,47 +82,48 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_networks: Vec<IpNet>,
-    /// Delays between attempts [default: 5s,5m,30m,2h,5h,10h,10h].
+    /// Delays between attempts, each with ±20 % jitter
     #[arg(long, env = "KAIT_RETRY_SCHEDULE")]
     pub retry_schedule: Option<String>,
-    /// Time limit of one webhook request, e.g. 15s [default: 15s].
+    /// Time limit of one webhook request, e.g. 15s
     #[arg(long, env = "KAIT_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
-    /// Time limit for connecting to a webhook receiver, e.g. 5s [default: 5s].
+    /// Time limit for connecting to a webhook receiver, e.g. 5s
     #[arg(long, env = "KAIT_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<String>,
     /// PEM file of certificate authorities trusted for HTTPS endpoints, in addition to the
     /// system's (for receivers behind a private CA).
     #[arg(long, env = "KAIT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Bytes of each receiver response kept in the attempt log [default: 4096].
+    /// Bytes of each receiver response kept in the attempt log
     #[arg(long, env = "KAIT_MAX_RESPONSE_BYTES")]
     pub max_response_bytes: Option<usize>,
-    /// Largest accepted API request body in bytes [default: 1048576].
+    /// Largest accepted API request body in bytes (a larger one gets 413)
     #[arg(long, env = "KAIT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Deepest nesting of arrays and objects in a message payload [default: 64].
+    /// Deepest nesting of arrays and objects in a message payload
     #[arg(long, env = "KAIT_MAX_PAYLOAD_DEPTH")]
     pub max_payload_depth: Option<usize>,
-    /// Most endpoints one application may have [default: 100].
+    /// Most endpoints one application may have
     #[arg(long, env = "KAIT_MAX_ENDPOINTS_PER_APP")]
     pub max_endpoints_per_app: Option<usize>,
-    /// Webhook requests in flight at once [default: 1024].
+    /// Webhook requests in flight at once
     #[arg(long, env = "KAIT_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
-    /// Webhook requests in flight at once to one endpoint [default: 64].
+    /// Webhook requests in flight at once to one endpoint
     #[arg(long, env = "KAIT_ENDPOINT_IN_FLIGHT")]
     pub endpoint_in_flight: Option<usize>,
-    /// Consecutive failures that pause an endpoint (circuit breaker); 0 turns it off [default: 10].
+    /// Consecutive failures that pause an endpoint (circuit breaker); 0 turns it off
     #[arg(long, env = "KAIT_BREAKER_THRESHOLD")]
     pub breaker_threshold: Option<u32>,
-    /// How long a tripped breaker pauses an endpoint before probing, doubling up to 10 min [default: 30s].
+    /// How long a tripped breaker pauses an endpoint before probing, doubling up to
+    /// --breaker-max-cooldown
     #[arg(long, env = "KAIT_BREAKER_COOLDOWN")]
     pub breaker_cooldown: Option<String>,
-    /// Longest pause the doubling cooldown reaches [default: 10m].
+    /// Longest pause the doubling cooldown reaches
     #[arg(long, env = "KAIT_BREAKER_MAX_COOLDOWN")]
     pub breaker_max_cooldown: Option<String>,
-    /// Disable an endpoint that has failed without a single success for this long [default: 5d].
+    /// Disable an endpoint that has failed without a single success for this long
     #[arg(long, env = "KAIT_DISABLE_AFTER")]
     pub disable_after: Option<String>,
     /// Where to send operational webhooks (endpoint.disabled, message.attempt.exhausted, …).
@@ -123,46 +132,46 @@ pub struct ServeArgs {
     /// The `whsec_` secret that signs operational webhooks (required with the URL).
     #[arg(long, env = "KAIT_OPERATIONAL_WEBHOOK_SECRET", hide_env_values = true)]
     pub operational_webhook_secret: Option<String>,
-    /// Log format [default: text]; the level comes from RUST_LOG (default info).
+    /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "KAIT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     /// A postgres:// URL: store everything in PostgreSQL (several nodes may share it)
     /// instead of the embedded SQLite in the data dir.
     #[arg(long, env = "KAIT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// The PostgreSQL schema for Kait's tables, created if missing [default: public].
+    /// The PostgreSQL schema for Kait's tables, created if missing
     #[arg(long, env = "KAIT_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
-    /// PostgreSQL connections per node [default: 16].
+    /// PostgreSQL connections per node (plus one for LISTEN)
     #[arg(long, env = "KAIT_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<usize>,
-    /// Longest one PostgreSQL statement may run, e.g. 30s [default: 30s].
+    /// Longest one PostgreSQL statement may run, e.g. 30s
     #[arg(long, env = "KAIT_DATABASE_STATEMENT_TIMEOUT")]
     pub database_statement_timeout: Option<String>,
     /// How long a node's claims outlive its last heartbeat before other nodes take its
-    /// deliveries over (PostgreSQL), e.g. 30s [default: 30s].
+    /// deliveries over (PostgreSQL), e.g. 30s
     #[arg(long, env = "KAIT_LEASE")]
     pub lease: Option<String>,
-    /// Delete messages (payloads) this old once delivered, e.g. 30d, or `forever` [default: 90d].
+    /// Delete messages (payloads) this old once delivered, e.g. 30d, or `forever`
     #[arg(long, env = "KAIT_RETAIN_MESSAGES")]
     pub retain_messages: Option<String>,
-    /// Delete attempt records this old, e.g. 30d, or `forever` [default: 90d].
+    /// Delete attempt records this old, e.g. 30d, or `forever`
     #[arg(long, env = "KAIT_RETAIN_ATTEMPTS")]
     pub retain_attempts: Option<String>,
-    /// How long an API client may take to send a request's headers [default: 10s].
+    /// How long an API client may take to send a request's headers
     #[arg(long, env = "KAIT_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Option<String>,
-    /// Close API connections with no request in progress for this long [default: 60s].
+    /// Close API connections with no request in progress for this long
     #[arg(long, env = "KAIT_IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
     /// Most API connections open at once; when full, the oldest idle one is closed to make
-    /// room (lowered to fit the open files limit) [default: 10000].
+    /// room (lowered to fit the open files limit, which is raised to its hard limit at start)
     #[arg(long, env = "KAIT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Long-polls and event streams open at once, in all [default: 2000].
+    /// Long-polls and event streams open at once, in all (past that, 429)
     #[arg(long, env = "KAIT_MAX_STREAMS")]
     pub max_streams: Option<usize>,
-    /// Long-polls and event streams one token may hold open at once [default: 100].
+    /// Long-polls and event streams one token may hold open at once
     #[arg(long, env = "KAIT_MAX_STREAMS_PER_TOKEN")]
     pub max_streams_per_token: Option<usize>,
     /// A bearer token that may read /metrics and nothing else (the admin token may too).
@@ -170,49 +179,23 @@ pub struct ServeArgs {
     pub metrics_token: Option<String>,
 }
 
-/// The same settings as read from a config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub admin_token: Option<String>,
-    pub admin_token_file: Option<PathBuf>,
-    pub secrets_key_file: Option<PathBuf>,
-    #[serde(default)]
-    pub previous_secrets_key_files: Vec<PathBuf>,
-    #[serde(default)]
-    pub allow_networks: Vec<IpNet>,
-    pub retry_schedule: Option<String>,
-    pub request_timeout: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub max_response_bytes: Option<usize>,
-    pub max_body_bytes: Option<usize>,
-    pub max_payload_depth: Option<usize>,
-    pub max_endpoints_per_app: Option<usize>,
-    pub max_in_flight: Option<usize>,
-    pub endpoint_in_flight: Option<usize>,
-    pub breaker_threshold: Option<u32>,
-    pub breaker_cooldown: Option<String>,
-    pub breaker_max_cooldown: Option<String>,
-    pub disable_after: Option<String>,
-    pub operational_webhook_url: Option<String>,
-    pub operational_webhook_secret: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub database_url: Option<String>,
-    pub database_schema: Option<String>,
-    pub database_pool_size: Option<usize>,
-    pub database_statement_timeout: Option<String>,
-    pub lease: Option<String>,
-    pub retain_messages: Option<String>,
-    pub retain_attempts: Option<String>,
-    pub header_read_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub max_connections: Option<usize>,
-    pub max_streams: Option<usize>,
-    pub max_streams_per_token: Option<usize>,
-    pub metrics_token: Option<String>,
+impl ServeArgs {
+    /// These settings over `under` (flags and environment over the file): a setting given
+    /// here wins, a list given here replaces the file's. Generic over the fields (through
+    /// their serde form), so a new setting needs nothing here.
+    fn over(self, under: ServeArgs) -> anyhow::Result<ServeArgs> {
+        let mut merged = serde_json::to_value(under).context("reading the config file")?;
+        let serde_json::Value::Object(given) = serde_json::to_value(self)? else {
+            bail!("settings are a map");
+        };
+        for (key, value) in given {
+            let unset = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+            if !unset {
+                merged[key] = value;
+            }
+        }
+        Ok(serde_json::from_value(merged)?)
+    }
 }
 
 /// Where Kait keeps its state when it is not the embedded SQLite.
@@ -226,13 +209,15 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
+    /// The store's own defaults for everything but the URL.
     pub fn new(url: impl Into<String>) -> Self {
+        use kait_store::postgres::defaults;
         Self {
             url: url.into(),
-            schema: "public".to_owned(),
-            pool_size: 16,
-            statement_timeout: Duration::from_secs(30),
-            lease: Duration::from_secs(30),
+            schema: defaults::SCHEMA.to_owned(),
+            pool_size: defaults::POOL_SIZE,
+            statement_timeout: defaults::STATEMENT_TIMEOUT,
+            lease: defaults::LEASE,
         }
     }
 
@@ -317,22 +302,27 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// Defaults suitable for tests: everything local under `data_dir`.
+    /// The defaults are those of the crates that use each setting.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let sender = SenderConfig::default();
+        let dispatcher = DispatcherConfig::default();
         Self {
             listen: DEFAULT_LISTEN.parse().expect("default address parses"),
             data_dir: data_dir.into(),
             admin_token: None,
             allow_networks: Vec::new(),
-            retry_schedule: RetrySchedule::default(),
-            request_timeout: Duration::from_secs(15),
-            connect_timeout: Duration::from_secs(5),
+            retry_schedule: dispatcher.retry_schedule,
+            request_timeout: sender.request_timeout,
+            connect_timeout: sender.connect_timeout,
             extra_root_certificates: Vec::new(),
-            max_response_bytes: 4096,
+            max_response_bytes: sender.max_response_body,
             limits: Limits::default(),
-            max_in_flight: 1024,
-            endpoint_in_flight: 64,
-            breaker: BreakerConfig::default(),
-            disable_after: Duration::from_secs(5 * 24 * 3600),
+            max_in_flight: dispatcher.max_in_flight,
+            endpoint_in_flight: dispatcher.endpoint_in_flight,
+            breaker: dispatcher.breaker,
+            disable_after: dispatcher
+                .disable_after
+                .expect("the dispatcher disables failing endpoints by default"),
             operational_webhook: None,
             log_format: LogFormat::Text,
             postgres: None,
@@ -347,14 +337,15 @@ impl ServeConfig {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
+        let settings = args.over(file)?;
         let defaults = Self::for_data_dir(DEFAULT_DATA_DIR);
-        let retry_schedule = match args.retry_schedule.or(file.retry_schedule) {
+        let retry_schedule = match settings.retry_schedule {
             Some(text) => RetrySchedule::parse(&text).context("--retry-schedule")?,
             None => defaults.retry_schedule,
         };
-        let request_timeout = match args.request_timeout.or(file.request_timeout) {
+        let request_timeout = match settings.request_timeout {
             Some(text) => humantime::parse_duration(&text).with_context(|| {
                 format!("--request-timeout: `{text}` is not a duration such as 15s")
             })?,
@@ -363,37 +354,33 @@ impl ServeConfig {
         if request_timeout.is_zero() {
             bail!("--request-timeout must be more than zero");
         }
-        let max_in_flight = args
-            .max_in_flight
-            .or(file.max_in_flight)
-            .unwrap_or(defaults.max_in_flight);
+        let max_in_flight = settings.max_in_flight.unwrap_or(defaults.max_in_flight);
         if max_in_flight == 0 {
             bail!("--max-in-flight must be at least 1");
         }
-        let endpoint_in_flight = args
+        let endpoint_in_flight = settings
             .endpoint_in_flight
-            .or(file.endpoint_in_flight)
             .unwrap_or(defaults.endpoint_in_flight);
         if endpoint_in_flight == 0 {
             bail!("--endpoint-in-flight must be at least 1");
         }
         let mut breaker = defaults.breaker;
-        if let Some(threshold) = args.breaker_threshold.or(file.breaker_threshold) {
+        if let Some(threshold) = settings.breaker_threshold {
             breaker.threshold = threshold;
         }
-        if let Some(text) = args.breaker_cooldown.or(file.breaker_cooldown) {
+        if let Some(text) = settings.breaker_cooldown {
             breaker.initial_cooldown = humantime::parse_duration(&text).with_context(|| {
                 format!("--breaker-cooldown: `{text}` is not a duration such as 30s")
             })?;
             breaker.max_cooldown = breaker.max_cooldown.max(breaker.initial_cooldown);
         }
-        if let Some(text) = args.breaker_max_cooldown.or(file.breaker_max_cooldown) {
+        if let Some(text) = settings.breaker_max_cooldown {
             breaker.max_cooldown = duration_setting("breaker-max-cooldown", &text, "10m")?;
             if breaker.max_cooldown < breaker.initial_cooldown {
                 bail!("--breaker-max-cooldown must not be shorter than --breaker-cooldown");
             }
         }
-        let connect_timeout = match args.connect_timeout.or(file.connect_timeout) {
+        let connect_timeout = match settings.connect_timeout {
             Some(text) => humantime::parse_duration(&text).with_context(|| {
                 format!("--connect-timeout: `{text}` is not a duration such as 5s")
             })?,
@@ -402,7 +389,7 @@ impl ServeConfig {
         if connect_timeout.is_zero() {
             bail!("--connect-timeout must be more than zero");
         }
-        let extra_root_certificates = match args.ca_file.or(file.ca_file) {
+        let extra_root_certificates = match settings.ca_file {
             Some(path) => {
                 let pem = std::fs::read(&path)
                     .with_context(|| format!("--ca-file: reading {}", path.display()))?;
@@ -411,17 +398,15 @@ impl ServeConfig {
             }
             None => Vec::new(),
         };
-        let disable_after = match args.disable_after.or(file.disable_after) {
+        let disable_after = match settings.disable_after {
             Some(text) => humantime::parse_duration(&text).with_context(|| {
                 format!("--disable-after: `{text}` is not a duration such as 5d")
             })?,
             None => defaults.disable_after,
         };
         let operational_webhook = match (
-            args.operational_webhook_url
-                .or(file.operational_webhook_url),
-            args.operational_webhook_secret
-                .or(file.operational_webhook_secret),
+            settings.operational_webhook_url,
+            settings.operational_webhook_secret,
         ) {
             (Some(url), Some(secret)) => {
                 kait_core::validate::endpoint_url(&url)
@@ -433,30 +418,24 @@ impl ServeConfig {
             (None, None) => None,
             _ => bail!("--operational-webhook-url and --operational-webhook-secret go together"),
         };
-        let max_response_bytes = args
+        let max_response_bytes = settings
             .max_response_bytes
-            .or(file.max_response_bytes)
             .unwrap_or(defaults.max_response_bytes);
         let mut limits = defaults.limits;
-        limits.max_body_bytes = args
-            .max_body_bytes
-            .or(file.max_body_bytes)
-            .unwrap_or(limits.max_body_bytes);
+        limits.max_body_bytes = settings.max_body_bytes.unwrap_or(limits.max_body_bytes);
         if limits.max_body_bytes < 1024 {
             bail!("--max-body-bytes must be at least 1024");
         }
-        limits.max_payload_depth = args
+        limits.max_payload_depth = settings
             .max_payload_depth
-            .or(file.max_payload_depth)
             .unwrap_or(limits.max_payload_depth);
-        limits.max_endpoints_per_app = args
+        limits.max_endpoints_per_app = settings
             .max_endpoints_per_app
-            .or(file.max_endpoints_per_app)
             .unwrap_or(limits.max_endpoints_per_app);
-        if let Some(total) = args.max_streams.or(file.max_streams) {
+        if let Some(total) = settings.max_streams {
             limits.streams.total = total;
         }
-        if let Some(per_token) = args.max_streams_per_token.or(file.max_streams_per_token) {
+        if let Some(per_token) = settings.max_streams_per_token {
             limits.streams.per_token = per_token;
         }
         if limits.streams.total == 0 || limits.streams.per_token == 0 {
@@ -465,10 +444,10 @@ impl ServeConfig {
         if limits.max_payload_depth == 0 || limits.max_endpoints_per_app == 0 {
             bail!("--max-payload-depth and --max-endpoints-per-app must be at least 1");
         }
-        let postgres = match args.database_url.or(file.database_url) {
+        let postgres = match settings.database_url {
             Some(url) => {
                 let mut postgres = PostgresConfig::new(url);
-                if let Some(schema) = args.database_schema.or(file.database_schema) {
+                if let Some(schema) = settings.database_schema {
                     if !kait_store::postgres::valid_schema_name(&schema) {
                         bail!(
                             "--database-schema: `{schema}` must start with a lowercase letter or `_` \
@@ -477,23 +456,20 @@ impl ServeConfig {
                     }
                     postgres.schema = schema;
                 }
-                if let Some(size) = args.database_pool_size.or(file.database_pool_size) {
+                if let Some(size) = settings.database_pool_size {
                     if !(2..=1000).contains(&size) {
                         bail!("--database-pool-size must be between 2 and 1000");
                     }
                     postgres.pool_size = size;
                 }
-                if let Some(text) = args
-                    .database_statement_timeout
-                    .or(file.database_statement_timeout)
-                {
+                if let Some(text) = settings.database_statement_timeout {
                     postgres.statement_timeout =
                         duration_setting("database-statement-timeout", &text, "30s")?;
                     if postgres.statement_timeout < Duration::from_millis(100) {
                         bail!("--database-statement-timeout must be at least 100ms");
                     }
                 }
-                if let Some(text) = args.lease.or(file.lease) {
+                if let Some(text) = settings.lease {
                     postgres.lease = duration_setting("lease", &text, "30s")?;
                     if postgres.lease < Duration::from_secs(1) {
                         bail!("--lease must be at least 1s");
@@ -503,46 +479,37 @@ impl ServeConfig {
                 Some(postgres)
             }
             None => {
-                if args.database_schema.is_some() || file.database_schema.is_some() {
+                if settings.database_schema.is_some() {
                     bail!("--database-schema needs --database-url");
                 }
                 None
             }
         };
         let mut retention = defaults.retention;
-        if let Some(messages) = retention_setting(
-            "retain-messages",
-            args.retain_messages.or(file.retain_messages),
-        )? {
+        if let Some(messages) = retention_setting("retain-messages", settings.retain_messages)? {
             retention.messages = messages;
         }
-        if let Some(attempts) = retention_setting(
-            "retain-attempts",
-            args.retain_attempts.or(file.retain_attempts),
-        )? {
+        if let Some(attempts) = retention_setting("retain-attempts", settings.retain_attempts)? {
             retention.attempts = attempts;
         }
         let mut connections = defaults.connections;
-        if let Some(text) = args.header_read_timeout.or(file.header_read_timeout) {
+        if let Some(text) = settings.header_read_timeout {
             connections.header_read_timeout =
                 duration_setting("header-read-timeout", &text, "10s")?;
         }
-        if let Some(text) = args.idle_timeout.or(file.idle_timeout) {
+        if let Some(text) = settings.idle_timeout {
             connections.idle_timeout = duration_setting("idle-timeout", &text, "60s")?;
         }
         if connections.header_read_timeout.is_zero() || connections.idle_timeout.is_zero() {
             bail!("--header-read-timeout and --idle-timeout must be more than zero");
         }
-        if let Some(max) = args.max_connections.or(file.max_connections) {
+        if let Some(max) = settings.max_connections {
             if max == 0 {
                 bail!("--max-connections must be at least 1");
             }
             connections.max_connections = max;
         }
-        let admin_token = match (
-            args.admin_token.or(file.admin_token),
-            args.admin_token_file.or(file.admin_token_file),
-        ) {
+        let admin_token = match (settings.admin_token, settings.admin_token_file) {
             (Some(_), Some(_)) => bail!("--admin-token and --admin-token-file exclude each other"),
             (token, None) => token,
             (None, Some(path)) => Some(
@@ -555,15 +522,12 @@ impl ServeConfig {
         if let Some(token) = &admin_token {
             check_token(token)?;
         }
-        let previous_keys = if args.previous_secrets_key_files.is_empty() {
-            file.previous_secrets_key_files
-        } else {
-            args.previous_secrets_key_files
-        }
-        .iter()
-        .map(|path| read_key_file("--previous-secrets-key-file", path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-        let secret_keys = match args.secrets_key_file.or(file.secrets_key_file) {
+        let previous_keys = settings
+            .previous_secrets_key_files
+            .iter()
+            .map(|path| read_key_file("--previous-secrets-key-file", path))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let secret_keys = match settings.secrets_key_file {
             Some(path) => Some(SecretKeys::new(
                 read_key_file("--secrets-key-file", &path)?,
                 previous_keys,
@@ -571,19 +535,15 @@ impl ServeConfig {
             None if previous_keys.is_empty() => None,
             None => bail!("--previous-secrets-key-file needs --secrets-key-file (the new key)"),
         };
-        let metrics_token = args.metrics_token.or(file.metrics_token);
+        let metrics_token = settings.metrics_token;
         if let Some(token) = &metrics_token {
             check_token(token).context("--metrics-token")?;
         }
         Ok(Self {
-            listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            listen: settings.listen.unwrap_or(defaults.listen),
+            data_dir: settings.data_dir.unwrap_or(defaults.data_dir),
             admin_token,
-            allow_networks: if args.allow_networks.is_empty() {
-                file.allow_networks
-            } else {
-                args.allow_networks
-            },
+            allow_networks: settings.allow_networks,
             retry_schedule,
             request_timeout,
             connect_timeout,
@@ -595,10 +555,7 @@ impl ServeConfig {
             breaker,
             disable_after,
             operational_webhook,
-            log_format: args
-                .log_format
-                .or(file.log_format)
-                .unwrap_or(defaults.log_format),
+            log_format: settings.log_format.unwrap_or(defaults.log_format),
             postgres,
             retention,
             connections,
@@ -630,6 +587,141 @@ impl ServeConfig {
             Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
         }
     }
+}
+
+impl ServeConfig {
+    /// Each setting's default as `--help` and the README show it, by argument id, read from
+    /// the resolved defaults (so it is the value the code uses, from the crate that owns it).
+    pub fn defaults() -> Vec<(&'static str, String)> {
+        let config = Self::for_data_dir(DEFAULT_DATA_DIR);
+        let postgres = PostgresConfig::new("");
+        let time = short_duration;
+        let kept = |retention: Option<Duration>| retention.map_or("forever".to_owned(), time);
+        vec![
+            ("listen", config.listen.to_string()),
+            ("data_dir", DEFAULT_DATA_DIR.to_owned()),
+            (
+                "retry_schedule",
+                config
+                    .retry_schedule
+                    .delays()
+                    .iter()
+                    .map(|delay| time(*delay))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("request_timeout", time(config.request_timeout)),
+            ("connect_timeout", time(config.connect_timeout)),
+            ("max_response_bytes", config.max_response_bytes.to_string()),
+            ("max_body_bytes", config.limits.max_body_bytes.to_string()),
+            (
+                "max_payload_depth",
+                config.limits.max_payload_depth.to_string(),
+            ),
+            (
+                "max_endpoints_per_app",
+                config.limits.max_endpoints_per_app.to_string(),
+            ),
+            ("max_in_flight", config.max_in_flight.to_string()),
+            ("endpoint_in_flight", config.endpoint_in_flight.to_string()),
+            ("breaker_threshold", config.breaker.threshold.to_string()),
+            ("breaker_cooldown", time(config.breaker.initial_cooldown)),
+            ("breaker_max_cooldown", time(config.breaker.max_cooldown)),
+            ("disable_after", time(config.disable_after)),
+            ("log_format", "text".to_owned()),
+            ("database_schema", postgres.schema),
+            ("database_pool_size", postgres.pool_size.to_string()),
+            (
+                "database_statement_timeout",
+                time(postgres.statement_timeout),
+            ),
+            ("lease", time(postgres.lease)),
+            ("retain_messages", kept(config.retention.messages)),
+            ("retain_attempts", kept(config.retention.attempts)),
+            (
+                "header_read_timeout",
+                time(config.connections.header_read_timeout),
+            ),
+            ("idle_timeout", time(config.connections.idle_timeout)),
+            (
+                "max_connections",
+                config.connections.max_connections.to_string(),
+            ),
+            ("max_streams", config.limits.streams.total.to_string()),
+            (
+                "max_streams_per_token",
+                config.limits.streams.per_token.to_string(),
+            ),
+        ]
+    }
+}
+
+/// A duration in its largest whole unit, as the settings take it (`90d`, `10m`, `250ms`).
+fn short_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ]
+    .into_iter()
+    .find(|(unit, _)| millis >= *unit && millis.is_multiple_of(*unit))
+    .map_or(format!("{millis}ms"), |(unit, suffix)| {
+        format!("{}{suffix}", millis / unit)
+    })
+}
+
+/// `kait serve`'s arguments with each default appended to its help (`[default: …]`), taken
+/// from [`ServeConfig::defaults`] rather than written into the help text, so they cannot
+/// drift from the code. Not clap's own defaults: those would make every flag look given and
+/// override the config file.
+pub fn with_defaults(mut command: clap::Command) -> clap::Command {
+    // Changing an argument moves it to the end; keep the declared order for help and README.
+    let declared: Vec<String> = command
+        .get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .collect();
+    for (index, id) in declared.iter().enumerate() {
+        command = command.mut_arg(id, |arg| arg.display_order(index));
+    }
+    for (id, default) in ServeConfig::defaults() {
+        command = command.mut_arg(id, |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [default: {default}]"))
+        });
+    }
+    command
+}
+
+/// `kait serve`'s arguments as the binary shows them (with defaults).
+pub fn serve_command() -> clap::Command {
+    with_defaults(ServeArgs::augment_args(clap::Command::new("serve")))
+}
+
+/// The README's settings table, generated from `kait serve`'s arguments: flag, variable,
+/// and help with its default.
+pub fn settings_table(command: &clap::Command) -> String {
+    let mut table = String::from("| Flag | Environment | Meaning |\n|---|---|---|\n");
+    let mut arguments: Vec<&clap::Arg> = command.get_arguments().collect();
+    arguments.sort_by_key(|arg| arg.get_display_order());
+    for arg in arguments {
+        let Some(long) = arg.get_long() else { continue };
+        if long == "help" {
+            continue;
+        }
+        let env = arg
+            .get_env()
+            .map(|env| format!("`{}`", env.to_string_lossy()))
+            .unwrap_or_default();
+        let help = arg
+            .get_help()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+            .replace('|', "\\|");
+        table.push_str(&format!("| `--{long}` | {env} | {help} |\n"));
+    }
+    table
 }
 
 impl ServeConfig {
@@ -670,7 +762,7 @@ fn read_key_file(setting: &str, path: &Path) -> anyhow::Result<SealingKey> {
         .map_err(|error| anyhow::anyhow!("{setting}: {}: {error}", path.display()))
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file(path: &Path) -> anyhow::Result<ServeArgs> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
@@ -951,5 +1043,80 @@ mod tests {
         let mut second = ServeConfig::for_data_dir(dir.path());
         assert!(!second.ensure_admin_token().unwrap());
         assert_eq!(first.admin_token, second.admin_token);
+    }
+
+    /// The README's settings table is generated from `kait serve --help`; this fails when
+    /// they differ. `KAIT_WRITE_README=1 cargo test -p kait readme` writes it.
+    #[test]
+    fn the_readme_settings_table_is_the_help() {
+        const START: &str = "<!-- settings table: generated from `kait serve --help` -->\n";
+        const END: &str = "<!-- end of settings table -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme
+            .find(START)
+            .expect("the README marks its settings table")
+            + START.len();
+        let end = start
+            + readme[start..]
+                .find(END)
+                .expect("the table's end is marked");
+        let table = settings_table(&serve_command());
+        if std::env::var_os("KAIT_WRITE_README").is_some() {
+            std::fs::write(
+                path,
+                format!("{}{table}{}", &readme[..start], &readme[end..]),
+            )
+            .unwrap();
+            return;
+        }
+        assert_eq!(
+            readme[start..end],
+            table,
+            "the README's settings table differs from `kait serve --help`: \
+             run KAIT_WRITE_README=1 cargo test -p kait readme"
+        );
+    }
+
+    #[test]
+    fn every_default_is_shown_on_an_existing_setting() {
+        let command = serve_command();
+        for (id, default) in ServeConfig::defaults() {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .unwrap_or_else(|| panic!("no setting {id}"));
+            let help = arg.get_help().unwrap().to_string();
+            assert!(help.ends_with(&format!("[default: {default}]")), "{help}");
+        }
+        let help = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "request_timeout")
+            .unwrap()
+            .get_help()
+            .unwrap()
+            .to_string();
+        assert!(help.ends_with("[default: 15s]"), "{help}");
+        assert_eq!(short_duration(Duration::from_secs(90 * 86_400)), "90d");
+        assert_eq!(short_duration(Duration::from_secs(60)), "1m");
+        assert_eq!(short_duration(Duration::from_millis(1_500)), "1500ms");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_lists_replace() {
+        let file: ServeArgs = toml::from_str(
+            "max_in_flight = 7\nendpoint_in_flight = 3\nallow_networks = [\"10.0.0.0/8\"]",
+        )
+        .unwrap();
+        let flags = ServeArgs {
+            max_in_flight: Some(9),
+            ..Default::default()
+        };
+        let merged = flags.over(file).unwrap();
+        assert_eq!(merged.max_in_flight, Some(9));
+        assert_eq!(merged.endpoint_in_flight, Some(3));
+        assert_eq!(merged.allow_networks.len(), 1);
+        let unknown = toml::from_str::<ServeArgs>("max_in_fligth = 1");
+        assert!(unknown.is_err(), "a misspelt key is refused");
     }
 }

@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 use kait::config::{LogFormat, ServeArgs, ServeConfig};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     name = "kait",
     version,
@@ -34,7 +34,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve` and `migrate` show each setting's default, taken from the code that owns it.
+    let matches = Cli::command()
+        .mut_subcommand("serve", kait::config::with_defaults)
+        .mut_subcommand("migrate", kait::config::with_defaults)
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Migrate(args) => migrate(*args),

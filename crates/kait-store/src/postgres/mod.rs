@@ -40,6 +40,16 @@ use crate::{StoreError, StoreResult};
 /// How often a claim or an outcome batch that hit a deadlock is tried again.
 const TRANSIENT_RETRIES: usize = 5;
 
+/// The store's defaults (`kait serve` shows them in `--help`).
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const SCHEMA: &str = "public";
+    pub const POOL_SIZE: usize = 16;
+    pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const LEASE: Duration = Duration::from_secs(30);
+}
+
 /// Settings of the PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -66,10 +76,10 @@ impl PgOptions {
             .map_err(|error| StoreError::InvalidConfig(format!("bad database URL: {error}")))?;
         Ok(Self {
             config,
-            schema: "public".to_owned(),
-            pool_size: 16,
-            statement_timeout: Duration::from_secs(30),
-            lease: Duration::from_secs(30),
+            schema: defaults::SCHEMA.to_owned(),
+            pool_size: defaults::POOL_SIZE,
+            statement_timeout: defaults::STATEMENT_TIMEOUT,
+            lease: defaults::LEASE,
             secret_keys,
         })
     }
