@@ -14,6 +14,7 @@ mod error;
 mod extract;
 mod idempotency;
 mod openapi;
+mod paths;
 mod routes;
 pub mod streams;
 mod wire;

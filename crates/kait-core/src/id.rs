@@ -35,8 +35,8 @@ fn push_ksuid(out: &mut String, unix_seconds: i64) {
 /// Base62-encodes a 160-bit big-endian number into exactly 27 characters.
 ///
 /// Long division by 62 over five 32-bit limbs (with a 64-bit accumulator) rather than twenty
-/// bytes: every message, delivery and attempt gets an id, and the byte-wise loop showed up at
-/// 1.7 % of the server's CPU in the push-1 profile.
+/// bytes: every message, delivery and attempt gets an id, and the byte-wise loop showed up in
+/// the server's profile under load.
 fn encode_base62(number: [u8; 20]) -> [u8; KSUID_CHARS] {
     let mut limbs = [0u32; 5];
     for (limb, chunk) in limbs.iter_mut().zip(number.chunks_exact(4)) {

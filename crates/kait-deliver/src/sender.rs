@@ -2,9 +2,8 @@
 //!
 //! Built on hyper-util's pooled client rather than reqwest: the sender is the hot path of every
 //! delivery, and reqwest's layers (URL to URI conversion, boxed timeout and redirect futures,
-//! its own header handling) were about a tenth of the server's CPU in the push-1 profile. The
-//! switch took the server's CPU per webhook from 141-178 to 118-123 us in push-1 and from
-//! 93-97 to 68-80 us in push-10 (BENCHMARKS.md). What reqwest gave is kept here explicitly: a
+//! its own header handling) cost a measurable share of the server's CPU per webhook
+//! (BENCHMARKS.md has the profile and the A/B). What reqwest gave is kept here explicitly: a
 //! resolver that checks every address with the egress guard, rustls with the platform's
 //! roots, connect and whole-request timeouts, no redirects, no proxy.
 

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod config;
 pub mod http_server;
+pub mod launch;
 pub mod listen;
 pub mod serve;
 pub mod verify;

@@ -180,8 +180,8 @@ pub async fn run(
             connect_timeout: config.connect_timeout,
             max_response_body: config.max_response_bytes,
             // Every connection in use may go back to the pool: with fewer idle slots than
-            // attempts in flight, endpoints sharing a host (ten on one receiver in the
-            // bench) kept closing and reopening connections, 8 % of the server's CPU.
+            // attempts in flight, endpoints sharing a host keep closing and reopening
+            // connections (measured in BENCHMARKS.md).
             max_idle_per_host: config.max_in_flight,
             extra_root_certificates: config.extra_root_certificates.clone(),
         },

@@ -12,6 +12,7 @@ use kait_core::{AppId, Application};
 
 use super::{find_app, retry_stale};
 use crate::extract::{ListQuery, ValidJson};
+use crate::paths::AppPath;
 use crate::wire::{
     AppPortalAccessIn, AppPortalAccessOut, ApplicationIn, ApplicationOut, ApplicationPatch,
     ApplicationTokenExpireIn, ListResponse,
@@ -111,13 +112,13 @@ pub async fn create(
     path = "/api/v1/app/{app_id}",
     tag = "application",
     summary = "Get an application by id or uid",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    params(AppPath),
     responses((status = 200, body = ApplicationOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
 ) -> Result<Json<ApplicationOut>, ApiError> {
     Ok(Json(find_app(&state, &app_key).await?.into()))
 }
@@ -128,7 +129,7 @@ pub async fn get(
     path = "/api/v1/app/{app_id}",
     tag = "application",
     summary = "Replace an application, or create it under a new uid",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    params(AppPath),
     request_body = ApplicationIn,
     responses((status = 200, body = ApplicationOut), (status = 201, body = ApplicationOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -136,7 +137,7 @@ pub async fn get(
 /// PUT: replaces the application, or creates it when the path names a `uid` not yet taken.
 pub async fn upsert(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
     ValidJson(input): ValidJson<ApplicationIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     check(
@@ -196,14 +197,14 @@ pub async fn upsert(
     path = "/api/v1/app/{app_id}",
     tag = "application",
     summary = "Change some fields of an application",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    params(AppPath),
     request_body = ApplicationPatch,
     responses((status = 200, body = ApplicationOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn patch(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
     ValidJson(input): ValidJson<ApplicationPatch>,
 ) -> Result<Json<ApplicationOut>, ApiError> {
     let updated = retry_stale(|| async {
@@ -235,13 +236,13 @@ pub async fn patch(
     path = "/api/v1/app/{app_id}",
     tag = "application",
     summary = "Delete an application with everything in it",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    params(AppPath),
     responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn delete(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
 ) -> Result<StatusCode, ApiError> {
     let application = find_app(&state, &app_key).await?;
     state.store.delete_application(&application.id).await?;
@@ -258,7 +259,7 @@ const MAX_TOKEN_SECONDS: u64 = 365 * 24 * 3600;
     path = "/api/v1/auth/app-portal-access/{app_id}",
     tag = "application",
     summary = "Issue an app-scoped token confined to one application, with Svix's capabilities",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    params(AppPath),
     request_body(content = Option<AppPortalAccessIn>, description = "Optional: an empty body takes the defaults"),
     responses((status = 200, body = AppPortalAccessOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -267,7 +268,7 @@ const MAX_TOKEN_SECONDS: u64 = 365 * 24 * 3600;
 /// the capabilities asked for (Svix's defaults when none are).
 pub async fn portal_access(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
     body: crate::extract::LimitedBody,
 ) -> Result<Json<AppPortalAccessOut>, ApiError> {
     let input: AppPortalAccessIn = crate::extract::parse_json_or_default(&body.0)?;
@@ -312,7 +313,7 @@ const MAX_EXPIRE_SECONDS: u64 = 3 * 24 * 3600;
     path = "/api/v1/auth/app/{app_id}/expire-all",
     tag = "application",
     summary = "Expire the application's app-scoped tokens (all, or those of some sessions)",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    params(AppPath),
     request_body(content = Option<ApplicationTokenExpireIn>, description = "Optional: an empty body takes the defaults"),
     responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -321,7 +322,7 @@ const MAX_EXPIRE_SECONDS: u64 = 3 * 24 * 3600;
 /// (or after `expiry` seconds), e.g. when a customer's portal session may have leaked.
 pub async fn expire_all(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
     body: crate::extract::LimitedBody,
 ) -> Result<StatusCode, ApiError> {
     let input: ApplicationTokenExpireIn = crate::extract::parse_json_or_default(&body.0)?;

@@ -10,6 +10,7 @@ use kait_store::AttemptFilter;
 use super::message::message_filter;
 use super::{find_app, find_app_endpoint, find_endpoint};
 use crate::extract::ListQuery;
+use crate::paths::{AppPath, EndpointPath};
 use crate::wire::{
     EndpointMessageOut, EndpointOut, ListResponse, MessageAttemptOut, MessageEndpointOut,
 };
@@ -76,14 +77,17 @@ async fn list_attempts(
     path = "/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}",
     tag = "attempt",
     summary = "Attempts made to an endpoint",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), crate::extract::ListParams),
+    params(EndpointPath, crate::extract::ListParams),
     responses((status = 200, body = ListResponse<MessageAttemptOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 /// `GET …/attempt/endpoint/{endpoint_id}`.
 pub async fn list_by_endpoint(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     query: ListQuery,
 ) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
     let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
@@ -96,7 +100,7 @@ pub async fn list_by_endpoint(
     path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt",
     tag = "attempt",
     summary = "Attempts of a message (older route)",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
     responses((status = 200, body = ListResponse<MessageAttemptOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -121,7 +125,7 @@ pub async fn list_by_message(
     path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
     tag = "attempt",
     summary = "Get one attempt",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), ("attempt_id" = String, Path, description = "The attempt id (`atmpt_…`)")),
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), ("attempt_id" = String, Path, description = "The attempt id (`atmpt_…`)")),
     responses((status = 200, body = MessageAttemptOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -150,7 +154,7 @@ pub async fn get(
     path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint",
     tag = "attempt",
     summary = "The endpoints a message was bound for, with its state at each",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
     responses((status = 200, body = ListResponse<MessageEndpointOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -191,14 +195,17 @@ pub async fn list_message_destinations(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg",
     tag = "attempt",
     summary = "Messages bound for an endpoint, with their state there",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), crate::extract::ListParams),
+    params(EndpointPath, crate::extract::ListParams),
     responses((status = 200, body = ListResponse<EndpointMessageOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 /// `GET …/endpoint/{endpoint_id}/msg`: messages bound for one endpoint, newest first.
 pub async fn list_endpoint_messages(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     query: ListQuery,
 ) -> Result<Json<ListResponse<EndpointMessageOut>>, ApiError> {
     let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
@@ -237,7 +244,7 @@ pub async fn list_endpoint_messages(
     path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
     tag = "attempt",
     summary = "Send a message to an endpoint again",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
     responses((status = 202), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -264,7 +271,7 @@ pub async fn resend(
     path = "/api/v1/app/{app_id}/attempt/msg/{msg_id}",
     tag = "attempt",
     summary = "Attempts of a message",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), crate::extract::ListParams),
     responses((status = 200, body = ListResponse<MessageAttemptOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]

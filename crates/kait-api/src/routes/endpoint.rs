@@ -21,6 +21,7 @@ use kait_core::{
 
 use super::{find_app, find_app_endpoint, retry_stale};
 use crate::extract::{ListQuery, ValidJson};
+use crate::paths::{AppPath, EndpointPath};
 use crate::wire::{
     BackgroundTaskOut, EndpointHeadersIn, EndpointHeadersOut, EndpointHeadersPatchIn, EndpointIn,
     EndpointOut, EndpointPatch, EndpointSecretOut, EndpointSecretRotateIn, EndpointStatsOut,
@@ -41,12 +42,9 @@ async fn report(state: &ApiState, event_type: &str, endpoint: &Endpoint) {
 
 /// Checks every field of an endpoint as it would be stored, reporting all problems at once.
 /// `secret_problem` carries a secret that failed to parse, so it is reported with the rest.
-fn check(
-    state: &ApiState,
-    endpoint: &Endpoint,
-    secret_problem: Option<String>,
-) -> Result<(), ApiError> {
-    let mut problems = Problems::new();
+/// Checks the endpoint as it would be stored, adding to the problems already found while
+/// reading the request, and answers them all at once.
+fn check(state: &ApiState, endpoint: &Endpoint, mut problems: Problems) -> Result<(), ApiError> {
     match endpoint.kind {
         EndpointKind::Webhook => problems.check(
             "url",
@@ -88,9 +86,6 @@ fn check(
         "metadata",
         validate::metadata(&endpoint.metadata, state.limits.max_metadata_bytes),
     );
-    if let Some(problem) = secret_problem {
-        problems.check("secret", Err(problem));
-    }
     Ok(problems.into_result()?)
 }
 
@@ -122,52 +117,101 @@ fn parse_secret(text: Option<&str>, scheme: Scheme) -> Result<Secret, String> {
     }
 }
 
-/// Parses a `format` field; `None` keeps `current`.
-fn parse_format(text: Option<&str>, current: PayloadFormat) -> Result<PayloadFormat, ApiError> {
-    match text {
-        None => Ok(current),
-        Some(text) => PayloadFormat::parse(text)
-            .ok_or_else(|| ApiError::invalid("format", "must be json or xml")),
+/// A named choice of the request (`format`, `ordering`, …): `None` keeps `current`; a bad
+/// value is a problem of `field` (all are reported together) and keeps `current` meanwhile.
+fn choice<T: Copy>(
+    problems: &mut Problems,
+    field: &str,
+    text: Option<&str>,
+    current: T,
+    parse: fn(&str) -> Option<T>,
+    expected: &str,
+) -> T {
+    let Some(text) = text else { return current };
+    parse(text).unwrap_or_else(|| {
+        problems.check(field, Err(format!("must be {expected}")));
+        current
+    })
+}
+
+fn parse_format(
+    problems: &mut Problems,
+    text: Option<&str>,
+    current: PayloadFormat,
+) -> PayloadFormat {
+    choice(
+        problems,
+        "format",
+        text,
+        current,
+        PayloadFormat::parse,
+        "json or xml",
+    )
+}
+
+fn parse_ordering(
+    problems: &mut Problems,
+    text: Option<&str>,
+    current: DeliveryOrder,
+) -> DeliveryOrder {
+    choice(
+        problems,
+        "ordering",
+        text,
+        current,
+        DeliveryOrder::parse,
+        "concurrent, fifo or key",
+    )
+}
+
+/// The request's secret (if any) or `current`; a bad one is a problem of `secret`.
+fn given_secret(problems: &mut Problems, text: Option<&str>, current: &Secret) -> Secret {
+    match text.map(|text| parse_secret(Some(text), current.scheme())) {
+        Some(Ok(secret)) => secret,
+        Some(Err(problem)) => {
+            problems.check("secret", Err(problem));
+            current.clone()
+        }
+        None => current.clone(),
     }
 }
 
-fn parse_scheme(text: Option<&str>) -> Result<Scheme, ApiError> {
-    match text {
-        None => Ok(Scheme::Symmetric),
-        Some(text) => Scheme::parse(text)
-            .ok_or_else(|| ApiError::invalid("signatureScheme", "must be hmac-sha256 or ed25519")),
-    }
-}
-
-/// Parses an `ordering` field; `None` keeps `current`.
-fn parse_ordering(text: Option<&str>, current: DeliveryOrder) -> Result<DeliveryOrder, ApiError> {
-    match text {
-        None => Ok(current),
-        Some(text) => DeliveryOrder::parse(text)
-            .ok_or_else(|| ApiError::invalid("ordering", "must be concurrent, fifo or key")),
-    }
-}
-
-/// Builds a new endpoint from a create body; the second value is a secret problem, if any.
+/// Builds a new endpoint from a create body, noting what is wrong with it in `problems`.
 fn new_endpoint(
     app_id: AppId,
     uid: Option<String>,
     input: EndpointIn,
-) -> Result<(Endpoint, Option<String>), ApiError> {
+    problems: &mut Problems,
+) -> Endpoint {
     let now = now_millis();
-    let ordering = parse_ordering(input.ordering.as_deref(), DeliveryOrder::default())?;
-    let scheme = parse_scheme(input.signature_scheme.as_deref())?;
-    let format = parse_format(input.format.as_deref(), PayloadFormat::Json)?;
-    let kind = match input.kind.as_deref() {
-        None => EndpointKind::Webhook,
-        Some(text) => EndpointKind::parse(text)
-            .ok_or_else(|| ApiError::invalid("kind", "must be webhook or polling"))?,
-    };
-    let (secret, secret_problem) = match parse_secret(input.secret.as_deref(), scheme) {
-        Ok(secret) => (secret, None),
-        Err(problem) => (Secret::generate(), Some(problem)),
-    };
-    let endpoint = Endpoint {
+    let ordering = parse_ordering(
+        problems,
+        input.ordering.as_deref(),
+        DeliveryOrder::default(),
+    );
+    let scheme = choice(
+        problems,
+        "signatureScheme",
+        input.signature_scheme.as_deref(),
+        Scheme::Symmetric,
+        Scheme::parse,
+        "hmac-sha256 or ed25519",
+    );
+    let format = parse_format(problems, input.format.as_deref(), PayloadFormat::Json);
+    let kind = choice(
+        problems,
+        "kind",
+        input.kind.as_deref(),
+        EndpointKind::Webhook,
+        EndpointKind::parse,
+        "webhook or polling",
+    );
+    let secret = given_secret(
+        problems,
+        input.secret.as_deref(),
+        &Secret::generate_for(scheme),
+    );
+    Endpoint {
         id: EndpointId::generate(),
         app_id,
         uid,
@@ -188,8 +232,7 @@ fn new_endpoint(
         created_at: now,
         updated_at: now,
         revision: 0,
-    };
-    Ok((endpoint, secret_problem))
+    }
 }
 
 #[utoipa::path(
@@ -198,13 +241,13 @@ fn new_endpoint(
     path = "/api/v1/app/{app_id}/endpoint",
     tag = "endpoint",
     summary = "List endpoints",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), crate::extract::ListParams),
+    params(AppPath, crate::extract::ListParams),
     responses((status = 200, body = ListResponse<EndpointOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
     query: ListQuery,
 ) -> Result<Json<ListResponse<EndpointOut>>, ApiError> {
     let application = find_app(&state, &app_key).await?;
@@ -226,20 +269,21 @@ pub async fn list(
     path = "/api/v1/app/{app_id}/endpoint",
     tag = "endpoint",
     summary = "Create an endpoint (webhook or polling)",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    params(AppPath),
     request_body = EndpointIn,
     responses((status = 201, body = EndpointOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn create(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
     ValidJson(input): ValidJson<EndpointIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let application = find_app(&state, &app_key).await?;
     let uid = input.uid.clone();
-    let (endpoint, secret_problem) = new_endpoint(application.id, uid, input)?;
-    check(&state, &endpoint, secret_problem)?;
+    let mut problems = Problems::new();
+    let endpoint = new_endpoint(application.id, uid, input, &mut problems);
+    check(&state, &endpoint, problems)?;
     let created = state
         .store
         .create_endpoint(endpoint, state.limits.max_endpoints_per_app)
@@ -254,13 +298,16 @@ pub async fn create(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
     tag = "endpoint",
     summary = "Get an endpoint",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     responses((status = 200, body = EndpointOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
 ) -> Result<Json<EndpointOut>, ApiError> {
     let (_, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     Ok(Json(EndpointOut::from(&endpoint)))
@@ -272,7 +319,7 @@ pub async fn get(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
     tag = "endpoint",
     summary = "Replace an endpoint, or create it under a new uid",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     request_body = EndpointIn,
     responses((status = 200, body = EndpointOut), (status = 201, body = EndpointOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -281,7 +328,10 @@ pub async fn get(
 /// names a `uid` not yet taken.
 pub async fn upsert(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     ValidJson(input): ValidJson<EndpointIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let application = find_app(&state, &app_key).await?;
@@ -294,6 +344,7 @@ pub async fn upsert(
             return Ok(None);
         };
         let input = input.clone();
+        let mut problems = Problems::new();
         let endpoint = Endpoint {
             uid: input.uid.or(existing.uid.clone()),
             url: input.url,
@@ -305,12 +356,12 @@ pub async fn upsert(
             rate_limit: input.throttle_rate,
             metadata: input.metadata.unwrap_or_default(),
             headers: input.headers.unwrap_or(existing.headers.clone()),
-            ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
-            format: parse_format(input.format.as_deref(), existing.format)?,
+            ordering: parse_ordering(&mut problems, input.ordering.as_deref(), existing.ordering),
+            format: parse_format(&mut problems, input.format.as_deref(), existing.format),
             updated_at: now_millis(),
             ..existing
         };
-        check(&state, &endpoint, None)?;
+        check(&state, &endpoint, problems)?;
         Ok(Some(state.store.update_endpoint(endpoint).await?))
     })
     .await?;
@@ -323,9 +374,9 @@ pub async fn upsert(
             if input.uid.as_ref().is_some_and(|uid| uid != &endpoint_key) {
                 return Err(ApiError::invalid("uid", "must match the uid in the path"));
             }
-            let (endpoint, secret_problem) =
-                new_endpoint(application.id, Some(endpoint_key), input)?;
-            check(&state, &endpoint, secret_problem)?;
+            let mut problems = Problems::new();
+            let endpoint = new_endpoint(application.id, Some(endpoint_key), input, &mut problems);
+            check(&state, &endpoint, problems)?;
             let created = state
                 .store
                 .create_endpoint(endpoint, state.limits.max_endpoints_per_app)
@@ -343,28 +394,24 @@ pub async fn upsert(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
     tag = "endpoint",
     summary = "Change some fields of an endpoint",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     request_body = EndpointPatch,
     responses((status = 200, body = EndpointOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn patch(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     ValidJson(input): ValidJson<EndpointPatch>,
 ) -> Result<Json<EndpointOut>, ApiError> {
     let updated = retry_stale(|| async {
         let (_, existing) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
         let input = input.clone();
-        let (secret, secret_problem) = match input
-            .secret
-            .as_deref()
-            .map(|text| parse_secret(Some(text), Scheme::Symmetric))
-        {
-            Some(Ok(secret)) => (secret, None),
-            Some(Err(problem)) => (existing.secret.clone(), Some(problem)),
-            None => (existing.secret.clone(), None),
-        };
+        let mut problems = Problems::new();
+        let secret = given_secret(&mut problems, input.secret.as_deref(), &existing.secret);
         let endpoint = Endpoint {
             url: input.url.unwrap_or(existing.url.clone()),
             description: input.description.unwrap_or(existing.description.clone()),
@@ -375,13 +422,13 @@ pub async fn patch(
             rate_limit: input.throttle_rate.unwrap_or(existing.rate_limit),
             metadata: input.metadata.unwrap_or(existing.metadata.clone()),
             version: input.version.unwrap_or(existing.version),
-            ordering: parse_ordering(input.ordering.as_deref(), existing.ordering)?,
-            format: parse_format(input.format.as_deref(), existing.format)?,
+            ordering: parse_ordering(&mut problems, input.ordering.as_deref(), existing.ordering),
+            format: parse_format(&mut problems, input.format.as_deref(), existing.format),
             secret,
             updated_at: now_millis(),
             ..existing
         };
-        check(&state, &endpoint, secret_problem)?;
+        check(&state, &endpoint, problems)?;
         Ok(state.store.update_endpoint(endpoint).await?)
     })
     .await?;
@@ -395,13 +442,16 @@ pub async fn patch(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}",
     tag = "endpoint",
     summary = "Delete an endpoint",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn delete(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
 ) -> Result<StatusCode, ApiError> {
     let (application, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     state
@@ -418,13 +468,16 @@ pub async fn delete(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret",
     tag = "endpoint",
     summary = "Get the signing secret (or the Ed25519 public key)",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     responses((status = 200, body = EndpointSecretOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn get_secret(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
 ) -> Result<Json<EndpointSecretOut>, ApiError> {
     let (_, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     // For Ed25519 the receiver needs only the public key; the secret key stays here.
@@ -469,7 +522,7 @@ fn expects_empty_rotate_response(headers: &HeaderMap) -> bool {
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
     tag = "endpoint",
     summary = "Rotate the secret; the old one keeps signing during the grace period",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     request_body(content = Option<EndpointSecretRotateIn>, description = "Optional: an empty body takes the defaults"),
     responses((status = 200, body = EndpointSecretOut), (status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -478,7 +531,10 @@ fn expects_empty_rotate_response(headers: &HeaderMap) -> bool {
 /// current client libraries expect (older ones get the `204` they expect).
 pub async fn rotate_secret(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -532,14 +588,17 @@ pub async fn rotate_secret(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/stats",
     tag = "endpoint",
     summary = "Delivery counts by status, and the circuit breaker state",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     responses((status = 200, body = EndpointStatsOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 /// `GET …/endpoint/{endpoint_id}/stats`: deliveries by status, and the circuit breaker.
 pub async fn stats(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
 ) -> Result<Json<EndpointStatsOut>, ApiError> {
     let (_, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     let counts = state.store.endpoint_delivery_counts(&endpoint.id).await?;
@@ -591,7 +650,7 @@ fn window(input: &WindowIn) -> Result<(i64, Option<i64>), ApiError> {
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover",
     tag = "endpoint",
     summary = "Resend failed deliveries since a time",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     request_body = WindowIn,
     responses((status = 202, body = BackgroundTaskOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -599,7 +658,7 @@ fn window(input: &WindowIn) -> Result<(i64, Option<i64>), ApiError> {
 /// `POST …/endpoint/{endpoint_id}/recover`: sends again every failed delivery in the window.
 pub async fn recover(
     state: State<ApiState>,
-    path: Path<(String, String)>,
+    path: Path<EndpointPath>,
     input: ValidJson<WindowIn>,
 ) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
     redeliver(Redelivery::Failed, state, path, input).await
@@ -611,7 +670,7 @@ pub async fn recover(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing",
     tag = "endpoint",
     summary = "Send what the endpoint never had since a time",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     request_body = WindowIn,
     responses((status = 202, body = BackgroundTaskOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
@@ -620,7 +679,7 @@ pub async fn recover(
 /// never had (e.g. those from before it was created), by its current filters.
 pub async fn replay_missing(
     state: State<ApiState>,
-    path: Path<(String, String)>,
+    path: Path<EndpointPath>,
     input: ValidJson<WindowIn>,
 ) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
     redeliver(Redelivery::Missing, state, path, input).await
@@ -630,7 +689,10 @@ pub async fn replay_missing(
 async fn redeliver(
     which: Redelivery,
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     ValidJson(input): ValidJson<WindowIn>,
 ) -> Result<(StatusCode, Json<BackgroundTaskOut>), ApiError> {
     let (since, until) = window(&input)?;
@@ -652,13 +714,16 @@ async fn redeliver(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
     tag = "endpoint",
     summary = "Get the custom headers sent with every webhook",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     responses((status = 200, body = EndpointHeadersOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn get_headers(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
 ) -> Result<Json<EndpointHeadersOut>, ApiError> {
     let (_, endpoint) = find_app_endpoint(&state, &app_key, &endpoint_key).await?;
     Ok(Json(EndpointHeadersOut {
@@ -698,14 +763,17 @@ async fn change_headers(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
     tag = "endpoint",
     summary = "Replace the custom headers",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     request_body = EndpointHeadersIn,
     responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn set_headers(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     ValidJson(input): ValidJson<EndpointHeadersIn>,
 ) -> Result<StatusCode, ApiError> {
     change_headers(&state, &app_key, &endpoint_key, |_| input.headers.clone()).await
@@ -717,14 +785,17 @@ pub async fn set_headers(
     path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers",
     tag = "endpoint",
     summary = "Change some custom headers",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     request_body = EndpointHeadersPatchIn,
     responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn patch_headers(
     State(state): State<ApiState>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     ValidJson(input): ValidJson<EndpointHeadersPatchIn>,
 ) -> Result<StatusCode, ApiError> {
     // A removal must name a header that could exist (the merged set is checked below).

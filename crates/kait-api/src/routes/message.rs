@@ -16,6 +16,7 @@ use kait_store::{MessageFilter, NewMessage};
 
 use super::find_app;
 use crate::extract::{LimitedBody, ListQuery, parse_json};
+use crate::paths::AppPath;
 use crate::wire::{ListResponse, MessageIn, MessageOut};
 use crate::{ApiError, ApiState};
 
@@ -86,14 +87,14 @@ fn message_from_xml(body: &[u8], max_depth: usize) -> Result<MessageIn, ApiError
     path = "/api/v1/app/{app_id}/msg",
     tag = "message",
     summary = "Publish a message (JSON, or XML with `content-type: application/xml`)",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid")),
+    params(AppPath),
     request_body = MessageIn,
     responses((status = 202, body = MessageOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn create(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -210,13 +211,13 @@ fn same_message(
     path = "/api/v1/app/{app_id}/msg",
     tag = "message",
     summary = "List messages, newest first",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), crate::extract::ListParams),
+    params(AppPath, crate::extract::ListParams),
     responses((status = 200, body = ListResponse<MessageOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<ApiState>,
-    Path(app_key): Path<String>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
     query: ListQuery,
 ) -> Result<Json<ListResponse<MessageOut>>, ApiError> {
     let application = find_app(&state, &app_key).await?;
@@ -254,7 +255,7 @@ pub fn message_filter(query: &ListQuery) -> Result<MessageFilter, ApiError> {
     path = "/api/v1/app/{app_id}/msg/{msg_id}",
     tag = "message",
     summary = "Get a message by id or eventId",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId")),
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId")),
     responses((status = 200, body = MessageOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]

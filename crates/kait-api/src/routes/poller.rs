@@ -20,6 +20,7 @@ use kait_store::MessageFilter;
 use super::{find_app, find_endpoint};
 use crate::auth::Caller;
 use crate::extract::{ListQuery, ValidJson};
+use crate::paths::EndpointPath;
 use crate::streams::StreamSlot;
 use crate::wire::{MessageOut, PollingOut, SeekIn, SeekOut};
 use crate::{ApiError, ApiState};
@@ -157,7 +158,7 @@ async fn read_after(
     path = "/api/v1/app/{app_id}/poller/{endpoint_id}",
     tag = "poller",
     summary = "Read a polling endpoint from an iterator (long-poll with `timeout`)",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), PollParams, PollFilterParams),
+    params(EndpointPath, PollParams, PollFilterParams),
     responses((status = 200, body = PollingOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -165,7 +166,10 @@ async fn read_after(
 pub async fn poll(
     State(state): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     query: ListQuery,
 ) -> Result<Json<PollingOut>, ApiError> {
     let endpoint = polling_endpoint(&state, &app_key, &endpoint_key).await?;
@@ -197,7 +201,7 @@ const STREAM_BATCH: usize = 100;
     path = "/api/v1/app/{app_id}/poller/{endpoint_id}/stream",
     tag = "poller",
     summary = "Follow a polling endpoint as server-sent events (resume with Last-Event-ID)",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid")),
+    params(EndpointPath),
     responses((status = 200), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -208,7 +212,10 @@ const STREAM_BATCH: usize = 100;
 pub async fn stream(
     State(state): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
-    Path((app_key, endpoint_key)): Path<(String, String)>,
+    Path(EndpointPath {
+        app_id: app_key,
+        endpoint_id: endpoint_key,
+    }): Path<EndpointPath>,
     headers: HeaderMap,
     query: ListQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
@@ -283,7 +290,7 @@ pub async fn stream(
     path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}",
     tag = "poller",
     summary = "Read as a named consumer whose position the server keeps",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = crate::wire::Uid, Path, description = "A name the consumer chooses"), PollParams),
+    params(EndpointPath, ("consumer_id" = crate::wire::Uid, Path, description = "A name the consumer chooses"), PollParams),
     responses((status = 200, body = PollingOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -337,7 +344,7 @@ pub async fn consumer_poll(
     path = "/api/v1/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek",
     tag = "poller",
     summary = "Move a consumer to a time or position",
-    params(("app_id" = String, Path, description = "The application id (`app_…`) or uid"), ("endpoint_id" = String, Path, description = "The endpoint id (`ep_…`) or uid"), ("consumer_id" = crate::wire::Uid, Path, description = "A name the consumer chooses")),
+    params(EndpointPath, ("consumer_id" = crate::wire::Uid, Path, description = "A name the consumer chooses")),
     request_body = SeekIn,
     responses((status = 200, body = SeekOut), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))

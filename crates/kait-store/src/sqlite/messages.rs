@@ -76,8 +76,7 @@ impl MessageLog for SqliteStore {
                 }
                 // `seq` is the rowid: read back with `last_insert_rowid`, not `RETURNING`,
                 // which SQLite runs through a temporary table opened and closed per statement
-                // (the message write's share of push-1's server CPU went from 12.0 to 9.3 % with
-                // this and the delivery insert below).
+                // (the hottest write; the saving is in BENCHMARKS.md).
                 context
                     .connection
                     .prepare_cached(

@@ -119,10 +119,9 @@ fn configure(connection: &Connection, synchronous_full: bool) -> rusqlite::Resul
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     // 2 MB of page cache per connection (SQLite's default), not more: when a transaction ends
     // SQLite may walk the cache's whole hash table (`pcache1TruncateUnsafe`, which this write
-    // pattern hit at every commit, its cost growing with the cache), so a 16 MB cache cost
-    // 2.9 % of the server's CPU in push-1 (0.4 % at 2 MB), and 13-15 MiB of resident memory
-    // under load, for no gain in throughput or backlog drain (BENCHMARKS.md): the hot pages
-    // are the right edges of a few B-trees, and the rest sits in the OS page cache anyway.
+    // pattern hits at every commit), so a larger cache costs CPU at every commit and memory
+    // under load for no gain (BENCHMARKS.md): the hot pages are the right edges of a few
+    // B-trees, and the rest sits in the OS page cache anyway.
     connection.pragma_update(None, "cache_size", -2_000)?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())

@@ -7,7 +7,8 @@
 //! without disturbing the others in its batch. Most jobs get a savepoint of their own for that;
 //! the hot ones (new messages, attempt outcomes, claims) are written so that they cannot fail
 //! half-way, and skip it ([`Isolation::Statement`]), because a savepoint makes SQLite copy
-//! every page a job touches into a sub-journal first (7.5 % of the server's CPU in push-1).
+//! every page a job touches into a sub-journal first (a large share of the server's CPU on
+//! the hot path; BENCHMARKS.md).
 //!
 //! The thread also owns a cache of each application's endpoints for fan-out. Every endpoint
 //! change runs on this same thread, so the cache is invalidated in the same order as the

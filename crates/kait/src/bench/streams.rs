@@ -49,7 +49,7 @@ pub struct StreamsResult {
 pub async fn run(args: &BenchArgs) -> anyhow::Result<StreamsResult> {
     let receiver = BenchReceiver::start().await?;
     let cluster = Cluster::start(args, &[]).await?;
-    let base_url = cluster.servers[0].base_url.clone();
+    let base_url = cluster.servers[0].process.base_url.clone();
     let client = reqwest::Client::new();
     let post = |path: String, body: serde_json::Value| {
         api_post(&client, format!("{base_url}{path}"), body.to_string())

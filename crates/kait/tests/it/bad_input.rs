@@ -177,6 +177,16 @@ async fn payload_over_the_limit_is_413() {
     server.stop().await;
 }
 
+/// The body fields a 422 names, in order.
+fn fields_of(body: &serde_json::Value) -> Vec<String> {
+    body["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|problem| problem["loc"][1].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_fields_are_reported_together() {
     let server = TestServer::start().await;
@@ -204,22 +214,45 @@ async fn invalid_fields_are_reported_together() {
                 "uid": "has space",
                 "eventTypes": ["bad/name"],
                 "headers": { "webhook-id": "spoofed" },
-                "secret": "whsec_tooshort"
+                "secret": "whsec_tooshort",
+                "format": "yaml",
+                "ordering": "sometimes",
+                "kind": "carrier-pigeon"
             })
             .to_string(),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let fields: Vec<_> = body["detail"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|problem| problem["loc"][1].as_str().unwrap().to_owned())
-        .collect();
+    // Issue 12: the choices read first (format, ordering, kind) no longer stop the check
+    // early; every problem of the request comes back at once.
     assert_eq!(
-        fields,
-        vec!["url", "uid", "eventTypes", "headers", "secret"]
+        fields_of(&body),
+        vec![
+            "ordering",
+            "format",
+            "kind",
+            "secret",
+            "url",
+            "uid",
+            "eventTypes",
+            "headers"
+        ]
     );
+    let endpoint = server
+        .create_endpoint(&app, json!({ "url": "http://127.0.0.1:9/x" }))
+        .await;
+    let (status, body) = server
+        .request(
+            Method::PATCH,
+            &format!(
+                "/api/v1/app/{app}/endpoint/{}",
+                endpoint["id"].as_str().unwrap()
+            ),
+            Some(&json!({ "format": "yaml", "ordering": "never", "url": "nope" }).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(fields_of(&body), vec!["ordering", "format", "url"]);
 
     for event_type in ["has space", "", "slash/no", &"x".repeat(300)] {
         let body = json!({ "eventType": event_type, "payload": {} }).to_string();
