@@ -129,6 +129,11 @@ prefixed_id!(
     AttemptId,
     "atmpt_"
 );
+prefixed_id!(
+    /// An incoming source: a sender Kait receives webhooks from.
+    SourceId,
+    "src_"
+);
 
 #[cfg(test)]
 mod tests {

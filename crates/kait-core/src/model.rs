@@ -253,3 +253,25 @@ pub struct DeliveryState {
     pub status: DeliveryStatus,
     pub next_attempt_at: Option<Millis>,
 }
+
+/// A sender Kait receives webhooks from (Svix Ingest's source): the token of its receiving
+/// URL, and how its requests are verified (`kind` and `config`, read by `kait-sources`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub id: crate::SourceId,
+    pub uid: Option<String>,
+    pub name: String,
+    /// The source type, e.g. `github`.
+    pub kind: String,
+    /// The `config` object as given, secrets included: sealed at rest, never shown.
+    pub config: serde_json::Value,
+    pub metadata: BTreeMap<String, String>,
+    /// The secret last segment of the receiving URL.
+    pub token: String,
+    /// The token before the last rotation, and until when it is still accepted.
+    pub previous_token: Option<(String, Millis)>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// Counts the changes written to this record (see [`Application::revision`]).
+    pub revision: u64,
+}

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use kait_core::Endpoint;
 use kait_core::time::Millis;
+use kait_core::{Endpoint, Source};
 
 use crate::sealing::SecretKeys;
 
@@ -24,6 +24,9 @@ pub const ENDPOINT_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.ver
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
      e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, \
      e.format, e.kind, e.revision";
+
+pub const SOURCE: &str = "id, uid, name, kind, config, metadata, token, previous_token, \
+     previous_token_expires_at, created_at, updated_at, revision";
 
 pub const ATTEMPT: &str = "a.id, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
      a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at";
@@ -100,6 +103,42 @@ pub const ENDPOINT_CREATED_AT: usize = 13;
 
 /// The placeholder number of `revision` in an update's values.
 pub const ENDPOINT_UPDATE_REVISION: usize = 20;
+
+/// A source's stored values, in [`SOURCE`] order, its config and tokens sealed.
+pub struct SourceRow<'a> {
+    pub id: &'a str,
+    pub uid: Option<&'a str>,
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub config: String,
+    pub metadata: String,
+    pub token: String,
+    pub previous_token: Option<String>,
+    pub previous_token_expires_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub revision: i64,
+}
+
+impl<'a> SourceRow<'a> {
+    pub fn of(source: &'a Source, keys: &SecretKeys) -> Self {
+        let sealed = keys.seal_source(source);
+        Self {
+            id: source.id.as_str(),
+            uid: source.uid.as_deref(),
+            name: &source.name,
+            kind: &source.kind,
+            config: sealed.config,
+            metadata: to_json(&source.metadata),
+            token: sealed.token,
+            previous_token: sealed.previous_token,
+            previous_token_expires_at: source.previous_token.as_ref().map(|(_, until)| *until),
+            created_at: source.created_at,
+            updated_at: source.updated_at,
+            revision: source.revision as i64,
+        }
+    }
+}
 
 /// The `SET` list of an endpoint update: every column but id, app and `created_at`, with
 /// placeholders numbered as the row's values without `created_at` (id is 1, app 2).

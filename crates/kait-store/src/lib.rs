@@ -28,6 +28,7 @@ pub mod postgres;
 pub mod pull;
 pub mod queue;
 pub mod sealing;
+pub mod sources;
 pub mod sqlite;
 
 pub use access::{AccessStore, AppTokenGrant, IdempotentResponse, NewAppToken};
@@ -44,13 +45,14 @@ pub use queue::{
     Claim, ClaimedDelivery, DeliveryQueue, DisabledEndpoint, HandoffFilter, NextStep, Outcome,
     Redelivery,
 };
+pub use sources::Sources;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// All of durable state, for `kait serve` (which hands each part to the consumer that uses
 /// it). Implementations make every write durable before returning and are safe to call from
 /// many tasks at once.
 pub trait Store:
-    ConfigStore + MessageLog + DeliveryQueue + PullPositions + AccessStore + Housekeeping
+    ConfigStore + MessageLog + DeliveryQueue + PullPositions + AccessStore + Housekeeping + Sources
 {
 }
 impl<T> Store for T where
@@ -60,6 +62,7 @@ impl<T> Store for T where
         + PullPositions
         + AccessStore
         + Housekeeping
+        + Sources
         + ?Sized
 {
 }
@@ -68,6 +71,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         AccessStore, Applications, DeliveryQueue, Endpoints, EventTypes, Housekeeping, MessageLog,
-        PullPositions, Store,
+        PullPositions, Sources, Store,
     };
 }

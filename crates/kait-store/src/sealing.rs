@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use kait_core::Endpoint;
 use kait_core::signing::Secret;
+use kait_core::{Endpoint, Source};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -203,6 +203,26 @@ pub fn endpoint_field(field: &str, endpoint_id: &str) -> String {
     format!("endpoint.{field}:{endpoint_id}")
 }
 
+/// The associated data a source's sealed field is bound to.
+pub fn source_field(field: &str, source_id: &str) -> String {
+    format!("source.{field}:{source_id}")
+}
+
+/// A source's sealed columns, as both backends write them.
+pub struct SealedSource {
+    pub config: String,
+    pub token: String,
+    pub previous_token: Option<String>,
+}
+
+/// A source's sealed columns as read back (the previous token only while it has an expiry).
+pub struct StoredSourceSecrets {
+    pub source_id: String,
+    pub config: String,
+    pub token: String,
+    pub previous_token: Option<String>,
+}
+
 /// An endpoint's sealed columns, as both backends write them.
 pub struct SealedEndpoint {
     pub secret: String,
@@ -227,6 +247,80 @@ pub struct OpenedEndpoint {
 }
 
 impl SecretKeys {
+    pub fn seal_source(&self, source: &Source) -> SealedSource {
+        let id = source.id.as_str();
+        SealedSource {
+            config: self.seal(&source_field("config", id), &source.config.to_string()),
+            token: self.seal(&source_field("token", id), &source.token),
+            previous_token: source
+                .previous_token
+                .as_ref()
+                .map(|(token, _)| self.seal(&source_field("previous_token", id), token)),
+        }
+    }
+
+    /// Opens a source's sealed columns: its config, token and previous token.
+    pub fn open_source(
+        &self,
+        source_id: &str,
+        config: &str,
+        token: &str,
+        previous_token: Option<&str>,
+    ) -> Result<(serde_json::Value, String, Option<String>), StoreError> {
+        let open = |field: &str, stored: &str| {
+            self.open(&source_field(field, source_id), stored)
+                .map(Cow::into_owned)
+                .map_err(|error| error.into_store_error(&format!("source {source_id}")))
+        };
+        let config = serde_json::from_str(&open("config", config)?).map_err(|error| {
+            StoreError::corrupt(format!("source {source_id}: config unreadable: {error}"))
+        })?;
+        let previous = previous_token
+            .map(|stored| open("previous_token", stored))
+            .transpose()?;
+        Ok((config, open("token", token)?, previous))
+    }
+
+    /// The source's columns sealed again with the current key, or `None` when they already
+    /// are (see [`SecretKeys::reseal_endpoint`]).
+    pub fn reseal_source(
+        &self,
+        stored: &StoredSourceSecrets,
+    ) -> Result<Option<SealedSource>, StoreError> {
+        let needed = [
+            Some(stored.config.as_str()),
+            Some(stored.token.as_str()),
+            stored.previous_token.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|value| self.needs_resealing(value))
+        .collect::<Result<Vec<bool>, SealError>>()
+        .map_err(|error| error.into_store_error("resealing"))?
+        .into_iter()
+        .any(|needed| needed);
+        if !needed {
+            return Ok(None);
+        }
+        let id = stored.source_id.as_str();
+        let reseal = |field: &str, value: &str| -> Result<String, StoreError> {
+            let field = source_field(field, id);
+            let plain = self
+                .open(&field, value)
+                .map_err(|error| error.into_store_error(&format!("source {id}")))?;
+            Ok(self.seal(&field, &plain))
+        };
+        Ok(Some(SealedSource {
+            config: reseal("config", &stored.config)?,
+            token: reseal("token", &stored.token)?,
+            previous_token: stored
+                .previous_token
+                .as_deref()
+                .map(|value| reseal("previous_token", value))
+                .transpose()?,
+        }))
+    }
+
     pub fn seal_endpoint(&self, endpoint: &Endpoint) -> SealedEndpoint {
         let id = endpoint.id.as_str();
         let headers = serde_json::to_string(&endpoint.headers).expect("headers serialize");

@@ -6,10 +6,12 @@
 mod access;
 mod config;
 mod queue;
+mod sources;
 
 pub use self::access::*;
 pub use self::config::*;
 pub use self::queue::*;
+pub use self::sources::*;
 
 /// Calls `$harness!(name)` for every conformance test, so that each backend defines one
 /// test per name without listing them again.
@@ -32,7 +34,8 @@ macro_rules! for_each_conformance_test {
             purges_expired_responses_and_tokens,
             app_tokens_carry_capabilities_and_expire_all,
             remembered_responses_go_with_their_application,
-            consumers_per_endpoint_are_bounded
+            consumers_per_endpoint_are_bounded,
+            sources_are_kept_with_their_secrets
         );
     };
 }

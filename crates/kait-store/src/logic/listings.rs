@@ -41,6 +41,11 @@ pub fn event_types(dialect: Dialect, include_archived: bool, page: &PageRequest)
     query.page(&select, &Keyset::by("name"), page)
 }
 
+pub fn sources(dialect: Dialect, page: &PageRequest) -> PageQuery {
+    let select = format!("SELECT {} FROM source", columns::SOURCE);
+    Query::new(dialect).page(&select, &Keyset::by("id"), page)
+}
+
 pub fn endpoints(dialect: Dialect, app_id: &AppId, page: &PageRequest) -> PageQuery {
     let mut query = Query::new(dialect);
     query.compare("app_id", "=", SqlValue::Text(app_id.as_str().to_owned()));

@@ -25,6 +25,7 @@ mod queue;
 mod rows;
 mod schema;
 mod secrets;
+mod sources;
 
 use std::sync::Arc;
 use std::time::Duration;

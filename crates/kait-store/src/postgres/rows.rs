@@ -4,7 +4,7 @@
 
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId,
-    EndpointKind, EventType, Message, MessageId, PayloadFormat, TriggerType,
+    EndpointKind, EventType, Message, MessageId, PayloadFormat, Source, SourceId, TriggerType,
 };
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -96,6 +96,34 @@ pub fn event_type(row: &Row) -> StoreResult<EventType> {
         group_name: row.try_get(6)?,
         created_at: row.try_get(7)?,
         updated_at: row.try_get(8)?,
+    })
+}
+
+/// A source row ([`crate::columns::SOURCE`]); its sealed columns are opened with `keys`.
+pub fn source(row: &Row, keys: &SecretKeys) -> StoreResult<Source> {
+    let id: String = row.try_get(0)?;
+    let previous_text: Option<String> = row.try_get(7)?;
+    let previous_expiry: Option<i64> = row.try_get(8)?;
+    let (config, token, previous_token) = keys.open_source(
+        &id,
+        row.try_get(4)?,
+        row.try_get(6)?,
+        previous_text
+            .as_deref()
+            .filter(|_| previous_expiry.is_some()),
+    )?;
+    Ok(Source {
+        id: SourceId::from_trusted(id),
+        uid: row.try_get(1)?,
+        name: row.try_get(2)?,
+        kind: row.try_get(3)?,
+        config,
+        metadata: from_json("metadata", row.try_get(5)?)?,
+        token,
+        previous_token: previous_token.zip(previous_expiry),
+        created_at: row.try_get(9)?,
+        updated_at: row.try_get(10)?,
+        revision: row.try_get::<_, i64>(11)? as u64,
     })
 }
 

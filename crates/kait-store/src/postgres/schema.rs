@@ -188,6 +188,23 @@ CREATE INDEX idempotent_response_app ON idempotent_response (app_id) WHERE app_i
 ALTER TABLE application ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE endpoint ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Issue 13: incoming sources. `config` and the tokens are sealed (see sealing.rs).
+CREATE TABLE source (
+    id                         TEXT PRIMARY KEY,
+    uid                        TEXT UNIQUE,
+    name                       TEXT NOT NULL,
+    kind                       TEXT NOT NULL,
+    config                     TEXT NOT NULL,
+    metadata                   TEXT NOT NULL,
+    token                      TEXT NOT NULL,
+    previous_token             TEXT,
+    previous_token_expires_at  BIGINT,
+    created_at                 BIGINT NOT NULL,
+    updated_at                 BIGINT NOT NULL,
+    revision                   BIGINT NOT NULL DEFAULT 0
+);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

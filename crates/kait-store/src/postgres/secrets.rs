@@ -9,7 +9,7 @@
 use tokio_postgres::Client;
 
 use crate::StoreResult;
-use crate::sealing::{SecretKeys, StoredEndpointSecrets};
+use crate::sealing::{SecretKeys, StoredEndpointSecrets, StoredSourceSecrets};
 
 /// Endpoints read per statement.
 const RESEAL_BATCH: i64 = 500;
@@ -63,6 +63,61 @@ pub async fn reseal(client: &Client, schema: &str, keys: &SecretKeys) -> StoreRe
             endpoints = resealed,
             key = keys.current_id(),
             "endpoint secrets sealed with the current secrets key"
+        );
+    }
+    Ok(resealed + reseal_sources(client, schema, keys).await?)
+}
+
+/// The same for sources' configs and tokens.
+async fn reseal_sources(client: &Client, schema: &str, keys: &SecretKeys) -> StoreResult<usize> {
+    let select = format!(
+        "SELECT id, config, token, previous_token, previous_token_expires_at \
+         FROM {schema}.source WHERE id > $1 ORDER BY id LIMIT $2"
+    );
+    let update = format!(
+        "UPDATE {schema}.source SET config = $5, token = $6, previous_token = $7 \
+         WHERE id = $1 AND config = $2 AND token = $3 \
+         AND previous_token IS NOT DISTINCT FROM $4"
+    );
+    let mut resealed = 0;
+    let mut after = String::new();
+    loop {
+        let rows = client.query(&select, &[&after, &RESEAL_BATCH]).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get(0)?;
+        for row in &rows {
+            let expiry: Option<i64> = row.try_get(4)?;
+            let previous: Option<String> = row.try_get(3)?;
+            let stored = StoredSourceSecrets {
+                source_id: row.try_get(0)?,
+                config: row.try_get(1)?,
+                token: row.try_get(2)?,
+                previous_token: previous.clone().filter(|_| expiry.is_some()),
+            };
+            let Some(sealed) = keys.reseal_source(&stored)? else {
+                continue;
+            };
+            resealed += client
+                .execute(
+                    &update,
+                    &[
+                        &stored.source_id,
+                        &stored.config,
+                        &stored.token,
+                        &previous,
+                        &sealed.config,
+                        &sealed.token,
+                        &sealed.previous_token,
+                    ],
+                )
+                .await? as usize;
+        }
+    }
+    if resealed > 0 {
+        tracing::info!(
+            sources = resealed,
+            key = keys.current_id(),
+            "source configs and tokens sealed with the current secrets key"
         );
     }
     Ok(resealed)

@@ -401,6 +401,10 @@ async fn secrets_are_sealed_at_rest_and_resealed_on_rotation() {
         .insert("X-Api-Key".into(), "receiver-credential-7f3a".into());
     let created = store.create_endpoint(with_headers, 10).await.unwrap();
     let secret = created.secret.to_wire();
+    let mut github = crate::conformance::source(None);
+    github.config = serde_json::json!({ "secret": "provider-secret-51de" });
+    github.token = "ingest-token-e08c".into();
+    let github = store.create_source(github).await.unwrap();
     store.close().await.unwrap();
     drop(store);
 
@@ -428,6 +432,14 @@ async fn secrets_are_sealed_at_rest_and_resealed_on_rotation() {
         !dump.contains("receiver-credential-7f3a"),
         "a header value is in the dump"
     );
+    assert!(
+        !dump.contains("provider-secret-51de"),
+        "a source's config is in the dump"
+    );
+    assert!(
+        !dump.contains("ingest-token-e08c"),
+        "a source's token is in the dump"
+    );
 
     // Rotation: the new key current, the old one still known; the row is sealed anew.
     schema.options.secret_keys = SecretKeys::new(new_key.clone(), vec![old_key]);
@@ -453,6 +465,11 @@ async fn secrets_are_sealed_at_rest_and_resealed_on_rotation() {
             .to_wire(),
         secret,
         "the old key is no longer needed"
+    );
+    let read = store.get_source(github.id.as_str()).await.unwrap().unwrap();
+    assert_eq!(
+        read.token, "ingest-token-e08c",
+        "sources were sealed anew too"
     );
     store.close().await.unwrap();
     drop(store);

@@ -16,6 +16,7 @@ mod queue;
 mod rows;
 mod schema;
 mod secrets;
+mod sources;
 mod writer;
 
 use std::fs::File;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use kait_core::{
     AppId, Application, Attempt, AttemptId, DeliveryOrder, DeliveryStatus, Endpoint, EndpointId,
-    EndpointKind, EventType, Message, MessageId, PayloadFormat, TriggerType,
+    EndpointKind, EventType, Message, MessageId, PayloadFormat, Source, SourceId, TriggerType,
 };
 use rusqlite::Row;
 
@@ -89,6 +89,38 @@ pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
         group_name: row.get(6)?,
         created_at: row.get(7)?,
         updated_at: row.get(8)?,
+    })
+}
+
+/// A source row ([`crate::columns::SOURCE`]); its sealed columns are opened with `keys`.
+pub fn source(row: &Row<'_>, keys: &SecretKeys) -> rusqlite::Result<Source> {
+    let id: String = row.get(0)?;
+    let previous_expiry: Option<i64> = row.get(8)?;
+    let previous_text: Option<String> = row.get(7)?;
+    let (config, token, previous_token) = keys
+        .open_source(
+            &id,
+            &row.get::<_, String>(4)?,
+            &row.get::<_, String>(6)?,
+            previous_text
+                .as_deref()
+                .filter(|_| previous_expiry.is_some()),
+        )
+        .map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, error.into())
+        })?;
+    Ok(Source {
+        id: SourceId::from_trusted(id),
+        uid: row.get(1)?,
+        name: row.get(2)?,
+        kind: row.get(3)?,
+        config,
+        metadata: from_json(5, &row.get::<_, String>(5)?)?,
+        token,
+        previous_token: previous_token.zip(previous_expiry),
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+        revision: row.get::<_, i64>(11)? as u64,
     })
 }
 

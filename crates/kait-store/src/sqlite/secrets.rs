@@ -12,7 +12,7 @@ use std::path::Path;
 use rusqlite::{Connection, params};
 
 use crate::StoreResult;
-use crate::sealing::{SecretKeys, StoredEndpointSecrets};
+use crate::sealing::{SecretKeys, StoredEndpointSecrets, StoredSourceSecrets};
 
 /// Files in the data directory that hold data or locks, made owner-only.
 const PRIVATE_FILES: [&str; 4] = ["kait.db", "kait.lock", "kait.db-wal", "kait.db-shm"];
@@ -102,6 +102,61 @@ pub fn reseal(connection: &mut Connection, keys: &SecretKeys) -> StoreResult<usi
             endpoints = resealed,
             key = keys.current_id(),
             "endpoint secrets sealed with the current secrets key"
+        );
+    }
+    connection.pragma_update(None, "secure_delete", false)?;
+    Ok(resealed + reseal_sources(connection, keys)?)
+}
+
+/// The same for sources' configs and tokens.
+fn reseal_sources(connection: &mut Connection, keys: &SecretKeys) -> StoreResult<usize> {
+    let mut resealed = 0;
+    let mut after = String::new();
+    loop {
+        let rows: Vec<StoredSourceSecrets> = connection
+            .prepare(
+                "SELECT id, config, token, previous_token, previous_token_expires_at \
+                 FROM source WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![after, RESEAL_BATCH], |row| {
+                let expiry: Option<i64> = row.get(4)?;
+                Ok(StoredSourceSecrets {
+                    source_id: row.get(0)?,
+                    config: row.get(1)?,
+                    token: row.get(2)?,
+                    previous_token: row
+                        .get::<_, Option<String>>(3)?
+                        .filter(|_| expiry.is_some()),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = rows.last() else { break };
+        after = last.source_id.clone();
+        let transaction = connection.transaction()?;
+        transaction.pragma_update(None, "secure_delete", true)?;
+        for stored in &rows {
+            let Some(sealed) = keys.reseal_source(stored)? else {
+                continue;
+            };
+            transaction.execute(
+                "UPDATE source SET config = ?2, token = ?3, previous_token = ?4 WHERE id = ?1",
+                params![
+                    stored.source_id,
+                    sealed.config,
+                    sealed.token,
+                    sealed.previous_token
+                ],
+            )?;
+            resealed += 1;
+        }
+        transaction.commit()?;
+    }
+    if resealed > 0 {
+        connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        tracing::info!(
+            sources = resealed,
+            key = keys.current_id(),
+            "source configs and tokens sealed with the current secrets key"
         );
     }
     connection.pragma_update(None, "secure_delete", false)?;

@@ -233,6 +233,10 @@ async fn secrets_are_sealed_at_rest_and_the_data_dir_is_private() {
     let created = store.create_endpoint(with_headers, 10).await.unwrap();
     let secret = created.secret.to_wire();
     let secret_key = secret.trim_start_matches("whsec_").to_owned();
+    let mut github = crate::conformance::source(None);
+    github.config = serde_json::json!({ "secret": "provider-secret-51de" });
+    github.token = "ingest-token-e08c".into();
+    let github = store.create_source(github).await.unwrap();
 
     let mode =
         |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -246,6 +250,14 @@ async fn secrets_are_sealed_at_rest_and_the_data_dir_is_private() {
     assert!(
         !holds(&bytes, "receiver-credential-7f3a"),
         "a header value is on disk"
+    );
+    assert!(
+        !holds(&bytes, "provider-secret-51de"),
+        "a source's config is on disk"
+    );
+    assert!(
+        !holds(&bytes, "ingest-token-e08c"),
+        "a source's token is on disk"
     );
     drop(store);
 
@@ -275,6 +287,8 @@ async fn secrets_are_sealed_at_rest_and_the_data_dir_is_private() {
         !holds(&bytes, "legacy-credential-9c"),
         "the old plain cell survived"
     );
+    let read = store.get_source(github.id.as_str()).await.unwrap().unwrap();
+    assert_eq!(read.config["secret"], "provider-secret-51de");
     drop(store);
 
     // Another key cannot open the store.

@@ -1,0 +1,126 @@
+//! Incoming sources on PostgreSQL: SQL and row mapping only.
+
+use async_trait::async_trait;
+use kait_core::{Source, SourceId};
+use tokio_postgres::types::ToSql;
+
+use super::{PgStore, rows};
+use crate::columns::{self, SourceRow};
+use crate::logic::listings;
+use crate::logic::query::Dialect;
+use crate::{Page, PageRequest, Sources, StoreError, StoreResult};
+
+/// A source row's values in [`columns::SOURCE`] order.
+fn source_values<'a>(row: &'a SourceRow<'a>) -> [&'a (dyn ToSql + Sync); 12] {
+    [
+        &row.id,
+        &row.uid,
+        &row.name,
+        &row.kind,
+        &row.config,
+        &row.metadata,
+        &row.token,
+        &row.previous_token,
+        &row.previous_token_expires_at,
+        &row.created_at,
+        &row.updated_at,
+        &row.revision,
+    ]
+}
+
+#[async_trait]
+impl Sources for PgStore {
+    async fn create_source(&self, source: Source) -> StoreResult<Source> {
+        let row = SourceRow::of(&source, &self.shared.options.secret_keys);
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO source ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    columns::SOURCE
+                ),
+                &source_values(&row),
+            )
+            .await
+            .map_err(|error| rows::conflict_on_unique(error, "a source with this uid already exists"))?;
+        Ok(source)
+    }
+
+    async fn get_source(&self, id_or_uid: &str) -> StoreResult<Option<Source>> {
+        let column = if SourceId::has_prefix(id_or_uid) {
+            "id"
+        } else {
+            "uid"
+        };
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {} FROM source WHERE {column} = $1", columns::SOURCE),
+                &[&id_or_uid],
+            )
+            .await?;
+        row.map(|row| rows::source(&row, &self.shared.options.secret_keys))
+            .transpose()
+    }
+
+    async fn list_sources(&self, page: PageRequest) -> StoreResult<Page<Source>> {
+        let keys = &self.shared.options.secret_keys;
+        self.run_page(listings::sources(Dialect::Postgres, &page), |row| {
+            rows::source(row, keys)
+        })
+        .await
+    }
+
+    async fn update_source(&self, source: Source) -> StoreResult<Source> {
+        let next = Source {
+            revision: source.revision + 1,
+            ..source
+        };
+        let row = SourceRow::of(&next, &self.shared.options.secret_keys);
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE source SET uid = $2, name = $3, kind = $4, config = $5, metadata = $6, \
+                 token = $7, previous_token = $8, previous_token_expires_at = $9, \
+                 updated_at = $10, revision = $11 WHERE id = $1 AND revision = $11::bigint - 1",
+                &[
+                    &row.id,
+                    &row.uid,
+                    &row.name,
+                    &row.kind,
+                    &row.config,
+                    &row.metadata,
+                    &row.token,
+                    &row.previous_token,
+                    &row.previous_token_expires_at,
+                    &row.updated_at,
+                    &row.revision,
+                ],
+            )
+            .await
+            .map_err(|error| {
+                rows::conflict_on_unique(error, "a source with this uid already exists")
+            })?;
+        if changed == 0 {
+            return Err(match self.get_source(next.id.as_str()).await? {
+                Some(_) => StoreError::Stale("source"),
+                None => StoreError::NotFound,
+            });
+        }
+        Ok(next)
+    }
+
+    async fn delete_source(&self, id: &SourceId) -> StoreResult<()> {
+        let changed = self
+            .client()
+            .await?
+            .execute("DELETE FROM source WHERE id = $1", &[&id.as_str()])
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
