@@ -82,4 +82,29 @@ client.message_attempt.resend(app.id, message.id, endpoint.id)
 
 messages = client.message.list(app.id)
 check(messages.data[0].id == message.id and messages.done, "message list")
+
+if major >= 2:
+    # Svix Ingest (issue 13): incoming sources through `svix.ingest.source`.
+    from svix.models import IngestSourceIn
+
+    source = client.ingest.source.create(
+        IngestSourceIn(
+            name="GitHub",
+            uid="py-github",
+            type="github",
+            config={"secret": "It's a Secret to Everybody"},
+        )
+    )
+    check(source.id.startswith("src_"), f"source id {source.id}")
+    check(source.ingest_url.startswith(base_url), f"ingest url {source.ingest_url}")
+    check("Secret" not in str(source.config), "the source's secret is not shown")
+    check(client.ingest.source.get("py-github").id == source.id, "source by uid")
+    check(any(s.id == source.id for s in client.ingest.source.list().data), "source listed")
+    rotated = client.ingest.source.rotate_token(source.id)
+    check(rotated.ingest_url != source.ingest_url, "token rotated")
+    replaced = client.ingest.source.upsert(
+        source.id, IngestSourceIn(name="GitHub 2", type="github", config={})
+    )
+    check(replaced.name == "GitHub 2", "source replaced")
+    client.ingest.source.delete(source.id)
 print(f"svix {sdk}: ok {message.id} {new_secret}")

@@ -47,6 +47,7 @@ fn harness() -> &'static Harness {
             app_ids: Default::default(),
             streams: Default::default(),
             metrics_token: None,
+            public_url: "http://127.0.0.1:8071".into(),
         });
         let app = runtime.block_on(async {
             let app = kait_api::router(state);

@@ -66,6 +66,9 @@ pub struct ApiContext {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Renders the Prometheus text exposition for `GET /metrics`.
     pub metrics: MetricsRender,
+    /// Where this server is reached from outside (`--public-url`), for the receiving URLs of
+    /// incoming sources.
+    pub public_url: Arc<str>,
     /// A token that reads `/metrics` and nothing else (the admin token reads it too).
     pub metrics_token: Option<Arc<str>>,
     /// Application ids by path key, for the ingest path.

@@ -928,3 +928,81 @@ mod tests {
         assert_eq!(two.channels.unwrap().len(), 1);
     }
 }
+
+// Ingest sources (Svix Ingest).
+
+/// `IngestSourceIn`: a sender Kait receives webhooks from.
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
+pub struct IngestSourceIn {
+    #[schema(value_type = Name)]
+    pub name: String,
+    #[schema(value_type = Option<Uid>)]
+    pub uid: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// `generic-webhook`, `cron`, `svix`, `standard-webhooks`, `github`, `stripe`, `shopify`
+    /// or `slack`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The type's settings, e.g. `{"secret": "…"}`; secrets are never shown again.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
+/// `IngestSourceOut`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IngestSourceOut {
+    pub id: String,
+    pub uid: Option<String>,
+    pub name: String,
+    /// Where the sender posts its webhooks (it holds the source's token).
+    #[serde(rename = "ingestUrl")]
+    pub ingest_url: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The type's settings without their secrets.
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl IngestSourceOut {
+    /// The source as the API shows it, its receiving URL under `public_url`.
+    pub fn new(source: &kait_core::Source, public_url: &str) -> Self {
+        let public_config = kait_sources::SourceKind::parse(&source.kind)
+            .and_then(|kind| kait_sources::SourceConfig::parse(kind, &source.config).ok())
+            .map_or_else(|| serde_json::json!({}), |config| config.public());
+        Self {
+            id: source.id.to_string(),
+            uid: source.uid.clone(),
+            name: source.name.clone(),
+            ingest_url: ingest_url(public_url, source),
+            kind: source.kind.clone(),
+            config: public_config,
+            metadata: source.metadata.clone(),
+            created_at: to_datetime(source.created_at),
+            updated_at: to_datetime(source.updated_at),
+        }
+    }
+}
+
+/// `{public_url}/ingest/api/v1/source/{id}/in/{token}`: Svix's shape.
+pub fn ingest_url(public_url: &str, source: &kait_core::Source) -> String {
+    format!(
+        "{}/ingest/api/v1/source/{}/in/{}",
+        public_url.trim_end_matches('/'),
+        source.id,
+        source.token
+    )
+}
+
+/// `RotateTokenOut`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RotateTokenOut {
+    #[serde(rename = "ingestUrl")]
+    pub ingest_url: String,
+}

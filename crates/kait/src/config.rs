@@ -174,6 +174,10 @@ pub struct ServeArgs {
     /// Long-polls and event streams one token may hold open at once
     #[arg(long, env = "KAIT_MAX_STREAMS_PER_TOKEN")]
     pub max_streams_per_token: Option<usize>,
+    /// The URL this server is reached at from outside, for the receiving URLs of incoming
+    /// sources, e.g. https://hooks.example.com [default: http:// and the listening address]
+    #[arg(long, env = "KAIT_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// A bearer token that may read /metrics and nothing else (the admin token may too).
     #[arg(long, env = "KAIT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
@@ -295,6 +299,8 @@ pub struct ServeConfig {
     pub retention: Retention,
     pub connections: crate::http_server::ConnectionLimits,
     pub metrics_token: Option<String>,
+    /// Where this server is reached from outside; `None`: `http://` and the bound address.
+    pub public_url: Option<String>,
     /// The keys that seal secrets at rest; `None` until resolved: then the data dir's
     /// generated key ([`ServeConfig::secret_keys`]).
     pub secret_keys: Option<SecretKeys>,
@@ -329,6 +335,7 @@ impl ServeConfig {
             retention: Retention::default(),
             connections: crate::http_server::ConnectionLimits::default(),
             metrics_token: None,
+            public_url: None,
             secret_keys: None,
         }
     }
@@ -536,6 +543,20 @@ impl ServeConfig {
             None => bail!("--previous-secrets-key-file needs --secrets-key-file (the new key)"),
         };
         let metrics_token = settings.metrics_token;
+        let public_url = match settings.public_url {
+            Some(url) => {
+                let parsed = url::Url::parse(&url)
+                    .map_err(|error| anyhow::anyhow!("--public-url: `{url}`: {error}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    bail!("--public-url must be an http:// or https:// URL with a host");
+                }
+                if parsed.query().is_some() || parsed.fragment().is_some() {
+                    bail!("--public-url must not have a query or fragment");
+                }
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            None => None,
+        };
         if let Some(token) = &metrics_token {
             check_token(token).context("--metrics-token")?;
         }
@@ -560,6 +581,7 @@ impl ServeConfig {
             retention,
             connections,
             metrics_token,
+            public_url,
             secret_keys,
         })
     }

@@ -173,6 +173,10 @@ pub async fn run(
         .clone()
         .context("an admin token must be set before serving")?;
     let store = open_store(&config).await?;
+    let public_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
 
     let sender = Sender::new(
         SenderConfig {
@@ -238,6 +242,7 @@ pub async fn run(
         app_ids: Default::default(),
         streams: Default::default(),
         metrics_token: config.metrics_token.clone().map(Arc::from),
+        public_url: public_url.into(),
     });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);

@@ -4,6 +4,7 @@ mod application;
 mod attempt;
 mod endpoint;
 mod event_type;
+mod ingest_source;
 mod message;
 mod poller;
 
@@ -27,6 +28,13 @@ pub fn public() -> OpenApiRouter<ApiState> {
 pub fn protected() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(application::list, application::create))
+        .routes(routes!(ingest_source::list, ingest_source::create))
+        .routes(routes!(
+            ingest_source::get,
+            ingest_source::upsert,
+            ingest_source::delete
+        ))
+        .routes(routes!(ingest_source::rotate_token))
         .routes(routes!(application::portal_access))
         .routes(routes!(application::expire_all))
         .routes(routes!(

@@ -9,6 +9,7 @@
 //! - `pull`: polling endpoints, iterator, long-poll, consumers, concurrent writers.
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
 //! - `hardening`: the attacks of issue 11 (nesting, idle sockets, streams, secrets, tokens).
+//! - `ingest`: incoming sources, Svix Ingest's routes (issue 13, in progress).
 //! - `races`: concurrent changes of one endpoint or application (issue 12).
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
@@ -29,6 +30,7 @@ mod delivery;
 mod durability;
 mod faults;
 mod hardening;
+mod ingest;
 mod openapi;
 mod pagination;
 mod pull;

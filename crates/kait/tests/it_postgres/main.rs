@@ -20,6 +20,8 @@ mod durability;
 mod faults;
 #[path = "../it/hardening.rs"]
 mod hardening;
+#[path = "../it/ingest.rs"]
+mod ingest;
 #[path = "../it/openapi.rs"]
 mod openapi;
 #[path = "../it/pagination.rs"]
