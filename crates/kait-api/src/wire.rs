@@ -50,7 +50,10 @@ mod strings {
     string_schema!(
         /// A caller-chosen id: letters, digits, `-`, `_`, `.`; not an id prefix.
         Uid,
-        r"^(?!app_|ep_|msg_|atmpt_)[a-zA-Z0-9\-_.]+$",
+        format!(
+            r"^(?!{})[a-zA-Z0-9\-_.]+$",
+            kait_core::id::ID_PREFIXES.join("|")
+        ),
         256
     );
     string_schema!(
@@ -65,6 +68,22 @@ mod strings {
         r"^[a-zA-Z0-9\-_.:]+$",
         128
     );
+    /// A source type: one of the kinds `kait-sources` verifies.
+    pub struct SourceType;
+
+    impl utoipa::PartialSchema for SourceType {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(
+                    kait_sources::SourceKind::ALL.map(kait_sources::SourceKind::as_str),
+                ))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for SourceType {}
+
     string_schema!(
         /// A human-readable name: anything but blank.
         Name,
@@ -184,8 +203,8 @@ mod strings {
 }
 
 pub use strings::{
-    CapabilityName, Channel, CustomHeaders, CustomHeadersPatch, EventTypeName, Key, Name, Uid,
-    WebhookUrl,
+    CapabilityName, Channel, CustomHeaders, CustomHeadersPatch, EventTypeName, Key, Name,
+    SourceType, Uid, WebhookUrl,
 };
 
 /// Reads an optional whole number written `5` or `5.0`: JSON does not tell them apart, and
@@ -942,11 +961,17 @@ pub struct IngestSourceIn {
     /// `generic-webhook`, `cron`, `svix`, `standard-webhooks`, `github`, `stripe`, `shopify`
     /// or `slack`.
     #[serde(rename = "type")]
+    #[schema(value_type = SourceType)]
     pub kind: String,
-    /// The type's settings, e.g. `{"secret": "…"}`; secrets are never shown again.
-    #[serde(default)]
+    /// The type's settings, e.g. `{"secret": "…"}` (`{}` when left out); secrets are never
+    /// shown again.
+    #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
 }
 
 /// `IngestSourceOut`.

@@ -109,6 +109,10 @@ macro_rules! prefixed_id {
     };
 }
 
+/// Every id prefix: a caller's `uid` may start with none of them, so that a path segment is
+/// never ambiguous between an id and a uid.
+pub const ID_PREFIXES: [&str; 5] = ["app_", "ep_", "msg_", "atmpt_", "src_"];
+
 prefixed_id!(
     /// An application (tenant / consumer).
     AppId,

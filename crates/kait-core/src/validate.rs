@@ -64,11 +64,11 @@ fn check_name(value: &str, max_len: usize, extra: &[u8], what: &str) -> Result<(
     Ok(())
 }
 
-/// A caller-chosen `uid` of an application or endpoint. It must not look like a Kait id, so that
-/// a path segment is never ambiguous.
+/// A caller-chosen `uid` of an application, endpoint or source. It must not look like a Kait
+/// id, so that a path segment is never ambiguous.
 pub fn uid(value: &str) -> Result<(), String> {
     check_name(value, MAX_NAME_LEN, b"", "uid")?;
-    if ["app_", "ep_", "msg_", "atmpt_"]
+    if crate::id::ID_PREFIXES
         .iter()
         .any(|prefix| value.starts_with(prefix))
     {

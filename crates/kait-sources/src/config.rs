@@ -113,11 +113,8 @@ impl SourceConfig {
     /// Reads `config` for `kind`, refusing unknown fields (a misspelt `secret` must not
     /// silently leave a source unverified) and missing or malformed ones.
     pub fn parse(kind: SourceKind, config: &Value) -> Result<Self, ConfigProblem> {
-        let empty = Map::new();
-        let object = match config {
-            Value::Object(object) => object,
-            Value::Null => &empty,
-            _ => return Err(problem("config", "must be an object")),
+        let Value::Object(object) = config else {
+            return Err(problem("config", "must be an object"));
         };
         let allowed: &[&str] = match kind {
             SourceKind::GenericWebhook => &["bearerToken", "basicAuth"],
@@ -256,7 +253,8 @@ mod tests {
         assert_eq!(typed.unwrap_err().problem, "must be a string");
         let bad_key = SourceConfig::parse(SourceKind::Svix, &json!({ "secret": "whsec_%%%" }));
         assert_eq!(bad_key.unwrap_err().field, "config.secret");
-        assert!(SourceConfig::parse(SourceKind::Github, &json!(null)).is_ok());
+        assert!(SourceConfig::parse(SourceKind::Github, &json!({})).is_ok());
+        assert!(SourceConfig::parse(SourceKind::Github, &json!(null)).is_err());
         assert!(SourceConfig::parse(SourceKind::Github, &json!([])).is_err());
         let cron = SourceConfig::parse(
             SourceKind::Cron,

@@ -124,6 +124,15 @@ async fn bad_sources_are_refused_with_every_problem() {
         problems(json!({ "name": "s", "type": "svix", "config": { "secret": "whsec_%%" } })).await,
         vec![json!(["body", "config", "secret"])]
     );
+    assert_eq!(
+        problems(json!({ "name": "s", "type": "github", "config": null })).await,
+        vec![json!(["body", "config"])]
+    );
+    // A uid that looks like an id would make `/source/{source_id}` ambiguous.
+    assert_eq!(
+        problems(json!({ "name": "s", "uid": "src_mine", "type": "github" })).await,
+        vec![json!(["body", "uid"])]
+    );
     let (status, _) = server
         .post(
             "/ingest/api/v1/source",
