@@ -223,6 +223,64 @@ pub struct StoredSourceSecrets {
     pub previous_token: Option<String>,
 }
 
+/// A table with sealed columns, as resealing at open walks it: three sealed text columns
+/// (the last one nullable, and read only while `expiry` is set), and how one row is sealed
+/// again with the current key (`None` when it already is).
+pub struct SealedTable {
+    pub table: &'static str,
+    pub columns: [&'static str; 3],
+    pub expiry: &'static str,
+    pub reseal: fn(&SecretKeys, &str, [Option<String>; 3]) -> ResealedRow,
+}
+
+/// A row's three sealed columns sealed again, or `None` when they already were.
+pub type ResealedRow = Result<Option<[Option<String>; 3]>, StoreError>;
+
+/// Every table whose columns are sealed. A new sealed table is added here and both backends
+/// reseal it on a key rotation.
+pub const SEALED_TABLES: [SealedTable; 2] = [
+    SealedTable {
+        table: "endpoint",
+        columns: ["secret", "headers", "previous_secret"],
+        expiry: "previous_secret_expires_at",
+        reseal: |keys, id, [secret, headers, previous_secret]| {
+            let stored = StoredEndpointSecrets {
+                endpoint_id: id.to_owned(),
+                secret: secret.unwrap_or_default(),
+                headers: headers.unwrap_or_default(),
+                previous_secret,
+            };
+            Ok(keys.reseal_endpoint(&stored)?.map(|sealed| {
+                [
+                    Some(sealed.secret),
+                    Some(sealed.headers),
+                    sealed.previous_secret,
+                ]
+            }))
+        },
+    },
+    SealedTable {
+        table: "source",
+        columns: ["config", "token", "previous_token"],
+        expiry: "previous_token_expires_at",
+        reseal: |keys, id, [config, token, previous_token]| {
+            let stored = StoredSourceSecrets {
+                source_id: id.to_owned(),
+                config: config.unwrap_or_default(),
+                token: token.unwrap_or_default(),
+                previous_token,
+            };
+            Ok(keys.reseal_source(&stored)?.map(|sealed| {
+                [
+                    Some(sealed.config),
+                    Some(sealed.token),
+                    sealed.previous_token,
+                ]
+            }))
+        },
+    },
+];
+
 /// An endpoint's sealed columns, as both backends write them.
 pub struct SealedEndpoint {
     pub secret: String,

@@ -1,5 +1,6 @@
-//! Sealing endpoint secrets again on PostgreSQL: plain text written by an older version, and
-//! values sealed with a key that is no longer the current one (the end of a key rotation).
+//! Sealing values again on PostgreSQL (endpoint secrets and headers, source configs and
+//! tokens: every table in `SEALED_TABLES`): plain text written by an older version, and values
+//! sealed with a key that is no longer the current one (the end of a key rotation).
 //!
 //! Runs when a node opens the store. Several nodes starting at once may do it together: each
 //! update only replaces the exact values it read, so none undoes another's work or a change
@@ -9,75 +10,39 @@
 use tokio_postgres::Client;
 
 use crate::StoreResult;
-use crate::sealing::{SecretKeys, StoredEndpointSecrets, StoredSourceSecrets};
+use crate::sealing::{SEALED_TABLES, SealedTable, SecretKeys};
 
-/// Endpoints read per statement.
+/// Rows read per statement.
 const RESEAL_BATCH: i64 = 500;
 
+/// Seals again every sealed value (endpoint secrets and headers, source configs and tokens)
+/// not sealed with the current key. Returns how many rows changed.
 pub async fn reseal(client: &Client, schema: &str, keys: &SecretKeys) -> StoreResult<usize> {
-    let select = format!(
-        "SELECT id, secret, headers, previous_secret, previous_secret_expires_at \
-         FROM {schema}.endpoint WHERE id > $1 ORDER BY id LIMIT $2"
-    );
-    let update = format!(
-        "UPDATE {schema}.endpoint SET secret = $5, headers = $6, previous_secret = $7 \
-         WHERE id = $1 AND secret = $2 AND headers = $3 \
-         AND previous_secret IS NOT DISTINCT FROM $4"
-    );
     let mut resealed = 0;
-    let mut after = String::new();
-    loop {
-        let rows = client.query(&select, &[&after, &RESEAL_BATCH]).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.try_get(0)?;
-        for row in &rows {
-            let expiry: Option<i64> = row.try_get(4)?;
-            let previous: Option<String> = row.try_get(3)?;
-            let stored = StoredEndpointSecrets {
-                endpoint_id: row.try_get(0)?,
-                secret: row.try_get(1)?,
-                headers: row.try_get(2)?,
-                previous_secret: previous.clone().filter(|_| expiry.is_some()),
-            };
-            let Some(sealed) = keys.reseal_endpoint(&stored)? else {
-                continue;
-            };
-            resealed += client
-                .execute(
-                    &update,
-                    &[
-                        &stored.endpoint_id,
-                        &stored.secret,
-                        &stored.headers,
-                        &previous,
-                        &sealed.secret,
-                        &sealed.headers,
-                        &sealed.previous_secret,
-                    ],
-                )
-                .await? as usize;
-        }
+    for table in &SEALED_TABLES {
+        resealed += reseal_table(client, schema, keys, table).await?;
     }
-    if resealed > 0 {
-        tracing::info!(
-            endpoints = resealed,
-            key = keys.current_id(),
-            "endpoint secrets sealed with the current secrets key"
-        );
-    }
-    Ok(resealed + reseal_sources(client, schema, keys).await?)
+    Ok(resealed)
 }
 
-/// The same for sources' configs and tokens.
-async fn reseal_sources(client: &Client, schema: &str, keys: &SecretKeys) -> StoreResult<usize> {
+async fn reseal_table(
+    client: &Client,
+    schema: &str,
+    keys: &SecretKeys,
+    table: &SealedTable,
+) -> StoreResult<usize> {
+    let [first, second, third] = table.columns;
+    let name = table.table;
     let select = format!(
-        "SELECT id, config, token, previous_token, previous_token_expires_at \
-         FROM {schema}.source WHERE id > $1 ORDER BY id LIMIT $2"
+        "SELECT id, {first}, {second}, {third}, {} FROM {schema}.{name} \
+         WHERE id > $1 ORDER BY id LIMIT $2",
+        table.expiry
     );
+    // Only the exact values read are replaced, so nodes resealing together, or a change made
+    // meanwhile, are never undone.
     let update = format!(
-        "UPDATE {schema}.source SET config = $5, token = $6, previous_token = $7 \
-         WHERE id = $1 AND config = $2 AND token = $3 \
-         AND previous_token IS NOT DISTINCT FROM $4"
+        "UPDATE {schema}.{name} SET {first} = $5, {second} = $6, {third} = $7 \
+         WHERE id = $1 AND {first} = $2 AND {second} = $3 AND {third} IS NOT DISTINCT FROM $4"
     );
     let mut resealed = 0;
     let mut after = String::new();
@@ -86,38 +51,29 @@ async fn reseal_sources(client: &Client, schema: &str, keys: &SecretKeys) -> Sto
         let Some(last) = rows.last() else { break };
         after = last.try_get(0)?;
         for row in &rows {
+            let id: String = row.try_get(0)?;
+            let (first, second): (String, String) = (row.try_get(1)?, row.try_get(2)?);
+            let third: Option<String> = row.try_get(3)?;
             let expiry: Option<i64> = row.try_get(4)?;
-            let previous: Option<String> = row.try_get(3)?;
-            let stored = StoredSourceSecrets {
-                source_id: row.try_get(0)?,
-                config: row.try_get(1)?,
-                token: row.try_get(2)?,
-                previous_token: previous.clone().filter(|_| expiry.is_some()),
-            };
-            let Some(sealed) = keys.reseal_source(&stored)? else {
+            let values = [
+                Some(first.clone()),
+                Some(second.clone()),
+                third.clone().filter(|_| expiry.is_some()),
+            ];
+            let Some([a, b, c]) = (table.reseal)(keys, &id, values)? else {
                 continue;
             };
             resealed += client
-                .execute(
-                    &update,
-                    &[
-                        &stored.source_id,
-                        &stored.config,
-                        &stored.token,
-                        &previous,
-                        &sealed.config,
-                        &sealed.token,
-                        &sealed.previous_token,
-                    ],
-                )
+                .execute(&update, &[&id, &first, &second, &third, &a, &b, &c])
                 .await? as usize;
         }
     }
     if resealed > 0 {
         tracing::info!(
-            sources = resealed,
+            table = name,
+            rows = resealed,
             key = keys.current_id(),
-            "source configs and tokens sealed with the current secrets key"
+            "sealed values sealed again with the current secrets key"
         );
     }
     Ok(resealed)

@@ -2,7 +2,8 @@
 //!
 //! The data directory is made `0700` and the database files `0600` (SQLite gives its WAL and
 //! shared-memory files the database file's mode), so other local users cannot read them.
-//! Endpoint secrets and headers are sealed ([`crate::sealing`]); at open, values written in
+//! Endpoint secrets and headers and source configs and tokens are sealed
+//! ([`crate::sealing::SEALED_TABLES`]); at open, values written in
 //! plain text by an older version, or sealed with a key that is no longer the current one, are
 //! sealed again with the current key, with SQLite's `secure_delete` on so the old cells are
 //! zeroed, and the WAL is truncated afterwards so no old page image survives there either.
@@ -12,7 +13,7 @@ use std::path::Path;
 use rusqlite::{Connection, params};
 
 use crate::StoreResult;
-use crate::sealing::{SecretKeys, StoredEndpointSecrets, StoredSourceSecrets};
+use crate::sealing::{SEALED_TABLES, SealedTable, SecretKeys};
 
 /// Files in the data directory that hold data or locks, made owner-only.
 const PRIVATE_FILES: [&str; 4] = ["kait.db", "kait.lock", "kait.db-wal", "kait.db-shm"];
@@ -48,117 +49,76 @@ pub fn make_private(data_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Endpoints whose sealed columns are read and rewritten per transaction.
+/// Rows whose sealed columns are read and rewritten per transaction.
 const RESEAL_BATCH: i64 = 500;
 
-/// Seals again every endpoint secret and header set not sealed with the current key.
-/// Returns how many endpoints changed. Fails (and the store does not open) when a value was
-/// sealed with a key this process was not given.
+/// Seals again every sealed value (endpoint secrets and headers, source configs and tokens)
+/// not sealed with the current key. Returns how many rows changed. Fails (and the store does
+/// not open) when a value was sealed with a key this process was not given.
 pub fn reseal(connection: &mut Connection, keys: &SecretKeys) -> StoreResult<usize> {
     let mut resealed = 0;
-    let mut after = String::new();
-    loop {
-        let rows: Vec<StoredEndpointSecrets> = connection
-            .prepare(
-                "SELECT id, secret, headers, previous_secret, previous_secret_expires_at \
-                 FROM endpoint WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?
-            .query_map(params![after, RESEAL_BATCH], |row| {
-                let expiry: Option<i64> = row.get(4)?;
-                Ok(StoredEndpointSecrets {
-                    endpoint_id: row.get(0)?,
-                    secret: row.get(1)?,
-                    headers: row.get(2)?,
-                    previous_secret: row
-                        .get::<_, Option<String>>(3)?
-                        .filter(|_| expiry.is_some()),
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let Some(last) = rows.last() else { break };
-        after = last.endpoint_id.clone();
-        let transaction = connection.transaction()?;
-        transaction.pragma_update(None, "secure_delete", true)?;
-        for stored in &rows {
-            let Some(sealed) = keys.reseal_endpoint(stored)? else {
-                continue;
-            };
-            transaction.execute(
-                "UPDATE endpoint SET secret = ?2, headers = ?3, previous_secret = ?4 WHERE id = ?1",
-                params![
-                    stored.endpoint_id,
-                    sealed.secret,
-                    sealed.headers,
-                    sealed.previous_secret
-                ],
-            )?;
-            resealed += 1;
-        }
-        transaction.commit()?;
+    for table in &SEALED_TABLES {
+        resealed += reseal_table(connection, keys, table)?;
     }
     if resealed > 0 {
         connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        tracing::info!(
-            endpoints = resealed,
-            key = keys.current_id(),
-            "endpoint secrets sealed with the current secrets key"
-        );
     }
     connection.pragma_update(None, "secure_delete", false)?;
-    Ok(resealed + reseal_sources(connection, keys)?)
+    Ok(resealed)
 }
 
-/// The same for sources' configs and tokens.
-fn reseal_sources(connection: &mut Connection, keys: &SecretKeys) -> StoreResult<usize> {
+fn reseal_table(
+    connection: &mut Connection,
+    keys: &SecretKeys,
+    table: &SealedTable,
+) -> StoreResult<usize> {
+    let [first, second, third] = table.columns;
+    let select = format!(
+        "SELECT id, {first}, {second}, {third}, {} FROM {} WHERE id > ?1 ORDER BY id LIMIT ?2",
+        table.expiry, table.table
+    );
+    let update = format!(
+        "UPDATE {} SET {first} = ?2, {second} = ?3, {third} = ?4 WHERE id = ?1",
+        table.table
+    );
     let mut resealed = 0;
     let mut after = String::new();
     loop {
-        let rows: Vec<StoredSourceSecrets> = connection
-            .prepare(
-                "SELECT id, config, token, previous_token, previous_token_expires_at \
-                 FROM source WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?
+        let rows: Vec<(String, [Option<String>; 3])> = connection
+            .prepare(&select)?
             .query_map(params![after, RESEAL_BATCH], |row| {
                 let expiry: Option<i64> = row.get(4)?;
-                Ok(StoredSourceSecrets {
-                    source_id: row.get(0)?,
-                    config: row.get(1)?,
-                    token: row.get(2)?,
-                    previous_token: row
-                        .get::<_, Option<String>>(3)?
-                        .filter(|_| expiry.is_some()),
-                })
+                Ok((
+                    row.get(0)?,
+                    [
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get::<_, Option<String>>(3)?
+                            .filter(|_| expiry.is_some()),
+                    ],
+                ))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let Some(last) = rows.last() else { break };
-        after = last.source_id.clone();
+        let Some((last, _)) = rows.last() else { break };
+        after = last.clone();
         let transaction = connection.transaction()?;
         transaction.pragma_update(None, "secure_delete", true)?;
-        for stored in &rows {
-            let Some(sealed) = keys.reseal_source(stored)? else {
+        for (id, values) in rows {
+            let Some([a, b, c]) = (table.reseal)(keys, &id, values)? else {
                 continue;
             };
-            transaction.execute(
-                "UPDATE source SET config = ?2, token = ?3, previous_token = ?4 WHERE id = ?1",
-                params![
-                    stored.source_id,
-                    sealed.config,
-                    sealed.token,
-                    sealed.previous_token
-                ],
-            )?;
+            transaction.execute(&update, params![id, a, b, c])?;
             resealed += 1;
         }
         transaction.commit()?;
     }
     if resealed > 0 {
-        connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         tracing::info!(
-            sources = resealed,
+            table = table.table,
+            rows = resealed,
             key = keys.current_id(),
-            "source configs and tokens sealed with the current secrets key"
+            "sealed values sealed again with the current secrets key"
         );
     }
-    connection.pragma_update(None, "secure_delete", false)?;
     Ok(resealed)
 }
