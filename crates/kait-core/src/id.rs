@@ -111,7 +111,7 @@ macro_rules! prefixed_id {
 
 /// Every id prefix: a caller's `uid` may start with none of them, so that a path segment is
 /// never ambiguous between an id and a uid.
-pub const ID_PREFIXES: [&str; 5] = ["app_", "ep_", "msg_", "atmpt_", "src_"];
+pub const ID_PREFIXES: [&str; 6] = ["app_", "ep_", "msg_", "atmpt_", "src_", "rcv_"];
 
 prefixed_id!(
     /// An application (tenant / consumer).
@@ -137,6 +137,11 @@ prefixed_id!(
     /// An incoming source: a sender Kait receives webhooks from.
     SourceId,
     "src_"
+);
+prefixed_id!(
+    /// One request received by an incoming source, as its log keeps it.
+    ReceivedId,
+    "rcv_"
 );
 
 #[cfg(test)]

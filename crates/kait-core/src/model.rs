@@ -156,6 +156,19 @@ pub struct Endpoint {
     pub revision: u64,
 }
 
+/// A body sent as it was given rather than as Svix's JSON payload: a request received from
+/// another service (issue 13), Svix's `transformationsParams.rawPayload`, a binary event.
+/// Webhooks carry these bytes unchanged, with this content type, signed over them, to JSON and
+/// XML endpoints alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPayload {
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// Extra headers every webhook of this message carries (e.g. an ingest source's
+    /// `svix-ingest-query`); validated names and values.
+    pub headers: Vec<(String, String)>,
+}
+
 /// One event sent to one application. The payload is kept as the JSON text received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -166,7 +179,10 @@ pub struct Message {
     pub channels: Option<BTreeSet<String>>,
     /// Messages with the same key reach an endpoint in `DeliveryOrder::Key` mode in order.
     pub ordering_key: Option<String>,
+    /// A JSON object: what is sent, unless `raw` is set; then what rules and listings see of it
+    /// (`{}` when the raw body has no JSON reading).
     pub payload: String,
+    pub raw: Option<RawPayload>,
     pub created_at: Millis,
 }
 

@@ -97,12 +97,15 @@ pub struct Webhook<'a> {
     /// Unix seconds, signed and sent as `webhook-timestamp`.
     pub timestamp: i64,
     pub body: Bytes,
-    pub content_type: &'static str,
+    pub content_type: HeaderValue,
     pub signing_key: &'a SigningKey,
     /// During a secret rotation's grace period, the old key signs too.
     pub previous_signing_key: Option<&'a SigningKey>,
     /// The endpoint's custom headers, already validated.
     pub custom_headers: &'a HeaderMap,
+    /// Headers of this message itself (a received request's `svix-ingest-*`), after the
+    /// endpoint's; the signature headers still win.
+    pub message_headers: Option<&'a HeaderMap>,
 }
 
 /// Why no HTTP response came back.
@@ -305,8 +308,13 @@ impl Sender {
         for (name, value) in webhook.custom_headers {
             headers.append(name, value.clone());
         }
+        if let Some(message_headers) = webhook.message_headers {
+            for (name, value) in message_headers {
+                headers.insert(name, value.clone());
+            }
+        }
         headers.insert(USER_AGENT, self.user_agent.clone());
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(webhook.content_type));
+        headers.insert(CONTENT_TYPE, webhook.content_type);
         let id = header_value(webhook.msg_id)?;
         let timestamp = HeaderValue::from(webhook.timestamp);
         let signature = header_value(&signature)?;

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use kait_core::retry::RetrySchedule;
 use kait_core::time::{Millis, now_millis};
-use kait_core::{Attempt, AttemptId, DeliveryStatus, PayloadFormat};
+use kait_core::{Attempt, AttemptId, DeliveryStatus, PayloadFormat, RawPayload};
 use kait_deliver::{AttemptResult, Webhook};
 use kait_store::{ClaimedDelivery, NextStep, Outcome};
 
@@ -31,6 +32,33 @@ impl AsRef<[u8]> for SharedPayload {
     fn as_ref(&self) -> &[u8] {
         self.0.as_bytes()
     }
+}
+
+/// Lets a raw body shared by a message's deliveries be a request body without copying it.
+struct SharedRawBody(Arc<RawPayload>);
+
+impl AsRef<[u8]> for SharedRawBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.body
+    }
+}
+
+/// A raw payload's body, content type and headers as the sender takes them. Names and values
+/// were checked when the message was accepted; anything unreadable is left out (the content
+/// type falls back to `application/octet-stream`).
+fn raw_parts(raw: Arc<RawPayload>) -> (Bytes, HeaderValue, HeaderMap) {
+    let content_type = HeaderValue::from_str(&raw.content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let mut headers = HeaderMap::with_capacity(raw.headers.len());
+    for (name, value) in &raw.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    (Bytes::from_owner(SharedRawBody(raw)), content_type, headers)
 }
 
 /// Sends one delivery. `hold_retry` (ordered endpoints) keeps a failed delivery in the
@@ -69,13 +97,19 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         );
     }
 
-    let (body, content_type) = match endpoint.format {
-        PayloadFormat::Json => (
+    // A raw payload goes out as it came in, to JSON and XML endpoints alike.
+    let raw = delivery.raw.as_ref().map(|raw| raw_parts(raw.clone()));
+    let (body, content_type) = match (&raw, endpoint.format) {
+        (Some((body, content_type, _)), _) => (body.clone(), content_type.clone()),
+        (None, PayloadFormat::Json) => (
             Bytes::from_owner(SharedPayload(delivery.payload.clone())),
-            "application/json",
+            HeaderValue::from_static("application/json"),
         ),
-        PayloadFormat::Xml => match render_xml(&delivery) {
-            Ok(xml) => (Bytes::from(xml), "application/xml; charset=utf-8"),
+        (None, PayloadFormat::Xml) => match render_xml(&delivery) {
+            Ok(xml) => (
+                Bytes::from(xml),
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            ),
             Err(reason) => return without_request(delivery, started_at, &reason, NextStep::GiveUp),
         },
     };
@@ -96,6 +130,7 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
                         .filter(|(_, expires_at)| started_at < *expires_at)
                         .map(|(key, _)| key),
                     custom_headers: &endpoint.headers,
+                    message_headers: raw.as_ref().map(|(_, _, headers)| headers),
                 })
                 .await
         }

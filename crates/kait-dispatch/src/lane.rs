@@ -257,6 +257,7 @@ mod tests {
             msg_id: MessageId::from_trusted(format!("msg_{id}")),
             event_type: "a.b".into(),
             payload: "{}".into(),
+            raw: None,
             ordering_key: key.map(Arc::from),
             created_at: 0,
             attempts_made: 0,

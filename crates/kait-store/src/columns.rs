@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use kait_core::time::Millis;
-use kait_core::{Endpoint, Source};
+use kait_core::{Endpoint, MessageId, RawPayload, ReceivedId, Source, SourceId};
+
+use crate::{ReceivedOutcome, ReceivedRequest};
 
 use crate::sealing::SecretKeys;
 
@@ -28,11 +30,111 @@ pub const ENDPOINT_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.ver
 pub const SOURCE: &str = "id, uid, name, kind, config, metadata, token, previous_token, \
      previous_token_expires_at, created_at, updated_at, revision";
 
+pub const RECEIVED: &str =
+    "id, source_id, received_at, outcome, reason, content_type, size, event_id, msg_id";
+
+/// A received request's values in [`RECEIVED`] order (text columns, then the two numbers).
+pub struct ReceivedRow<'a> {
+    pub id: &'a str,
+    pub source_id: &'a str,
+    pub received_at: Millis,
+    pub outcome: &'static str,
+    pub reason: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub size: i64,
+    pub event_id: Option<&'a str>,
+    pub msg_id: Option<&'a str>,
+}
+
+impl<'a> ReceivedRow<'a> {
+    pub fn of(request: &'a ReceivedRequest) -> Self {
+        Self {
+            id: request.id.as_str(),
+            source_id: request.source_id.as_str(),
+            received_at: request.received_at,
+            outcome: request.outcome.as_str(),
+            reason: request.reason.as_deref(),
+            content_type: request.content_type.as_deref(),
+            size: i64::try_from(request.size).unwrap_or(i64::MAX),
+            event_id: request.event_id.as_deref(),
+            msg_id: request.msg_id.as_ref().map(|id| id.as_str()),
+        }
+    }
+}
+
+/// A received request back from its [`RECEIVED`] columns.
+#[allow(clippy::too_many_arguments)]
+pub fn received_request(
+    id: String,
+    source_id: String,
+    received_at: Millis,
+    outcome: &str,
+    reason: Option<String>,
+    content_type: Option<String>,
+    size: i64,
+    event_id: Option<String>,
+    msg_id: Option<String>,
+) -> Result<ReceivedRequest, String> {
+    Ok(ReceivedRequest {
+        id: ReceivedId::from_trusted(id),
+        source_id: SourceId::from_trusted(source_id),
+        received_at,
+        outcome: ReceivedOutcome::parse(outcome)
+            .ok_or_else(|| format!("unknown received outcome {outcome:?}"))?,
+        reason,
+        content_type,
+        size: u64::try_from(size).unwrap_or(0),
+        event_id,
+        msg_id: msg_id.map(MessageId::from_trusted),
+    })
+}
+
 pub const ATTEMPT: &str = "a.id, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
      a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at";
 
 pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("maps and sets of strings serialize")
+}
+
+/// A message's raw body as stored: `raw_content_type`, `raw_body`, `raw_headers` (JSON pairs),
+/// all null for a JSON message.
+pub struct RawColumns {
+    pub content_type: Option<String>,
+    pub body: Option<Vec<u8>>,
+    pub headers: Option<String>,
+}
+
+impl RawColumns {
+    pub fn of(raw: Option<&RawPayload>) -> Self {
+        match raw {
+            None => Self {
+                content_type: None,
+                body: None,
+                headers: None,
+            },
+            Some(raw) => Self {
+                content_type: Some(raw.content_type.clone()),
+                body: Some(raw.body.clone()),
+                headers: (!raw.headers.is_empty()).then(|| to_json(&raw.headers)),
+            },
+        }
+    }
+
+    /// The raw payload back from its columns; `Err` names what could not be read.
+    pub fn read(self) -> Result<Option<RawPayload>, String> {
+        let Some(content_type) = self.content_type else {
+            return Ok(None);
+        };
+        let headers = match self.headers {
+            Some(text) => serde_json::from_str(&text).map_err(|error| error.to_string())?,
+            None => Vec::new(),
+        };
+        Ok(Some(RawPayload {
+            content_type,
+            body: self.body.unwrap_or_default(),
+            headers,
+        }))
+    }
 }
 
 pub fn optional_set_json(set: &Option<BTreeSet<String>>) -> Option<String> {

@@ -34,6 +34,10 @@ pub struct NewMessage {
     pub message: Message,
     /// The caller's `Idempotency-Key`: a repeat within the app returns the first message.
     pub idempotency_key: Option<String>,
+    /// The source's log entry when the message is a received request (issue 13): written in
+    /// the same transaction, as `Accepted`, or as `Duplicate` of the earlier message when the
+    /// idempotency key matched, so a 2xx to the sender always has both.
+    pub received: Option<crate::ReceivedRequest>,
 }
 
 /// What accepting a message did.

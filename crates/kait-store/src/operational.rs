@@ -147,9 +147,11 @@ impl OperationalEvents {
                 channels: None,
                 ordering_key: None,
                 payload: payload.to_string(),
+                raw: None,
                 created_at: now,
             },
             idempotency_key: None,
+            received: None,
         };
         if let Err(error) = store.create_message(message).await {
             tracing::error!(%error, event_type, "recording an operational event failed");

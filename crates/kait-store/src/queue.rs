@@ -19,6 +19,8 @@ pub struct ClaimedDelivery {
     pub event_type: Arc<str>,
     /// Shared between the deliveries of one message claimed together.
     pub payload: Arc<str>,
+    /// Sent instead of `payload` when set (see [`kait_core::RawPayload`]).
+    pub raw: Option<Arc<kait_core::RawPayload>>,
     pub ordering_key: Option<Arc<str>>,
     /// When the message was accepted (the XML envelope's timestamp).
     pub created_at: Millis,

@@ -167,9 +167,11 @@ pub async fn create(
                 channels: input.channels,
                 ordering_key: input.ordering_key,
                 payload: input.payload.get().to_owned(),
+                raw: None,
                 created_at: now_millis(),
             },
             idempotency_key,
+            received: None,
         })
         .await
         .map_err(|error| match error {

@@ -35,7 +35,8 @@ macro_rules! for_each_conformance_test {
             app_tokens_carry_capabilities_and_expire_all,
             remembered_responses_go_with_their_application,
             consumers_per_endpoint_are_bounded,
-            sources_are_kept_with_their_secrets
+            sources_are_kept_with_their_secrets,
+            received_requests_are_logged_with_their_message
         );
     };
 }
@@ -105,9 +106,11 @@ pub fn message(app_id: &AppId, event_type: &str, event_id: Option<&str>) -> NewM
             channels: None,
             ordering_key: None,
             payload: "{}".into(),
+            raw: None,
             created_at: now_millis(),
         },
         idempotency_key: None,
+        received: None,
     }
 }
 

@@ -1,10 +1,11 @@
 //! Incoming sources: their records, with the provider secrets and tokens they carry.
 
 use kait_core::time::now_millis;
-use kait_core::{Source, SourceId};
+use kait_core::{RawPayload, ReceivedId, Source, SourceId};
 use serde_json::json;
 
-use crate::{PageRequest, Store, StoreError};
+use super::{application, endpoint, message};
+use crate::{PageRequest, ReceivedOutcome, ReceivedRequest, Store, StoreError};
 
 pub fn source(uid: Option<&str>) -> Source {
     let now = now_millis();
@@ -100,4 +101,118 @@ pub async fn sources_are_kept_with_their_secrets(store: &dyn Store) {
     assert!(matches!(gone, Err(StoreError::NotFound)), "{gone:?}");
     let missing = store.update_source(source(None)).await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+}
+
+fn received(source_id: &SourceId, event_id: &str) -> ReceivedRequest {
+    ReceivedRequest {
+        id: ReceivedId::generate(),
+        source_id: source_id.clone(),
+        received_at: now_millis(),
+        outcome: ReceivedOutcome::Accepted,
+        reason: None,
+        content_type: Some("application/x-www-form-urlencoded".into()),
+        size: 11,
+        event_id: Some(event_id.into()),
+        msg_id: None,
+    }
+}
+
+/// Issue 13: a received request becomes a message with its raw body (bytes that are not
+/// UTF-8, content type, extra headers) and a log entry in one transaction; the same event
+/// id again is logged as a duplicate of the first message and makes no second delivery;
+/// refusals are logged without a message; deleting the source takes its log with it.
+pub async fn received_requests_are_logged_with_their_message(store: &dyn Store) {
+    let sender = store.create_source(source(None)).await.unwrap();
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 10)
+        .await
+        .unwrap();
+    let raw = RawPayload {
+        content_type: "application/x-www-form-urlencoded".into(),
+        body: b"a=1&b=\xff\x00z".to_vec(),
+        headers: vec![("svix-ingest-query".into(), "x=1".into())],
+    };
+    let accept = |event_id: &str| {
+        let mut new = message(&app.id, "github.push", None);
+        new.message.payload = r#"{"a":"1"}"#.into();
+        new.message.raw = Some(raw.clone());
+        new.idempotency_key = Some(format!("ingest:{event_id}"));
+        new.received = Some(received(&sender.id, event_id));
+        new
+    };
+    let first = store.create_message(accept("delivery-1")).await.unwrap();
+    assert!(first.created);
+    assert_eq!(first.deliveries, 1);
+    let again = store.create_message(accept("delivery-1")).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.message.id, first.message.id);
+
+    let stored = store
+        .get_message(&app.id, first.message.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.raw.as_ref(), Some(&raw));
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 1, "a duplicate makes no delivery");
+    assert_eq!(claim.deliveries[0].raw.as_deref(), Some(&raw));
+
+    let mut refused = received(&sender.id, "delivery-2");
+    refused.outcome = ReceivedOutcome::Refused;
+    refused.reason = Some("signature mismatch".into());
+    store.record_received(refused.clone()).await.unwrap();
+
+    let log = store
+        .list_received(
+            &sender.id,
+            PageRequest {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = log.items.iter().map(|entry| entry.outcome).collect();
+    assert_eq!(log.items.len(), 3, "{outcomes:?}");
+    assert!(outcomes.contains(&ReceivedOutcome::Accepted));
+    assert!(outcomes.contains(&ReceivedOutcome::Duplicate));
+    for entry in log
+        .items
+        .iter()
+        .filter(|entry| entry.outcome != ReceivedOutcome::Refused)
+    {
+        assert_eq!(entry.msg_id.as_ref(), Some(&first.message.id));
+        assert_eq!(entry.size, 11);
+    }
+    assert_eq!(
+        store
+            .get_received(&sender.id, &refused.id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&refused)
+    );
+    let other = store.create_source(source(None)).await.unwrap();
+    assert!(
+        store
+            .get_received(&other.id, &refused.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "an entry is found only under its own source"
+    );
+
+    store.delete_source(&sender.id).await.unwrap();
+    let log = store
+        .list_received(
+            &sender.id,
+            PageRequest {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(log.items.is_empty());
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kait_core::time::Millis;
-use kait_core::{AppId, EndpointId, MessageId, TriggerType};
+use kait_core::{AppId, EndpointId, MessageId, RawPayload, TriggerType};
 
 use crate::ClaimedDelivery;
 
@@ -27,6 +27,7 @@ pub struct ClaimedMessage {
     pub app_id: AppId,
     pub event_type: Arc<str>,
     pub payload: Arc<str>,
+    pub raw: Option<Arc<RawPayload>>,
     pub ordering_key: Option<Arc<str>>,
     pub created_at: Millis,
 }
@@ -57,6 +58,7 @@ pub fn assemble(
                 msg_id: message.msg_id.clone(),
                 event_type: message.event_type.clone(),
                 payload: message.payload.clone(),
+                raw: message.raw.clone(),
                 ordering_key: message.ordering_key.clone(),
                 created_at: message.created_at,
                 attempts_made: row.attempts_made,
@@ -97,6 +99,7 @@ mod tests {
                 app_id: AppId::generate(),
                 event_type: Arc::from("a.b"),
                 payload: Arc::from(format!("{{\"seq\":{seq}}}")),
+                raw: None,
                 ordering_key: None,
                 created_at: seq,
             },

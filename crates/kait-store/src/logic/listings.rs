@@ -2,7 +2,7 @@
 //! rows. Only the message column list differs between backends (how JSON is read back), so
 //! listings that return messages take it as `message_columns`.
 
-use kait_core::{AppId, DeliveryStatus, Endpoint, EndpointId};
+use kait_core::{AppId, DeliveryStatus, Endpoint, EndpointId, SourceId};
 
 use super::query::{self, Dialect, Keyset, PageQuery, Query, SqlValue};
 use crate::columns;
@@ -44,6 +44,23 @@ pub fn event_types(dialect: Dialect, include_archived: bool, page: &PageRequest)
 pub fn sources(dialect: Dialect, page: &PageRequest) -> PageQuery {
     let select = format!("SELECT {} FROM source", columns::SOURCE);
     Query::new(dialect).page(&select, &Keyset::by("id"), page)
+}
+
+/// A source's received requests, newest first (ids are time-ordered KSUIDs).
+pub fn received(dialect: Dialect, source_id: &SourceId, page: &PageRequest) -> PageQuery {
+    const RECEIVED: Keyset = Keyset {
+        key_column: "id",
+        iterator_key: "{}",
+        newest_first: true,
+    };
+    let mut query = Query::new(dialect);
+    query.compare(
+        "source_id",
+        "=",
+        SqlValue::Text(source_id.as_str().to_owned()),
+    );
+    let select = format!("SELECT {} FROM received_request", columns::RECEIVED);
+    query.page(&select, &RECEIVED, page)
 }
 
 pub fn endpoints(dialect: Dialect, app_id: &AppId, page: &PageRequest) -> PageQuery {

@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use super::rows;
-use crate::{AcceptedMessage, NewMessage, StoreError, StoreResult};
+use crate::{
+    AcceptedMessage, NewMessage, ReceivedOutcome, ReceivedRequest, StoreError, StoreResult,
+};
 
 /// Most messages written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -113,6 +115,9 @@ struct MessageColumns {
     payload: Vec<String>,
     created_at: Vec<i64>,
     ordering_key: Vec<Option<String>>,
+    raw_content_type: Vec<Option<String>>,
+    raw_body: Vec<Option<Vec<u8>>>,
+    raw_headers: Vec<Option<String>>,
 }
 
 /// What the batch decided for one job before writing.
@@ -242,6 +247,10 @@ async fn commit(
         columns.payload.push(message.payload.clone());
         columns.created_at.push(message.created_at);
         columns.ordering_key.push(message.ordering_key.clone());
+        let raw = crate::columns::RawColumns::of(message.raw.as_ref());
+        columns.raw_content_type.push(raw.content_type);
+        columns.raw_body.push(raw.body);
+        columns.raw_headers.push(raw.headers);
         let targets: Vec<String> = endpoints
             .get(app_id)
             .map(|endpoints| {
@@ -267,10 +276,12 @@ async fn commit(
     if !columns.id.is_empty() {
         let insert = transaction
             .prepare_cached(
-                "INSERT INTO message (id, app_id, pos, event_type, event_id, channels, payload, created_at, ordering_key) \
-                 SELECT id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok FROM unnest($1::text[], $2::text[], \
-                 $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[]) \
-                 AS t(id, app, pos, et, eid, ch, pl, ca, ok) RETURNING id, seq",
+                "INSERT INTO message (id, app_id, pos, event_type, event_id, channels, payload, created_at, ordering_key, \
+                 raw_content_type, raw_body, raw_headers) \
+                 SELECT id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh FROM unnest($1::text[], $2::text[], \
+                 $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], \
+                 $10::text[], $11::bytea[], $12::text[]) \
+                 AS t(id, app, pos, et, eid, ch, pl, ca, ok, rct, rb, rh) RETURNING id, seq",
             )
             .await?;
         let inserted = transaction
@@ -286,6 +297,9 @@ async fn commit(
                     &columns.payload,
                     &columns.created_at,
                     &columns.ordering_key,
+                    &columns.raw_content_type,
+                    &columns.raw_body,
+                    &columns.raw_headers,
                 ],
             )
             .await?;
@@ -347,6 +361,7 @@ async fn commit(
                 .await?;
         }
     }
+    insert_received(&transaction, messages, &decisions).await?;
     transaction.commit().await?;
 
     let mut results: Vec<StoreResult<AcceptedMessage>> = Vec::with_capacity(messages.len());
@@ -374,6 +389,44 @@ async fn commit(
         });
     }
     Ok(results)
+}
+
+/// The sources' log entries of the jobs that carry one: accepted as their own message, or a
+/// duplicate of the earlier one; in the messages' transaction.
+async fn insert_received(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    messages: &[&NewMessage],
+    decisions: &[Decision],
+) -> StoreResult<()> {
+    let statement = transaction
+        .prepare_cached(&format!(
+            "INSERT INTO received_request ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            crate::columns::RECEIVED
+        ))
+        .await?;
+    for (new, decision) in messages.iter().zip(decisions) {
+        let Some(received) = &new.received else {
+            continue;
+        };
+        let (outcome, msg_id) = match decision {
+            Decision::Insert { .. } => (ReceivedOutcome::Accepted, &new.message.id),
+            Decision::Earlier(earlier) => (ReceivedOutcome::Duplicate, &earlier.id),
+            Decision::EarlierInBatch(first) => {
+                (ReceivedOutcome::Duplicate, &messages[*first].message.id)
+            }
+            Decision::Conflict | Decision::NoApplication => continue,
+        };
+        let request = ReceivedRequest {
+            outcome,
+            msg_id: Some(msg_id.clone()),
+            ..received.clone()
+        };
+        let row = crate::columns::ReceivedRow::of(&request);
+        transaction
+            .execute(&statement, &super::sources::received_values(&row))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The endpoints of each application, for fan-out.

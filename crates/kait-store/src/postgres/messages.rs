@@ -164,11 +164,14 @@ impl MessageLog for PgStore {
             &page,
         );
         self.run_page(query, |row| {
-            let status = rows::delivery_status(row, 8)?;
+            let status = rows::delivery_status(row, rows::MESSAGE_COLUMN_COUNT)?;
             Ok(EndpointMessage {
                 message: rows::message(row)?,
                 status,
-                next_attempt_at: transitions::queued_until(status, row.try_get(9)?),
+                next_attempt_at: transitions::queued_until(
+                    status,
+                    row.try_get(rows::MESSAGE_COLUMN_COUNT + 1)?,
+                ),
             })
         })
         .await

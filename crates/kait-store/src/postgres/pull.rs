@@ -31,7 +31,12 @@ impl PullPositions for PgStore {
         );
         let rows = self.client().await?.query(&sql, &bound(&values)).await?;
         rows.iter()
-            .map(|row| Ok((row.try_get::<_, i64>(8)?, rows::message(row)?)))
+            .map(|row| {
+                Ok((
+                    row.try_get::<_, i64>(rows::MESSAGE_COLUMN_COUNT)?,
+                    rows::message(row)?,
+                ))
+            })
             .collect()
     }
 

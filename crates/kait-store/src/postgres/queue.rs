@@ -10,7 +10,7 @@ use kait_core::time::{Millis, now_millis};
 use kait_core::{AppId, Attempt, EndpointId, MessageId};
 use tokio::sync::Notify;
 
-use super::{PgStore, TRANSIENT_RETRIES};
+use super::{PgStore, TRANSIENT_RETRIES, rows};
 use crate::logic::claims::{self, ClaimedMessage, ClaimedRow};
 use crate::logic::{health, redelivery, transitions};
 use crate::{
@@ -125,8 +125,8 @@ impl PgStore {
             let seqs = claims::message_seqs(&claimed);
             let load = transaction
                 .prepare_cached(
-                    "SELECT seq, id, app_id, event_type, payload, ordering_key, created_at \
-                     FROM message WHERE seq = ANY($1)",
+                    "SELECT seq, id, app_id, event_type, payload, ordering_key, created_at, \
+                     raw_content_type, raw_body, raw_headers FROM message WHERE seq = ANY($1)",
                 )
                 .await?;
             let mut messages: HashMap<i64, ClaimedMessage> = HashMap::with_capacity(seqs.len());
@@ -140,6 +140,7 @@ impl PgStore {
                         payload: Arc::from(row.try_get::<_, &str>(4)?),
                         ordering_key: row.try_get::<_, Option<&str>>(5)?.map(Arc::from),
                         created_at: row.try_get(6)?,
+                        raw: rows::raw_payload(&row, 7)?.map(Arc::new),
                     },
                 );
             }

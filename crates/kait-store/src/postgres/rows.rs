@@ -169,7 +169,20 @@ pub fn endpoint_at(row: &Row, base: usize, keys: &SecretKeys) -> StoreResult<End
 }
 
 pub const MESSAGE_COLUMNS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels::text, \
-     m.payload, m.created_at, m.ordering_key";
+     m.payload, m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers";
+/// How many columns [`MESSAGE_COLUMNS`] has: a listing's own columns follow them.
+pub const MESSAGE_COLUMN_COUNT: usize = 11;
+
+/// The raw payload from columns `base..base + 3` (content type, body, headers).
+pub fn raw_payload(row: &Row, base: usize) -> StoreResult<Option<kait_core::RawPayload>> {
+    crate::columns::RawColumns {
+        content_type: row.try_get(base)?,
+        body: row.try_get(base + 1)?,
+        headers: row.try_get(base + 2)?,
+    }
+    .read()
+    .map_err(|error| StoreError::corrupt(format!("message raw_headers: {error}")))
+}
 
 pub fn message(row: &Row) -> StoreResult<Message> {
     message_at(row, 0)
@@ -185,6 +198,7 @@ pub fn message_at(row: &Row, base: usize) -> StoreResult<Message> {
         payload: row.try_get(base + 5)?,
         created_at: row.try_get(base + 6)?,
         ordering_key: row.try_get(base + 7)?,
+        raw: raw_payload(row, base + 8)?,
     })
 }
 

@@ -205,6 +205,26 @@ CREATE TABLE source (
     revision                   BIGINT NOT NULL DEFAULT 0
 );
 "#,
+    r#"
+-- Issue 13: a message may carry a body sent as received (content type, bytes, extra headers);
+-- each source keeps a log of the requests it received and what became of them.
+ALTER TABLE message ADD COLUMN raw_content_type TEXT;
+ALTER TABLE message ADD COLUMN raw_body BYTEA;
+ALTER TABLE message ADD COLUMN raw_headers TEXT;
+CREATE TABLE received_request (
+    id            TEXT PRIMARY KEY,
+    source_id     TEXT NOT NULL,
+    received_at   BIGINT NOT NULL,
+    outcome       TEXT NOT NULL,
+    reason        TEXT,
+    content_type  TEXT,
+    size          BIGINT NOT NULL,
+    event_id      TEXT,
+    msg_id        TEXT
+);
+CREATE INDEX received_request_source ON received_request (source_id, id);
+CREATE INDEX received_request_time ON received_request (received_at);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

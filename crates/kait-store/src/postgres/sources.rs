@@ -1,14 +1,14 @@
 //! Incoming sources on PostgreSQL: SQL and row mapping only.
 
 use async_trait::async_trait;
-use kait_core::{Source, SourceId};
+use kait_core::{ReceivedId, Source, SourceId};
 use tokio_postgres::types::ToSql;
 
 use super::{PgStore, rows};
-use crate::columns::{self, SourceRow};
+use crate::columns::{self, ReceivedRow, SourceRow};
 use crate::logic::listings;
 use crate::logic::query::Dialect;
-use crate::{Page, PageRequest, Sources, StoreError, StoreResult};
+use crate::{Page, PageRequest, ReceivedRequest, Sources, StoreError, StoreResult};
 
 /// A source row's values in [`columns::SOURCE`] order.
 fn source_values<'a>(row: &'a SourceRow<'a>) -> [&'a (dyn ToSql + Sync); 12] {
@@ -113,14 +113,95 @@ impl Sources for PgStore {
     }
 
     async fn delete_source(&self, id: &SourceId) -> StoreResult<()> {
-        let changed = self
-            .client()
-            .await?
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let changed = transaction
             .execute("DELETE FROM source WHERE id = $1", &[&id.as_str()])
             .await?;
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
+        transaction
+            .execute(
+                "DELETE FROM received_request WHERE source_id = $1",
+                &[&id.as_str()],
+            )
+            .await?;
+        transaction.commit().await?;
         Ok(())
     }
+
+    async fn record_received(&self, request: ReceivedRequest) -> StoreResult<()> {
+        let row = ReceivedRow::of(&request);
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO received_request ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    columns::RECEIVED
+                ),
+                &received_values(&row),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn list_received(
+        &self,
+        source_id: &SourceId,
+        page: PageRequest,
+    ) -> StoreResult<Page<ReceivedRequest>> {
+        let query = listings::received(Dialect::Postgres, source_id, &page);
+        self.run_page(query, received_row).await
+    }
+
+    async fn get_received(
+        &self,
+        source_id: &SourceId,
+        id: &ReceivedId,
+    ) -> StoreResult<Option<ReceivedRequest>> {
+        self.client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM received_request WHERE source_id = $1 AND id = $2",
+                    columns::RECEIVED
+                ),
+                &[&source_id.as_str(), &id.as_str()],
+            )
+            .await?
+            .as_ref()
+            .map(received_row)
+            .transpose()
+    }
+}
+
+/// A received request's values in [`columns::RECEIVED`] order.
+pub(super) fn received_values<'a>(row: &'a ReceivedRow<'a>) -> [&'a (dyn ToSql + Sync); 9] {
+    [
+        &row.id,
+        &row.source_id,
+        &row.received_at,
+        &row.outcome,
+        &row.reason,
+        &row.content_type,
+        &row.size,
+        &row.event_id,
+        &row.msg_id,
+    ]
+}
+
+fn received_row(row: &tokio_postgres::Row) -> StoreResult<ReceivedRequest> {
+    columns::received_request(
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get::<_, &str>(3)?,
+        row.try_get(4)?,
+        row.try_get(5)?,
+        row.try_get(6)?,
+        row.try_get(7)?,
+        row.try_get(8)?,
+    )
+    .map_err(StoreError::corrupt)
 }

@@ -5,20 +5,22 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kait_core::{
-    AppId, Attempt, AttemptId, DeliveryState, DeliveryStatus, EndpointId, MessageId, TriggerType,
+    AppId, Attempt, AttemptId, DeliveryState, DeliveryStatus, EndpointId, MessageId, RawPayload,
+    TriggerType,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
 use super::paging::run_page;
 use super::rows;
+use super::sources::insert_received;
 use super::writer::Durability;
 use crate::columns;
 use crate::logic::query::Dialect;
 use crate::logic::{listings, transitions};
 use crate::{
     AcceptedMessage, AttemptFilter, ClaimedDelivery, EndpointMessage, MessageFilter, MessageLog,
-    NewMessage, Page, PageRequest, StoreError, StoreResult,
+    NewMessage, Page, PageRequest, ReceivedOutcome, ReceivedRequest, StoreError, StoreResult,
 };
 
 pub(super) fn message_by_seq(connection: &Connection, seq: i64) -> StoreResult<kait_core::Message> {
@@ -53,6 +55,7 @@ impl MessageLog for SqliteStore {
                 let NewMessage {
                     message,
                     idempotency_key,
+                    received,
                 } = new_message;
                 let app_id = message.app_id.as_str();
                 // Also the check that the application still exists: the API may have found
@@ -67,13 +70,25 @@ impl MessageLog for SqliteStore {
                         .query_row([app_id, key.as_str()], |row| row.get(0))
                         .optional()?;
                     if let Some(seq) = earlier {
+                        let earlier = message_by_seq(context.connection, seq)?;
+                        if let Some(received) = received {
+                            insert_received(
+                                context.connection,
+                                &ReceivedRequest {
+                                    outcome: ReceivedOutcome::Duplicate,
+                                    msg_id: Some(earlier.id.clone()),
+                                    ..received
+                                },
+                            )?;
+                        }
                         return Ok(AcceptedMessage {
-                            message: message_by_seq(context.connection, seq)?,
+                            message: earlier,
                             created: false,
                             deliveries: 0,
                         });
                     }
                 }
+                let raw = columns::RawColumns::of(message.raw.as_ref());
                 // `seq` is the rowid: read back with `last_insert_rowid`, not `RETURNING`,
                 // which SQLite runs through a temporary table opened and closed per statement
                 // (the hottest write; the saving is in BENCHMARKS.md).
@@ -81,7 +96,8 @@ impl MessageLog for SqliteStore {
                     .connection
                     .prepare_cached(
                         "INSERT INTO message (id, app_id, event_type, event_id, channels, payload, created_at, \
-                         ordering_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                         ordering_key, raw_content_type, raw_body, raw_headers) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?
                     .execute(params![
                         message.id.as_str(),
@@ -92,11 +108,24 @@ impl MessageLog for SqliteStore {
                         message.payload,
                         message.created_at,
                         message.ordering_key,
+                        raw.content_type,
+                        raw.body,
+                        raw.headers,
                     ])
                     .map_err(|error| {
                         rows::conflict_on_unique(error, "a message with this eventId already exists")
                     })?;
                 let seq = context.connection.last_insert_rowid();
+                if let Some(received) = received {
+                    insert_received(
+                        context.connection,
+                        &ReceivedRequest {
+                            outcome: ReceivedOutcome::Accepted,
+                            msg_id: Some(message.id.clone()),
+                            ..received
+                        },
+                    )?;
+                }
                 if let Some(key) = &idempotency_key {
                     context
                         .connection
@@ -114,7 +143,8 @@ impl MessageLog for SqliteStore {
                      VALUES (?1, ?2, 3, ?3, ?3)",
                 )?;
                 let mut deliveries = 0;
-                let mut shared: Option<(Arc<str>, Arc<str>, Option<Arc<str>>)> = None;
+                type Shared = (Arc<str>, Arc<str>, Option<Arc<str>>, Option<Arc<RawPayload>>);
+                let mut shared: Option<Shared> = None;
                 let mut handed_off = Vec::new();
                 for endpoint in endpoints.iter().filter(|endpoint| {
                     kait_core::filter::endpoint_matches(
@@ -140,12 +170,13 @@ impl MessageLog for SqliteStore {
                         message.created_at
                     ])?;
                     let delivery_id = context.connection.last_insert_rowid();
-                    let (event_type, payload, ordering_key) = shared
+                    let (event_type, payload, ordering_key, raw) = shared
                         .get_or_insert_with(|| {
                             (
                                 Arc::from(message.event_type.as_str()),
                                 Arc::from(message.payload.as_str()),
                                 message.ordering_key.as_deref().map(Arc::from),
+                                message.raw.clone().map(Arc::new),
                             )
                         })
                         .clone();
@@ -158,6 +189,7 @@ impl MessageLog for SqliteStore {
                             msg_id: message.id.clone(),
                             event_type,
                             payload,
+                            raw,
                             ordering_key,
                             created_at: message.created_at,
                             attempts_made: 0,
@@ -301,11 +333,14 @@ impl MessageLog for SqliteStore {
         );
         self.read(move |connection| {
             run_page(connection, query, |row| {
-                let status = rows::delivery_status(row, 8)?;
+                let status = rows::delivery_status(row, rows::MESSAGE_COLUMN_COUNT)?;
                 Ok(EndpointMessage {
                     message: rows::message(row)?,
                     status,
-                    next_attempt_at: transitions::queued_until(status, row.get(9)?),
+                    next_attempt_at: transitions::queued_until(
+                        status,
+                        row.get(rows::MESSAGE_COLUMN_COUNT + 1)?,
+                    ),
                 })
             })
         })

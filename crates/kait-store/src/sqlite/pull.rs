@@ -35,7 +35,10 @@ impl PullPositions for SqliteStore {
             let mut statement = connection.prepare_cached(&sql)?;
             let messages = statement
                 .query_map(params_from_iter(bound(&values)), |row| {
-                    Ok((row.get::<_, i64>(8)?, rows::message(row)?))
+                    Ok((
+                        row.get::<_, i64>(rows::MESSAGE_COLUMN_COUNT)?,
+                        rows::message(row)?,
+                    ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(messages)

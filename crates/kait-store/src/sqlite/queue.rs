@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use super::SqliteStore;
 use super::messages::message_seq;
+use super::rows;
 use super::writer::Durability;
 use crate::logic::claims::{self, ClaimedMessage, ClaimedRow};
 use crate::logic::{health, redelivery, transitions};
@@ -43,7 +44,8 @@ fn claimed_messages(
     rows: &[ClaimedRow],
 ) -> StoreResult<HashMap<i64, ClaimedMessage>> {
     let mut lookup = connection.prepare_cached(
-        "SELECT id, app_id, event_type, payload, ordering_key, created_at FROM message WHERE seq = ?1",
+        "SELECT id, app_id, event_type, payload, ordering_key, created_at, raw_content_type, \
+         raw_body, raw_headers FROM message WHERE seq = ?1",
     )?;
     let mut messages = HashMap::new();
     for seq in claims::message_seqs(rows) {
@@ -56,6 +58,7 @@ fn claimed_messages(
                     payload: Arc::<str>::from(row.get::<_, String>(3)?),
                     ordering_key: row.get::<_, Option<String>>(4)?.map(Arc::<str>::from),
                     created_at: row.get(5)?,
+                    raw: rows::raw_payload(row, 6)?.map(Arc::new),
                 })
             })
             .optional()?;

@@ -176,8 +176,27 @@ pub fn endpoint_at(row: &Row<'_>, base: usize, keys: &SecretKeys) -> rusqlite::R
     })
 }
 
-pub const MESSAGE_COLUMNS: &str =
-    "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.payload, m.created_at, m.ordering_key";
+pub const MESSAGE_COLUMNS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.payload, \
+     m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers";
+/// How many columns [`MESSAGE_COLUMNS`] has: a listing's own columns follow them.
+pub const MESSAGE_COLUMN_COUNT: usize = 11;
+
+/// The raw payload from columns `base..base + 3` (content type, body, headers).
+pub fn raw_payload(row: &Row<'_>, base: usize) -> rusqlite::Result<Option<kait_core::RawPayload>> {
+    crate::columns::RawColumns {
+        content_type: row.get(base)?,
+        body: row.get(base + 1)?,
+        headers: row.get(base + 2)?,
+    }
+    .read()
+    .map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(
+            base + 2,
+            rusqlite::types::Type::Text,
+            error.into(),
+        )
+    })
+}
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -189,6 +208,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         payload: row.get(5)?,
         created_at: row.get(6)?,
         ordering_key: row.get(7)?,
+        raw: raw_payload(row, 8)?,
     })
 }
 

@@ -188,6 +188,26 @@ CREATE TABLE source (
     revision                   INTEGER NOT NULL DEFAULT 0
 );
 "#,
+    r#"
+-- Issue 13: a message may carry a body sent as received (content type, bytes, extra headers);
+-- each source keeps a log of the requests it received and what became of them.
+ALTER TABLE message ADD COLUMN raw_content_type TEXT;
+ALTER TABLE message ADD COLUMN raw_body BLOB;
+ALTER TABLE message ADD COLUMN raw_headers TEXT;
+CREATE TABLE received_request (
+    id            TEXT PRIMARY KEY,
+    source_id     TEXT NOT NULL,
+    received_at   INTEGER NOT NULL,
+    outcome       TEXT NOT NULL,
+    reason        TEXT,
+    content_type  TEXT,
+    size          INTEGER NOT NULL,
+    event_id      TEXT,
+    msg_id        TEXT
+);
+CREATE INDEX received_request_source ON received_request (source_id, id);
+CREATE INDEX received_request_time ON received_request (received_at);
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

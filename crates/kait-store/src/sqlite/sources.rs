@@ -1,18 +1,18 @@
 //! Incoming sources on SQLite: SQL and row mapping only.
 
 use async_trait::async_trait;
-use kait_core::{Source, SourceId};
+use kait_core::{ReceivedId, Source, SourceId};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::SqliteStore;
 use super::paging::run_page;
 use super::rows;
-use crate::columns::{self, SourceRow};
+use crate::columns::{self, ReceivedRow, SourceRow};
 use crate::logic::listings;
 use crate::logic::query::Dialect;
 use crate::sealing::SecretKeys;
-use crate::{Page, PageRequest, Sources, StoreError, StoreResult};
+use crate::{Page, PageRequest, ReceivedRequest, Sources, StoreError, StoreResult};
 
 fn source_by_key(
     connection: &Connection,
@@ -29,6 +29,48 @@ fn source_by_key(
         .prepare_cached(&sql)?
         .query_row([key], |row| rows::source(row, keys))
         .optional()?)
+}
+
+/// Writes one entry of a source's received-request log (also inside `create_message`).
+pub(super) fn insert_received(
+    connection: &Connection,
+    request: &ReceivedRequest,
+) -> StoreResult<()> {
+    let row = ReceivedRow::of(request);
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO received_request ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            columns::RECEIVED
+        ))?
+        .execute(params![
+            row.id,
+            row.source_id,
+            row.received_at,
+            row.outcome,
+            row.reason,
+            row.content_type,
+            row.size,
+            row.event_id,
+            row.msg_id,
+        ])?;
+    Ok(())
+}
+
+fn received_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReceivedRequest> {
+    columns::received_request(
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        &row.get::<_, String>(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+    )
+    .map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, error.into())
+    })
 }
 
 /// A source row's values in [`columns::SOURCE`] order.
@@ -139,8 +181,46 @@ impl Sources for SqliteStore {
                 if changed == 0 {
                     return Err(StoreError::NotFound);
                 }
+                context.connection.execute(
+                    "DELETE FROM received_request WHERE source_id = ?1",
+                    [id.as_str()],
+                )?;
                 Ok(())
             })
             .await
+    }
+
+    async fn record_received(&self, request: ReceivedRequest) -> StoreResult<()> {
+        self.writer
+            .write(move |context| insert_received(context.connection, &request))
+            .await
+    }
+
+    async fn list_received(
+        &self,
+        source_id: &SourceId,
+        page: PageRequest,
+    ) -> StoreResult<Page<ReceivedRequest>> {
+        let query = listings::received(Dialect::Sqlite, source_id, &page);
+        self.read(move |connection| run_page(connection, query, received_row))
+            .await
+    }
+
+    async fn get_received(
+        &self,
+        source_id: &SourceId,
+        id: &ReceivedId,
+    ) -> StoreResult<Option<ReceivedRequest>> {
+        let (source_id, id) = (source_id.clone(), id.clone());
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(&format!(
+                    "SELECT {} FROM received_request WHERE source_id = ?1 AND id = ?2",
+                    columns::RECEIVED
+                ))?
+                .query_row([source_id.as_str(), id.as_str()], received_row)
+                .optional()?)
+        })
+        .await
     }
 }
