@@ -14,6 +14,9 @@ use serde_json::json;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    /// A received request whose sender could not be verified (the reason is for the sender,
+    /// and says nothing about the expected secret).
+    Unverified(String),
     /// Authenticated, but the token does not reach this resource.
     Forbidden,
     NotFound(&'static str),
@@ -96,6 +99,9 @@ impl IntoResponse for ApiError {
                 "authentication_failed",
                 "missing or invalid bearer token",
             ),
+            Self::Unverified(reason) => {
+                coded(StatusCode::UNAUTHORIZED, "verification_failed", &reason)
+            }
             Self::Forbidden => coded(
                 StatusCode::FORBIDDEN,
                 "forbidden",

@@ -1031,3 +1031,142 @@ pub struct RotateTokenOut {
     #[serde(rename = "ingestUrl")]
     pub ingest_url: String,
 }
+
+// Ingest source endpoints: where a source's received requests are forwarded. They are
+// endpoints of the source's own application, so the shapes map onto the endpoint ones.
+
+/// `IngestEndpointIn` (POST) and `IngestEndpointUpsertIn` (PUT, which ignores `secret`).
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
+pub struct IngestEndpointIn {
+    #[schema(value_type = WebhookUrl)]
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(rename = "throttleRate", default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub throttle_rate: Option<u16>,
+    #[schema(value_type = Option<Uid>)]
+    pub uid: Option<String>,
+    pub disabled: Option<bool>,
+    #[schema(pattern = "^(whsec_)?([A-Za-z0-9+/]{4}){8,18}$")]
+    pub secret: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<CustomHeaders>)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Kait extension: only these event types are forwarded (a received request's event type
+    /// is the provider's name for it, e.g. GitHub's `push`).
+    #[serde(rename = "filterTypes", alias = "eventTypes")]
+    #[schema(value_type = Option<Vec<EventTypeName>>)]
+    pub filter_types: Option<BTreeSet<String>>,
+}
+
+impl From<IngestEndpointIn> for EndpointIn {
+    fn from(input: IngestEndpointIn) -> Self {
+        Self {
+            url: input.url,
+            kind: None,
+            description: input.description,
+            uid: input.uid,
+            disabled: input.disabled,
+            event_types: input.filter_types,
+            channels: None,
+            throttle_rate: input.throttle_rate,
+            secret: input.secret,
+            metadata: input.metadata,
+            headers: input.headers,
+            version: None,
+            ordering: None,
+            signature_scheme: None,
+            format: None,
+        }
+    }
+}
+
+/// `IngestEndpointOut`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IngestEndpointOut {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    #[serde(rename = "throttleRate")]
+    pub throttle_rate: Option<u16>,
+    pub uid: Option<String>,
+    pub disabled: bool,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(rename = "filterTypes")]
+    pub filter_types: Option<BTreeSet<String>>,
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<EndpointOut> for IngestEndpointOut {
+    fn from(endpoint: EndpointOut) -> Self {
+        Self {
+            id: endpoint.id,
+            url: endpoint.url,
+            description: endpoint.description,
+            throttle_rate: endpoint.throttle_rate,
+            uid: endpoint.uid,
+            disabled: endpoint.disabled,
+            metadata: endpoint.metadata,
+            filter_types: endpoint.filter_types,
+            created_at: endpoint.created_at,
+            updated_at: endpoint.updated_at,
+        }
+    }
+}
+
+/// One entry of a source's log of received requests (Kait extension).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReceivedOut {
+    pub id: String,
+    #[serde(rename = "receivedAt")]
+    pub received_at: DateTime<Utc>,
+    /// `accepted`, `duplicate` (the sender's event id was seen before), `refused` (the
+    /// verification failed: see `reason`) or `answered` (a handshake such as Slack's).
+    #[schema(pattern = "^(accepted|duplicate|refused|answered)$")]
+    pub outcome: &'static str,
+    pub reason: Option<String>,
+    #[serde(rename = "contentType")]
+    pub content_type: Option<String>,
+    /// The body's size in bytes.
+    pub size: u64,
+    /// The sender's own id of the event, when it sends one.
+    #[serde(rename = "eventId")]
+    pub event_id: Option<String>,
+    /// The message it became (or, for a duplicate, the earlier one), in the source's
+    /// application `appId`.
+    #[serde(rename = "msgId")]
+    pub msg_id: Option<String>,
+    #[serde(rename = "appId")]
+    pub app_uid: String,
+}
+
+impl ReceivedOut {
+    pub fn new(request: &kait_store::ReceivedRequest, app_uid: String) -> Self {
+        Self {
+            id: request.id.to_string(),
+            received_at: to_datetime(request.received_at),
+            outcome: request.outcome.as_str(),
+            reason: request.reason.clone(),
+            content_type: request.content_type.clone(),
+            size: request.size,
+            event_id: request.event_id.clone(),
+            msg_id: request.msg_id.as_ref().map(ToString::to_string),
+            app_uid,
+        }
+    }
+}
+
+/// What the receiving URL answers a sender whose request was kept.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReceivedAck {
+    /// The log entry (`rcv_…`).
+    pub id: String,
+    #[serde(rename = "msgId")]
+    pub msg_id: String,
+    /// The sender's event id was seen before: nothing new was forwarded.
+    pub duplicate: bool,
+}

@@ -223,14 +223,7 @@ pub struct ParsedDocument {
 /// checked on the way down: a document of thousands of nested elements is an error, not a
 /// stack overflow.
 pub fn parse(xml: &str, max_depth: usize) -> Result<ParsedDocument, XmlError> {
-    let document = roxmltree::Document::parse(xml).map_err(|error| {
-        let position = error.pos();
-        XmlError::Malformed {
-            line: position.row,
-            column: position.col,
-            reason: error.to_string(),
-        }
-    })?;
+    let document = read_document(xml)?;
     let root = document.root_element();
     let attributes = root
         .attributes()
@@ -245,6 +238,29 @@ pub fn parse(xml: &str, max_depth: usize) -> Result<ParsedDocument, XmlError> {
         attributes,
         payload: read_members(payload, Level::root(max_depth)?)?,
     })
+}
+
+fn read_document(xml: &str) -> Result<roxmltree::Document<'_>, XmlError> {
+    roxmltree::Document::parse(xml).map_err(|error| {
+        let position = error.pos();
+        XmlError::Malformed {
+            line: position.row,
+            column: position.col,
+            reason: error.to_string(),
+        }
+    })
+}
+
+/// Reads any XML document (a received request's body, not Kait's envelope) into JSON by the
+/// same mapping: `{ "<root>": value }`. Documents the mapping cannot express (an element
+/// repeated without `j:array`, say) are an error; the caller keeps the raw text regardless.
+pub fn parse_any(xml: &str, max_depth: usize) -> Result<Map<String, Value>, XmlError> {
+    let document = read_document(xml)?;
+    let root = document.root_element();
+    let level = Level::root(max_depth)?;
+    let mut object = Map::new();
+    object.insert(root.tag_name().name().to_owned(), read_value(root, level)?);
+    Ok(object)
 }
 
 fn mapping_attribute<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a str> {
@@ -386,6 +402,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn any_document_reads_as_its_root_element() {
+        let parsed = parse_any(
+            "<?xml version=\"1.0\"?><order><id>7</id><item><sku>a</sku></item></order>",
+            8,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(parsed),
+            json!({ "order": { "id": "7", "item": { "sku": "a" } } })
+        );
+        assert!(matches!(
+            parse_any("<a><b/><b/></a>", 8),
+            Err(XmlError::Shape(_))
+        ));
+        let deep = format!("{}{}", "<a>".repeat(40), "</a>".repeat(40));
+        assert_eq!(parse_any(&deep, 16).unwrap_err(), XmlError::TooDeep(16));
+    }
 
     fn envelope() -> Envelope<'static> {
         Envelope {

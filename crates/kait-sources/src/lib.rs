@@ -7,8 +7,12 @@
 //! Pure logic with no I/O, like `kait-core`: the API reads the request, this crate decides,
 //! the store keeps what was received.
 
+pub mod body;
 pub mod config;
+pub mod event;
 pub mod verify;
 
+pub use body::{BodyKind, ReadBody};
 pub use config::{SourceConfig, SourceKind};
+pub use event::event_type;
 pub use verify::{Refusal, Verified, verify};

@@ -280,16 +280,26 @@ pub async fn create(
     ValidJson(input): ValidJson<EndpointIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let application = find_app(&state, &app_key).await?;
+    let created = create_in(&state, application.id, input).await?;
+    Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
+}
+
+/// Creates an endpoint of the application from a create body (also a source endpoint's).
+pub async fn create_in(
+    state: &ApiState,
+    app_id: AppId,
+    input: EndpointIn,
+) -> Result<Endpoint, ApiError> {
     let uid = input.uid.clone();
     let mut problems = Problems::new();
-    let endpoint = new_endpoint(application.id, uid, input, &mut problems);
-    check(&state, &endpoint, problems)?;
+    let endpoint = new_endpoint(app_id, uid, input, &mut problems);
+    check(state, &endpoint, problems)?;
     let created = state
         .store
         .create_endpoint(endpoint, state.limits.max_endpoints_per_app)
         .await?;
-    report(&state, "endpoint.created", &created).await;
-    Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
+    report(state, "endpoint.created", &created).await;
+    Ok(created)
 }
 
 #[utoipa::path(
@@ -335,12 +345,20 @@ pub async fn upsert(
     ValidJson(input): ValidJson<EndpointIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let application = find_app(&state, &app_key).await?;
+    let (status, endpoint) = upsert_in(&state, application.id, &endpoint_key, input).await?;
+    Ok((status, Json(EndpointOut::from(&endpoint))))
+}
+
+/// PUT on an endpoint of the application (also a source endpoint's): `200` and the replaced
+/// endpoint, or `201` and one created under the uid in the path.
+pub async fn upsert_in(
+    state: &ApiState,
+    app_id: AppId,
+    endpoint_key: &str,
+    input: EndpointIn,
+) -> Result<(StatusCode, Endpoint), ApiError> {
     let changed = retry_stale(|| async {
-        let Some(existing) = state
-            .store
-            .get_endpoint(&application.id, &endpoint_key)
-            .await?
-        else {
+        let Some(existing) = state.store.get_endpoint(&app_id, endpoint_key).await? else {
             return Ok(None);
         };
         let input = input.clone();
@@ -361,28 +379,24 @@ pub async fn upsert(
             updated_at: now_millis(),
             ..existing
         };
-        check(&state, &endpoint, problems)?;
+        check(state, &endpoint, problems)?;
         Ok(Some(state.store.update_endpoint(endpoint).await?))
     })
     .await?;
     match changed {
         Some(updated) => {
-            report(&state, "endpoint.updated", &updated).await;
-            Ok((StatusCode::OK, Json(EndpointOut::from(&updated))))
+            report(state, "endpoint.updated", &updated).await;
+            Ok((StatusCode::OK, updated))
         }
-        None if !EndpointId::has_prefix(&endpoint_key) => {
-            if input.uid.as_ref().is_some_and(|uid| uid != &endpoint_key) {
+        None if !EndpointId::has_prefix(endpoint_key) => {
+            if input.uid.as_ref().is_some_and(|uid| uid != endpoint_key) {
                 return Err(ApiError::invalid("uid", "must match the uid in the path"));
             }
-            let mut problems = Problems::new();
-            let endpoint = new_endpoint(application.id, Some(endpoint_key), input, &mut problems);
-            check(&state, &endpoint, problems)?;
-            let created = state
-                .store
-                .create_endpoint(endpoint, state.limits.max_endpoints_per_app)
-                .await?;
-            report(&state, "endpoint.created", &created).await;
-            Ok((StatusCode::CREATED, Json(EndpointOut::from(&created))))
+            let input = EndpointIn {
+                uid: Some(endpoint_key.to_owned()),
+                ..input
+            };
+            Ok((StatusCode::CREATED, create_in(state, app_id, input).await?))
         }
         None => Err(ApiError::NotFound("endpoint")),
     }
@@ -618,7 +632,7 @@ pub async fn stats(
     }))
 }
 
-fn task_out(task: &'static str, count: u64) -> (StatusCode, Json<BackgroundTaskOut>) {
+pub fn task_out(task: &'static str, count: u64) -> (StatusCode, Json<BackgroundTaskOut>) {
     let id = format!(
         "qtask_{}",
         kait_core::id::ksuid_at(chrono::Utc::now().timestamp())

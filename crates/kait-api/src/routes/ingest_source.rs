@@ -10,15 +10,16 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problem, Problems};
-use kait_core::{Source, SourceId};
+use kait_core::{AppId, Application, ReceivedId, Source, SourceId};
 use kait_sources::{SourceConfig, SourceKind};
+use kait_store::{ReceivedRequest, StoreError};
 use rand::RngCore;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::retry_stale;
 use crate::extract::{ListQuery, ValidJson};
-use crate::wire::{IngestSourceIn, IngestSourceOut, ListResponse, RotateTokenOut};
+use crate::wire::{IngestSourceIn, IngestSourceOut, ListResponse, ReceivedOut, RotateTokenOut};
 use crate::{ApiError, ApiState};
 
 /// How long a rotated-away token keeps being accepted (Svix: 24 hours).
@@ -81,7 +82,44 @@ fn check(state: &ApiState, input: &IngestSourceIn) -> Result<(), ApiError> {
     }
 }
 
-async fn find(state: &ApiState, key: &str) -> Result<Source, ApiError> {
+/// The uid of the application a source's received requests become messages of. Its
+/// endpoints are the source's endpoints, so forwarding is ordinary delivery: signed with each
+/// endpoint's secret, retried, rate-limited, logged, resendable through the `/api/v1/app/…`
+/// routes under this uid.
+pub fn app_uid(source_id: &SourceId) -> String {
+    format!("kait-source-{source_id}")
+}
+
+/// The source's application, made on first use (and again if someone deleted it).
+pub async fn source_app(state: &ApiState, source_id: &SourceId) -> Result<Application, ApiError> {
+    let uid = app_uid(source_id);
+    if let Some(application) = state.store.get_application(&uid).await? {
+        return Ok(application);
+    }
+    let now = now_millis();
+    let application = Application {
+        id: AppId::generate(),
+        uid: Some(uid.clone()),
+        name: format!("Incoming source {source_id}"),
+        rate_limit: None,
+        metadata: [("kaitSourceId".to_owned(), source_id.to_string())].into(),
+        created_at: now,
+        updated_at: now,
+        revision: 0,
+    };
+    match state.store.create_application(application).await {
+        Ok(created) => Ok(created),
+        // Made at the same moment by another request.
+        Err(StoreError::Conflict(_)) => state
+            .store
+            .get_application(&uid)
+            .await?
+            .ok_or(ApiError::NotFound("application")),
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub async fn find(state: &ApiState, key: &str) -> Result<Source, ApiError> {
     state
         .store
         .get_source(key)
@@ -136,6 +174,7 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     check(&state, &input)?;
     let created = state.store.create_source(new_source(input, None)).await?;
+    source_app(&state, &created.id).await?;
     Ok((StatusCode::CREATED, Json(out(&state, &created))))
 }
 
@@ -219,6 +258,7 @@ pub async fn upsert(
                 .store
                 .create_source(new_source(input, Some(source_id)))
                 .await?;
+            source_app(&state, &created.id).await?;
             Ok((StatusCode::CREATED, Json(out(&state, &created))))
         }
         None => Err(ApiError::NotFound("source")),
@@ -241,6 +281,10 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let source = find(&state, &source_id).await?;
     state.store.delete_source(&source.id).await?;
+    // Its endpoints, messages and attempts go with it.
+    if let Some(application) = state.store.get_application(&app_uid(&source.id)).await? {
+        state.store.delete_application(&application.id).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -273,4 +317,138 @@ pub async fn rotate_token(
     Ok(Json(RotateTokenOut {
         ingest_url: crate::wire::ingest_url(&state.public_url, &rotated),
     }))
+}
+
+/// `/ingest/api/v1/source/{source_id}/received/{received_id}`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ReceivedPath {
+    /// The source id (`src_…`) or uid
+    pub source_id: String,
+    /// The log entry's id (`rcv_…`)
+    pub received_id: String,
+}
+
+async fn find_received(
+    state: &ApiState,
+    path: &ReceivedPath,
+) -> Result<(Source, ReceivedRequest), ApiError> {
+    let source = find(state, &path.source_id).await?;
+    let not_found = || ApiError::NotFound("received request");
+    if !ReceivedId::has_prefix(&path.received_id) {
+        return Err(not_found());
+    }
+    let received = state
+        .store
+        .get_received(
+            &source.id,
+            &ReceivedId::from_trusted(path.received_id.clone()),
+        )
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((source, received))
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.ingest.source.list-received",
+    path = "/ingest/api/v1/source/{source_id}/received",
+    tag = "ingest",
+    summary = "The source's log of received requests, newest first (Kait extension)",
+    params(SourcePath, crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<ReceivedOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn list_received(
+    State(state): State<ApiState>,
+    Path(SourcePath { source_id }): Path<SourcePath>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<ReceivedOut>>, ApiError> {
+    let source = find(&state, &source_id).await?;
+    let page = state.store.list_received(&source.id, query.page()?).await?;
+    let data = page
+        .items
+        .iter()
+        .map(|request| ReceivedOut::new(request, app_uid(&source.id)))
+        .collect();
+    Ok(Json(ListResponse::new(
+        data,
+        page.done,
+        |request: &ReceivedOut| request.id.clone(),
+    )))
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.ingest.source.get-received",
+    path = "/ingest/api/v1/source/{source_id}/received/{received_id}",
+    tag = "ingest",
+    summary = "One received request (Kait extension)",
+    params(ReceivedPath),
+    responses((status = 200, body = ReceivedOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn get_received(
+    State(state): State<ApiState>,
+    Path(path): Path<ReceivedPath>,
+) -> Result<Json<ReceivedOut>, ApiError> {
+    let (source, received) = find_received(&state, &path).await?;
+    Ok(Json(ReceivedOut::new(&received, app_uid(&source.id))))
+}
+
+#[utoipa::path(
+    post,
+    operation_id = "v1.ingest.source.replay-received",
+    path = "/ingest/api/v1/source/{source_id}/received/{received_id}/replay",
+    tag = "ingest",
+    summary = "Forward a received request again to every endpoint of the source it matches (Kait extension)",
+    params(ReceivedPath),
+    responses((status = 202, body = crate::wire::BackgroundTaskOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// Makes the request's message due again at each of the source's enabled endpoints whose
+/// filter takes it (including endpoints added since), as a manual attempt.
+pub async fn replay_received(
+    State(state): State<ApiState>,
+    Path(path): Path<ReceivedPath>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (source, received) = find_received(&state, &path).await?;
+    let Some(msg_id) = received.msg_id else {
+        return Err(ApiError::Conflict(format!(
+            "this request was {}; only accepted requests can be replayed",
+            received.outcome.as_str()
+        )));
+    };
+    let application = source_app(&state, &source.id).await?;
+    let message = state
+        .store
+        .get_message(&application.id, msg_id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound("message (expired by retention)"))?;
+    let endpoints = state
+        .store
+        .list_endpoints(
+            &application.id,
+            kait_store::PageRequest {
+                limit: state.limits.max_endpoints_per_app,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut replayed = 0;
+    for endpoint in endpoints.items.iter().filter(|endpoint| {
+        !endpoint.disabled
+            && kait_core::filter::endpoint_matches(
+                endpoint,
+                &message.event_type,
+                message.channels.as_ref(),
+            )
+    }) {
+        state
+            .store
+            .resend(&application.id, &message.id, &endpoint.id)
+            .await?;
+        replayed += 1;
+    }
+    Ok(super::endpoint::task_out("ingest.replay", replayed))
 }

@@ -4,6 +4,8 @@ mod application;
 mod attempt;
 mod endpoint;
 mod event_type;
+mod ingest_endpoint;
+mod ingest_receive;
 mod ingest_source;
 mod message;
 mod poller;
@@ -18,6 +20,13 @@ use crate::{ApiError, ApiState};
 /// Routes that need no token.
 pub fn public() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
+        .routes(routes!(ingest_receive::receive))
+        // The same documented handler, with the path below the token (OpenAPI has no
+        // catch-all parameters, so this variant is not in the document).
+        .route(
+            "/ingest/api/v1/source/{source_id}/in/{token}/{*rest}",
+            axum::routing::post(ingest_receive::receive),
+        )
         .routes(routes!(health))
         .routes(routes!(metrics))
         .routes(routes!(crate::openapi::openapi_json))
@@ -35,6 +44,21 @@ pub fn protected() -> OpenApiRouter<ApiState> {
             ingest_source::delete
         ))
         .routes(routes!(ingest_source::rotate_token))
+        .routes(routes!(ingest_source::list_received))
+        .routes(routes!(ingest_source::get_received))
+        .routes(routes!(ingest_source::replay_received))
+        .routes(routes!(ingest_endpoint::list, ingest_endpoint::create))
+        .routes(routes!(
+            ingest_endpoint::get,
+            ingest_endpoint::upsert,
+            ingest_endpoint::delete
+        ))
+        .routes(routes!(ingest_endpoint::get_secret))
+        .routes(routes!(ingest_endpoint::rotate_secret))
+        .routes(routes!(
+            ingest_endpoint::get_headers,
+            ingest_endpoint::set_headers
+        ))
         .routes(routes!(application::portal_access))
         .routes(routes!(application::expire_all))
         .routes(routes!(

@@ -36,5 +36,6 @@ mod pagination;
 mod pull;
 mod python_sdk;
 mod races;
+mod receiving;
 mod svix_client;
 mod xml;

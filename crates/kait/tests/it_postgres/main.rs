@@ -32,6 +32,8 @@ mod pull;
 mod python_sdk;
 #[path = "../it/races.rs"]
 mod races;
+#[path = "../it/receiving.rs"]
+mod receiving;
 #[path = "../it/svix_client.rs"]
 mod svix_client;
 #[path = "../it/xml.rs"]
