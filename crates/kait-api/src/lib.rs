@@ -75,6 +75,8 @@ pub struct ApiContext {
     pub app_ids: Arc<app_ids::AppIds>,
     /// Long-polls and event streams open now, by token.
     pub streams: Arc<streams::StreamSlots>,
+    /// Notified when a source is created, changed or deleted (the cron runner listens).
+    pub sources_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Produces the `/metrics` body.

@@ -174,11 +174,16 @@ impl SourceConfig {
                     basic,
                 }
             }
-            SourceKind::Cron => Self::Cron {
-                schedule: required("schedule")?,
-                payload: required("payload")?,
-                content_type: text("contentType")?,
-            },
+            SourceKind::Cron => {
+                let schedule = required("schedule")?;
+                crate::Schedule::parse(&schedule)
+                    .map_err(|error| problem("config.schedule", error))?;
+                Self::Cron {
+                    schedule,
+                    payload: required("payload")?,
+                    content_type: text("contentType")?,
+                }
+            }
             SourceKind::Svix | SourceKind::StandardWebhooks => {
                 let secret = required("secret")?;
                 VerificationKey::parse(&secret)

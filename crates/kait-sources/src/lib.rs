@@ -10,9 +10,11 @@
 pub mod body;
 pub mod config;
 pub mod event;
+pub mod schedule;
 pub mod verify;
 
 pub use body::{BodyKind, ReadBody};
 pub use config::{SourceConfig, SourceKind};
 pub use event::event_type;
+pub use schedule::{Schedule, due_tick};
 pub use verify::{Refusal, Verified, verify};

@@ -45,7 +45,7 @@ pub use queue::{
     Claim, ClaimedDelivery, DeliveryQueue, DisabledEndpoint, HandoffFilter, NextStep, Outcome,
     Redelivery,
 };
-pub use sources::{ReceivedOutcome, ReceivedRequest, Sources};
+pub use sources::{ReceivedOutcome, ReceivedRequest, Sources, source_app_uid, source_application};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// All of durable state, for `kait serve` (which hands each part to the consumer that uses

@@ -5,9 +5,11 @@
 
 use async_trait::async_trait;
 use kait_core::time::Millis;
-use kait_core::{MessageId, ReceivedId, Source, SourceId};
+use std::collections::HashMap;
 
-use crate::{Page, PageRequest, StoreResult};
+use kait_core::{AppId, Application, MessageId, ReceivedId, Source, SourceId};
+
+use crate::{Applications, Page, PageRequest, StoreError, StoreResult};
 
 /// What became of a received request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,4 +89,46 @@ pub trait Sources: Send + Sync + 'static {
         source_id: &SourceId,
         id: &ReceivedId,
     ) -> StoreResult<Option<ReceivedRequest>>;
+
+    /// The last tick each cron source fired.
+    async fn last_ticks(&self) -> StoreResult<HashMap<SourceId, Millis>>;
+    /// Records that the source fired its tick `at` (a later tick is kept if already there).
+    async fn record_tick(&self, source_id: &SourceId, at: Millis) -> StoreResult<()>;
+}
+
+/// The uid of the application a source's events become messages of. Its endpoints are the
+/// source's endpoints, so forwarding is ordinary delivery (signed with each endpoint's
+/// secret, retried, rate-limited, logged, resendable under this uid).
+pub fn source_app_uid(source_id: &SourceId) -> String {
+    format!("kait-source-{source_id}")
+}
+
+/// The source's application, made on first use (and again if someone deleted it).
+pub async fn source_application(
+    store: &dyn Applications,
+    source_id: &SourceId,
+) -> StoreResult<Application> {
+    let uid = source_app_uid(source_id);
+    if let Some(application) = store.get_application(&uid).await? {
+        return Ok(application);
+    }
+    let now = kait_core::time::now_millis();
+    let application = Application {
+        id: AppId::generate(),
+        uid: Some(uid.clone()),
+        name: format!("Incoming source {source_id}"),
+        rate_limit: None,
+        metadata: [("kaitSourceId".to_owned(), source_id.to_string())].into(),
+        created_at: now,
+        updated_at: now,
+        revision: 0,
+    };
+    match store.create_application(application).await {
+        // Made at the same moment by another request or node.
+        Err(StoreError::Conflict(_)) => store
+            .get_application(&uid)
+            .await?
+            .ok_or(StoreError::NotFound),
+        other => other,
+    }
 }

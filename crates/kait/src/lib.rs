@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod cron;
 pub mod http_server;
 pub mod launch;
 pub mod listen;

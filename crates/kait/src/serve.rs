@@ -207,6 +207,12 @@ pub async fn run(
         config.retention,
         shutdown.clone(),
     ));
+    let sources_changed = Arc::new(tokio::sync::Notify::new());
+    let cron = tokio::spawn(crate::cron::run(
+        store.clone(),
+        sources_changed.clone(),
+        shutdown.clone(),
+    ));
     let circuit_states = CircuitStates::default();
     let dispatcher = tokio::spawn(kait_dispatch::run(
         store.clone(),
@@ -243,6 +249,7 @@ pub async fn run(
         streams: Default::default(),
         metrics_token: config.metrics_token.clone().map(Arc::from),
         public_url: public_url.into(),
+        sources_changed,
     });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);
@@ -265,6 +272,7 @@ pub async fn run(
     dispatcher.await.context("dispatcher task")?;
     purger.await.context("purge task")?;
     queue_depth.await.context("queue depth task")?;
+    cron.await.context("cron task")?;
     if let Err(error) = store.close().await {
         tracing::warn!(%error, "closing the store failed; other nodes take over after the lease");
     }

@@ -10,9 +10,9 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problem, Problems};
-use kait_core::{AppId, Application, ReceivedId, Source, SourceId};
+use kait_core::{Application, ReceivedId, Source, SourceId};
 use kait_sources::{SourceConfig, SourceKind};
-use kait_store::{ReceivedRequest, StoreError};
+use kait_store::ReceivedRequest;
 use rand::RngCore;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -82,41 +82,11 @@ fn check(state: &ApiState, input: &IngestSourceIn) -> Result<(), ApiError> {
     }
 }
 
-/// The uid of the application a source's received requests become messages of. Its
-/// endpoints are the source's endpoints, so forwarding is ordinary delivery: signed with each
-/// endpoint's secret, retried, rate-limited, logged, resendable through the `/api/v1/app/…`
-/// routes under this uid.
-pub fn app_uid(source_id: &SourceId) -> String {
-    format!("kait-source-{source_id}")
-}
+pub use kait_store::source_app_uid as app_uid;
 
-/// The source's application, made on first use (and again if someone deleted it).
+/// The source's application (see [`kait_store::source_application`]).
 pub async fn source_app(state: &ApiState, source_id: &SourceId) -> Result<Application, ApiError> {
-    let uid = app_uid(source_id);
-    if let Some(application) = state.store.get_application(&uid).await? {
-        return Ok(application);
-    }
-    let now = now_millis();
-    let application = Application {
-        id: AppId::generate(),
-        uid: Some(uid.clone()),
-        name: format!("Incoming source {source_id}"),
-        rate_limit: None,
-        metadata: [("kaitSourceId".to_owned(), source_id.to_string())].into(),
-        created_at: now,
-        updated_at: now,
-        revision: 0,
-    };
-    match state.store.create_application(application).await {
-        Ok(created) => Ok(created),
-        // Made at the same moment by another request.
-        Err(StoreError::Conflict(_)) => state
-            .store
-            .get_application(&uid)
-            .await?
-            .ok_or(ApiError::NotFound("application")),
-        Err(error) => Err(error.into()),
-    }
+    Ok(kait_store::source_application(state.store.as_ref(), source_id).await?)
 }
 
 pub async fn find(state: &ApiState, key: &str) -> Result<Source, ApiError> {
@@ -175,6 +145,7 @@ pub async fn create(
     check(&state, &input)?;
     let created = state.store.create_source(new_source(input, None)).await?;
     source_app(&state, &created.id).await?;
+    state.sources_changed.notify_one();
     Ok((StatusCode::CREATED, Json(out(&state, &created))))
 }
 
@@ -247,6 +218,7 @@ pub async fn upsert(
         Ok(Some(state.store.update_source(source).await?))
     })
     .await?;
+    state.sources_changed.notify_one();
     match replaced {
         Some(source) => Ok((StatusCode::OK, Json(out(&state, &source)))),
         None if !SourceId::has_prefix(&source_id) => {
@@ -259,6 +231,7 @@ pub async fn upsert(
                 .create_source(new_source(input, Some(source_id)))
                 .await?;
             source_app(&state, &created.id).await?;
+            state.sources_changed.notify_one();
             Ok((StatusCode::CREATED, Json(out(&state, &created))))
         }
         None => Err(ApiError::NotFound("source")),
@@ -281,6 +254,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let source = find(&state, &source_id).await?;
     state.store.delete_source(&source.id).await?;
+    state.sources_changed.notify_one();
     // Its endpoints, messages and attempts go with it.
     if let Some(application) = state.store.get_application(&app_uid(&source.id)).await? {
         state.store.delete_application(&application.id).await?;

@@ -36,7 +36,8 @@ macro_rules! for_each_conformance_test {
             remembered_responses_go_with_their_application,
             consumers_per_endpoint_are_bounded,
             sources_are_kept_with_their_secrets,
-            received_requests_are_logged_with_their_message
+            received_requests_are_logged_with_their_message,
+            cron_ticks_only_move_forward
         );
     };
 }

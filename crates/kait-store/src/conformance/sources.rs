@@ -216,3 +216,26 @@ pub async fn received_requests_are_logged_with_their_message(store: &dyn Store) 
         .unwrap();
     assert!(log.items.is_empty());
 }
+
+/// Issue 13: a cron source's last tick only moves forward and goes with the source; a
+/// source's application is made once, however often it is asked for.
+pub async fn cron_ticks_only_move_forward(store: &dyn Store) {
+    let sender = store.create_source(source(None)).await.unwrap();
+    assert!(store.last_ticks().await.unwrap().is_empty());
+    store.record_tick(&sender.id, 2_000).await.unwrap();
+    store.record_tick(&sender.id, 1_000).await.unwrap();
+    assert_eq!(store.last_ticks().await.unwrap()[&sender.id], 2_000);
+    store.record_tick(&sender.id, 3_000).await.unwrap();
+    assert_eq!(store.last_ticks().await.unwrap()[&sender.id], 3_000);
+
+    let first = crate::source_application(store, &sender.id).await.unwrap();
+    let again = crate::source_application(store, &sender.id).await.unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(
+        first.uid.as_deref(),
+        Some(crate::source_app_uid(&sender.id).as_str())
+    );
+
+    store.delete_source(&sender.id).await.unwrap();
+    assert!(store.last_ticks().await.unwrap().is_empty());
+}

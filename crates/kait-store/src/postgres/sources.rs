@@ -1,6 +1,9 @@
 //! Incoming sources on PostgreSQL: SQL and row mapping only.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use kait_core::time::Millis;
 use kait_core::{ReceivedId, Source, SourceId};
 use tokio_postgres::types::ToSql;
 
@@ -121,12 +124,14 @@ impl Sources for PgStore {
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
-        transaction
-            .execute(
-                "DELETE FROM received_request WHERE source_id = $1",
-                &[&id.as_str()],
-            )
-            .await?;
+        for table in ["received_request", "cron_tick"] {
+            transaction
+                .execute(
+                    &format!("DELETE FROM {table} WHERE source_id = $1"),
+                    &[&id.as_str()],
+                )
+                .await?;
+        }
         transaction.commit().await?;
         Ok(())
     }
@@ -173,6 +178,28 @@ impl Sources for PgStore {
             .as_ref()
             .map(received_row)
             .transpose()
+    }
+
+    async fn last_ticks(&self) -> StoreResult<HashMap<SourceId, Millis>> {
+        self.client()
+            .await?
+            .query("SELECT source_id, last_tick FROM cron_tick", &[])
+            .await?
+            .iter()
+            .map(|row| Ok((SourceId::from_trusted(row.try_get(0)?), row.try_get(1)?)))
+            .collect()
+    }
+
+    async fn record_tick(&self, source_id: &SourceId, at: Millis) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO cron_tick (source_id, last_tick) VALUES ($1, $2) \
+                 ON CONFLICT (source_id) DO UPDATE SET last_tick = GREATEST(cron_tick.last_tick, $2)",
+                &[&source_id.as_str(), &at],
+            )
+            .await?;
+        Ok(())
     }
 }
 

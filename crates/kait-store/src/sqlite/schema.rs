@@ -190,7 +190,8 @@ CREATE TABLE source (
 "#,
     r#"
 -- Issue 13: a message may carry a body sent as received (content type, bytes, extra headers);
--- each source keeps a log of the requests it received and what became of them.
+-- each source keeps a log of the requests it received and what became of them; cron sources
+-- remember their last tick.
 ALTER TABLE message ADD COLUMN raw_content_type TEXT;
 ALTER TABLE message ADD COLUMN raw_body BLOB;
 ALTER TABLE message ADD COLUMN raw_headers TEXT;
@@ -207,6 +208,11 @@ CREATE TABLE received_request (
 );
 CREATE INDEX received_request_source ON received_request (source_id, id);
 CREATE INDEX received_request_time ON received_request (received_at);
+-- The last tick each cron source fired (see kait-sources' schedule.rs).
+CREATE TABLE cron_tick (
+    source_id   TEXT PRIMARY KEY,
+    last_tick   INTEGER NOT NULL
+);
 "#,
 ];
 

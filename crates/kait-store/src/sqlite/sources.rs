@@ -1,6 +1,9 @@
 //! Incoming sources on SQLite: SQL and row mapping only.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use kait_core::time::Millis;
 use kait_core::{ReceivedId, Source, SourceId};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -181,10 +184,12 @@ impl Sources for SqliteStore {
                 if changed == 0 {
                     return Err(StoreError::NotFound);
                 }
-                context.connection.execute(
-                    "DELETE FROM received_request WHERE source_id = ?1",
-                    [id.as_str()],
-                )?;
+                for table in ["received_request", "cron_tick"] {
+                    context.connection.execute(
+                        &format!("DELETE FROM {table} WHERE source_id = ?1"),
+                        [id.as_str()],
+                    )?;
+                }
                 Ok(())
             })
             .await
@@ -222,5 +227,35 @@ impl Sources for SqliteStore {
                 .optional()?)
         })
         .await
+    }
+
+    async fn last_ticks(&self) -> StoreResult<HashMap<SourceId, Millis>> {
+        self.read(|connection| {
+            let mut statement =
+                connection.prepare_cached("SELECT source_id, last_tick FROM cron_tick")?;
+            let ticks = statement
+                .query_map([], |row| {
+                    Ok((SourceId::from_trusted(row.get(0)?), row.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ticks)
+        })
+        .await
+    }
+
+    async fn record_tick(&self, source_id: &SourceId, at: Millis) -> StoreResult<()> {
+        let source_id = source_id.clone();
+        self.writer
+            .write(move |context| {
+                context
+                    .connection
+                    .prepare_cached(
+                        "INSERT INTO cron_tick (source_id, last_tick) VALUES (?1, ?2) \
+                         ON CONFLICT (source_id) DO UPDATE SET last_tick = MAX(last_tick, ?2)",
+                    )?
+                    .execute(params![source_id.as_str(), at])?;
+                Ok(())
+            })
+            .await
     }
 }
