@@ -288,3 +288,106 @@ async fn three_nodes_share_the_work_and_survive_a_kill() {
     drop(sql);
     storage.remove().await;
 }
+
+/// Issue 13 on several nodes: every node accepts any source's requests (a source created
+/// through one is received through the others), and a cron source ticks once per tick though
+/// every node runs the schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (three nodes, cron ticks): run with -- --ignored; CI does"]
+async fn every_node_receives_and_cron_ticks_once() {
+    let storage = Storage::new().await;
+    let nodes: Vec<KaitProcess> = (0..NODES).map(|_| KaitProcess::start(&storage)).collect();
+    let client = reqwest::Client::new();
+    let (received, ticks) = (Receiver::start().await, Receiver::start().await);
+    let first = &nodes[0].base_url;
+    let source = post_json(
+        &client,
+        format!("{first}/ingest/api/v1/source"),
+        json!({ "name": "devices", "type": "generic-webhook", "config": { "bearerToken": "t0k" } })
+            .to_string(),
+    )
+    .await
+    .expect("source created");
+    let source_id = source["id"].as_str().unwrap();
+    let ingest_url = source["ingestUrl"].as_str().unwrap();
+    let receiving_path = &ingest_url[ingest_url.find("/ingest/").unwrap()..];
+    post_json(
+        &client,
+        format!("{first}/ingest/api/v1/source/{source_id}/endpoint"),
+        json!({ "url": received.url }).to_string(),
+    )
+    .await
+    .expect("endpoint created");
+    let cron = post_json(
+        &client,
+        format!("{first}/ingest/api/v1/source"),
+        json!({
+            "name": "beat",
+            "type": "cron",
+            "config": { "schedule": "* * * * * *", "payload": "{}" }
+        })
+        .to_string(),
+    )
+    .await
+    .expect("cron source created");
+    let cron_id = cron["id"].as_str().unwrap();
+    post_json(
+        &client,
+        format!("{first}/ingest/api/v1/source/{cron_id}/endpoint"),
+        json!({ "url": ticks.url }).to_string(),
+    )
+    .await
+    .expect("cron endpoint created");
+
+    let mut accepted = HashSet::new();
+    for (index, node) in nodes.iter().enumerate().cycle().take(30) {
+        let response = client
+            .post(format!("{}{receiving_path}", node.base_url))
+            .header("authorization", "Bearer t0k")
+            .header("content-type", "application/json")
+            .body(json!({ "n": index, "at": accepted.len() }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "node {index} receives");
+        let ack: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        accepted.insert(ack["msgId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(accepted.len(), 30);
+    wait_for_all(&[&received], &accepted, Duration::from_secs(30)).await;
+
+    // Wait for a few ticks; each must have been made once, whichever node made it.
+    ticks.wait_for(4, Duration::from_secs(30)).await;
+    let listed = reqwest::Client::new()
+        .get(format!(
+            "{first}/api/v1/app/kait-source-{cron_id}/msg?limit=250"
+        ))
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::support::ADMIN_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    let event_ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["eventId"].as_str().unwrap())
+        .collect();
+    let distinct: HashSet<&&str> = event_ids.iter().collect();
+    assert_eq!(distinct.len(), event_ids.len(), "{event_ids:?}");
+    let forwarded = ticks.distinct_ids();
+    assert!(
+        forwarded.len() <= event_ids.len() + 1,
+        "three nodes make one message per tick: {} webhooks, {event_ids:?}",
+        forwarded.len()
+    );
+    drop(nodes);
+    storage.remove().await;
+}

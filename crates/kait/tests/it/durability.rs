@@ -408,3 +408,97 @@ async fn cron_ticks_survive_kill_9_without_a_burst() {
     drop(server);
     storage.remove().await;
 }
+
+/// Issue 13: a received request answered 2xx is durable: kill -9 while senders post to a
+/// source's receiving URL, restart, and every acknowledged request is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (received requests around a SIGKILL): run with -- --ignored; CI does"]
+async fn kill_9_loses_no_acknowledged_received_request() {
+    const SENDERS: usize = 8;
+    let storage = Storage::new().await;
+    let mut server = KaitProcess::start(&storage);
+    let client = reqwest::Client::new();
+    let receiver = Receiver::start().await;
+    let source = post_json(
+        &client,
+        format!("{}/ingest/api/v1/source", server.base_url),
+        json!({ "name": "devices", "type": "generic-webhook", "config": { "bearerToken": "t0k" } })
+            .to_string(),
+    )
+    .await
+    .expect("source created");
+    let source_id = source["id"].as_str().unwrap().to_owned();
+    post_json(
+        &client,
+        format!(
+            "{}/ingest/api/v1/source/{source_id}/endpoint",
+            server.base_url
+        ),
+        json!({ "url": receiver.url }).to_string(),
+    )
+    .await
+    .expect("endpoint created");
+    let ingest_url = source["ingestUrl"].as_str().unwrap().to_owned();
+
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for sender in 0..SENDERS {
+        let (client, acknowledged, killed, url) = (
+            client.clone(),
+            acknowledged.clone(),
+            killed.clone(),
+            ingest_url.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            for index in (sender..2_000).step_by(SENDERS) {
+                if killed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let sent = client
+                    .post(&url)
+                    .header("authorization", "Bearer t0k")
+                    .header("content-type", "application/json")
+                    .body(json!({ "reading": index }).to_string())
+                    .send()
+                    .await;
+                let Ok(response) = sent else { continue };
+                if response.status() != StatusCode::OK {
+                    continue;
+                }
+                if let Ok(bytes) = response.bytes().await
+                    && let Ok(ack) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                {
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .push(ack["msgId"].as_str().unwrap().to_owned());
+                }
+            }
+        }));
+    }
+    while acknowledged.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill_hard();
+    killed.store(true, Ordering::SeqCst);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let _server = KaitProcess::start(&storage);
+    let expected: HashSet<String> = acknowledged.lock().unwrap().iter().cloned().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = expected.difference(&receiver.distinct_ids()).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} of {} acknowledged requests were never forwarded",
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    storage.remove().await;
+}
