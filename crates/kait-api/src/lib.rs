@@ -16,6 +16,8 @@ mod idempotency;
 mod openapi;
 mod paths;
 mod routes;
+mod source_slots;
+mod sources_cache;
 pub mod streams;
 mod wire;
 
@@ -77,6 +79,10 @@ pub struct ApiContext {
     pub streams: Arc<streams::StreamSlots>,
     /// Notified when a source is created, changed or deleted (the cron runner listens).
     pub sources_changed: Arc<tokio::sync::Notify>,
+    /// Sources by id, for the receiving path.
+    pub sources: Arc<sources_cache::SourcesCache>,
+    /// Requests in progress per incoming source.
+    pub source_slots: Arc<source_slots::SourceSlots>,
 }
 
 /// Produces the `/metrics` body.
@@ -100,6 +106,8 @@ pub struct Limits {
     pub max_metadata_bytes: usize,
     /// Most named consumers of one polling endpoint.
     pub max_consumers_per_endpoint: usize,
+    /// Requests one incoming source may have in progress at once (more wait, then get 429).
+    pub source_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -113,6 +121,7 @@ impl Default for Limits {
             streams: streams::StreamLimits::default(),
             max_metadata_bytes: 16 * 1024,
             max_consumers_per_endpoint: 1000,
+            source_in_flight: 32,
         }
     }
 }

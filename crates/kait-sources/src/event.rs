@@ -3,28 +3,51 @@
 //! (GitHub's `X-GitHub-Event`, Shopify's `X-Shopify-Topic`, Stripe's and Standard Webhooks'
 //! `type`, Slack's inner `event.type`), else the source's type (`generic-webhook`, …).
 
+use std::borrow::Cow;
+
 use kait_core::validate;
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::SourceKind;
 use crate::verify::Headers;
+
+/// The fields of a payload that name its event: `type`, and Slack's `event.type`.
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event: Option<Inner<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Inner<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
 
 /// The event type of a request from a `kind` source, with `payload` its JSON reading.
 /// Always a valid event type name: a provider's name is mapped onto the allowed characters
 /// (`orders/create` → `orders.create`) and is dropped for the fallback if still invalid.
 pub fn event_type(kind: SourceKind, headers: &(impl Headers + ?Sized), payload: &str) -> String {
-    let field = |pointer: &str| -> Option<String> {
-        let value: Value = serde_json::from_str(payload).ok()?;
-        value.pointer(pointer)?.as_str().map(str::to_owned)
-    };
+    // Only the names are read: the rest of the payload is skipped, not built.
+    let named_in_payload = || serde_json::from_str::<Named<'_>>(payload).ok();
     let named = match kind {
         SourceKind::Github => headers.header("x-github-event").map(str::to_owned),
         SourceKind::Shopify => headers.header("x-shopify-topic").map(str::to_owned),
-        SourceKind::Slack => field("/event/type").or_else(|| field("/type")),
+        SourceKind::Slack => named_in_payload().and_then(|named| {
+            named
+                .event
+                .and_then(|event| event.kind)
+                .or(named.kind)
+                .map(Cow::into_owned)
+        }),
         SourceKind::Stripe
         | SourceKind::Svix
         | SourceKind::StandardWebhooks
-        | SourceKind::GenericWebhook => field("/type"),
+        | SourceKind::GenericWebhook => {
+            named_in_payload().and_then(|named| named.kind.map(Cow::into_owned))
+        }
         SourceKind::Cron => None,
     };
     named

@@ -107,6 +107,9 @@ pub struct ServeArgs {
     /// Most endpoints one application may have
     #[arg(long, env = "KAIT_MAX_ENDPOINTS_PER_APP")]
     pub max_endpoints_per_app: Option<usize>,
+    /// Requests one incoming source may have in progress at once (more wait up to 2 s, then get 429)
+    #[arg(long, env = "KAIT_SOURCE_IN_FLIGHT")]
+    pub source_in_flight: Option<usize>,
     /// Webhook requests in flight at once
     #[arg(long, env = "KAIT_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
@@ -451,6 +454,10 @@ impl ServeConfig {
         if limits.max_payload_depth == 0 || limits.max_endpoints_per_app == 0 {
             bail!("--max-payload-depth and --max-endpoints-per-app must be at least 1");
         }
+        limits.source_in_flight = settings.source_in_flight.unwrap_or(limits.source_in_flight);
+        if limits.source_in_flight == 0 {
+            bail!("--source-in-flight must be at least 1");
+        }
         let postgres = match settings.database_url {
             Some(url) => {
                 let mut postgres = PostgresConfig::new(url);
@@ -643,6 +650,10 @@ impl ServeConfig {
             (
                 "max_endpoints_per_app",
                 config.limits.max_endpoints_per_app.to_string(),
+            ),
+            (
+                "source_in_flight",
+                config.limits.source_in_flight.to_string(),
             ),
             ("max_in_flight", config.max_in_flight.to_string()),
             ("endpoint_in_flight", config.endpoint_in_flight.to_string()),
@@ -868,6 +879,15 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(ServeConfig::resolve(short_token).is_err());
+        let no_source_slots = ServeArgs {
+            source_in_flight: Some(0),
+            ..ServeArgs::default()
+        };
+        let error = ServeConfig::resolve(no_source_slots).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("--source-in-flight"),
+            "{error:#}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kait.toml");
         std::fs::write(&file, "listne = \"127.0.0.1:9000\"\n").unwrap();

@@ -250,6 +250,8 @@ pub async fn run(
         metrics_token: config.metrics_token.clone().map(Arc::from),
         public_url: public_url.into(),
         sources_changed,
+        sources: Default::default(),
+        source_slots: Default::default(),
     });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);

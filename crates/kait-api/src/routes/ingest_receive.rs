@@ -8,6 +8,8 @@
 //! and answered 401; it is never forwarded. A sender retrying an event it already delivered
 //! (same provider event id) gets 200 again and nothing is forwarded twice.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -16,14 +18,15 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use kait_core::time::now_millis;
 use kait_core::{Message, MessageId, RawPayload, ReceivedId, Source};
+use kait_sources::Verified;
 use kait_sources::verify::Headers;
-use kait_sources::{SourceConfig, SourceKind, Verified};
 use kait_store::{NewMessage, ReceivedOutcome, ReceivedRequest, StoreError};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::ingest_source::{self, source_app};
 use crate::auth::constant_time_eq;
+use crate::sources_cache::CachedSource;
 use crate::wire::ReceivedAck;
 use crate::{ApiError, ApiState};
 
@@ -71,7 +74,8 @@ impl Headers for RequestHeaders<'_> {
         (status = 200, body = ReceivedAck),
         (status = 401, body = crate::wire::ErrorOut, description = "Verification failed; logged, not forwarded"),
         (status = 404, body = crate::wire::ErrorOut, description = "No such source, or not its token"),
-        (status = 413, body = crate::wire::ErrorOut)
+        (status = 413, body = crate::wire::ErrorOut),
+        (status = 429, body = crate::wire::ErrorOut, description = "The source has too many requests in progress")
     )
 )]
 pub async fn receive(
@@ -82,7 +86,12 @@ pub async fn receive(
     body: Body,
 ) -> Result<Response, ApiError> {
     let received_at = now_millis();
-    let source = authorized_source(&state, &path.source_id, &path.token, received_at).await?;
+    let cached = authorized_source(&state, &path.source_id, &path.token, received_at).await?;
+    let source = &cached.source;
+    let _slot = state
+        .source_slots
+        .acquire(source.id.as_str(), state.limits.source_in_flight)
+        .await?;
     let body = read_body(body, &headers, state.limits.max_body_bytes).await?;
     let content_type = headers
         .get(CONTENT_TYPE)
@@ -99,24 +108,17 @@ pub async fn receive(
         event_id: None,
         msg_id: None,
     };
-    let kind = SourceKind::parse(&source.kind);
-    let verified = kind
-        .ok_or_else(|| format!("unknown source type {:?}", source.kind))
-        .and_then(|kind| {
-            SourceConfig::parse(kind, &source.config).map_err(|problem| problem.to_string())
-        })
-        .and_then(|config| {
-            kait_sources::verify(
-                &config,
-                &RequestHeaders(&headers),
-                &body,
-                received_at / 1000,
-            )
-            .map_err(|refusal| refusal.0)
-        });
-    let (kind, verified) = match (kind, verified) {
-        (Some(kind), Ok(verified)) => (kind, verified),
-        (_, Err(reason)) => {
+    let verified = match &cached.parsed {
+        Ok((kind, config)) => {
+            kait_sources::verify(config, &RequestHeaders(&headers), &body, received_at / 1000)
+                .map(|verified| (*kind, verified))
+                .map_err(|refusal| refusal.0)
+        }
+        Err(reason) => Err(reason.clone()),
+    };
+    let (kind, verified) = match verified {
+        Ok(verified) => verified,
+        Err(reason) => {
             state
                 .store
                 .record_received(ReceivedRequest {
@@ -128,7 +130,6 @@ pub async fn receive(
             metrics::counter!("kait_ingest_requests_total", "outcome" => "refused").increment(1);
             return Err(ApiError::Unverified(reason));
         }
-        (None, Ok(_)) => unreachable!("an unknown type cannot verify"),
     };
     let Verified {
         event_id,
@@ -184,7 +185,7 @@ pub async fn receive(
         .event_id
         .as_ref()
         .map(|event_id| format!("ingest:{event_id}"));
-    let accepted = accept(&state, &source, message, idempotency_key, entry.clone()).await?;
+    let accepted = accept(&state, source, message, idempotency_key, entry.clone()).await?;
     let outcome = if accepted.created {
         "accepted"
     } else {
@@ -207,16 +208,17 @@ async fn authorized_source(
     source_id: &str,
     token: &str,
     now: kait_core::time::Millis,
-) -> Result<Source, ApiError> {
+) -> Result<Arc<CachedSource>, ApiError> {
     let not_found = || ApiError::NotFound("source");
     if !kait_core::SourceId::has_prefix(source_id) {
         return Err(not_found());
     }
-    let source = state
-        .store
-        .get_source(source_id)
+    let cached = state
+        .sources
+        .get(state.store.as_ref(), source_id)
         .await?
         .ok_or_else(not_found)?;
+    let source = &cached.source;
     let current = constant_time_eq(token.as_bytes(), source.token.as_bytes());
     let previous = source
         .previous_token
@@ -225,7 +227,7 @@ async fn authorized_source(
             now < *expires_at && constant_time_eq(token.as_bytes(), previous.as_bytes())
         });
     if current || previous {
-        Ok(source)
+        Ok(cached)
     } else {
         Err(not_found())
     }

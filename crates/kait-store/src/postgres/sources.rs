@@ -112,6 +112,8 @@ impl Sources for PgStore {
                 None => StoreError::NotFound,
             });
         }
+        // Caches of sources (the receiving path's) are checked against the epoch.
+        self.config_changed();
         Ok(next)
     }
 
@@ -133,6 +135,7 @@ impl Sources for PgStore {
                 .await?;
         }
         transaction.commit().await?;
+        self.config_changed();
         Ok(())
     }
 

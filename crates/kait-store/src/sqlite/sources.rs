@@ -169,6 +169,8 @@ impl Sources for SqliteStore {
                         },
                     );
                 }
+                // Caches of sources (the receiving path's) are checked against the epoch.
+                context.config_changed = true;
                 Ok(next)
             })
             .await
@@ -184,6 +186,7 @@ impl Sources for SqliteStore {
                 if changed == 0 {
                     return Err(StoreError::NotFound);
                 }
+                context.config_changed = true;
                 for table in ["received_request", "cron_tick"] {
                     context.connection.execute(
                         &format!("DELETE FROM {table} WHERE source_id = ?1"),

@@ -163,8 +163,54 @@ impl Cluster {
             )
             .await?;
         }
-        let servers = self
-            .servers
+        Ok(load::Target {
+            servers: self.addresses()?,
+            path: format!("/api/v1/app/{app_id}/msg").into(),
+            bearer: Some(axum::http::HeaderValue::from_str(&format!(
+                "Bearer {BENCH_TOKEN}"
+            ))?),
+            expect: StatusCode::ACCEPTED,
+        })
+    }
+
+    /// An incoming source (`generic-webhook`, checking a bearer token) with one endpoint at
+    /// the receiver: the load target is its receiving URL.
+    pub(super) async fn source(&self, receiver: &BenchReceiver) -> anyhow::Result<load::Target> {
+        const SOURCE_TOKEN: &str = "bench-sender-token";
+        let client = reqwest::Client::new();
+        let base_url = &self.servers[0].process.base_url;
+        let source = api_post(
+            &client,
+            format!("{base_url}/ingest/api/v1/source"),
+            json!({
+                "name": "bench",
+                "type": "generic-webhook",
+                "config": { "bearerToken": SOURCE_TOKEN }
+            })
+            .to_string(),
+        )
+        .await?;
+        let source_id = source["id"].as_str().context("source id")?;
+        let ingest_url = source["ingestUrl"].as_str().context("ingest url")?;
+        let path = &ingest_url[ingest_url.find("/ingest/").context("ingest path")?..];
+        api_post(
+            &client,
+            format!("{base_url}/ingest/api/v1/source/{source_id}/endpoint"),
+            json!({ "url": receiver.url("ingest"), "secret": BENCH_SECRET }).to_string(),
+        )
+        .await?;
+        Ok(load::Target {
+            servers: self.addresses()?,
+            path: path.into(),
+            bearer: Some(axum::http::HeaderValue::from_str(&format!(
+                "Bearer {SOURCE_TOKEN}"
+            ))?),
+            expect: StatusCode::OK,
+        })
+    }
+
+    fn addresses(&self) -> anyhow::Result<Arc<[std::net::SocketAddr]>> {
+        self.servers
             .iter()
             .map(|server| {
                 server
@@ -174,14 +220,6 @@ impl Cluster {
                     .parse::<std::net::SocketAddr>()
                     .context("server address")
             })
-            .collect::<anyhow::Result<Arc<[_]>>>()?;
-        Ok(load::Target {
-            servers,
-            path: format!("/api/v1/app/{app_id}/msg").into(),
-            bearer: Some(axum::http::HeaderValue::from_str(&format!(
-                "Bearer {BENCH_TOKEN}"
-            ))?),
-            expect: StatusCode::ACCEPTED,
-        })
+            .collect()
     }
 }

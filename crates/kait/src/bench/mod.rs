@@ -9,6 +9,8 @@
 //!   an HTTP round trip on this box, which the other figures are compared with.
 //! - `push-1` / `push-10`: messages through `POST /api/v1/app/{app}/msg` to one or ten
 //!   endpoints; accepted/s, delivered/s and end-to-end latency (arrival minus send time).
+//! - `ingest`: webhooks posted to an incoming source's receiving URL and forwarded to its
+//!   endpoint; received/s (accepted), forwarded/s (delivered), send-to-forward latency.
 
 mod cluster;
 mod load;
@@ -43,6 +45,8 @@ pub enum Scenario {
     /// 1,000 event streams held on one application: another application's ingest latency
     /// against idle (see `streams.rs`).
     Streams,
+    /// Requests received on an incoming source and forwarded to its endpoint.
+    Ingest,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +138,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Latency,
             Scenario::Backlog,
             Scenario::Streams,
+            Scenario::Ingest,
         ]
     } else {
         args.scenario.clone()
@@ -160,6 +165,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Raw => raw(&receiver, &args).await?,
             Scenario::Push1 => push(&receiver, &args, 1).await?,
             Scenario::Push10 => push(&receiver, &args, 10).await?,
+            Scenario::Ingest => ingest(&receiver, &args).await?,
             Scenario::Backlog | Scenario::Streams => unreachable!("handled above"),
             Scenario::Latency => {
                 let paced = Pace {

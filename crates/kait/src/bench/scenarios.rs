@@ -295,3 +295,41 @@ pub(super) async fn backlog(
         },
     ))
 }
+
+/// Webhooks received on an incoming source's URL (a `generic-webhook` source checking a
+/// bearer token) and forwarded, re-signed, to its endpoint: received/s (accepted), forwarded/s
+/// (delivered) and latency from the sender's send to the forward's arrival. Compare with `raw`
+/// and `push-1`: the extra cost of receiving is the source lookup, the token check and the
+/// received log entry written with the message.
+pub(super) async fn ingest(
+    receiver: &BenchReceiver,
+    args: &BenchArgs,
+) -> anyhow::Result<BenchResult> {
+    let cluster = Cluster::start(args, &[]).await?;
+    let idle_rss = max_rss(&cluster.servers, |(now, _)| now);
+    let target = cluster.source(receiver).await?;
+    let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
+    let epoch = receiver.state.epoch;
+    let started = Instant::now();
+    let accepted_at = load::post_all(target, args.messages, args.concurrency, None, move |_| {
+        Bytes::from(payload(epoch, &pad))
+    })
+    .await?;
+    wait_for_arrivals(receiver, args.messages).await;
+    let (peak_rss, cpu_seconds) = cluster.stop().await?;
+    Ok(summarize(
+        receiver,
+        args,
+        Run {
+            scenario: "ingest",
+            messages: args.messages,
+            endpoints: 1,
+            started,
+            accepted_at,
+            delivery_from: started,
+            idle_rss,
+            peak_rss,
+            cpu_seconds,
+        },
+    ))
+}

@@ -587,3 +587,52 @@ async fn any_body_is_forwarded_as_received_with_path_and_query() {
     assert!(readings.contains(&&json!({})));
     server.stop().await;
 }
+
+/// The receiving path keeps sources in memory: a rotation and a deletion are seen by the next
+/// request. After `token/rotate` both URLs work (the old one for 24 hours); after delete, 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_and_deleted_sources_are_seen_at_once() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let generic = wire(&server, "generic-webhook", json!({}), &receiver).await;
+    let json_type = [("content-type", "application/json".to_owned())];
+    let (status, _) = deliver(&generic.ingest_url, &json_type, b"{\"n\":1}").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, rotated) = server
+        .post(
+            &format!("/ingest/api/v1/source/{}/token/rotate", generic.id),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_url = rotated["ingestUrl"].as_str().unwrap();
+    let (status, _) = deliver(new_url, &json_type, b"{\"n\":2}").await;
+    assert_eq!(status, StatusCode::OK, "the new token works at once");
+    let (status, _) = deliver(&generic.ingest_url, &json_type, b"{\"n\":3}").await;
+    assert_eq!(status, StatusCode::OK, "the old one still works");
+    receiver.wait_for(3, WAIT).await;
+
+    let (status, _) = server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/ingest/api/v1/source/{}", generic.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = deliver(new_url, &json_type, b"{\"n\":4}").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a deleted source receives nothing"
+    );
+    let (status, _) = server
+        .get(&format!("/api/v1/app/kait-source-{}", generic.id))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "its application went with it"
+    );
+    server.stop().await;
+}
