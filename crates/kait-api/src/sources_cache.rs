@@ -29,9 +29,12 @@ pub struct CachedSource {
     pub parsed: Result<(SourceKind, SourceConfig), String>,
 }
 
+/// A cached source and the config epoch it was read at.
+type Entry = (u64, Arc<CachedSource>);
+
 #[derive(Default)]
 pub struct SourcesCache {
-    entries: Mutex<HashMap<Box<str>, (u64, Arc<CachedSource>)>>,
+    entries: Mutex<HashMap<Box<str>, Entry>>,
 }
 
 impl SourcesCache {
