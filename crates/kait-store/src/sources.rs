@@ -78,7 +78,7 @@ pub trait Sources: Send + Sync + 'static {
     /// Logs a request that became no message (refused, or a handshake). Accepted requests are
     /// logged by `create_message` in the message's own transaction (`NewMessage::received`).
     async fn record_received(&self, request: ReceivedRequest) -> StoreResult<()>;
-    /// The source's received requests, newest first.
+    /// The source's received requests, newest first (by id: to the second, as ids are time-ordered KSUIDs).
     async fn list_received(
         &self,
         source_id: &SourceId,

@@ -328,7 +328,7 @@ async fn find_received(
     operation_id = "v1.ingest.source.list-received",
     path = "/ingest/api/v1/source/{source_id}/received",
     tag = "ingest",
-    summary = "The source's log of received requests, newest first (Kait extension)",
+    summary = "The source's log of received requests, newest first, to the second (Kait extension)",
     params(SourcePath, crate::extract::ListParams),
     responses((status = 200, body = ListResponse<ReceivedOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))

@@ -46,7 +46,7 @@ pub fn sources(dialect: Dialect, page: &PageRequest) -> PageQuery {
     Query::new(dialect).page(&select, &Keyset::by("id"), page)
 }
 
-/// A source's received requests, newest first (ids are time-ordered KSUIDs).
+/// A source's received requests, newest first by id (KSUIDs: time-ordered to the second; within a second, in no set order).
 pub fn received(dialect: Dialect, source_id: &SourceId, page: &PageRequest) -> PageQuery {
     const RECEIVED: Keyset = Keyset {
         key_column: "id",
