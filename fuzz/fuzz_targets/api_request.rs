@@ -20,6 +20,8 @@ const TOKEN: &str = "kait_fuzz_admin_token_0123456789";
 struct Harness {
     runtime: tokio::runtime::Runtime,
     app: axum::Router,
+    /// The fixture source's receiving path (`/ingest/api/v1/source/{id}/in/{token}`).
+    receive_path: String,
     _data_dir: tempfile::TempDir,
 }
 
@@ -48,6 +50,9 @@ fn harness() -> &'static Harness {
             streams: Default::default(),
             metrics_token: None,
             public_url: "http://127.0.0.1:8071".into(),
+            sources_changed: Default::default(),
+            sources: Default::default(),
+            source_slots: Default::default(),
         });
         let app = runtime.block_on(async {
             let app = kait_api::router(state);
@@ -74,11 +79,34 @@ fn harness() -> &'static Harness {
                     .unwrap();
                 app.clone().oneshot(request).await.unwrap();
             }
-            app
+            // An incoming source with an endpoint, and its receiving path.
+            let request = Request::post("/ingest/api/v1/source")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    r#"{"name":"fuzz","uid":"fsrc","type":"generic-webhook","config":{}}"#,
+                ))
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let source: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let url = source["ingestUrl"].as_str().unwrap();
+            let receive_path = url[url.find("/ingest/").unwrap()..].to_owned();
+            let request = Request::post("/ingest/api/v1/source/fsrc/endpoint")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"url":"https://example.com/in","uid":"sep"}"#))
+                .unwrap();
+            app.clone().oneshot(request).await.unwrap();
+            (app, receive_path)
         });
+        let (app, receive_path) = app;
         Harness {
             runtime,
             app,
+            receive_path,
             _data_dir: data_dir,
         }
     })
@@ -99,7 +127,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let text = String::from_utf8_lossy(rest);
     let (path, body) = text.split_once('\n').unwrap_or((&text, ""));
-    let uri = format!("/api/v1/{path}");
+    let harness = harness();
+    // `!…` goes below the fixture source's receiving URL, `~…` to the ingest API.
+    let uri = if let Some(rest) = path.strip_prefix('!') {
+        format!("{}{rest}", harness.receive_path)
+    } else if let Some(rest) = path.strip_prefix('~') {
+        format!("/ingest/api/v1/{rest}")
+    } else {
+        format!("/api/v1/{path}")
+    };
     let mut builder = Request::builder()
         .method(METHODS[usize::from(selector) % METHODS.len()].clone())
         .uri(uri.as_str())
@@ -114,7 +150,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = builder.body(Body::from(body.to_owned())) else {
         return;
     };
-    let harness = harness();
     harness.runtime.block_on(async {
         // Long-polls and streams wait by design: a bounded wait is not a finding.
         let Ok(response) =

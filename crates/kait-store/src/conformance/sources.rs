@@ -203,6 +203,15 @@ pub async fn received_requests_are_logged_with_their_message(store: &dyn Store) 
         "an entry is found only under its own source"
     );
 
+    // The log is history: purged with the attempt log, then with its source.
+    assert_eq!(
+        store
+            .purge_history(None, Some(now_millis() + 1), 100)
+            .await
+            .unwrap(),
+        3
+    );
+    store.record_received(refused.clone()).await.unwrap();
     store.delete_source(&sender.id).await.unwrap();
     let log = store
         .list_received(

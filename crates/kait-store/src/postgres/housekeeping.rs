@@ -39,6 +39,14 @@ impl Housekeeping for PgStore {
                     &[&before, &(batch as i64)],
                 )
                 .await?;
+            // A source's received log is history like the attempt log.
+            purged += client
+                .execute(
+                    "DELETE FROM received_request WHERE id IN \
+                     (SELECT id FROM received_request WHERE received_at < $1 LIMIT $2)",
+                    &[&before, &(batch as i64)],
+                )
+                .await?;
         }
         if let Some(before) = messages_before {
             // A message goes with its finished deliveries and its Idempotency-Key; one still

@@ -44,6 +44,13 @@ impl Housekeeping for SqliteStore {
                              (SELECT seq FROM attempt WHERE created_at < ?1 ORDER BY seq LIMIT ?2)",
                         )?
                         .execute(params![before, batch as i64])?;
+                    // A source's received log is history like the attempt log.
+                    purged += connection
+                        .prepare_cached(
+                            "DELETE FROM received_request WHERE id IN \
+                             (SELECT id FROM received_request WHERE received_at < ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![before, batch as i64])?;
                 }
                 if let Some(before) = messages_before {
                     // A message goes with its finished deliveries and its Idempotency-Key; one

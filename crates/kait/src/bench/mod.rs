@@ -11,6 +11,7 @@
 //!   endpoints; accepted/s, delivered/s and end-to-end latency (arrival minus send time).
 //! - `ingest`: webhooks posted to an incoming source's receiving URL and forwarded to its
 //!   endpoint; received/s (accepted), forwarded/s (delivered), send-to-forward latency.
+//! - `ingest-isolation`: one source at a steady rate, alone and beside a flood on another.
 
 mod cluster;
 mod load;
@@ -47,6 +48,10 @@ pub enum Scenario {
     Streams,
     /// Requests received on an incoming source and forwarded to its endpoint.
     Ingest,
+    /// One source paced at `--rate` for `--seconds`, alone and then while another source is
+    /// flooded with `--messages`: whether the flood holds it up.
+    #[value(name = "ingest-isolation")]
+    IngestIsolation,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +144,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Backlog,
             Scenario::Streams,
             Scenario::Ingest,
+            Scenario::IngestIsolation,
         ]
     } else {
         args.scenario.clone()
@@ -149,6 +155,10 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     for scenario in scenarios {
         if scenario == Scenario::Streams {
             streams_results.push(streams::run(&args).await?);
+            continue;
+        }
+        if scenario == Scenario::IngestIsolation {
+            results.extend(ingest_isolation(&args).await?);
             continue;
         }
         if scenario == Scenario::Backlog {
@@ -166,7 +176,9 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Push1 => push(&receiver, &args, 1).await?,
             Scenario::Push10 => push(&receiver, &args, 10).await?,
             Scenario::Ingest => ingest(&receiver, &args).await?,
-            Scenario::Backlog | Scenario::Streams => unreachable!("handled above"),
+            Scenario::Backlog | Scenario::Streams | Scenario::IngestIsolation => {
+                unreachable!("handled above")
+            }
             Scenario::Latency => {
                 let paced = Pace {
                     rate: args.rate.max(1),
@@ -183,7 +195,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         results.push(result);
     }
     println!(
-        "{:<8} {:<8} {:>5} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9} {:>10}",
+        "{:<14} {:<8} {:>5} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9} {:>10}",
         "scenario",
         "store",
         "nodes",
@@ -202,7 +214,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     );
     for result in &results {
         println!(
-            "{:<8} {:<8} {:>5} {:>8} {:>4} {:>11.0} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5} {:>7} {:>9} {:>10}",
+            "{:<14} {:<8} {:>5} {:>8} {:>4} {:>11.0} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5} {:>7} {:>9} {:>10}",
             result.scenario,
             result.backend,
             result.nodes,

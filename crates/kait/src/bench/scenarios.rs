@@ -333,3 +333,90 @@ pub(super) async fn ingest(
         },
     ))
 }
+
+/// Whether a flood on one source holds up another: source B is sent `--rate` requests/s for
+/// `--seconds`, first alone, then while source A is flooded (`--messages` as fast as
+/// accepted with `--concurrency` senders, beyond A's `--source-in-flight`). Reports B's
+/// latency both times (`ingest-b-alone`, `ingest-b-flood`) and A's rates (`ingest-a-flood`).
+pub(super) async fn ingest_isolation(args: &BenchArgs) -> anyhow::Result<Vec<BenchResult>> {
+    let cluster = Cluster::start(args, &[]).await?;
+    let idle_rss = max_rss(&cluster.servers, |(now, _)| now);
+    let flooded = BenchReceiver::start().await?;
+    let quiet_alone = BenchReceiver::start().await?;
+    let quiet_beside = BenchReceiver::start().await?;
+    let target_a = cluster.source(&flooded).await?;
+    let paced = (args.rate.max(1) * args.seconds.max(1)) as usize;
+    let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
+    let mut results = Vec::new();
+
+    // B alone, then B beside A's flood; B's latency is measured at its own receiver.
+    for (phase, receiver) in [
+        ("ingest-b-alone", &quiet_alone),
+        ("ingest-b-flood", &quiet_beside),
+    ] {
+        let target_b = cluster.source(receiver).await?;
+        let flood = (phase == "ingest-b-flood").then(|| {
+            let (target, pad, epoch) = (target_a.clone(), pad.clone(), flooded.state.epoch);
+            let (messages, concurrency) = (args.messages, args.concurrency);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let finished = load::post_all(target, messages, concurrency, None, move |_| {
+                    Bytes::from(payload(epoch, &pad))
+                })
+                .await;
+                (started, finished)
+            })
+        });
+        let started = Instant::now();
+        let (pad, epoch) = (pad.clone(), receiver.state.epoch);
+        let pace = load::Pace {
+            start: started,
+            rate: args.rate.max(1),
+        };
+        let accepted_at = load::post_all(target_b, paced, 8, Some(pace), move |_| {
+            Bytes::from(payload(epoch, &pad))
+        })
+        .await?;
+        wait_for_arrivals(receiver, paced).await;
+        results.push(summarize(
+            receiver,
+            args,
+            Run {
+                scenario: phase,
+                messages: paced,
+                endpoints: 1,
+                started,
+                accepted_at,
+                delivery_from: started,
+                idle_rss,
+                peak_rss: None,
+                cpu_seconds: None,
+            },
+        ));
+        if let Some(flood) = flood {
+            let (flood_started, flood_finished) = flood.await?;
+            let flood_finished = flood_finished?;
+            wait_for_arrivals(&flooded, args.messages).await;
+            results.push(summarize(
+                &flooded,
+                args,
+                Run {
+                    scenario: "ingest-a-flood",
+                    messages: args.messages,
+                    endpoints: 1,
+                    started: flood_started,
+                    accepted_at: flood_finished,
+                    delivery_from: flood_started,
+                    idle_rss,
+                    peak_rss: None,
+                    cpu_seconds: None,
+                },
+            ));
+        }
+    }
+    let (peak_rss, _) = cluster.stop().await?;
+    for result in &mut results {
+        result.server_peak_rss_mib = peak_rss;
+    }
+    Ok(results)
+}
