@@ -121,7 +121,7 @@ impl Default for Limits {
             streams: streams::StreamLimits::default(),
             max_metadata_bytes: 16 * 1024,
             max_consumers_per_endpoint: 1000,
-            source_in_flight: 32,
+            source_in_flight: 64,
         }
     }
 }

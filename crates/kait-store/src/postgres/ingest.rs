@@ -19,9 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use super::rows;
-use crate::{
-    AcceptedMessage, NewMessage, ReceivedOutcome, ReceivedRequest, StoreError, StoreResult,
-};
+use crate::{AcceptedMessage, NewMessage, ReceivedOutcome, StoreError, StoreResult};
 
 /// Most messages written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -392,18 +390,25 @@ async fn commit(
 }
 
 /// The sources' log entries of the jobs that carry one: accepted as their own message, or a
-/// duplicate of the earlier one; in the messages' transaction.
+/// duplicate of the earlier one; in the messages' transaction, one statement for the batch.
 async fn insert_received(
     transaction: &deadpool_postgres::Transaction<'_>,
     messages: &[&NewMessage],
     decisions: &[Decision],
 ) -> StoreResult<()> {
-    let statement = transaction
-        .prepare_cached(&format!(
-            "INSERT INTO received_request ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            crate::columns::RECEIVED
-        ))
-        .await?;
+    #[derive(Default)]
+    struct Columns {
+        id: Vec<String>,
+        source_id: Vec<String>,
+        received_at: Vec<i64>,
+        outcome: Vec<&'static str>,
+        reason: Vec<Option<String>>,
+        content_type: Vec<Option<String>>,
+        size: Vec<i64>,
+        event_id: Vec<Option<String>>,
+        msg_id: Vec<String>,
+    }
+    let mut columns = Columns::default();
     for (new, decision) in messages.iter().zip(decisions) {
         let Some(received) = &new.received else {
             continue;
@@ -416,16 +421,45 @@ async fn insert_received(
             }
             Decision::Conflict | Decision::NoApplication => continue,
         };
-        let request = ReceivedRequest {
-            outcome,
-            msg_id: Some(msg_id.clone()),
-            ..received.clone()
-        };
-        let row = crate::columns::ReceivedRow::of(&request);
-        transaction
-            .execute(&statement, &super::sources::received_values(&row))
-            .await?;
+        let row = crate::columns::ReceivedRow::of(received);
+        columns.id.push(row.id.to_owned());
+        columns.source_id.push(row.source_id.to_owned());
+        columns.received_at.push(row.received_at);
+        columns.outcome.push(outcome.as_str());
+        columns.reason.push(row.reason.map(str::to_owned));
+        columns
+            .content_type
+            .push(row.content_type.map(str::to_owned));
+        columns.size.push(row.size);
+        columns.event_id.push(row.event_id.map(str::to_owned));
+        columns.msg_id.push(msg_id.as_str().to_owned());
     }
+    if columns.id.is_empty() {
+        return Ok(());
+    }
+    let statement = transaction
+        .prepare_cached(&format!(
+            "INSERT INTO received_request ({}) SELECT * FROM unnest($1::text[], $2::text[], \
+             $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[])",
+            crate::columns::RECEIVED
+        ))
+        .await?;
+    transaction
+        .execute(
+            &statement,
+            &[
+                &columns.id,
+                &columns.source_id,
+                &columns.received_at,
+                &columns.outcome,
+                &columns.reason,
+                &columns.content_type,
+                &columns.size,
+                &columns.event_id,
+                &columns.msg_id,
+            ],
+        )
+        .await?;
     Ok(())
 }
 

@@ -207,7 +207,7 @@ impl Sources for PgStore {
 }
 
 /// A received request's values in [`columns::RECEIVED`] order.
-pub(super) fn received_values<'a>(row: &'a ReceivedRow<'a>) -> [&'a (dyn ToSql + Sync); 9] {
+fn received_values<'a>(row: &'a ReceivedRow<'a>) -> [&'a (dyn ToSql + Sync); 9] {
     [
         &row.id,
         &row.source_id,
