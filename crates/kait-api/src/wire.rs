@@ -661,6 +661,9 @@ pub struct MessageIn {
     #[serde(rename = "orderingKey")]
     #[schema(value_type = Option<Key>)]
     pub ordering_key: Option<String>,
+    /// No delivery before this time (at most 24 hours ahead; a past time delivers now).
+    #[serde(rename = "deliverAt")]
+    pub deliver_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -676,6 +679,8 @@ pub struct MessageOut {
     #[serde(rename = "orderingKey", skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
     pub timestamp: DateTime<Utc>,
+    #[serde(rename = "deliverAt", skip_serializing_if = "Option::is_none")]
+    pub deliver_at: Option<DateTime<Utc>>,
 }
 
 /// An empty object, for listings asked `with_content=false`.
@@ -702,6 +707,7 @@ impl MessageOut {
             channels: message.channels,
             ordering_key: message.ordering_key,
             timestamp: to_datetime(message.created_at),
+            deliver_at: message.deliver_at.map(to_datetime),
         }
     }
 }

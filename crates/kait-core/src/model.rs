@@ -184,6 +184,9 @@ pub struct Message {
     pub payload: String,
     pub raw: Option<RawPayload>,
     pub created_at: Millis,
+    /// Svix's `deliverAt`: no delivery is attempted before this time (the deliveries are
+    /// written due then, so the wait is durable like any scheduled retry).
+    pub deliver_at: Option<Millis>,
 }
 
 /// Where a delivery (a message bound for one endpoint) stands. The numbers are Svix's

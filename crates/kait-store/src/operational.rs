@@ -149,6 +149,7 @@ impl OperationalEvents {
                 payload: payload.to_string(),
                 raw: None,
                 created_at: now,
+                deliver_at: None,
             },
             idempotency_key: None,
             received: None,

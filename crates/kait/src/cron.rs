@@ -157,6 +157,7 @@ async fn fire(
             headers: Vec::new(),
         }),
         created_at: now,
+        deliver_at: None,
     };
     let received = ReceivedRequest {
         id: ReceivedId::generate(),

@@ -180,6 +180,7 @@ pub async fn receive(
         payload: read.payload,
         raw,
         created_at: received_at,
+        deliver_at: None,
     };
     let idempotency_key = entry
         .event_id

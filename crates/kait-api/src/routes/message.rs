@@ -78,8 +78,12 @@ fn message_from_xml(body: &[u8], max_depth: usize) -> Result<MessageIn, ApiError
                 .collect()
         }),
         ordering_key: attribute("orderingKey"),
+        deliver_at: None,
     })
 }
+
+/// How far ahead `deliverAt` may be (Svix: 24 hours).
+const MAX_DELIVER_AHEAD_MS: i64 = 24 * 3600 * 1000;
 
 #[utoipa::path(
     post,
@@ -103,8 +107,23 @@ pub async fn create(
     } else {
         parse_json(&body)?
     };
+    let now = now_millis();
     let mut problems = Problems::new();
     problems.check("eventType", validate::event_type_name(&input.event_type));
+    // A time already past delivers now; Svix asks for at least a minute ahead, which Kait
+    // does not require (its deliveries are best-effort to the second either way).
+    let deliver_at = input.deliver_at.map(|at| at.timestamp_millis());
+    if let Some(at) = deliver_at {
+        problems.check(
+            "deliverAt",
+            if at - now > MAX_DELIVER_AHEAD_MS {
+                Err("must be at most 24 hours ahead".into())
+            } else {
+                Ok(())
+            },
+        );
+    }
+    let deliver_at = deliver_at.filter(|at| *at > now);
     if let Some(channels) = &input.channels {
         problems.check("channels", validate::channels(channels.iter()));
     }
@@ -168,7 +187,8 @@ pub async fn create(
                 ordering_key: input.ordering_key,
                 payload: input.payload.get().to_owned(),
                 raw: None,
-                created_at: now_millis(),
+                created_at: now,
+                deliver_at,
             },
             idempotency_key,
             received: None,

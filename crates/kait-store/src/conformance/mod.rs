@@ -37,7 +37,8 @@ macro_rules! for_each_conformance_test {
             consumers_per_endpoint_are_bounded,
             sources_are_kept_with_their_secrets,
             received_requests_are_logged_with_their_message,
-            cron_ticks_only_move_forward
+            cron_ticks_only_move_forward,
+            deliver_at_holds_deliveries_until_their_time
         );
     };
 }
@@ -109,6 +110,7 @@ pub fn message(app_id: &AppId, event_type: &str, event_id: Option<&str>) -> NewM
             payload: "{}".into(),
             raw: None,
             created_at: now_millis(),
+            deliver_at: None,
         },
         idempotency_key: None,
         received: None,

@@ -379,3 +379,32 @@ pub async fn counts_due_and_scheduled_deliveries(store: &dyn Store) {
         }
     );
 }
+
+/// Issue 14's `deliverAt`: a held message's deliveries are not claimed before their time,
+/// the claim says when they fall due (so the dispatcher sleeps until then), and the message
+/// keeps its time.
+pub async fn deliver_at_holds_deliveries_until_their_time(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 10)
+        .await
+        .unwrap();
+    let now = now_millis();
+    let at = now + 60_000;
+    let mut held = message(&app.id, "a.b", None);
+    held.message.deliver_at = Some(at);
+    let accepted = store.create_message(held).await.unwrap();
+    assert_eq!(accepted.deliveries, 1);
+    let early = store.claim_due(now + 1_000, 10, Vec::new()).await.unwrap();
+    assert!(early.deliveries.is_empty(), "held until its time");
+    assert_eq!(early.next_due_at, Some(at));
+    let stored = store
+        .get_message(&app.id, accepted.message.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.deliver_at, Some(at));
+    let due = store.claim_due(at, 10, Vec::new()).await.unwrap();
+    assert_eq!(due.deliveries.len(), 1);
+    assert_eq!(due.deliveries[0].msg_id, accepted.message.id);
+}

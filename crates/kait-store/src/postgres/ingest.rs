@@ -116,6 +116,7 @@ struct MessageColumns {
     raw_content_type: Vec<Option<String>>,
     raw_body: Vec<Option<Vec<u8>>>,
     raw_headers: Vec<Option<String>>,
+    deliver_at: Vec<Option<i64>>,
 }
 
 /// What the batch decided for one job before writing.
@@ -249,6 +250,7 @@ async fn commit(
         columns.raw_content_type.push(raw.content_type);
         columns.raw_body.push(raw.body);
         columns.raw_headers.push(raw.headers);
+        columns.deliver_at.push(message.deliver_at);
         let targets: Vec<String> = endpoints
             .get(app_id)
             .map(|endpoints| {
@@ -275,11 +277,11 @@ async fn commit(
         let insert = transaction
             .prepare_cached(
                 "INSERT INTO message (id, app_id, pos, event_type, event_id, channels, payload, created_at, ordering_key, \
-                 raw_content_type, raw_body, raw_headers) \
-                 SELECT id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh FROM unnest($1::text[], $2::text[], \
+                 raw_content_type, raw_body, raw_headers, deliver_at) \
+                 SELECT id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh, da FROM unnest($1::text[], $2::text[], \
                  $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], \
-                 $10::text[], $11::bytea[], $12::text[]) \
-                 AS t(id, app, pos, et, eid, ch, pl, ca, ok, rct, rb, rh) RETURNING id, seq",
+                 $10::text[], $11::bytea[], $12::text[], $13::bigint[]) \
+                 AS t(id, app, pos, et, eid, ch, pl, ca, ok, rct, rb, rh, da) RETURNING id, seq",
             )
             .await?;
         let inserted = transaction
@@ -298,6 +300,7 @@ async fn commit(
                     &columns.raw_content_type,
                     &columns.raw_body,
                     &columns.raw_headers,
+                    &columns.deliver_at,
                 ],
             )
             .await?;
@@ -319,7 +322,8 @@ async fn commit(
             .await?;
 
         let mut key_rows: (Vec<String>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
-        let mut delivery_rows: (Vec<i64>, Vec<String>, Vec<i64>) = Default::default();
+        // Sequence, endpoint, due (`deliverAt` or now), written.
+        let mut delivery_rows: (Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
         for (index, targets) in delivery_targets {
             let new = messages[index];
             let seq = seq_of[new.message.id.as_str()];
@@ -332,7 +336,10 @@ async fn commit(
             for endpoint_id in targets {
                 delivery_rows.0.push(seq);
                 delivery_rows.1.push(endpoint_id);
-                delivery_rows.2.push(new.message.created_at);
+                delivery_rows
+                    .2
+                    .push(new.message.deliver_at.unwrap_or(new.message.created_at));
+                delivery_rows.3.push(new.message.created_at);
             }
         }
         if !key_rows.0.is_empty() {
@@ -348,13 +355,19 @@ async fn commit(
             let insert = transaction
                 .prepare_cached(
                     "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at) \
-                     SELECT s, e, 1, d, d FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS t(s, e, d)",
+                     SELECT s, e, 1, d, w FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) \
+                     AS t(s, e, d, w)",
                 )
                 .await?;
             transaction
                 .execute(
                     &insert,
-                    &[&delivery_rows.0, &delivery_rows.1, &delivery_rows.2],
+                    &[
+                        &delivery_rows.0,
+                        &delivery_rows.1,
+                        &delivery_rows.2,
+                        &delivery_rows.3,
+                    ],
                 )
                 .await?;
         }

@@ -169,9 +169,10 @@ pub fn endpoint_at(row: &Row, base: usize, keys: &SecretKeys) -> StoreResult<End
 }
 
 pub const MESSAGE_COLUMNS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels::text, \
-     m.payload, m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers";
+     m.payload, m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers, \
+     m.deliver_at";
 /// How many columns [`MESSAGE_COLUMNS`] has: a listing's own columns follow them.
-pub const MESSAGE_COLUMN_COUNT: usize = 11;
+pub const MESSAGE_COLUMN_COUNT: usize = 12;
 
 /// The raw payload from columns `base..base + 3` (content type, body, headers).
 pub fn raw_payload(row: &Row, base: usize) -> StoreResult<Option<kait_core::RawPayload>> {
@@ -199,6 +200,7 @@ pub fn message_at(row: &Row, base: usize) -> StoreResult<Message> {
         created_at: row.try_get(base + 6)?,
         ordering_key: row.try_get(base + 7)?,
         raw: raw_payload(row, base + 8)?,
+        deliver_at: row.try_get(base + 11)?,
     })
 }
 

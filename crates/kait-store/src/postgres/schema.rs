@@ -231,6 +231,10 @@ CREATE TABLE cron_tick (
     last_tick   BIGINT NOT NULL
 );
 "#,
+    r#"
+-- Issue 14: Svix's `deliverAt`; the deliveries are written due at that time.
+ALTER TABLE message ADD COLUMN deliver_at BIGINT;
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

@@ -96,8 +96,8 @@ impl MessageLog for SqliteStore {
                     .connection
                     .prepare_cached(
                         "INSERT INTO message (id, app_id, event_type, event_id, channels, payload, created_at, \
-                         ordering_key, raw_content_type, raw_body, raw_headers) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                         ordering_key, raw_content_type, raw_body, raw_headers, deliver_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     )?
                     .execute(params![
                         message.id.as_str(),
@@ -111,6 +111,7 @@ impl MessageLog for SqliteStore {
                         raw.content_type,
                         raw.body,
                         raw.headers,
+                        message.deliver_at,
                     ])
                     .map_err(|error| {
                         rows::conflict_on_unique(error, "a message with this eventId already exists")
@@ -136,13 +137,16 @@ impl MessageLog for SqliteStore {
                 }
                 let mut insert = context.connection.prepare_cached(
                     "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at) \
-                     VALUES (?1, ?2, 1, ?3, ?3)",
+                     VALUES (?1, ?2, 1, ?3, ?4)",
                 )?;
                 let mut insert_sending = context.connection.prepare_cached(
                     "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at) \
                      VALUES (?1, ?2, 3, ?3, ?3)",
                 )?;
                 let mut deliveries = 0;
+                // Held back by `deliverAt`: due then, through the claim (no hand-off now).
+                let due_at = message.deliver_at.unwrap_or(message.created_at);
+                let held = due_at > message.created_at;
                 type Shared = (Arc<str>, Arc<str>, Option<Arc<str>>, Option<Arc<RawPayload>>);
                 let mut shared: Option<Shared> = None;
                 let mut handed_off = Vec::new();
@@ -156,11 +160,16 @@ impl MessageLog for SqliteStore {
                     deliveries += 1;
                     // Unordered endpoints take new deliveries straight from this commit;
                     // ordered ones go through the claim, which keeps their queue order.
-                    let permit = (endpoint.ordering == kait_core::DeliveryOrder::Concurrent)
+                    let permit = (!held && endpoint.ordering == kait_core::DeliveryOrder::Concurrent)
                         .then(|| context.reserve_handoff(&endpoint.id))
                         .flatten();
                     let Some(permit) = permit else {
-                        insert.execute(params![seq, endpoint.id.as_str(), message.created_at])?;
+                        insert.execute(params![
+                            seq,
+                            endpoint.id.as_str(),
+                            due_at,
+                            message.created_at
+                        ])?;
                         context.deliveries_became_due = true;
                         continue;
                     };

@@ -177,9 +177,9 @@ pub fn endpoint_at(row: &Row<'_>, base: usize, keys: &SecretKeys) -> rusqlite::R
 }
 
 pub const MESSAGE_COLUMNS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.payload, \
-     m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers";
+     m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers, m.deliver_at";
 /// How many columns [`MESSAGE_COLUMNS`] has: a listing's own columns follow them.
-pub const MESSAGE_COLUMN_COUNT: usize = 11;
+pub const MESSAGE_COLUMN_COUNT: usize = 12;
 
 /// The raw payload from columns `base..base + 3` (content type, body, headers).
 pub fn raw_payload(row: &Row<'_>, base: usize) -> rusqlite::Result<Option<kait_core::RawPayload>> {
@@ -209,6 +209,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         created_at: row.get(6)?,
         ordering_key: row.get(7)?,
         raw: raw_payload(row, 8)?,
+        deliver_at: row.get(11)?,
     })
 }
 

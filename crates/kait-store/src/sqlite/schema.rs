@@ -214,6 +214,10 @@ CREATE TABLE cron_tick (
     last_tick   INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Issue 14: Svix's `deliverAt`; the deliveries are written due at that time.
+ALTER TABLE message ADD COLUMN deliver_at INTEGER;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

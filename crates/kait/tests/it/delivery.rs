@@ -647,3 +647,64 @@ async fn metrics_are_exposed_for_prometheus() {
     }
     server.stop().await;
 }
+
+/// Issue 14: Svix's `deliverAt` holds a message until its time (the listing shows it); more
+/// than 24 hours ahead is refused; a time already past delivers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_at_holds_a_message_until_its_time() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let app_id = server.create_app("later").await;
+    server
+        .create_endpoint(&app_id, serde_json::json!({ "url": receiver.url }))
+        .await;
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1_500);
+    let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, held) = server
+        .post(
+            &format!("/api/v1/app/{app_id}/msg"),
+            &serde_json::json!({ "eventType": "a.b", "payload": { "n": 1 }, "deliverAt": at_text })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{held}");
+    assert_eq!(held["deliverAt"], serde_json::json!(at_text));
+    let (status, now) = server
+        .post(
+            &format!("/api/v1/app/{app_id}/msg"),
+            &serde_json::json!({ "eventType": "a.b", "payload": { "n": 2 }, "deliverAt": "2001-01-01T00:00:00Z" })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{now}");
+    let (status, refused) = server
+        .post(
+            &format!("/api/v1/app/{app_id}/msg"),
+            &serde_json::json!({
+                "eventType": "a.b",
+                "payload": {},
+                "deliverAt": (chrono::Utc::now() + chrono::Duration::hours(25)).to_rfc3339()
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(
+        refused["detail"][0]["loc"],
+        serde_json::json!(["body", "deliverAt"])
+    );
+
+    let received = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(received[0].json()["n"], 2, "a past time delivers at once");
+    let held_arrival = received
+        .iter()
+        .find(|webhook| webhook.json()["n"] == 1)
+        .unwrap();
+    let signed_at: i64 = held_arrival.header("webhook-timestamp").parse().unwrap();
+    assert!(
+        signed_at >= at.timestamp(),
+        "not sent before deliverAt: signed at {signed_at}, deliverAt {}",
+        at.timestamp()
+    );
+    server.stop().await;
+}
