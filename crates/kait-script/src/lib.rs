@@ -14,6 +14,7 @@
 //! A runtime is not `Send`: the caller keeps scripts on the thread that compiled them (the
 //! dispatcher will run them on a small pool of its own threads).
 
+mod allocator;
 mod transformation;
 
 use std::cell::Cell;
@@ -86,7 +87,8 @@ pub struct Script {
 
 impl Script {
     pub fn compile(code: &str, entry: Entry, limits: Limits) -> Result<Self, ScriptError> {
-        let runtime = Runtime::new().map_err(|error| ScriptError::Compile(error.to_string()))?;
+        let runtime = Runtime::new_with_alloc(allocator::ContainedAllocator::default())
+            .map_err(|error| ScriptError::Compile(error.to_string()))?;
         runtime.set_memory_limit(limits.memory_bytes);
         runtime.set_max_stack_size(limits.stack_bytes);
         let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));

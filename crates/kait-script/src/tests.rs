@@ -222,3 +222,18 @@ fn expressions_are_functions_over_an_event() {
         Err(ScriptError::NoEntry(_))
     ));
 }
+
+#[test]
+fn running_out_of_memory_inside_json_parse_fails_cleanly() {
+    // Fuzzing's input (SECURITY.md): QuickJS loses the string on this path; the runtime's
+    // allocator frees it with the runtime.
+    let code = "function f(){ JSON.parse(\"[f\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{c}unction handler(w){\".repeat(100000)) }";
+    let limits = Limits {
+        memory_bytes: 8 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let script = Script::compile(code, Entry::Expression, limits).unwrap();
+    assert!(script.call_json("{}").is_err());
+    drop(script);
+    still_works();
+}
