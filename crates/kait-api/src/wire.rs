@@ -663,7 +663,26 @@ pub struct MessageIn {
     pub ordering_key: Option<String>,
     /// No delivery before this time (at most 24 hours ahead; a past time delivers now).
     #[serde(rename = "deliverAt")]
+    #[schema(schema_with = nullable_date_time, required = false)]
     pub deliver_at: Option<DateTime<Utc>>,
+}
+
+/// `null` or a date-time, as `oneOf`: schema fuzzers ignore `format` on a type list
+/// (`["string", "null"]`) and would send `""` as a valid date-time.
+fn nullable_date_time() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .description(Some(
+            "No delivery before this time (at most 24 hours ahead; a past time delivers now).",
+        ))
+        .build()
+        .into()
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
