@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::process::KaitProcess;
-use crate::support::{Receiver, Storage, post_json};
+use crate::support::{Receiver, Storage, post_json, source_with_endpoint};
 
 const NODES: usize = 3;
 const SENDERS: usize = 24;
@@ -300,44 +300,27 @@ async fn every_node_receives_and_cron_ticks_once() {
     let client = reqwest::Client::new();
     let (received, ticks) = (Receiver::start().await, Receiver::start().await);
     let first = &nodes[0].base_url;
-    let source = post_json(
+    let source = source_with_endpoint(
         &client,
-        format!("{first}/ingest/api/v1/source"),
-        json!({ "name": "devices", "type": "generic-webhook", "config": { "bearerToken": "t0k" } })
-            .to_string(),
+        first,
+        json!({ "name": "devices", "type": "generic-webhook", "config": { "bearerToken": "t0k" } }),
+        &received.url,
     )
-    .await
-    .expect("source created");
-    let source_id = source["id"].as_str().unwrap();
+    .await;
     let ingest_url = source["ingestUrl"].as_str().unwrap();
     let receiving_path = &ingest_url[ingest_url.find("/ingest/").unwrap()..];
-    post_json(
+    let cron = source_with_endpoint(
         &client,
-        format!("{first}/ingest/api/v1/source/{source_id}/endpoint"),
-        json!({ "url": received.url }).to_string(),
-    )
-    .await
-    .expect("endpoint created");
-    let cron = post_json(
-        &client,
-        format!("{first}/ingest/api/v1/source"),
+        first,
         json!({
             "name": "beat",
             "type": "cron",
             "config": { "schedule": "* * * * * *", "payload": "{}" }
-        })
-        .to_string(),
+        }),
+        &ticks.url,
     )
-    .await
-    .expect("cron source created");
+    .await;
     let cron_id = cron["id"].as_str().unwrap();
-    post_json(
-        &client,
-        format!("{first}/ingest/api/v1/source/{cron_id}/endpoint"),
-        json!({ "url": ticks.url }).to_string(),
-    )
-    .await
-    .expect("cron endpoint created");
 
     let mut accepted = HashSet::new();
     for (index, node) in nodes.iter().enumerate().cycle().take(30) {

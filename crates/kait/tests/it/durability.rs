@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::support::process::KaitProcess;
-use crate::support::{ADMIN_TOKEN, Receiver, Storage, post_json};
+use crate::support::{ADMIN_TOKEN, Receiver, Storage, post_json, source_with_endpoint};
 
 const MESSAGES: usize = 3000;
 const SENDERS: usize = 16;
@@ -299,29 +299,18 @@ async fn cron_ticks_survive_kill_9_without_a_burst() {
     let mut server = KaitProcess::start(&storage);
     let client = reqwest::Client::new();
     let receiver = Receiver::start().await;
-    let source = post_json(
+    let source = source_with_endpoint(
         &client,
-        format!("{}/ingest/api/v1/source", server.base_url),
+        &server.base_url,
         json!({
             "name": "heartbeat",
             "type": "cron",
             "config": { "schedule": "* * * * * *", "payload": "{\"beat\":true}" }
-        })
-        .to_string(),
+        }),
+        &receiver.url,
     )
-    .await
-    .expect("source created");
+    .await;
     let source_id = source["id"].as_str().unwrap().to_owned();
-    post_json(
-        &client,
-        format!(
-            "{}/ingest/api/v1/source/{source_id}/endpoint",
-            server.base_url
-        ),
-        json!({ "url": receiver.url }).to_string(),
-    )
-    .await
-    .expect("endpoint created");
 
     receiver.wait_for(2, Duration::from_secs(20)).await;
     server.kill_hard();
@@ -419,25 +408,13 @@ async fn kill_9_loses_no_acknowledged_received_request() {
     let mut server = KaitProcess::start(&storage);
     let client = reqwest::Client::new();
     let receiver = Receiver::start().await;
-    let source = post_json(
+    let source = source_with_endpoint(
         &client,
-        format!("{}/ingest/api/v1/source", server.base_url),
-        json!({ "name": "devices", "type": "generic-webhook", "config": { "bearerToken": "t0k" } })
-            .to_string(),
+        &server.base_url,
+        json!({ "name": "devices", "type": "generic-webhook", "config": { "bearerToken": "t0k" } }),
+        &receiver.url,
     )
-    .await
-    .expect("source created");
-    let source_id = source["id"].as_str().unwrap().to_owned();
-    post_json(
-        &client,
-        format!(
-            "{}/ingest/api/v1/source/{source_id}/endpoint",
-            server.base_url
-        ),
-        json!({ "url": receiver.url }).to_string(),
-    )
-    .await
-    .expect("endpoint created");
+    .await;
     let ingest_url = source["ingestUrl"].as_str().unwrap().to_owned();
 
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

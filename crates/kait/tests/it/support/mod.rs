@@ -253,3 +253,29 @@ pub async fn post_json(
     }
     serde_json::from_slice(&response.bytes().await.ok()?).ok()
 }
+
+/// Creates an incoming source through `base_url` (`{name, type, config}`) and one endpoint of
+/// it at `endpoint_url`; returns the source as the API answered (its `id`, `ingestUrl`, …).
+pub async fn source_with_endpoint(
+    client: &reqwest::Client,
+    base_url: &str,
+    source: Value,
+    endpoint_url: &str,
+) -> Value {
+    let created = post_json(
+        client,
+        format!("{base_url}/ingest/api/v1/source"),
+        source.to_string(),
+    )
+    .await
+    .expect("source created");
+    let source_id = created["id"].as_str().unwrap();
+    post_json(
+        client,
+        format!("{base_url}/ingest/api/v1/source/{source_id}/endpoint"),
+        serde_json::json!({ "url": endpoint_url }).to_string(),
+    )
+    .await
+    .expect("source endpoint created");
+    created
+}
