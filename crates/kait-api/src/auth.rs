@@ -106,6 +106,15 @@ pub fn access_for(method: &Method, route: &str) -> Access {
                 ManageEndpoint
             }
         }
+        "/app/{app_id}/endpoint/{endpoint_id}/transformation" => {
+            if reads {
+                ViewBase
+            } else {
+                ManageTransformations
+            }
+        }
+        // Runs the code: a change of transformations in all but the saving.
+        "/app/{app_id}/endpoint/{endpoint_id}/transformation/test" => ManageTransformations,
         "/app/{app_id}/endpoint/{endpoint_id}/recover"
         | "/app/{app_id}/endpoint/{endpoint_id}/replay-missing"
         | "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend" => CreateAttempts,

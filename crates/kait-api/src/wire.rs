@@ -642,6 +642,60 @@ pub struct EndpointHeadersOut {
     pub sensitive: BTreeSet<String>,
 }
 
+// Transformations.
+
+/// Svix's `EndpointTransformationPatch` (and the older `EndpointTransformationIn`).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+pub struct EndpointTransformationPatch {
+    /// JavaScript declaring `function handler(webhook) { …; return webhook; }`; `null` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 65536)]
+    pub code: Option<Option<String>>,
+    pub enabled: Option<bool>,
+    /// Svix's transformation variables: not supported by Kait, so a non-empty map is refused.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<Option<BTreeMap<String, String>>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EndpointTransformationOut {
+    pub code: Option<String>,
+    pub enabled: bool,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Kait extension: run transformation code on a sample, as a delivery would.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct TransformationTestIn {
+    /// The code to try; the endpoint's saved code when absent.
+    #[schema(max_length = 65536)]
+    pub code: Option<String>,
+    /// The sample payload (a JSON object).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    #[serde(rename = "eventType", default)]
+    #[schema(value_type = Option<EventTypeName>)]
+    pub event_type: Option<String>,
+}
+
+/// What the handler returned, or why it did not.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TransformationTestOut {
+    pub result: Option<TransformationResultOut>,
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TransformationResultOut {
+    pub method: String,
+    pub url: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub cancel: bool,
+}
+
 // Messages.
 
 #[derive(Deserialize, utoipa::ToSchema)]

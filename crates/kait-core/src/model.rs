@@ -154,6 +154,23 @@ pub struct Endpoint {
     pub updated_at: Millis,
     /// Counts the changes written to this record (see [`Application::revision`]).
     pub revision: u64,
+    /// Svix's endpoint transformation: JavaScript that may change each webhook in flight.
+    pub transformation: TransformationSetting,
+}
+
+/// An endpoint's transformation as Svix shows it: the code may be kept while switched off.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransformationSetting {
+    pub code: Option<String>,
+    pub enabled: bool,
+    pub updated_at: Option<Millis>,
+}
+
+impl TransformationSetting {
+    /// The code to run on each webhook, if any is switched on.
+    pub fn active_code(&self) -> Option<&str> {
+        self.code.as_deref().filter(|_| self.enabled)
+    }
 }
 
 /// A body sent as it was given rather than as Svix's JSON payload: a request received from
@@ -197,6 +214,8 @@ pub enum DeliveryStatus {
     Pending = 1,
     Fail = 2,
     Sending = 3,
+    /// Dropped on purpose (an endpoint transformation set `cancel`); not a failure.
+    Canceled = 4,
 }
 
 impl DeliveryStatus {
@@ -206,6 +225,7 @@ impl DeliveryStatus {
             1 => Self::Pending,
             2 => Self::Fail,
             3 => Self::Sending,
+            4 => Self::Canceled,
             _ => return None,
         })
     }
@@ -221,6 +241,7 @@ impl DeliveryStatus {
             Self::Pending => "pending",
             Self::Fail => "fail",
             Self::Sending => "sending",
+            Self::Canceled => "canceled",
         }
     }
 }

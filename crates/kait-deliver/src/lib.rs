@@ -10,6 +10,8 @@ pub mod guard;
 mod sender;
 
 pub use guard::{BlockedAddress, EgressPolicy};
+/// The request method a webhook is sent with (POST, or PUT when a transformation asks).
+pub use http::Method;
 /// Header types used in [`Webhook`], so callers need not depend on the HTTP client.
 pub use http::header;
 pub use rustls::pki_types::CertificateDer;

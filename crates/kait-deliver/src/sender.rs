@@ -93,6 +93,8 @@ impl Target {
 /// One webhook to send.
 pub struct Webhook<'a> {
     pub target: &'a Target,
+    /// POST, unless an endpoint transformation chose PUT.
+    pub method: Method,
     pub msg_id: &'a str,
     /// Unix seconds, signed and sent as `webhook-timestamp`.
     pub timestamp: i64,
@@ -301,7 +303,7 @@ impl Sender {
             signature.push_str(&previous.sign(webhook.msg_id, webhook.timestamp, &webhook.body));
         }
         let mut request = Request::new(Full::new(webhook.body));
-        *request.method_mut() = Method::POST;
+        *request.method_mut() = webhook.method;
         *request.uri_mut() = webhook.target.uri.clone();
         let headers = request.headers_mut();
         headers.reserve(webhook.custom_headers.len() + 8);

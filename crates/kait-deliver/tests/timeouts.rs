@@ -43,6 +43,7 @@ async fn an_unanswered_connect_gives_up_at_the_connect_timeout() {
     let result = sender
         .send(Webhook {
             target: &target,
+            method: http::Method::POST,
             msg_id: "msg_connect",
             timestamp: 1_700_000_000,
             body: Bytes::from_static(b"{}"),

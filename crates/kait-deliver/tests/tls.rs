@@ -123,6 +123,7 @@ async fn send(sender: &Sender, url: &str, body: &'static str) -> AttemptResult {
     sender
         .send(Webhook {
             target: &target,
+            method: http::Method::POST,
             msg_id: "msg_tls",
             timestamp: 1_700_000_000,
             body: Bytes::from_static(body.as_bytes()),

@@ -8,10 +8,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use kait_core::retry::RetrySchedule;
 use kait_core::time::{Millis, now_millis};
 use kait_core::{Attempt, AttemptId, DeliveryStatus, PayloadFormat, RawPayload};
-use kait_deliver::{AttemptResult, Webhook};
+use kait_deliver::{AttemptResult, Method, SendError, Target, Webhook};
 use kait_store::{ClaimedDelivery, NextStep, Outcome};
 
-use crate::Shared;
+use crate::{Shared, transform};
 
 /// What the dispatcher loop learns from a finished attempt.
 pub struct Finished {
@@ -97,15 +97,59 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         );
     }
 
-    // A raw payload goes out as it came in, to JSON and XML endpoints alike.
+    // The endpoint's transformation may change the method, URL and payload, or cancel.
+    let mut method = Method::POST;
+    let mut new_target: Option<(String, Result<Target, SendError>)> = None;
+    let mut new_payload: Option<Arc<str>> = None;
+    if let Some(code) = &endpoint.transformation {
+        let job = transform::Job {
+            endpoint_id: delivery.endpoint_id.clone(),
+            code: code.clone(),
+            method: "POST",
+            url: endpoint.url.clone(),
+            event_type: delivery.event_type.clone(),
+            payload: delivery.payload.clone(),
+        };
+        match shared.transformer.run(job).await {
+            Ok(output) if output.cancel => return canceled(delivery, started_at),
+            Ok(output) => {
+                if output.method == "PUT" {
+                    method = Method::PUT;
+                }
+                if output.url != endpoint.url {
+                    let target = Target::parse(&output.url);
+                    new_target = Some((output.url, target));
+                }
+                new_payload = changed_payload(&delivery, output.payload);
+            }
+            Err(error) => {
+                let next = next_step(
+                    &shared.retry_schedule,
+                    false,
+                    delivery.attempts_made,
+                    None,
+                    hold_retry,
+                    now_millis(),
+                    rand::random(),
+                );
+                let reason = format!("the endpoint's transformation failed: {error}");
+                return without_request(delivery, started_at, &reason, next);
+            }
+        }
+    }
+
+    // A raw payload goes out as it came in, to JSON and XML endpoints alike, unless a
+    // transformation replaced it; its headers go out either way.
     let raw = delivery.raw.as_ref().map(|raw| raw_parts(raw.clone()));
+    let transformed = new_payload.is_some();
+    let payload = new_payload.unwrap_or_else(|| delivery.payload.clone());
     let (body, content_type) = match (&raw, endpoint.format) {
-        (Some((body, content_type, _)), _) => (body.clone(), content_type.clone()),
-        (None, PayloadFormat::Json) => (
-            Bytes::from_owner(SharedPayload(delivery.payload.clone())),
+        (Some((body, content_type, _)), _) if !transformed => (body.clone(), content_type.clone()),
+        (_, PayloadFormat::Json) => (
+            Bytes::from_owner(SharedPayload(payload)),
             HeaderValue::from_static("application/json"),
         ),
-        (None, PayloadFormat::Xml) => match render_xml(&delivery) {
+        (_, PayloadFormat::Xml) => match render_xml(&delivery, &payload) {
             Ok(xml) => (
                 Bytes::from(xml),
                 HeaderValue::from_static("application/xml; charset=utf-8"),
@@ -113,12 +157,17 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
             Err(reason) => return without_request(delivery, started_at, &reason, NextStep::GiveUp),
         },
     };
-    let result = match &endpoint.target {
+    let (url, target) = match &new_target {
+        Some((url, target)) => (url.clone(), target),
+        None => (endpoint.url.clone(), &endpoint.target),
+    };
+    let result = match target {
         Ok(target) => {
             shared
                 .sender
                 .send(Webhook {
                     target,
+                    method,
                     msg_id: delivery.msg_id.as_str(),
                     timestamp: started_at / 1000,
                     body,
@@ -160,7 +209,7 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
     if !succeeded {
         tracing::debug!(msg_id = %delivery.msg_id, endpoint_id = %delivery.endpoint_id, ?next, "attempt failed");
     }
-    let attempt = attempt_record(&delivery, started_at, endpoint.url.clone(), &result);
+    let attempt = attempt_record(&delivery, started_at, url, &result);
     Finished {
         outcome: Outcome {
             delivery_id: delivery.delivery_id,
@@ -175,11 +224,23 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
     }
 }
 
-/// The delivery's payload in the XML mapping, inside the event envelope.
-fn render_xml(delivery: &ClaimedDelivery) -> Result<Vec<u8>, String> {
-    let payload: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&delivery.payload)
-            .map_err(|error| format!("the payload cannot be rendered as XML: {error}"))?;
+/// What a transformation's payload changes: for a JSON message the body is what the handler
+/// returned; a raw message keeps its bytes unless the handler changed its JSON reading.
+fn changed_payload(delivery: &ClaimedDelivery, returned: String) -> Option<Arc<str>> {
+    if delivery.raw.is_some() {
+        let before: Option<serde_json::Value> = serde_json::from_str(&delivery.payload).ok();
+        let after: Option<serde_json::Value> = serde_json::from_str(&returned).ok();
+        if before.is_some() && before == after {
+            return None;
+        }
+    }
+    Some(Arc::from(returned))
+}
+
+/// A payload in the XML mapping, inside the delivery's event envelope.
+fn render_xml(delivery: &ClaimedDelivery, payload: &str) -> Result<Vec<u8>, String> {
+    let payload: serde_json::Map<String, serde_json::Value> = serde_json::from_str(payload)
+        .map_err(|error| format!("the payload cannot be rendered as XML: {error}"))?;
     let timestamp = kait_core::time::to_datetime(delivery.created_at)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     Ok(kait_core::xml::render(
@@ -243,6 +304,14 @@ fn attempt_record(
         trigger_type: delivery.trigger_type,
         created_at: started_at,
     }
+}
+
+/// The endpoint's transformation dropped this delivery: finished, neither sent nor failed.
+fn canceled(delivery: ClaimedDelivery, started_at: Millis) -> Finished {
+    let reason = "canceled by the endpoint's transformation";
+    let mut finished = without_request(delivery, started_at, reason, NextStep::Canceled);
+    finished.outcome.attempt.status = DeliveryStatus::Canceled;
+    finished
 }
 
 fn without_request(

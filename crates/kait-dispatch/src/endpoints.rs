@@ -27,6 +27,8 @@ pub struct PreparedEndpoint {
     /// The rotated-out key and until when (ms) it also signs.
     pub previous_signing_key: Option<(SigningKey, i64)>,
     pub headers: HeaderMap,
+    /// The transformation's code, when one is switched on.
+    pub transformation: Option<Arc<str>>,
 }
 
 impl PreparedEndpoint {
@@ -54,6 +56,7 @@ impl PreparedEndpoint {
                 .as_ref()
                 .map(|(secret, expires_at)| (secret.signing_key(), *expires_at)),
             headers,
+            transformation: endpoint.transformation.active_code().map(Arc::from),
         }
     }
 }

@@ -18,6 +18,7 @@ mod endpoints;
 pub mod lane;
 mod rate;
 mod recorder;
+pub mod transform;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub struct DispatcherConfig {
     pub poll_interval: Duration,
     /// How long shutdown waits for attempts in flight before leaving them to the next start.
     pub shutdown_grace: Duration,
+    /// Threads that run endpoint transformations (user JavaScript), and each script's limits.
+    pub transform_threads: usize,
+    pub transform_limits: kait_script::Limits,
 }
 
 impl Default for DispatcherConfig {
@@ -72,6 +76,8 @@ impl Default for DispatcherConfig {
             max_retry_after: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            transform_threads: 2,
+            transform_limits: kait_script::Limits::default(),
         }
     }
 }
@@ -85,6 +91,7 @@ struct Shared {
     endpoints: EndpointCache,
     retry_schedule: RetrySchedule,
     max_retry_after: Duration,
+    transformer: transform::Transformer,
 }
 
 /// Converts a store time to an instant on the monotonic clock.
@@ -383,6 +390,7 @@ fn record_metrics(result: &attempt::Finished) {
         NextStep::Succeeded => "success",
         NextStep::RetryAt(_) | NextStep::RetryHeld(_) => "retry",
         NextStep::GiveUp => "failed",
+        NextStep::Canceled => "canceled",
     };
     metrics::counter!("kait_deliveries_total", "outcome" => outcome).increment(1);
     if result.outcome.reached_endpoint {
@@ -455,6 +463,10 @@ pub async fn run(
         sender,
         retry_schedule: config.retry_schedule.clone(),
         max_retry_after: config.max_retry_after,
+        transformer: transform::Transformer::start(
+            config.transform_threads,
+            config.transform_limits,
+        ),
     });
     let (outcomes, outcome_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let disable_after = config

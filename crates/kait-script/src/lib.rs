@@ -25,6 +25,9 @@ use rquickjs::{CatchResultExt, CaughtError, Context, Function, Persistent, Runti
 
 pub use transformation::{Transformation, TransformationInput, TransformationOutput};
 
+/// The longest code Kait keeps (a transformation, a pipe's expression), in bytes.
+pub const MAX_CODE_BYTES: usize = 64 * 1024;
+
 /// Hard limits of one script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -19,13 +19,15 @@ pub const EVENT_TYPE: &str = "name, description, archived, deprecated, schemas, 
 
 pub const ENDPOINT: &str = "id, app_id, uid, url, description, version, disabled, \
      event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering, \
-     previous_secret, previous_secret_expires_at, format, kind, revision";
+     previous_secret, previous_secret_expires_at, format, kind, revision, transformation_code, \
+     transformation_enabled, transformation_updated_at";
 
 /// The same columns qualified with the `e` alias, for joins.
 pub const ENDPOINT_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
      e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, \
-     e.format, e.kind, e.revision";
+     e.format, e.kind, e.revision, e.transformation_code, e.transformation_enabled, \
+     e.transformation_updated_at";
 
 pub const SOURCE: &str = "id, uid, name, kind, config, metadata, token, previous_token, \
      previous_token_expires_at, created_at, updated_at, revision";
@@ -165,6 +167,9 @@ pub struct EndpointRow<'a> {
     pub format: &'static str,
     pub kind: &'static str,
     pub revision: i64,
+    pub transformation_code: Option<&'a str>,
+    pub transformation_enabled: bool,
+    pub transformation_updated_at: Option<Millis>,
 }
 
 impl<'a> EndpointRow<'a> {
@@ -195,6 +200,9 @@ impl<'a> EndpointRow<'a> {
             format: endpoint.format.as_str(),
             kind: endpoint.kind.as_str(),
             revision: endpoint.revision as i64,
+            transformation_code: endpoint.transformation.code.as_deref(),
+            transformation_enabled: endpoint.transformation.enabled,
+            transformation_updated_at: endpoint.transformation.updated_at,
         }
     }
 }
@@ -205,6 +213,9 @@ pub const ENDPOINT_CREATED_AT: usize = 13;
 
 /// The placeholder number of `revision` in an update's values.
 pub const ENDPOINT_UPDATE_REVISION: usize = 20;
+
+/// How many values an endpoint row binds (the columns of [`ENDPOINT`]).
+pub const ENDPOINT_VALUES: usize = 24;
 
 /// A source's stored values, in [`SOURCE`] order, its config and tokens sealed.
 pub struct SourceRow<'a> {
@@ -275,10 +286,14 @@ mod tests {
         let set = endpoint_update_set(|n| format!("${n}"));
         assert!(set.starts_with("uid = $3, url = $4,"), "{set}");
         assert!(set.contains("updated_at = $14"));
-        assert!(set.ends_with(&format!("revision = ${ENDPOINT_UPDATE_REVISION}")));
-        let columns: Vec<&str> = ENDPOINT.split(", ").collect();
+        assert!(set.contains(&format!("revision = ${ENDPOINT_UPDATE_REVISION},")));
+        let columns: Vec<&str> = ENDPOINT.split(',').map(str::trim).collect();
+        assert_eq!(columns.len(), ENDPOINT_VALUES);
         assert_eq!(columns[ENDPOINT_CREATED_AT], "created_at");
-        assert_eq!(update_values(columns).len(), ENDPOINT_UPDATE_REVISION);
+        assert_eq!(
+            update_values(columns)[ENDPOINT_UPDATE_REVISION - 1],
+            "revision"
+        );
         assert!(!set.contains("created_at"));
         assert_eq!(ENDPOINT.split(',').count(), ENDPOINT_E.split(',').count());
     }

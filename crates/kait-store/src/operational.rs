@@ -107,6 +107,7 @@ impl OperationalEvents {
                             created_at: now,
                             updated_at: now,
                             revision: 0,
+                            transformation: Default::default(),
                         },
                         1,
                     )

@@ -44,6 +44,8 @@ pub enum NextStep {
     RetryAt(Millis),
     /// Failed and out of retries (or the endpoint is gone or disabled).
     GiveUp,
+    /// Dropped on purpose (the endpoint's transformation set `cancel`): finished, not failed.
+    Canceled,
     /// Failed; the dispatcher keeps the delivery and tries again at this time itself, so that
     /// nothing behind it on an ordered endpoint overtakes it. It stays `Sending` in the store
     /// (and becomes due again at the next start if the process dies).

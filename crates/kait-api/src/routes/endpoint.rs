@@ -232,6 +232,7 @@ fn new_endpoint(
         created_at: now,
         updated_at: now,
         revision: 0,
+        transformation: Default::default(),
     }
 }
 
@@ -627,7 +628,7 @@ pub async fn stats(
         pending: count(DeliveryStatus::Pending),
         sending: count(DeliveryStatus::Sending),
         fail: count(DeliveryStatus::Fail),
-        canceled: 0,
+        canceled: count(DeliveryStatus::Canceled),
         circuit_state: (state.circuit_state)(&endpoint.id),
     }))
 }

@@ -14,13 +14,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::endpoint;
 use super::ingest_source::{SourcePath, find, source_app};
+use super::{endpoint, transformation};
 use crate::extract::{ListQuery, ValidJson};
 use crate::paths::{AppPath, EndpointPath};
 use crate::wire::{
     EndpointHeadersIn, EndpointHeadersOut, EndpointOut, EndpointSecretOut, EndpointSecretRotateIn,
-    IngestEndpointIn, IngestEndpointOut, ListResponse,
+    EndpointTransformationOut, EndpointTransformationPatch, IngestEndpointIn, IngestEndpointOut,
+    ListResponse, TransformationTestIn, TransformationTestOut,
 };
 use crate::{ApiError, ApiState};
 
@@ -242,4 +243,62 @@ pub async fn set_headers(
 ) -> Result<StatusCode, ApiError> {
     let path = endpoint_path(&state, path).await?;
     endpoint::set_headers(State(state), Path(path), body).await
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.ingest.endpoint.get-transformation",
+    path = "/ingest/api/v1/source/{source_id}/endpoint/{endpoint_id}/transformation",
+    tag = "ingest",
+    summary = "Get the endpoint's transformation",
+    params(SourceEndpointPath),
+    responses((status = 200, body = EndpointTransformationOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn get_transformation(
+    State(state): State<ApiState>,
+    Path(path): Path<SourceEndpointPath>,
+) -> Result<Json<EndpointTransformationOut>, ApiError> {
+    let path = endpoint_path(&state, path).await?;
+    transformation::get(State(state), Path(path)).await
+}
+
+#[utoipa::path(
+    patch,
+    operation_id = "v1.ingest.endpoint.set-transformation",
+    path = "/ingest/api/v1/source/{source_id}/endpoint/{endpoint_id}/transformation",
+    tag = "ingest",
+    summary = "Set or switch the endpoint's transformation",
+    params(SourceEndpointPath),
+    request_body = EndpointTransformationPatch,
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn patch_transformation(
+    State(state): State<ApiState>,
+    Path(path): Path<SourceEndpointPath>,
+    body: ValidJson<EndpointTransformationPatch>,
+) -> Result<StatusCode, ApiError> {
+    let path = endpoint_path(&state, path).await?;
+    transformation::patch(State(state), Path(path), body).await
+}
+
+#[utoipa::path(
+    post,
+    operation_id = "v1.ingest.endpoint.transformation-test",
+    path = "/ingest/api/v1/source/{source_id}/endpoint/{endpoint_id}/transformation/test",
+    tag = "ingest",
+    summary = "Run transformation code on a sample payload (Kait extension)",
+    params(SourceEndpointPath),
+    request_body = TransformationTestIn,
+    responses((status = 200, body = TransformationTestOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn test_transformation(
+    State(state): State<ApiState>,
+    Path(path): Path<SourceEndpointPath>,
+    body: ValidJson<TransformationTestIn>,
+) -> Result<Json<TransformationTestOut>, ApiError> {
+    let path = endpoint_path(&state, path).await?;
+    transformation::test(State(state), Path(path), body).await
 }

@@ -9,6 +9,7 @@ mod ingest_receive;
 mod ingest_source;
 mod message;
 mod poller;
+mod transformation;
 
 use axum::http::StatusCode;
 use kait_core::{AppId, Application, Endpoint};
@@ -59,6 +60,11 @@ pub fn protected() -> OpenApiRouter<ApiState> {
             ingest_endpoint::get_headers,
             ingest_endpoint::set_headers
         ))
+        .routes(routes!(
+            ingest_endpoint::get_transformation,
+            ingest_endpoint::patch_transformation
+        ))
+        .routes(routes!(ingest_endpoint::test_transformation))
         .routes(routes!(application::portal_access))
         .routes(routes!(application::expire_all))
         .routes(routes!(
@@ -88,6 +94,8 @@ pub fn protected() -> OpenApiRouter<ApiState> {
             endpoint::set_headers,
             endpoint::patch_headers
         ))
+        .routes(routes!(transformation::get, transformation::patch))
+        .routes(routes!(transformation::test))
         .routes(routes!(endpoint::recover))
         .routes(routes!(endpoint::replay_missing))
         .routes(routes!(endpoint::stats))

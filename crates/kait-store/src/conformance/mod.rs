@@ -19,6 +19,7 @@ macro_rules! for_each_conformance_test {
     ($harness:ident) => {
         $harness!(
             fan_out_claim_and_outcomes,
+            transformations_are_kept_and_cancel_deliveries,
             an_endpoint_failing_too_long_is_disabled,
             purges_history_but_keeps_pending_work,
             claims_skip_full_endpoints,
@@ -95,6 +96,7 @@ pub fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
         created_at: 0,
         updated_at: 0,
         revision: 0,
+        transformation: Default::default(),
     }
 }
 

@@ -408,3 +408,68 @@ pub async fn deliver_at_holds_deliveries_until_their_time(store: &dyn Store) {
     assert_eq!(due.deliveries.len(), 1);
     assert_eq!(due.deliveries[0].msg_id, accepted.message.id);
 }
+
+/// Issue 14: an endpoint's transformation is kept with it, and a delivery its transformation
+/// canceled is finished as `Canceled` (not failed, not due again).
+pub async fn transformations_are_kept_and_cancel_deliveries(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let created = store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    assert_eq!(created.transformation, Default::default());
+    let setting = kait_core::TransformationSetting {
+        code: Some("function handler(w) { w.cancel = true; return w; }".into()),
+        enabled: true,
+        updated_at: Some(now_millis()),
+    };
+    store
+        .update_endpoint(kait_core::Endpoint {
+            transformation: setting.clone(),
+            ..created.clone()
+        })
+        .await
+        .unwrap();
+    let read = store
+        .get_endpoint_by_id(&created.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.transformation, setting);
+    let listed = store
+        .list_endpoints(
+            &app.id,
+            crate::PageRequest {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].transformation, setting);
+
+    store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let claimed = &claim.deliveries[0];
+    let mut canceled = outcome(claimed.delivery_id, claimed, NextStep::Canceled);
+    canceled.attempt.status = kait_core::DeliveryStatus::Canceled;
+    canceled.reached_endpoint = false;
+    store
+        .record_outcomes(vec![canceled].into(), None)
+        .await
+        .unwrap();
+    let counts = store.endpoint_delivery_counts(&created.id).await.unwrap();
+    assert_eq!(counts, vec![(kait_core::DeliveryStatus::Canceled, 1)]);
+    assert!(
+        store
+            .claim_due(now_millis() + 3_600_000, 10, Vec::new())
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty(),
+        "a canceled delivery is not due again"
+    );
+}

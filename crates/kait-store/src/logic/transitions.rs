@@ -11,6 +11,7 @@ pub fn after_attempt(next: NextStep) -> (DeliveryStatus, Option<Millis>) {
         NextStep::Succeeded => (DeliveryStatus::Success, None),
         NextStep::RetryAt(due_at) => (DeliveryStatus::Pending, Some(due_at)),
         NextStep::GiveUp => (DeliveryStatus::Fail, None),
+        NextStep::Canceled => (DeliveryStatus::Canceled, None),
         // Still owned by the dispatcher, which retries it in place; it stays `Sending` so no
         // claim takes it (and a restart makes it due again).
         NextStep::RetryHeld(due_at) => (DeliveryStatus::Sending, Some(due_at)),
@@ -22,7 +23,7 @@ pub fn after_attempt(next: NextStep) -> (DeliveryStatus, Option<Millis>) {
 pub fn next_attempt_at(status: DeliveryStatus, due_at: Option<Millis>) -> Option<Millis> {
     match status {
         DeliveryStatus::Pending | DeliveryStatus::Sending => due_at,
-        DeliveryStatus::Success | DeliveryStatus::Fail => None,
+        DeliveryStatus::Success | DeliveryStatus::Fail | DeliveryStatus::Canceled => None,
     }
 }
 
@@ -56,6 +57,10 @@ mod tests {
         assert_eq!(
             after_attempt(NextStep::GiveUp),
             (DeliveryStatus::Fail, None)
+        );
+        assert_eq!(
+            after_attempt(NextStep::Canceled),
+            (DeliveryStatus::Canceled, None)
         );
         assert_eq!(
             after_attempt(NextStep::RetryHeld(7)),

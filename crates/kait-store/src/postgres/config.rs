@@ -18,7 +18,9 @@ fn numbered(n: usize) -> String {
 }
 
 /// An endpoint row's values in [`columns::ENDPOINT`] order.
-fn endpoint_values<'a>(row: &'a EndpointRow<'a>) -> [&'a (dyn ToSql + Sync); 21] {
+fn endpoint_values<'a>(
+    row: &'a EndpointRow<'a>,
+) -> [&'a (dyn ToSql + Sync); columns::ENDPOINT_VALUES] {
     [
         &row.id,
         &row.app_id,
@@ -41,6 +43,9 @@ fn endpoint_values<'a>(row: &'a EndpointRow<'a>) -> [&'a (dyn ToSql + Sync); 21]
         &row.format,
         &row.kind,
         &row.revision,
+        &row.transformation_code,
+        &row.transformation_enabled,
+        &row.transformation_updated_at,
     ]
 }
 
@@ -290,7 +295,7 @@ impl Endpoints for PgStore {
             )));
         }
         let row = EndpointRow::of(&endpoint, &self.shared.options.secret_keys);
-        let placeholders: Vec<String> = (1..=21).map(numbered).collect();
+        let placeholders: Vec<String> = (1..=columns::ENDPOINT_VALUES).map(numbered).collect();
         transaction
             .execute(
                 &format!(

@@ -165,6 +165,11 @@ pub fn endpoint_at(row: &Row, base: usize, keys: &SecretKeys) -> StoreResult<End
         format: PayloadFormat::parse(row.try_get(base + 18)?).unwrap_or_default(),
         kind: EndpointKind::parse(row.try_get(base + 19)?).unwrap_or_default(),
         revision: row.try_get::<_, i64>(base + 20)? as u64,
+        transformation: kait_core::TransformationSetting {
+            code: row.try_get(base + 21)?,
+            enabled: row.try_get(base + 22)?,
+            updated_at: row.try_get(base + 23)?,
+        },
     })
 }
 

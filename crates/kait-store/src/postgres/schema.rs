@@ -235,6 +235,12 @@ CREATE TABLE cron_tick (
 -- Issue 14: Svix's `deliverAt`; the deliveries are written due at that time.
 ALTER TABLE message ADD COLUMN deliver_at BIGINT;
 "#,
+    r#"
+-- Issue 14: Svix's endpoint transformation (JavaScript run on each webhook when enabled).
+ALTER TABLE endpoint ADD COLUMN transformation_code TEXT;
+ALTER TABLE endpoint ADD COLUMN transformation_enabled BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE endpoint ADD COLUMN transformation_updated_at BIGINT;
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

@@ -54,7 +54,7 @@ fn numbered(n: usize) -> String {
 }
 
 /// Binds an endpoint row in [`columns::ENDPOINT`] order.
-fn endpoint_values(row: EndpointRow<'_>) -> [rusqlite::types::Value; 21] {
+fn endpoint_values(row: EndpointRow<'_>) -> [rusqlite::types::Value; columns::ENDPOINT_VALUES] {
     use rusqlite::types::Value;
     let text = |value: &str| Value::Text(value.to_owned());
     let optional_text = |value: Option<String>| value.map_or(Value::Null, Value::Text);
@@ -81,11 +81,14 @@ fn endpoint_values(row: EndpointRow<'_>) -> [rusqlite::types::Value; 21] {
         text(row.format),
         text(row.kind),
         Value::Integer(row.revision),
+        optional_text(row.transformation_code.map(str::to_owned)),
+        Value::Integer(i64::from(row.transformation_enabled)),
+        optional_int(row.transformation_updated_at),
     ]
 }
 
 fn insert_endpoint(context: &mut WriteContext<'_>, endpoint: &Endpoint) -> StoreResult<()> {
-    let placeholders: Vec<String> = (1..=21).map(numbered).collect();
+    let placeholders: Vec<String> = (1..=columns::ENDPOINT_VALUES).map(numbered).collect();
     let values = endpoint_values(EndpointRow::of(endpoint, context.keys));
     context
         .connection

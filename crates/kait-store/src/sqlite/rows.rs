@@ -173,6 +173,11 @@ pub fn endpoint_at(row: &Row<'_>, base: usize, keys: &SecretKeys) -> rusqlite::R
         format: PayloadFormat::parse(&row.get::<_, String>(base + 18)?).unwrap_or_default(),
         kind: EndpointKind::parse(&row.get::<_, String>(base + 19)?).unwrap_or_default(),
         revision: row.get::<_, i64>(base + 20)? as u64,
+        transformation: kait_core::TransformationSetting {
+            code: row.get(base + 21)?,
+            enabled: row.get(base + 22)?,
+            updated_at: row.get(base + 23)?,
+        },
     })
 }
 

@@ -218,6 +218,12 @@ CREATE TABLE cron_tick (
 -- Issue 14: Svix's `deliverAt`; the deliveries are written due at that time.
 ALTER TABLE message ADD COLUMN deliver_at INTEGER;
 "#,
+    r#"
+-- Issue 14: Svix's endpoint transformation (JavaScript run on each webhook when enabled).
+ALTER TABLE endpoint ADD COLUMN transformation_code TEXT;
+ALTER TABLE endpoint ADD COLUMN transformation_enabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endpoint ADD COLUMN transformation_updated_at INTEGER;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

@@ -10,6 +10,7 @@
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
 //! - `hardening`: the attacks of issue 11 (nesting, idle sockets, streams, secrets, tokens).
 //! - `ingest`: incoming sources, Svix Ingest's routes (issue 13, in progress).
+//! - `transformations`: endpoint transformations set by the Svix client; hostile code.
 //! - `races`: concurrent changes of one endpoint or application (issue 12).
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
@@ -38,4 +39,5 @@ mod python_sdk;
 mod races;
 mod receiving;
 mod svix_client;
+mod transformations;
 mod xml;

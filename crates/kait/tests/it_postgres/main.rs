@@ -36,6 +36,8 @@ mod races;
 mod receiving;
 #[path = "../it/svix_client.rs"]
 mod svix_client;
+#[path = "../it/transformations.rs"]
+mod transformations;
 #[path = "../it/xml.rs"]
 mod xml;
 

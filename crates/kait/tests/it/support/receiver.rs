@@ -12,6 +12,9 @@ use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: axum::http::Method,
+    /// The path and query the request was sent to.
+    pub uri: axum::http::Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// When the request arrived.
@@ -78,21 +81,28 @@ impl Receiver {
             respond: Box::new(respond),
         });
         let handler_state = state.clone();
-        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-            let state = handler_state.clone();
-            async move {
-                let received = Received {
-                    headers,
-                    body,
-                    at: std::time::Instant::now(),
-                };
-                let index = state.counter.fetch_add(1, Ordering::SeqCst);
-                let status = (state.respond)(&received, index);
-                state.received.lock().unwrap().push(received);
-                state.arrivals.notify_waiters();
-                status
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: HeaderMap,
+                  body: Bytes| {
+                let state = handler_state.clone();
+                async move {
+                    let received = Received {
+                        method,
+                        uri,
+                        headers,
+                        body,
+                        at: std::time::Instant::now(),
+                    };
+                    let index = state.counter.fetch_add(1, Ordering::SeqCst);
+                    let status = (state.respond)(&received, index);
+                    state.received.lock().unwrap().push(received);
+                    state.arrivals.notify_waiters();
+                    status
+                }
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (url, task) = match tls {
