@@ -111,7 +111,9 @@ macro_rules! prefixed_id {
 
 /// Every id prefix: a caller's `uid` may start with none of them, so that a path segment is
 /// never ambiguous between an id and a uid.
-pub const ID_PREFIXES: [&str; 6] = ["app_", "ep_", "msg_", "atmpt_", "src_", "rcv_"];
+pub const ID_PREFIXES: [&str; 8] = [
+    "app_", "ep_", "msg_", "atmpt_", "src_", "rcv_", "pipe_", "prun_",
+];
 
 prefixed_id!(
     /// An application (tenant / consumer).
@@ -142,6 +144,16 @@ prefixed_id!(
     /// One request received by an incoming source, as its log keeps it.
     ReceivedId,
     "rcv_"
+);
+prefixed_id!(
+    /// A pipe: a rule that acts on an application's (or a source's) events.
+    PipeId,
+    "pipe_"
+);
+prefixed_id!(
+    /// One run of a pipe (on an event, or when one of its timers fired).
+    PipeRunId,
+    "prun_"
 );
 
 #[cfg(test)]

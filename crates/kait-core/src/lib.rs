@@ -15,5 +15,5 @@ pub mod time;
 pub mod validate;
 pub mod xml;
 
-pub use id::{AppId, AttemptId, EndpointId, MessageId, ReceivedId, SourceId};
+pub use id::{AppId, AttemptId, EndpointId, MessageId, PipeId, PipeRunId, ReceivedId, SourceId};
 pub use model::*;

@@ -80,6 +80,9 @@ pub enum EndpointKind {
     Webhook,
     /// No URL: its messages are read through `/poller/{endpoint_id}`; no deliveries are made.
     Polling,
+    /// A pipe's subscription to its application's events (made and kept by the pipe; hidden
+    /// from the endpoint routes): each delivery runs the pipe instead of an HTTP request.
+    Pipe,
 }
 
 impl EndpointKind {
@@ -87,6 +90,7 @@ impl EndpointKind {
         match self {
             Self::Webhook => "webhook",
             Self::Polling => "polling",
+            Self::Pipe => "pipe",
         }
     }
 
@@ -94,6 +98,7 @@ impl EndpointKind {
         match text {
             "webhook" => Some(Self::Webhook),
             "polling" => Some(Self::Polling),
+            "pipe" => Some(Self::Pipe),
             _ => None,
         }
     }

@@ -32,6 +32,13 @@ pub const ENDPOINT_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.ver
 pub const SOURCE: &str = "id, uid, name, kind, config, metadata, token, previous_token, \
      previous_token_expires_at, created_at, updated_at, revision";
 
+pub const PIPE: &str =
+    "id, uid, name, app_id, endpoint_id, definition, enabled, created_at, updated_at, revision";
+
+pub const PIPE_RUN: &str = "id, pipe_id, origin, at, outcome, detail";
+
+pub const TIMER: &str = "id, pipe_id, due_at, state";
+
 pub const RECEIVED: &str =
     "id, source_id, received_at, outcome, reason, content_type, size, event_id, msg_id";
 

@@ -24,6 +24,7 @@ mod listing;
 pub mod logic;
 pub mod messages;
 pub mod operational;
+pub mod pipes;
 pub mod postgres;
 pub mod pull;
 pub mod queue;
@@ -39,6 +40,7 @@ pub use listing::{Order, Page, PageRequest};
 pub use messages::{
     AcceptedMessage, AttemptFilter, EndpointMessage, MessageFilter, MessageLog, NewMessage,
 };
+pub use pipes::{IfScheduled, Pipe, PipeRun, Pipes, Timer};
 pub use postgres::{PgOptions, PgStore};
 pub use pull::PullPositions;
 pub use queue::{
@@ -52,7 +54,14 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 /// it). Implementations make every write durable before returning and are safe to call from
 /// many tasks at once.
 pub trait Store:
-    ConfigStore + MessageLog + DeliveryQueue + PullPositions + AccessStore + Housekeeping + Sources
+    ConfigStore
+    + MessageLog
+    + DeliveryQueue
+    + PullPositions
+    + AccessStore
+    + Housekeeping
+    + Sources
+    + Pipes
 {
 }
 impl<T> Store for T where
@@ -63,6 +72,7 @@ impl<T> Store for T where
         + AccessStore
         + Housekeeping
         + Sources
+        + Pipes
         + ?Sized
 {
 }
@@ -71,6 +81,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         AccessStore, Applications, DeliveryQueue, Endpoints, EventTypes, Housekeeping, MessageLog,
-        PullPositions, Sources, Store,
+        Pipes, PullPositions, Sources, Store,
     };
 }

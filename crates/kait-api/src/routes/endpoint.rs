@@ -60,6 +60,10 @@ fn check(state: &ApiState, endpoint: &Endpoint, mut problems: Problems) -> Resul
                 Err("a polling endpoint has no url".into())
             },
         ),
+        EndpointKind::Pipe => problems.check(
+            "kind",
+            Err("pipe endpoints are made by /api/v1/pipe, not here".into()),
+        ),
     }
     if let Some(uid) = &endpoint.uid {
         problems.check("uid", validate::uid(uid));
@@ -203,7 +207,7 @@ fn new_endpoint(
         "kind",
         input.kind.as_deref(),
         EndpointKind::Webhook,
-        EndpointKind::parse,
+        |text| EndpointKind::parse(text).filter(|kind| *kind != EndpointKind::Pipe),
         "webhook or polling",
     );
     let secret = given_secret(

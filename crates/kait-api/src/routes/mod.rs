@@ -205,6 +205,8 @@ pub async fn find_endpoint(
         .store
         .get_endpoint(app_id, key)
         .await?
+        // A pipe's subscription belongs to the pipe: changed only through `/api/v1/pipe`.
+        .filter(|endpoint| endpoint.kind != kait_core::EndpointKind::Pipe)
         .ok_or(ApiError::NotFound("endpoint"))
 }
 

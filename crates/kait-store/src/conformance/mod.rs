@@ -5,11 +5,13 @@
 
 mod access;
 mod config;
+mod pipes;
 mod queue;
 mod sources;
 
 pub use self::access::*;
 pub use self::config::*;
+pub use self::pipes::*;
 pub use self::queue::*;
 pub use self::sources::*;
 
@@ -39,7 +41,9 @@ macro_rules! for_each_conformance_test {
             sources_are_kept_with_their_secrets,
             received_requests_are_logged_with_their_message,
             cron_ticks_only_move_forward,
-            deliver_at_holds_deliveries_until_their_time
+            deliver_at_holds_deliveries_until_their_time,
+            pipes_are_configuration_with_a_log_of_runs,
+            timers_fire_once_and_a_wait_restarts_or_is_kept
         );
     };
 }

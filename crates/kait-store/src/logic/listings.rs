@@ -46,6 +46,24 @@ pub fn sources(dialect: Dialect, page: &PageRequest) -> PageQuery {
     Query::new(dialect).page(&select, &Keyset::by("id"), page)
 }
 
+pub fn pipes(dialect: Dialect, page: &PageRequest) -> PageQuery {
+    let select = format!("SELECT {} FROM pipe", columns::PIPE);
+    Query::new(dialect).page(&select, &Keyset::by("id"), page)
+}
+
+/// A pipe's runs, newest first by id.
+pub fn pipe_runs(dialect: Dialect, pipe_id: &kait_core::PipeId, page: &PageRequest) -> PageQuery {
+    const RUNS: Keyset = Keyset {
+        key_column: "id",
+        iterator_key: "{}",
+        newest_first: true,
+    };
+    let mut query = Query::new(dialect);
+    query.compare("pipe_id", "=", SqlValue::Text(pipe_id.as_str().to_owned()));
+    let select = format!("SELECT {} FROM pipe_run", columns::PIPE_RUN);
+    query.page(&select, &RUNS, page)
+}
+
 /// A source's received requests, newest first by id (KSUIDs: time-ordered to the second; within a second, in no set order).
 pub fn received(dialect: Dialect, source_id: &SourceId, page: &PageRequest) -> PageQuery {
     const RECEIVED: Keyset = Keyset {
@@ -66,6 +84,8 @@ pub fn received(dialect: Dialect, source_id: &SourceId, page: &PageRequest) -> P
 pub fn endpoints(dialect: Dialect, app_id: &AppId, page: &PageRequest) -> PageQuery {
     let mut query = Query::new(dialect);
     query.compare("app_id", "=", SqlValue::Text(app_id.as_str().to_owned()));
+    // A pipe's subscription is the pipe's, not one of the application's endpoints.
+    query.compare("kind", "<>", SqlValue::Text("pipe".to_owned()));
     let select = format!("SELECT {} FROM endpoint", columns::ENDPOINT);
     query.page(&select, &Keyset::by("id"), page)
 }

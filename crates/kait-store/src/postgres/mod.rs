@@ -20,6 +20,7 @@ mod housekeeping;
 mod ingest;
 mod messages;
 mod paging;
+mod pipes;
 mod pull;
 mod queue;
 mod rows;

@@ -52,7 +52,7 @@ pub fn conflict_on_unique(error: tokio_postgres::Error, what: &str) -> StoreErro
     }
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> StoreResult<T> {
+pub fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> StoreResult<T> {
     serde_json::from_str(text)
         .map_err(|error| StoreError::corrupt(format!("column {column} holds bad JSON: {error}")))
 }

@@ -241,6 +241,40 @@ ALTER TABLE endpoint ADD COLUMN transformation_code TEXT;
 ALTER TABLE endpoint ADD COLUMN transformation_enabled BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE endpoint ADD COLUMN transformation_updated_at BIGINT;
 "#,
+    r#"
+-- Issue 14: pipes (rules on events), their runs and their durable timers.
+CREATE TABLE pipe (
+    id          TEXT PRIMARY KEY,
+    uid         TEXT UNIQUE,
+    name        TEXT NOT NULL,
+    app_id      TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    enabled     BOOLEAN NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    revision    BIGINT NOT NULL
+);
+CREATE TABLE pipe_run (
+    id          TEXT PRIMARY KEY,
+    pipe_id     TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX pipe_run_pipe ON pipe_run (pipe_id, id);
+CREATE INDEX pipe_run_time ON pipe_run (at);
+CREATE TABLE timer (
+    id            TEXT PRIMARY KEY,
+    pipe_id       TEXT NOT NULL,
+    due_at        BIGINT NOT NULL,
+    state         TEXT NOT NULL,
+    claimed_until BIGINT
+);
+CREATE INDEX timer_due ON timer (due_at);
+CREATE INDEX timer_pipe ON timer (pipe_id);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

@@ -11,6 +11,7 @@ mod config;
 mod housekeeping;
 mod messages;
 mod paging;
+mod pipes;
 mod pull;
 mod queue;
 mod rows;

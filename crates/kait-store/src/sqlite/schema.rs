@@ -224,6 +224,40 @@ ALTER TABLE endpoint ADD COLUMN transformation_code TEXT;
 ALTER TABLE endpoint ADD COLUMN transformation_enabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE endpoint ADD COLUMN transformation_updated_at INTEGER;
 "#,
+    r#"
+-- Issue 14: pipes (rules on events), their runs and their durable timers.
+CREATE TABLE pipe (
+    id          TEXT PRIMARY KEY,
+    uid         TEXT UNIQUE,
+    name        TEXT NOT NULL,
+    app_id      TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    enabled     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    revision    INTEGER NOT NULL
+);
+CREATE TABLE pipe_run (
+    id          TEXT PRIMARY KEY,
+    pipe_id     TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX pipe_run_pipe ON pipe_run (pipe_id, id);
+CREATE INDEX pipe_run_time ON pipe_run (at);
+CREATE TABLE timer (
+    id            TEXT PRIMARY KEY,
+    pipe_id       TEXT NOT NULL,
+    due_at        INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    claimed_until INTEGER
+);
+CREATE INDEX timer_due ON timer (due_at);
+CREATE INDEX timer_pipe ON timer (pipe_id);
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.
