@@ -696,6 +696,95 @@ pub struct TransformationResultOut {
     pub cancel: bool,
 }
 
+// Pipes (Kait extension).
+
+/// What starts a pipe: event types of an application's messages (`app`), or of an incoming
+/// source's received requests (`source`), with an optional filter.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PipeTrigger {
+    /// The application's id or uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Or the incoming source's id or uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(rename = "eventTypes")]
+    #[schema(value_type = Vec<EventTypeName>, min_items = 1, max_items = 32)]
+    pub event_types: BTreeSet<String>,
+    /// `e => boolean`, JavaScript over the event (`e.eventType`, `e.payload`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 65536)]
+    pub filter: Option<String>,
+}
+
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
+pub struct PipeIn {
+    #[schema(value_type = Name)]
+    pub name: String,
+    #[schema(value_type = Option<Uid>)]
+    pub uid: Option<String>,
+    /// Off keeps the pipe and its waits but runs nothing on new events.
+    pub enabled: Option<bool>,
+    pub trigger: PipeTrigger,
+    /// `e => newPayload`: what the actions see as `e.payload`.
+    #[schema(max_length = 65536)]
+    pub transform: Option<String>,
+    /// Each `{"type": "emit" | "delay" | "expect", …}`: `emit {app, eventType, payload?,
+    /// orderingKey?, eventId?}`, `delay {ms}`, `expect {key, eventTypes, filter?, withinMs,
+    /// restart, onMatch, onTimeout}`. `publish` is reserved for devices.
+    #[schema(value_type = Vec<Object>, max_items = 32)]
+    pub actions: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Deserialize, Default, utoipa::ToSchema)]
+pub struct PipePatch {
+    #[schema(value_type = Option<Name>)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uid>)]
+    pub uid: Option<Option<String>>,
+    pub enabled: Option<bool>,
+    /// The same app or source as before, with new event types or filter.
+    pub trigger: Option<PipeTrigger>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 65536)]
+    pub transform: Option<Option<String>>,
+    #[schema(value_type = Option<Vec<Object>>, max_items = 32)]
+    pub actions: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PipeOut {
+    pub id: String,
+    pub uid: Option<String>,
+    pub name: String,
+    /// The application whose events reach the pipe (a source's own application for a source).
+    #[serde(rename = "appId")]
+    pub app_id: String,
+    pub enabled: bool,
+    pub trigger: PipeTrigger,
+    pub transform: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub actions: Vec<serde_json::Value>,
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One run of a pipe: on an event (`origin` is its message id) or when a timer fired.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PipeRunOut {
+    pub id: String,
+    pub origin: String,
+    pub timestamp: DateTime<Utc>,
+    /// `done`, `filtered`, `failed` (tried again) or `dropped`.
+    pub outcome: String,
+    /// Each step: the filter's result, the transform, each action's outcome or error.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
 // Messages.
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use kait_core::retry::RetrySchedule;
 use kait_core::time::{Millis, now_millis};
-use kait_core::{Attempt, AttemptId, DeliveryStatus, PayloadFormat, RawPayload};
+use kait_core::{Attempt, AttemptId, DeliveryStatus, EndpointKind, PayloadFormat, RawPayload};
 use kait_deliver::{AttemptResult, Method, SendError, Target, Webhook};
 use kait_store::{ClaimedDelivery, NextStep, Outcome};
 
@@ -97,6 +97,10 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         );
     }
 
+    if endpoint.kind == EndpointKind::Pipe {
+        return run_pipe(shared, delivery, started_at, &endpoint.url, hold_retry).await;
+    }
+
     // The endpoint's transformation may change the method, URL and payload, or cancel.
     let mut method = Method::POST;
     let mut new_target: Option<(String, Result<Target, SendError>)> = None;
@@ -105,12 +109,11 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         let job = transform::Job {
             endpoint_id: delivery.endpoint_id.clone(),
             code: code.clone(),
-            method: "POST",
             url: endpoint.url.clone(),
             event_type: delivery.event_type.clone(),
             payload: delivery.payload.clone(),
         };
-        match shared.transformer.run(job).await {
+        match transform::run(&shared.scripts, job).await {
             Ok(output) if output.cancel => return canceled(delivery, started_at),
             Ok(output) => {
                 if output.method == "PUT" {
@@ -123,17 +126,8 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
                 new_payload = changed_payload(&delivery, output.payload);
             }
             Err(error) => {
-                let next = next_step(
-                    &shared.retry_schedule,
-                    false,
-                    delivery.attempts_made,
-                    None,
-                    hold_retry,
-                    now_millis(),
-                    rand::random(),
-                );
                 let reason = format!("the endpoint's transformation failed: {error}");
-                return without_request(delivery, started_at, &reason, next);
+                return failed_here(shared, delivery, started_at, &reason, hold_retry);
             }
         }
     }
@@ -304,6 +298,56 @@ fn attempt_record(
         trigger_type: delivery.trigger_type,
         created_at: started_at,
     }
+}
+
+/// A delivery to a pipe's endpoint: the pipe runs instead of an HTTP request. Its outcome is
+/// logged as the attempt (not counted by the breaker or the endpoint's health); a failed run
+/// is retried on the schedule like a failed webhook.
+async fn run_pipe(
+    shared: &Shared,
+    delivery: ClaimedDelivery,
+    started_at: Millis,
+    url: &str,
+    hold_retry: bool,
+) -> Finished {
+    let outcome = match &shared.pipes {
+        Some(pipes) => pipes.run_pipe(url, &delivery).await,
+        None => Err("pipes are not running on this node".to_owned()),
+    };
+    match outcome {
+        Ok(summary) => {
+            let mut finished = without_request(delivery, started_at, &summary, NextStep::Succeeded);
+            finished.outcome.attempt.status = DeliveryStatus::Success;
+            finished.outcome.attempt.url = url.to_owned();
+            finished
+        }
+        Err(reason) => {
+            let mut finished = failed_here(shared, delivery, started_at, &reason, hold_retry);
+            finished.outcome.attempt.url = url.to_owned();
+            finished
+        }
+    }
+}
+
+/// An attempt that failed in Kait before any request (a transformation or a pipe run): retried
+/// on the schedule like a failed webhook, but not the receiver's fault (no breaker, no health).
+fn failed_here(
+    shared: &Shared,
+    delivery: ClaimedDelivery,
+    started_at: Millis,
+    reason: &str,
+    hold_retry: bool,
+) -> Finished {
+    let next = next_step(
+        &shared.retry_schedule,
+        false,
+        delivery.attempts_made,
+        None,
+        hold_retry,
+        now_millis(),
+        rand::random(),
+    );
+    without_request(delivery, started_at, reason, next)
 }
 
 /// The endpoint's transformation dropped this delivery: finished, neither sent nor failed.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kait_core::signing::SigningKey;
-use kait_core::{DeliveryOrder, Endpoint, EndpointId, PayloadFormat};
+use kait_core::{DeliveryOrder, Endpoint, EndpointId, EndpointKind, PayloadFormat};
 use kait_deliver::header::{HeaderMap, HeaderName, HeaderValue};
 use kait_deliver::{SendError, Target};
 use kait_store::{Endpoints, StoreResult};
@@ -23,6 +23,7 @@ pub struct PreparedEndpoint {
     pub rate_limit: Option<u16>,
     pub ordering: DeliveryOrder,
     pub format: PayloadFormat,
+    pub kind: EndpointKind,
     pub signing_key: SigningKey,
     /// The rotated-out key and until when (ms) it also signs.
     pub previous_signing_key: Option<(SigningKey, i64)>,
@@ -50,6 +51,7 @@ impl PreparedEndpoint {
             rate_limit: endpoint.rate_limit,
             ordering: endpoint.ordering,
             format: endpoint.format,
+            kind: endpoint.kind,
             signing_key: endpoint.secret.signing_key(),
             previous_signing_key: endpoint
                 .previous_secret

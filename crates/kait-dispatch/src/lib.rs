@@ -58,9 +58,6 @@ pub struct DispatcherConfig {
     pub poll_interval: Duration,
     /// How long shutdown waits for attempts in flight before leaving them to the next start.
     pub shutdown_grace: Duration,
-    /// Threads that run endpoint transformations (user JavaScript), and each script's limits.
-    pub transform_threads: usize,
-    pub transform_limits: kait_script::Limits,
 }
 
 impl Default for DispatcherConfig {
@@ -76,8 +73,6 @@ impl Default for DispatcherConfig {
             max_retry_after: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
-            transform_threads: 2,
-            transform_limits: kait_script::Limits::default(),
         }
     }
 }
@@ -91,7 +86,29 @@ struct Shared {
     endpoints: EndpointCache,
     retry_schedule: RetrySchedule,
     max_retry_after: Duration,
-    transformer: transform::Transformer,
+    /// Runs endpoint transformations (user JavaScript) off the async workers.
+    scripts: kait_script::ScriptPool,
+    pipes: Option<Arc<dyn PipeRunner>>,
+}
+
+/// What carries deliveries out: HTTP requests, user scripts (transformations) and pipes.
+pub struct Runners {
+    pub sender: Sender,
+    pub scripts: kait_script::ScriptPool,
+    /// Runs deliveries to endpoints of kind `pipe`; without it they fail (and are retried).
+    pub pipes: Option<Arc<dyn PipeRunner>>,
+}
+
+/// Runs a pipe on one of its events: a delivery to the pipe's endpoint (kind `pipe`), so
+/// that events reach pipes durably, in order per key, and are retried like webhooks.
+#[async_trait::async_trait]
+pub trait PipeRunner: Send + Sync + 'static {
+    /// `Ok(summary)` when the run is finished (done or filtered), `Err(reason)` to retry it.
+    async fn run_pipe(
+        &self,
+        endpoint_url: &str,
+        delivery: &ClaimedDelivery,
+    ) -> Result<String, String>;
 }
 
 /// Converts a store time to an instant on the monotonic clock.
@@ -452,21 +469,19 @@ async fn disable_endpoint(
 pub async fn run(
     store: Arc<dyn DeliveryQueue>,
     endpoints: Arc<dyn Endpoints>,
-    sender: Sender,
     config: DispatcherConfig,
     circuit_states: CircuitStates,
     ops: OperationalEvents,
+    runners: Runners,
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
         endpoints: EndpointCache::new(endpoints.clone()),
-        sender,
+        sender: runners.sender,
         retry_schedule: config.retry_schedule.clone(),
         max_retry_after: config.max_retry_after,
-        transformer: transform::Transformer::start(
-            config.transform_threads,
-            config.transform_limits,
-        ),
+        scripts: runners.scripts,
+        pipes: runners.pipes,
     });
     let (outcomes, outcome_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let disable_after = config

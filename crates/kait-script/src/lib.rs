@@ -11,10 +11,11 @@
 //! Values cross the boundary as JSON text, so nothing of the host is ever reachable from
 //! the script.
 //!
-//! A runtime is not `Send`: the caller keeps scripts on the thread that compiled them (the
-//! dispatcher will run them on a small pool of its own threads).
+//! A runtime is not `Send`: the caller keeps scripts on the thread that compiled them;
+//! async callers use [`ScriptPool`], a few threads of its own.
 
 mod allocator;
+pub mod pool;
 mod transformation;
 
 use std::cell::Cell;
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use rquickjs::{CatchResultExt, CaughtError, Context, Function, Persistent, Runtime, Value};
 
-pub use transformation::{Transformation, TransformationInput, TransformationOutput};
+pub use pool::{Call, CallError, ScriptPool};
+pub use transformation::{Transformation, TransformationInput, TransformationOutput, read_output};
 
 /// The longest code Kait keeps (a transformation, a pipe's expression), in bytes.
 pub const MAX_CODE_BYTES: usize = 64 * 1024;

@@ -49,19 +49,29 @@ impl Transformation {
         &self,
         input: &TransformationInput<'_>,
     ) -> Result<TransformationOutput, ScriptError> {
-        let argument = serde_json::to_string(input).expect("the input serializes");
-        let result = self.0.call_json(&argument)?;
-        let output: TransformationOutput = serde_json::from_str(&result).map_err(|error| {
-            ScriptError::BadResult(format!(
-                "handler must return {{method, url, payload, cancel}}: {error}"
-            ))
-        })?;
-        if output.method != "POST" && output.method != "PUT" {
-            return Err(ScriptError::BadResult(format!(
-                "method must be POST or PUT, not {:?}",
-                output.method
-            )));
-        }
-        Ok(output)
+        read_output(&self.0.call_json(&input.to_json())?)
     }
+}
+
+impl TransformationInput<'_> {
+    /// The handler's argument as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("the input serializes")
+    }
+}
+
+/// Reads and checks what a handler returned (JSON text).
+pub fn read_output(result: &str) -> Result<TransformationOutput, ScriptError> {
+    let output: TransformationOutput = serde_json::from_str(result).map_err(|error| {
+        ScriptError::BadResult(format!(
+            "handler must return {{method, url, payload, cancel}}: {error}"
+        ))
+    })?;
+    if output.method != "POST" && output.method != "PUT" {
+        return Err(ScriptError::BadResult(format!(
+            "method must be POST or PUT, not {:?}",
+            output.method
+        )));
+    }
+    Ok(output)
 }

@@ -11,4 +11,5 @@ pub mod http_server;
 pub mod launch;
 pub mod listen;
 pub mod serve;
+pub mod timers;
 pub mod verify;

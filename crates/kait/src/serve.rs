@@ -214,10 +214,27 @@ pub async fn run(
         shutdown.clone(),
     ));
     let circuit_states = CircuitStates::default();
+    let scripts = kait_script::ScriptPool::start(2, kait_script::Limits::default());
+    let timers_changed = Arc::new(tokio::sync::Notify::new());
+    let pipes = Arc::new(kait_pipe::Engine::new(
+        store.clone(),
+        scripts.clone(),
+        timers_changed.clone(),
+    ));
+    let timers = tokio::spawn(crate::timers::run(
+        store.clone(),
+        pipes.clone(),
+        timers_changed,
+        // Other nodes may write timers due before this node's next one.
+        config
+            .postgres
+            .as_ref()
+            .map(|_| std::time::Duration::from_secs(1)),
+        shutdown.clone(),
+    ));
     let dispatcher = tokio::spawn(kait_dispatch::run(
         store.clone(),
         store.clone(),
-        sender.clone(),
         DispatcherConfig {
             max_in_flight: config.max_in_flight,
             endpoint_in_flight: config.endpoint_in_flight,
@@ -228,6 +245,11 @@ pub async fn run(
         },
         circuit_states.clone(),
         ops.clone(),
+        kait_dispatch::Runners {
+            sender: sender.clone(),
+            scripts: scripts.clone(),
+            pipes: Some(pipes),
+        },
         shutdown.child_token(),
     ));
 
@@ -275,6 +297,7 @@ pub async fn run(
     purger.await.context("purge task")?;
     queue_depth.await.context("queue depth task")?;
     cron.await.context("cron task")?;
+    timers.await.context("timer task")?;
     if let Err(error) = store.close().await {
         tracing::warn!(%error, "closing the store failed; other nodes take over after the lease");
     }

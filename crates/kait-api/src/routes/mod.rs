@@ -8,6 +8,7 @@ mod ingest_endpoint;
 mod ingest_receive;
 mod ingest_source;
 mod message;
+mod pipe;
 mod poller;
 mod transformation;
 
@@ -94,6 +95,9 @@ pub fn protected() -> OpenApiRouter<ApiState> {
             endpoint::set_headers,
             endpoint::patch_headers
         ))
+        .routes(routes!(pipe::list, pipe::create))
+        .routes(routes!(pipe::get, pipe::patch, pipe::delete))
+        .routes(routes!(pipe::list_runs))
         .routes(routes!(transformation::get, transformation::patch))
         .routes(routes!(transformation::test))
         .routes(routes!(endpoint::recover))

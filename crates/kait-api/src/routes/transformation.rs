@@ -27,7 +27,7 @@ use crate::{ApiError, ApiState};
 static SANDBOX_SLOTS: Semaphore = Semaphore::const_new(2);
 
 /// Runs `work` with a fresh sandbox on a blocking thread, a few at a time.
-async fn in_sandbox<T: Send + 'static>(
+pub(super) async fn in_sandbox<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let _slot = SANDBOX_SLOTS

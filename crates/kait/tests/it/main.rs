@@ -10,6 +10,7 @@
 //! - `python_sdk`: the Svix Python SDK, current and older, drives the same routes.
 //! - `hardening`: the attacks of issue 11 (nesting, idle sockets, streams, secrets, tokens).
 //! - `ingest`: incoming sources, Svix Ingest's routes (issue 13, in progress).
+//! - `pipes`: the abandoned cart, the silent sensor, filters, delays, sources (issue 14).
 //! - `transformations`: endpoint transformations set by the Svix client; hostile code.
 //! - `races`: concurrent changes of one endpoint or application (issue 12).
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
@@ -34,6 +35,7 @@ mod hardening;
 mod ingest;
 mod openapi;
 mod pagination;
+mod pipes;
 mod pull;
 mod python_sdk;
 mod races;

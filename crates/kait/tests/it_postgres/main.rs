@@ -26,6 +26,8 @@ mod ingest;
 mod openapi;
 #[path = "../it/pagination.rs"]
 mod pagination;
+#[path = "../it/pipes.rs"]
+mod pipes;
 #[path = "../it/pull.rs"]
 mod pull;
 #[path = "../it/python_sdk.rs"]

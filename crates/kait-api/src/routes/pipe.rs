@@ -1,0 +1,393 @@
+//! `/api/v1/pipe` (Kait extension): pipes, rules that act on events — filter, transform,
+//! emit, delay, "expect B within T" (see the `kait-pipe` crate).
+//!
+//! A pipe subscribes to its application's events through an endpoint of kind `pipe` that
+//! these routes make, keep in step (its event types are the trigger's and those the pipe's
+//! `expect`s await) and delete with it; the endpoint routes do not show it. Every expression
+//! is compiled before the pipe is saved, so a typo is a 422, not a failed run later.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use kait_core::signing::Secret;
+use kait_core::time::{now_millis, to_datetime};
+use kait_core::validate::{self, Problem};
+use kait_core::{AppId, DeliveryOrder, Endpoint, EndpointId, EndpointKind, PipeId};
+use kait_pipe::Definition;
+use kait_script::{Entry, Limits, MAX_CODE_BYTES, Script};
+use kait_store::Pipe;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{retry_stale, transformation::in_sandbox};
+use crate::extract::{ListQuery, ValidJson};
+use crate::wire::{ListResponse, PipeIn, PipeOut, PipePatch, PipeRunOut, PipeTrigger};
+use crate::{ApiError, ApiState};
+
+/// `/api/v1/pipe/{pipe_id}`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PipePath {
+    /// The pipe id (`pipe_…`) or uid
+    pub pipe_id: String,
+}
+
+/// A definition's problem as a 422 at its place in the body.
+fn definition_problem(path: &str, message: String) -> ApiError {
+    let mut loc = vec!["body".to_owned()];
+    loc.extend(
+        path.split(['.', '['])
+            .filter(|part| !part.is_empty())
+            .map(|part| part.trim_end_matches(']').to_owned()),
+    );
+    ApiError::Validation(vec![Problem {
+        loc,
+        msg: message,
+        kind: "value_error",
+    }])
+}
+
+/// The definition the store keeps, read and checked, every expression compiled.
+async fn definition(
+    trigger: &PipeTrigger,
+    transform: Option<&String>,
+    actions: &[serde_json::Value],
+) -> Result<(serde_json::Value, Definition), ApiError> {
+    let mut value = serde_json::json!({ "trigger": trigger, "actions": actions });
+    if let Some(transform) = transform {
+        value["transform"] = serde_json::Value::String(transform.clone());
+    }
+    let definition = Definition::parse(&value)
+        .map_err(|error| definition_problem(&error.path, error.message))?;
+    let expressions: Vec<(String, String)> = definition
+        .expressions()
+        .into_iter()
+        .map(|(path, code)| (path, code.to_owned()))
+        .collect();
+    for (path, code) in &expressions {
+        if code.len() > MAX_CODE_BYTES {
+            return Err(definition_problem(
+                path,
+                format!("the code is longer than {MAX_CODE_BYTES} bytes"),
+            ));
+        }
+    }
+    let compiled = in_sandbox(move || {
+        expressions.into_iter().find_map(|(path, code)| {
+            Script::compile(&code, Entry::Expression, Limits::default())
+                .err()
+                .map(|error| (path, error.to_string()))
+        })
+    })
+    .await?;
+    if let Some((path, error)) = compiled {
+        return Err(definition_problem(&path, error));
+    }
+    Ok((value, definition))
+}
+
+/// The application a trigger names: the app itself, or the source's own application.
+async fn trigger_app(state: &ApiState, trigger: &PipeTrigger) -> Result<AppId, ApiError> {
+    if let Some(app) = &trigger.app {
+        return Ok(super::find_app(state, app).await?.id);
+    }
+    let source = trigger.source.as_deref().unwrap_or_default();
+    let source = super::ingest_source::find(state, source).await?;
+    Ok(super::ingest_source::source_app(state, &source.id)
+        .await?
+        .id)
+}
+
+fn out(pipe: &Pipe) -> PipeOut {
+    let definition = &pipe.definition;
+    PipeOut {
+        id: pipe.id.to_string(),
+        uid: pipe.uid.clone(),
+        name: pipe.name.clone(),
+        app_id: pipe.app_id.to_string(),
+        enabled: pipe.enabled,
+        trigger: serde_json::from_value(definition["trigger"].clone()).unwrap_or(PipeTrigger {
+            app: None,
+            source: None,
+            event_types: Default::default(),
+            filter: None,
+        }),
+        transform: definition["transform"].as_str().map(str::to_owned),
+        actions: definition["actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        created_at: to_datetime(pipe.created_at),
+        updated_at: to_datetime(pipe.updated_at),
+    }
+}
+
+async fn find(state: &ApiState, key: &str) -> Result<Pipe, ApiError> {
+    state
+        .store
+        .get_pipe(key)
+        .await?
+        .ok_or(ApiError::NotFound("pipe"))
+}
+
+fn check_names(name: Option<&String>, uid: Option<&String>) -> Result<(), ApiError> {
+    if let Some(name) = name {
+        validate::name(name).map_err(|problem| ApiError::invalid("name", problem))?;
+    }
+    if let Some(uid) = uid {
+        validate::uid(uid).map_err(|problem| ApiError::invalid("uid", problem))?;
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.pipe.list",
+    path = "/api/v1/pipe",
+    tag = "pipe",
+    summary = "List pipes (Kait extension)",
+    params(crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<PipeOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<ApiState>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<PipeOut>>, ApiError> {
+    let page = state.store.list_pipes(query.page()?).await?;
+    let data = page.items.iter().map(out).collect();
+    Ok(Json(ListResponse::new(
+        data,
+        page.done,
+        |pipe: &PipeOut| pipe.id.clone(),
+    )))
+}
+
+#[utoipa::path(
+    post,
+    operation_id = "v1.pipe.create",
+    path = "/api/v1/pipe",
+    tag = "pipe",
+    summary = "Create a pipe (Kait extension)",
+    description = "A pipe runs on each event its trigger names: the filter, the transform, then \
+        its actions in order. Waits (`delay`, `expect`) are kept in the store and survive \
+        restarts; each run is recorded (`GET /api/v1/pipe/{pipe_id}/run`).",
+    request_body = PipeIn,
+    responses((status = 201, body = PipeOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<ApiState>,
+    ValidJson(input): ValidJson<PipeIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_names(Some(&input.name), input.uid.as_ref())?;
+    let (value, definition) =
+        definition(&input.trigger, input.transform.as_ref(), &input.actions).await?;
+    let app_id = trigger_app(&state, &input.trigger).await?;
+    let id = PipeId::generate();
+    let now = now_millis();
+    let endpoint = state
+        .store
+        .create_endpoint(
+            Endpoint {
+                id: EndpointId::generate(),
+                app_id: app_id.clone(),
+                uid: None,
+                url: kait_pipe::endpoint_url(&id),
+                description: format!("pipe {}", input.name),
+                version: 1,
+                disabled: false,
+                event_types: Some(definition.event_types()),
+                channels: None,
+                rate_limit: None,
+                metadata: Default::default(),
+                secret: Secret::generate(),
+                previous_secret: None,
+                headers: Default::default(),
+                // In order per message `orderingKey`, and all in order for messages without
+                // one: a wait's restart or end must see the events as they came.
+                ordering: DeliveryOrder::Key,
+                format: Default::default(),
+                kind: EndpointKind::Pipe,
+                created_at: now,
+                updated_at: now,
+                revision: 0,
+                transformation: Default::default(),
+            },
+            u32::MAX as usize,
+        )
+        .await?;
+    let pipe = Pipe {
+        id,
+        uid: input.uid,
+        name: input.name,
+        app_id: app_id.clone(),
+        endpoint_id: endpoint.id.clone(),
+        definition: value,
+        enabled: input.enabled.unwrap_or(true),
+        created_at: now,
+        updated_at: now,
+        revision: 0,
+    };
+    match state.store.create_pipe(pipe).await {
+        Ok(created) => Ok((StatusCode::CREATED, Json(out(&created)))),
+        Err(error) => {
+            // Not left subscribed without its pipe (a taken uid, say).
+            let _ = state.store.delete_endpoint(&app_id, &endpoint.id).await;
+            Err(error.into())
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.pipe.get",
+    path = "/api/v1/pipe/{pipe_id}",
+    tag = "pipe",
+    summary = "Get a pipe (Kait extension)",
+    params(PipePath),
+    responses((status = 200, body = PipeOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(PipePath { pipe_id }): Path<PipePath>,
+) -> Result<Json<PipeOut>, ApiError> {
+    Ok(Json(out(&find(&state, &pipe_id).await?)))
+}
+
+#[utoipa::path(
+    patch,
+    operation_id = "v1.pipe.patch",
+    path = "/api/v1/pipe/{pipe_id}",
+    tag = "pipe",
+    summary = "Change a pipe (Kait extension)",
+    description = "Fields left out are kept. The trigger's app or source cannot change (make \
+        a new pipe); waits already written keep their time and continue with the new actions \
+        where the same step still exists.",
+    params(PipePath),
+    request_body = PipePatch,
+    responses((status = 200, body = PipeOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn patch(
+    State(state): State<ApiState>,
+    Path(PipePath { pipe_id }): Path<PipePath>,
+    ValidJson(input): ValidJson<PipePatch>,
+) -> Result<Json<PipeOut>, ApiError> {
+    check_names(
+        input.name.as_ref(),
+        input.uid.as_ref().and_then(Option::as_ref),
+    )?;
+    let updated = retry_stale(|| async {
+        let existing = find(&state, &pipe_id).await?;
+        let current = out(&existing);
+        let trigger = input.trigger.clone().unwrap_or(current.trigger.clone());
+        if trigger.app != current.trigger.app || trigger.source != current.trigger.source {
+            return Err(ApiError::invalid(
+                "trigger",
+                "the app or source of a pipe cannot change; make a new pipe",
+            ));
+        }
+        let transform = match &input.transform {
+            Some(transform) => transform.clone(),
+            None => current.transform.clone(),
+        };
+        let actions = input.actions.clone().unwrap_or(current.actions.clone());
+        let (value, definition) = definition(&trigger, transform.as_ref(), &actions).await?;
+        let now = now_millis();
+        let endpoint = state
+            .store
+            .get_endpoint_by_id(&existing.endpoint_id)
+            .await?
+            .ok_or(ApiError::NotFound("pipe endpoint"))?;
+        if endpoint.event_types.as_ref() != Some(&definition.event_types()) {
+            state
+                .store
+                .update_endpoint(Endpoint {
+                    event_types: Some(definition.event_types()),
+                    updated_at: now,
+                    ..endpoint
+                })
+                .await?;
+        }
+        Ok(state
+            .store
+            .update_pipe(Pipe {
+                name: input.name.clone().unwrap_or(existing.name.clone()),
+                uid: match &input.uid {
+                    Some(uid) => uid.clone(),
+                    None => existing.uid.clone(),
+                },
+                enabled: input.enabled.unwrap_or(existing.enabled),
+                definition: value,
+                updated_at: now,
+                ..existing
+            })
+            .await?)
+    })
+    .await?;
+    Ok(Json(out(&updated)))
+}
+
+#[utoipa::path(
+    delete,
+    operation_id = "v1.pipe.delete",
+    path = "/api/v1/pipe/{pipe_id}",
+    tag = "pipe",
+    summary = "Delete a pipe, its waits and its runs (Kait extension)",
+    params(PipePath),
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(PipePath { pipe_id }): Path<PipePath>,
+) -> Result<StatusCode, ApiError> {
+    let pipe = find(&state, &pipe_id).await?;
+    state.store.delete_pipe(&pipe.id).await?;
+    match state
+        .store
+        .delete_endpoint(&pipe.app_id, &pipe.endpoint_id)
+        .await
+    {
+        Ok(()) | Err(kait_store::StoreError::NotFound) => Ok(StatusCode::NO_CONTENT),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.pipe.list-runs",
+    path = "/api/v1/pipe/{pipe_id}/run",
+    tag = "pipe",
+    summary = "List a pipe's runs, newest first (Kait extension)",
+    params(PipePath, crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<PipeRunOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn list_runs(
+    State(state): State<ApiState>,
+    Path(PipePath { pipe_id }): Path<PipePath>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<PipeRunOut>>, ApiError> {
+    let pipe = find(&state, &pipe_id).await?;
+    let page = state.store.list_pipe_runs(&pipe.id, query.page()?).await?;
+    let data = page
+        .items
+        .into_iter()
+        .map(|run| PipeRunOut {
+            id: run.id.to_string(),
+            origin: run.origin,
+            timestamp: to_datetime(run.at),
+            outcome: run.outcome,
+            detail: run.detail,
+        })
+        .collect();
+    Ok(Json(ListResponse::new(
+        data,
+        page.done,
+        |run: &PipeRunOut| run.id.clone(),
+    )))
+}

@@ -1,0 +1,449 @@
+//! What a pipe says: its trigger, an optional transform and a list of actions, read from
+//! the JSON the API is given (and the store keeps), with its limits checked while reading.
+//!
+//! Expressions (`filter`, `transform`, `key`, `payload`, …) are JavaScript functions of the
+//! event, e.g. `e => e.payload.total > 100`, run in `kait-script`'s sandbox.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// Most actions in one pipe, nested lists included.
+pub const MAX_ACTIONS: usize = 32;
+/// Deepest nesting of action lists (`expect` inside `expect`'s `onTimeout`, …).
+pub const MAX_DEPTH: usize = 3;
+/// Longest wait a `delay` or `expect` may ask for.
+pub const MAX_WAIT_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Most event types a trigger or an `expect` may name.
+pub const MAX_EVENT_TYPES: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Definition {
+    pub trigger: Trigger,
+    /// `e => newPayload`: what later actions see as `e.payload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Trigger {
+    /// The application (id or uid) whose events trigger the pipe; kept as given, resolved by
+    /// the API when the pipe is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Or the incoming source (id or uid) whose received requests trigger it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The event types that start a run.
+    pub event_types: BTreeSet<String>,
+    /// `e => bool`: runs only where it returns true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Action {
+    /// Creates a message in an application: normal fan-out to its endpoints (and pipes).
+    #[serde(rename_all = "camelCase")]
+    Emit {
+        /// The application's id or uid.
+        app: String,
+        event_type: String,
+        /// `e => payload`; the (transformed) event's payload when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ordering_key: Option<String>,
+        /// `e => id`; by default one derived from the run and the action, so that running
+        /// the same event again never emits twice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+    },
+    /// Waits, durably, then runs the actions after it.
+    #[serde(rename_all = "camelCase")]
+    Delay { ms: u64 },
+    /// Waits up to `within_ms` for an event of `event_types` with the same key.
+    #[serde(rename_all = "camelCase")]
+    Expect {
+        /// `e => key` over the trigger event and over the expected one.
+        key: String,
+        /// The awaited event types (none: only the time out matters, e.g. a silent sensor).
+        #[serde(default)]
+        event_types: BTreeSet<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<String>,
+        within_ms: u64,
+        /// A new trigger event with the same key starts the wait again (else it is ignored
+        /// while one waits).
+        #[serde(default)]
+        restart: bool,
+        #[serde(default)]
+        on_match: Vec<Action>,
+        #[serde(default)]
+        on_timeout: Vec<Action>,
+    },
+    /// Reserved for devices (MQTT): refused until that arrives.
+    Publish {},
+}
+
+/// Which list of actions: the top-level one, or one inside an `expect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Branch {
+    OnMatch,
+    OnTimeout,
+}
+
+/// Where a list of actions is: the path of `(index of the expect, branch)` from the top.
+pub type ListAddress = Vec<(usize, Branch)>;
+
+/// Why a definition was refused: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DefinitionError {
+    pub path: String,
+    pub message: String,
+}
+
+fn refuse(path: &str, message: impl Into<String>) -> DefinitionError {
+    DefinitionError {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl Definition {
+    /// Reads and checks a definition.
+    pub fn parse(value: &serde_json::Value) -> Result<Self, DefinitionError> {
+        let definition: Definition =
+            serde_json::from_value(value.clone()).map_err(|error| refuse("", error.to_string()))?;
+        definition.check()?;
+        Ok(definition)
+    }
+
+    fn check(&self) -> Result<(), DefinitionError> {
+        if self.trigger.app.is_some() == self.trigger.source.is_some() {
+            return Err(refuse("trigger", "name either an app or a source"));
+        }
+        if self.trigger.event_types.is_empty() {
+            return Err(refuse("trigger.eventTypes", "name at least one event type"));
+        }
+        check_event_types("trigger.eventTypes", &self.trigger.event_types)?;
+        let mut count = 0;
+        check_list(&self.actions, "actions", 1, &mut count)
+    }
+
+    /// Every event type the pipe must see: its trigger's and those its `expect`s await.
+    pub fn event_types(&self) -> BTreeSet<String> {
+        let mut types = self.trigger.event_types.clone();
+        for (_, expect) in self.expects() {
+            if let Action::Expect { event_types, .. } = expect {
+                types.extend(event_types.iter().cloned());
+            }
+        }
+        types
+    }
+
+    /// Every `expect`, with its path (for its waits' ids), however deep.
+    pub fn expects(&self) -> Vec<(String, &Action)> {
+        let mut found = Vec::new();
+        collect_expects(&self.actions, "", &mut found);
+        found
+    }
+
+    /// Every expression, with where it is, for checking that each compiles.
+    pub fn expressions(&self) -> Vec<(String, &str)> {
+        let mut found = Vec::new();
+        if let Some(filter) = &self.trigger.filter {
+            found.push(("trigger.filter".to_owned(), filter.as_str()));
+        }
+        if let Some(transform) = &self.transform {
+            found.push(("transform".to_owned(), transform.as_str()));
+        }
+        collect_expressions(&self.actions, "actions", &mut found);
+        found
+    }
+
+    /// The list of actions at `address`, if the definition still has it.
+    pub fn list_at(&self, address: &[(usize, Branch)]) -> Option<&[Action]> {
+        let mut list: &[Action] = &self.actions;
+        for (index, branch) in address {
+            let Action::Expect {
+                on_match,
+                on_timeout,
+                ..
+            } = list.get(*index)?
+            else {
+                return None;
+            };
+            list = match branch {
+                Branch::OnMatch => on_match,
+                Branch::OnTimeout => on_timeout,
+            };
+        }
+        Some(list)
+    }
+}
+
+/// An action's path as text: `2` at the top, `2/onTimeout/0` inside an expect.
+pub fn path_text(address: &[(usize, Branch)], index: usize) -> String {
+    let mut text = String::new();
+    for (at, branch) in address {
+        let branch = match branch {
+            Branch::OnMatch => "onMatch",
+            Branch::OnTimeout => "onTimeout",
+        };
+        text.push_str(&format!("{at}/{branch}/"));
+    }
+    text.push_str(&index.to_string());
+    text
+}
+
+fn collect_expects<'a>(list: &'a [Action], prefix: &str, found: &mut Vec<(String, &'a Action)>) {
+    for (index, action) in list.iter().enumerate() {
+        if let Action::Expect {
+            on_match,
+            on_timeout,
+            ..
+        } = action
+        {
+            let path = format!("{prefix}{index}");
+            found.push((path.clone(), action));
+            collect_expects(on_match, &format!("{path}/onMatch/"), found);
+            collect_expects(on_timeout, &format!("{path}/onTimeout/"), found);
+        }
+    }
+}
+
+fn collect_expressions<'a>(list: &'a [Action], prefix: &str, found: &mut Vec<(String, &'a str)>) {
+    for (index, action) in list.iter().enumerate() {
+        let at = format!("{prefix}[{index}]");
+        match action {
+            Action::Emit {
+                payload,
+                ordering_key,
+                event_id,
+                ..
+            } => {
+                for (name, code) in [
+                    ("payload", payload),
+                    ("orderingKey", ordering_key),
+                    ("eventId", event_id),
+                ] {
+                    if let Some(code) = code {
+                        found.push((format!("{at}.{name}"), code.as_str()));
+                    }
+                }
+            }
+            Action::Expect {
+                key,
+                filter,
+                on_match,
+                on_timeout,
+                ..
+            } => {
+                found.push((format!("{at}.key"), key.as_str()));
+                if let Some(filter) = filter {
+                    found.push((format!("{at}.filter"), filter.as_str()));
+                }
+                collect_expressions(on_match, &format!("{at}.onMatch"), found);
+                collect_expressions(on_timeout, &format!("{at}.onTimeout"), found);
+            }
+            Action::Delay { .. } | Action::Publish {} => {}
+        }
+    }
+}
+
+fn check_event_types(path: &str, types: &BTreeSet<String>) -> Result<(), DefinitionError> {
+    if types.len() > MAX_EVENT_TYPES {
+        return Err(refuse(
+            path,
+            format!("at most {MAX_EVENT_TYPES} event types"),
+        ));
+    }
+    for name in types {
+        kait_core::validate::event_type_name(name).map_err(|message| refuse(path, message))?;
+    }
+    Ok(())
+}
+
+fn check_list(
+    list: &[Action],
+    path: &str,
+    depth: usize,
+    count: &mut usize,
+) -> Result<(), DefinitionError> {
+    if depth > MAX_DEPTH {
+        return Err(refuse(
+            path,
+            format!("actions nest at most {MAX_DEPTH} deep"),
+        ));
+    }
+    for (index, action) in list.iter().enumerate() {
+        let at = format!("{path}[{index}]");
+        *count += 1;
+        if *count > MAX_ACTIONS {
+            return Err(refuse(
+                &at,
+                format!("a pipe has at most {MAX_ACTIONS} actions"),
+            ));
+        }
+        match action {
+            Action::Emit {
+                app, event_type, ..
+            } => {
+                if app.is_empty() || app.len() > 256 {
+                    return Err(refuse(&format!("{at}.app"), "name an application"));
+                }
+                kait_core::validate::event_type_name(event_type)
+                    .map_err(|message| refuse(&format!("{at}.eventType"), message))?;
+            }
+            Action::Delay { ms } => check_wait(&format!("{at}.ms"), *ms)?,
+            Action::Expect {
+                event_types,
+                within_ms,
+                on_match,
+                on_timeout,
+                ..
+            } => {
+                check_event_types(&format!("{at}.eventTypes"), event_types)?;
+                check_wait(&format!("{at}.withinMs"), *within_ms)?;
+                check_list(on_match, &format!("{at}.onMatch"), depth + 1, count)?;
+                check_list(on_timeout, &format!("{at}.onTimeout"), depth + 1, count)?;
+            }
+            Action::Publish {} => {
+                return Err(refuse(
+                    &at,
+                    "publish needs devices (MQTT), which this version does not have",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_wait(path: &str, ms: u64) -> Result<(), DefinitionError> {
+    if ms == 0 || ms > MAX_WAIT_MS {
+        return Err(refuse(
+            path,
+            format!("a wait is 1 ms to {MAX_WAIT_MS} ms (30 days)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn abandoned_cart() -> serde_json::Value {
+        json!({
+            "trigger": { "app": "shop", "eventTypes": ["cart.updated"] },
+            "actions": [{
+                "type": "expect",
+                "key": "e => e.payload.cartId",
+                "eventTypes": ["order.placed"],
+                "withinMs": 3600000,
+                "restart": true,
+                "onTimeout": [{
+                    "type": "emit",
+                    "app": "shop",
+                    "eventType": "cart.abandoned",
+                    "payload": "e => ({ cartId: e.payload.cartId })"
+                }]
+            }]
+        })
+    }
+
+    #[test]
+    fn reads_an_abandoned_cart_pipe() {
+        let definition = Definition::parse(&abandoned_cart()).unwrap();
+        assert_eq!(
+            definition.event_types(),
+            BTreeSet::from(["cart.updated".to_owned(), "order.placed".to_owned()])
+        );
+        assert_eq!(definition.expects()[0].0, "0");
+        let paths: Vec<String> = definition
+            .expressions()
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(paths, ["actions[0].key", "actions[0].onTimeout[0].payload"]);
+        let timeout = definition.list_at(&[(0, Branch::OnTimeout)]).unwrap();
+        assert!(matches!(timeout[0], Action::Emit { .. }));
+        assert!(
+            definition
+                .list_at(&[(0, Branch::OnMatch)])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(definition.list_at(&[(1, Branch::OnMatch)]).is_none());
+        assert_eq!(path_text(&[(0, Branch::OnTimeout)], 0), "0/onTimeout/0");
+        // It writes back as it was read.
+        assert_eq!(
+            Definition::parse(&serde_json::to_value(&definition).unwrap()).unwrap(),
+            definition
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run() {
+        let cases = [
+            (
+                json!({ "trigger": { "app": "a", "eventTypes": [] }, "actions": [] }),
+                "trigger.eventTypes",
+            ),
+            (
+                json!({ "trigger": { "eventTypes": ["a"] }, "actions": [] }),
+                "trigger",
+            ),
+            (
+                json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": [{ "type": "delay", "ms": 0 }] }),
+                "actions[0].ms",
+            ),
+            (
+                json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": [{ "type": "publish" }] }),
+                "actions[0]",
+            ),
+            (
+                json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": [{ "type": "teleport" }] }),
+                "",
+            ),
+            (
+                json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": [], "extra": 1 }),
+                "",
+            ),
+            (
+                json!({ "trigger": { "app": "a", "eventTypes": ["a b"] }, "actions": [] }),
+                "trigger.eventTypes",
+            ),
+        ];
+        for (value, path) in cases {
+            let error = Definition::parse(&value).unwrap_err();
+            assert_eq!(error.path, path, "{value}: {error}");
+        }
+        let many: Vec<_> = (0..=MAX_ACTIONS)
+            .map(|_| json!({ "type": "delay", "ms": 1 }))
+            .collect();
+        let error = Definition::parse(
+            &json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": many }),
+        )
+        .unwrap_err();
+        assert!(error.message.contains("at most"), "{error}");
+        let mut nested = json!([{ "type": "delay", "ms": 1 }]);
+        for _ in 0..MAX_DEPTH {
+            nested =
+                json!([{ "type": "expect", "key": "e => 1", "withinMs": 1, "onTimeout": nested }]);
+        }
+        let error = Definition::parse(
+            &json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": nested }),
+        )
+        .unwrap_err();
+        assert!(error.message.contains("nest"), "{error}");
+    }
+}
