@@ -772,6 +772,13 @@ pub struct PipeOut {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A pipe's state now.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PipeStatsOut {
+    /// Waits (`delay`, `expect`) not yet fired or ended.
+    pub waiting: u64,
+}
+
 /// One run of a pipe: on an event (`origin` is its message id) or when a timer fired.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PipeRunOut {

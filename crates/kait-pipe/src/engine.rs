@@ -144,7 +144,10 @@ impl Engine {
         serde_json::from_str(&result).map_err(|error| format!("{at}: unreadable result: {error}"))
     }
 
-    async fn record(&self, pipe_id: &PipeId, origin: &str, outcome: &str, steps: Vec<Value>) {
+    /// Writes the run's record without waiting for it: the record is a log (like the attempt
+    /// log, it may miss the last runs before a crash), and waiting would add a commit to every
+    /// run.
+    fn record(&self, pipe_id: &PipeId, origin: &str, outcome: &str, steps: Vec<Value>) {
         let run = PipeRun {
             id: PipeRunId::generate(),
             pipe_id: pipe_id.clone(),
@@ -153,9 +156,13 @@ impl Engine {
             outcome: outcome.to_owned(),
             detail: json!({ "steps": steps }),
         };
-        if let Err(error) = self.store.record_pipe_run(run).await {
-            tracing::warn!(%error, %pipe_id, "a pipe run could not be recorded");
-        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let pipe_id = run.pipe_id.clone();
+            if let Err(error) = store.record_pipe_run(run).await {
+                tracing::warn!(%error, %pipe_id, "a pipe run could not be recorded");
+            }
+        });
     }
 
     /// Runs a pipe on one event. `Err` is retried by the delivery queue.
@@ -191,7 +198,7 @@ impl Engine {
         if let Err(reason) = &result {
             steps.push(json!({ "error": reason }));
         }
-        self.record(pipe_id, origin, outcome, steps).await;
+        self.record(pipe_id, origin, outcome, steps);
         result.map(|_| format!("pipe run {outcome}"))
     }
 
@@ -498,7 +505,7 @@ impl Engine {
     /// Records a timer that cannot fire any more (finished without running anything).
     async fn dropped(&self, timer: &Timer, origin: &str, reason: String) -> String {
         let steps = vec![json!({ "error": &reason })];
-        self.record(&timer.pipe_id, origin, "dropped", steps).await;
+        self.record(&timer.pipe_id, origin, "dropped", steps);
         reason
     }
 
@@ -540,7 +547,7 @@ impl Engine {
         if let Err(reason) = &result {
             steps.push(json!({ "error": reason }));
         }
-        self.record(&timer.pipe_id, &origin, outcome, steps).await;
+        self.record(&timer.pipe_id, &origin, outcome, steps);
         result.map(|()| format!("timer {outcome}"))
     }
 }

@@ -103,10 +103,11 @@ pub trait Pipes: Send + Sync + 'static {
         limit: usize,
         lease_until: Millis,
     ) -> StoreResult<Vec<Timer>>;
-    /// Removes a fired timer, unless it was scheduled again meanwhile (its `due_at` moved).
-    async fn finish_timer(&self, timer: &Timer) -> StoreResult<()>;
+    /// Removes fired timers, each unless it was scheduled again meanwhile (its `due_at`
+    /// moved); one write for the batch.
+    async fn finish_timers(&self, timers: &[Timer]) -> StoreResult<()>;
     /// When the earliest timer is due (claimed ones included: their lease may end).
     async fn next_timer_at(&self) -> StoreResult<Option<Millis>>;
-    /// How many timers wait (for `kait bench` and the dashboard).
-    async fn count_timers(&self) -> StoreResult<u64>;
+    /// How many timers wait, of one pipe or of all (for the pipe's stats and `kait bench`).
+    async fn count_timers(&self, pipe_id: Option<&PipeId>) -> StoreResult<u64>;
 }

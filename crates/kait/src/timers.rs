@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// How long a claim holds a timer; a firing that did not finish by then is tried again.
 const LEASE: Duration = Duration::from_secs(30);
 /// Timers claimed (and fired concurrently) per round.
-const BATCH: usize = 256;
+const BATCH: usize = 1024;
 /// After a store error, the runner tries again this much later.
 const RETRY: Duration = Duration::from_secs(2);
 /// The longest sleep when this node is alone and no timer is waiting.
@@ -80,26 +80,32 @@ async fn fire_due(store: &Arc<dyn Store>, engine: &Arc<Engine>) -> kait_store::S
     let full = timers.len() == BATCH;
     let mut firing = JoinSet::new();
     for timer in timers {
-        let (store, engine) = (store.clone(), engine.clone());
-        firing.spawn(async move { fire(store.as_ref(), &engine, timer).await });
+        let engine = engine.clone();
+        firing.spawn(async move { fire(&engine, timer).await });
     }
-    while firing.join_next().await.is_some() {}
+    let mut fired = Vec::with_capacity(BATCH);
+    while let Some(done) = firing.join_next().await {
+        if let Ok(Some(timer)) = done {
+            fired.push(timer);
+        }
+    }
+    if !fired.is_empty() {
+        // If this fails they fire again after the lease; their actions are safe to repeat.
+        store.finish_timers(&fired).await?;
+        metrics::counter!("kait_timers_fired_total").increment(fired.len() as u64);
+    }
     Ok(full)
 }
 
-async fn fire(store: &dyn Store, engine: &Engine, timer: Timer) {
+/// Runs one timer's actions; returns it if it is done (to be removed).
+async fn fire(engine: &Engine, timer: Timer) -> Option<Timer> {
     let lateness = now_millis() - timer.due_at;
     metrics::histogram!("kait_timer_lateness_seconds").record(lateness.max(0) as f64 / 1000.0);
     match engine.on_timer(&timer).await {
-        Ok(_) => {
-            if let Err(error) = store.finish_timer(&timer).await {
-                // It fires again after the lease; its actions are safe to repeat.
-                tracing::warn!(%error, timer = %timer.id, "a fired timer could not be removed");
-            }
-            metrics::counter!("kait_timers_fired_total").increment(1);
-        }
+        Ok(_) => Some(timer),
         Err(reason) => {
             tracing::warn!(timer = %timer.id, %reason, "a timer's actions failed; it fires again after its lease");
+            None
         }
     }
 }

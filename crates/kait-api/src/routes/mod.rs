@@ -98,6 +98,7 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         .routes(routes!(pipe::list, pipe::create))
         .routes(routes!(pipe::get, pipe::patch, pipe::delete))
         .routes(routes!(pipe::list_runs))
+        .routes(routes!(pipe::stats))
         .routes(routes!(transformation::get, transformation::patch))
         .routes(routes!(transformation::test))
         .routes(routes!(endpoint::recover))

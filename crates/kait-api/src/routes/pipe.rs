@@ -22,7 +22,9 @@ use utoipa::IntoParams;
 
 use super::{retry_stale, transformation::in_sandbox};
 use crate::extract::{ListQuery, ValidJson};
-use crate::wire::{ListResponse, PipeIn, PipeOut, PipePatch, PipeRunOut, PipeTrigger};
+use crate::wire::{
+    ListResponse, PipeIn, PipeOut, PipePatch, PipeRunOut, PipeStatsOut, PipeTrigger,
+};
 use crate::{ApiError, ApiState};
 
 /// `/api/v1/pipe/{pipe_id}`.
@@ -390,4 +392,24 @@ pub async fn list_runs(
         page.done,
         |run: &PipeRunOut| run.id.clone(),
     )))
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.pipe.stats",
+    path = "/api/v1/pipe/{pipe_id}/stats",
+    tag = "pipe",
+    summary = "A pipe's waits (Kait extension)",
+    params(PipePath),
+    responses((status = 200, body = PipeStatsOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn stats(
+    State(state): State<ApiState>,
+    Path(PipePath { pipe_id }): Path<PipePath>,
+) -> Result<Json<PipeStatsOut>, ApiError> {
+    let pipe = find(&state, &pipe_id).await?;
+    Ok(Json(PipeStatsOut {
+        waiting: state.store.count_timers(Some(&pipe.id)).await?,
+    }))
 }

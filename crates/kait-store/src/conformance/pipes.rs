@@ -88,6 +88,11 @@ pub async fn pipes_are_configuration_with_a_log_of_runs(store: &dyn Store) {
         .schedule_timer(timer(&created.id, "t1", 5), IfScheduled::Keep)
         .await
         .unwrap();
+    assert_eq!(store.count_timers(Some(&created.id)).await.unwrap(), 1);
+    assert_eq!(
+        store.count_timers(Some(&PipeId::generate())).await.unwrap(),
+        0
+    );
 
     store.delete_pipe(&created.id).await.unwrap();
     assert!(store.get_pipe("carts").await.unwrap().is_none());
@@ -100,7 +105,7 @@ pub async fn pipes_are_configuration_with_a_log_of_runs(store: &dyn Store) {
             .is_empty()
     );
     assert_eq!(
-        store.count_timers().await.unwrap(),
+        store.count_timers(None).await.unwrap(),
         0,
         "timers go with the pipe"
     );
@@ -152,12 +157,10 @@ pub async fn timers_fire_once_and_a_wait_restarts_or_is_kept(store: &dyn Store) 
         .schedule_timer(timer(&pipe_id, "wait", 90_000), IfScheduled::Restart)
         .await
         .unwrap();
-    for fired in &again {
-        store.finish_timer(fired).await.unwrap();
-    }
-    assert_eq!(store.count_timers().await.unwrap(), 1);
+    store.finish_timers(&again).await.unwrap();
+    assert_eq!(store.count_timers(None).await.unwrap(), 1);
     assert_eq!(store.next_timer_at().await.unwrap(), Some(90_000));
     assert!(store.cancel_timer("wait").await.unwrap());
     assert!(!store.cancel_timer("wait").await.unwrap());
-    assert_eq!(store.count_timers().await.unwrap(), 0);
+    assert_eq!(store.count_timers(None).await.unwrap(), 0);
 }

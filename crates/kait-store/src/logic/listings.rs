@@ -180,11 +180,16 @@ mod tests {
         };
         let sqlite = endpoints(Dialect::Sqlite, &app, &page);
         let postgres = endpoints(Dialect::Postgres, &app, &page);
-        assert_eq!(sqlite.sql.replace("?1", "$1"), postgres.sql);
+        assert_eq!(
+            sqlite.sql.replace("?1", "$1").replace("?2", "$2"),
+            postgres.sql
+        );
         assert!(
             postgres
                 .sql
-                .contains("WHERE app_id = $1 ORDER BY id ASC LIMIT 11")
+                .contains("WHERE app_id = $1 AND kind <> $2 ORDER BY id ASC LIMIT 11"),
+            "pipe endpoints are not listed: {}",
+            postgres.sql
         );
         let archived = event_types(Dialect::Sqlite, false, &page);
         assert!(

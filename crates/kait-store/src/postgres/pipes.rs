@@ -250,12 +250,15 @@ impl Pipes for PgStore {
         rows.iter().map(timer_row).collect()
     }
 
-    async fn finish_timer(&self, timer: &Timer) -> StoreResult<()> {
+    async fn finish_timers(&self, timers: &[Timer]) -> StoreResult<()> {
+        let ids: Vec<&str> = timers.iter().map(|timer| timer.id.as_str()).collect();
+        let due: Vec<Millis> = timers.iter().map(|timer| timer.due_at).collect();
         self.client()
             .await?
             .execute(
-                "DELETE FROM timer WHERE id = $1 AND due_at = $2",
-                &[&timer.id, &timer.due_at],
+                "DELETE FROM timer t USING unnest($1::text[], $2::bigint[]) AS f(id, due_at) \
+                 WHERE t.id = f.id AND t.due_at = f.due_at",
+                &[&ids, &due],
             )
             .await?;
         Ok(())
@@ -274,12 +277,19 @@ impl Pipes for PgStore {
         Ok(row.try_get(0)?)
     }
 
-    async fn count_timers(&self) -> StoreResult<u64> {
-        let row = self
-            .client()
-            .await?
-            .query_one("SELECT COUNT(*) FROM timer", &[])
-            .await?;
+    async fn count_timers(&self, pipe_id: Option<&PipeId>) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let row = match pipe_id {
+            Some(id) => {
+                client
+                    .query_one(
+                        "SELECT COUNT(*) FROM timer WHERE pipe_id = $1",
+                        &[&id.as_str()],
+                    )
+                    .await?
+            }
+            None => client.query_one("SELECT COUNT(*) FROM timer", &[]).await?,
+        };
         Ok(row.try_get::<_, i64>(0)? as u64)
     }
 }

@@ -263,14 +263,19 @@ impl Pipes for SqliteStore {
             .await
     }
 
-    async fn finish_timer(&self, timer: &Timer) -> StoreResult<()> {
-        let (id, due_at) = (timer.id.clone(), timer.due_at);
+    async fn finish_timers(&self, timers: &[Timer]) -> StoreResult<()> {
+        let fired: Vec<(String, Millis)> = timers
+            .iter()
+            .map(|timer| (timer.id.clone(), timer.due_at))
+            .collect();
         self.writer
             .write(move |context| {
-                context
+                let mut statement = context
                     .connection
-                    .prepare_cached("DELETE FROM timer WHERE id = ?1 AND due_at = ?2")?
-                    .execute(params![id, due_at])?;
+                    .prepare_cached("DELETE FROM timer WHERE id = ?1 AND due_at = ?2")?;
+                for (id, due_at) in &fired {
+                    statement.execute(params![id, due_at])?;
+                }
                 Ok(())
             })
             .await
@@ -288,11 +293,18 @@ impl Pipes for SqliteStore {
         .await
     }
 
-    async fn count_timers(&self) -> StoreResult<u64> {
-        self.read(|connection| {
-            Ok(connection
-                .prepare_cached("SELECT COUNT(*) FROM timer")?
-                .query_row([], |row| row.get::<_, i64>(0))? as u64)
+    async fn count_timers(&self, pipe_id: Option<&PipeId>) -> StoreResult<u64> {
+        let pipe_id = pipe_id.map(|id| id.as_str().to_owned());
+        self.read(move |connection| {
+            let count = match &pipe_id {
+                Some(id) => connection
+                    .prepare_cached("SELECT COUNT(*) FROM timer WHERE pipe_id = ?1")?
+                    .query_row([id], |row| row.get::<_, i64>(0))?,
+                None => connection
+                    .prepare_cached("SELECT COUNT(*) FROM timer")?
+                    .query_row([], |row| row.get::<_, i64>(0))?,
+            };
+            Ok(count as u64)
         })
         .await
     }

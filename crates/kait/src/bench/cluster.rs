@@ -145,6 +145,16 @@ impl Cluster {
         receiver: &BenchReceiver,
         endpoints: usize,
     ) -> anyhow::Result<load::Target> {
+        self.app_for(receiver, endpoints, None).await
+    }
+
+    /// Like [`Self::app`], the endpoints subscribed to `event_types` only (all when `None`).
+    pub(super) async fn app_for(
+        &self,
+        receiver: &BenchReceiver,
+        endpoints: usize,
+        event_types: Option<&[&str]>,
+    ) -> anyhow::Result<load::Target> {
         let client = reqwest::Client::new();
         let base_url = &self.servers[0].process.base_url;
         let app = api_post(
@@ -155,7 +165,11 @@ impl Cluster {
         .await?;
         let app_id = app["id"].as_str().context("app id")?.to_owned();
         for index in 0..endpoints {
-            let body = json!({ "url": receiver.url(&format!("e{index}")), "secret": BENCH_SECRET });
+            let body = json!({
+                "url": receiver.url(&format!("e{index}")),
+                "secret": BENCH_SECRET,
+                "filterTypes": event_types,
+            });
             api_post(
                 &client,
                 format!("{base_url}/api/v1/app/{app_id}/endpoint"),

@@ -12,12 +12,14 @@
 //! - `ingest`: webhooks posted to an incoming source's receiving URL and forwarded to its
 //!   endpoint; received/s (accepted), forwarded/s (delivered), send-to-forward latency.
 //! - `ingest-isolation`: one source at a steady rate, alone and beside a flood on another.
+//! - `timers`: pipe timers firing together over a backlog of pending ones (`timers.rs`).
 
 mod cluster;
 mod load;
 mod receiver;
 mod scenarios;
 mod streams;
+mod timers;
 
 use self::cluster::*;
 use self::receiver::*;
@@ -52,6 +54,9 @@ pub enum Scenario {
     /// flooded with `--messages`: whether the flood holds it up.
     #[value(name = "ingest-isolation")]
     IngestIsolation,
+    /// 10,000 pipe timers due within about a second over `--timer-backlog` pending ones:
+    /// timers fired per second and lateness.
+    Timers,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +86,9 @@ pub struct BenchArgs {
     /// Messages queued while the endpoint is down in the `backlog` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
+    /// Waits pending (due tomorrow) while the `timers` scenario fires its burst.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub timer_backlog: usize,
     /// Kait nodes sharing the database (more than one needs `--database-url`); the load
     /// client spreads its requests over them round-robin.
     #[arg(long, default_value_t = 1)]
@@ -145,6 +153,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Streams,
             Scenario::Ingest,
             Scenario::IngestIsolation,
+            Scenario::Timers,
         ]
     } else {
         args.scenario.clone()
@@ -176,6 +185,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Push1 => push(&receiver, &args, 1).await?,
             Scenario::Push10 => push(&receiver, &args, 10).await?,
             Scenario::Ingest => ingest(&receiver, &args).await?,
+            Scenario::Timers => timers::timers(&receiver, &args).await?,
             Scenario::Backlog | Scenario::Streams | Scenario::IngestIsolation => {
                 unreachable!("handled above")
             }
