@@ -63,6 +63,11 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         event_id: Option<String>,
     },
+    /// Sends the (transformed) event to a URL through the delivery engine: signed with its
+    /// own endpoint's secret, retried, egress-guarded and logged (the endpoint lives in the
+    /// pipe's own application, see [`forward_app_uid`]).
+    #[serde(rename_all = "camelCase")]
+    Forward { url: String },
     /// Waits, durably, then runs the actions after it.
     #[serde(rename_all = "camelCase")]
     Delay { ms: u64 },
@@ -155,6 +160,13 @@ impl Definition {
         found
     }
 
+    /// Every `forward`, with its path and URL, however deep.
+    pub fn forwards(&self) -> Vec<(String, &str)> {
+        let mut found = Vec::new();
+        collect_forwards(&self.actions, "", &mut found);
+        found
+    }
+
     /// Every expression, with where it is, for checking that each compiles.
     pub fn expressions(&self) -> Vec<(String, &str)> {
         let mut found = Vec::new();
@@ -189,6 +201,17 @@ impl Definition {
     }
 }
 
+/// The uid of the application holding a pipe's `forward` endpoints.
+pub fn forward_app_uid(pipe_id: &kait_core::PipeId) -> String {
+    format!("kait-pipe-{pipe_id}")
+}
+
+/// The uid of a `forward` action's endpoint, and the channel its messages carry, from the
+/// action's path (`2/onTimeout/0` → `forward-2-onTimeout-0`).
+pub fn forward_name(path: &str) -> String {
+    format!("forward-{}", path.replace('/', "-"))
+}
+
 /// An action's path as text: `2` at the top, `2/onTimeout/0` inside an expect.
 pub fn path_text(address: &[(usize, Branch)], index: usize) -> String {
     let mut text = String::new();
@@ -215,6 +238,23 @@ fn collect_expects<'a>(list: &'a [Action], prefix: &str, found: &mut Vec<(String
             found.push((path.clone(), action));
             collect_expects(on_match, &format!("{path}/onMatch/"), found);
             collect_expects(on_timeout, &format!("{path}/onTimeout/"), found);
+        }
+    }
+}
+
+fn collect_forwards<'a>(list: &'a [Action], prefix: &str, found: &mut Vec<(String, &'a str)>) {
+    for (index, action) in list.iter().enumerate() {
+        match action {
+            Action::Forward { url } => found.push((format!("{prefix}{index}"), url.as_str())),
+            Action::Expect {
+                on_match,
+                on_timeout,
+                ..
+            } => {
+                collect_forwards(on_match, &format!("{prefix}{index}/onMatch/"), found);
+                collect_forwards(on_timeout, &format!("{prefix}{index}/onTimeout/"), found);
+            }
+            _ => {}
         }
     }
 }
@@ -253,7 +293,7 @@ fn collect_expressions<'a>(list: &'a [Action], prefix: &str, found: &mut Vec<(St
                 collect_expressions(on_match, &format!("{at}.onMatch"), found);
                 collect_expressions(on_timeout, &format!("{at}.onTimeout"), found);
             }
-            Action::Delay { .. } | Action::Publish {} => {}
+            Action::Forward { .. } | Action::Delay { .. } | Action::Publish {} => {}
         }
     }
 }
@@ -303,6 +343,10 @@ fn check_list(
                     .map_err(|message| refuse(&format!("{at}.eventType"), message))?;
             }
             Action::Delay { ms } => check_wait(&format!("{at}.ms"), *ms)?,
+            Action::Forward { url } => {
+                kait_core::validate::endpoint_url(url)
+                    .map_err(|message| refuse(&format!("{at}.url"), message))?;
+            }
             Action::Expect {
                 event_types,
                 within_ms,
@@ -389,6 +433,38 @@ mod tests {
             Definition::parse(&serde_json::to_value(&definition).unwrap()).unwrap(),
             definition
         );
+    }
+
+    #[test]
+    fn forwards_are_found_with_their_endpoint_names() {
+        let definition = Definition::parse(&json!({
+            "trigger": { "app": "a", "eventTypes": ["a"] },
+            "actions": [
+                { "type": "forward", "url": "https://example.com/a" },
+                { "type": "expect", "key": "e => 1", "withinMs": 5, "onTimeout": [
+                    { "type": "forward", "url": "https://example.com/b" }
+                ] }
+            ]
+        }))
+        .unwrap();
+        let names: Vec<(String, &str)> = definition
+            .forwards()
+            .into_iter()
+            .map(|(path, url)| (forward_name(&path), url))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("forward-0".to_owned(), "https://example.com/a"),
+                ("forward-1-onTimeout-0".to_owned(), "https://example.com/b"),
+            ]
+        );
+        let bad = Definition::parse(&json!({
+            "trigger": { "app": "a", "eventTypes": ["a"] },
+            "actions": [{ "type": "forward", "url": "ftp://example.com" }]
+        }))
+        .unwrap_err();
+        assert_eq!(bad.path, "actions[0].url");
     }
 
     #[test]

@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::definition::{Action, Branch, Definition, ListAddress, path_text};
+use crate::definition::{
+    Action, Branch, Definition, ListAddress, forward_app_uid, forward_name, path_text,
+};
 
 /// The URL of a pipe's endpoint (an endpoint of kind `pipe`).
 pub fn endpoint_url(pipe_id: &PipeId) -> String {
@@ -338,6 +340,10 @@ impl Engine {
                             .await?;
                         steps.push(step(&at, "emit", outcome));
                     }
+                    Action::Forward { .. } => {
+                        let outcome = self.forward(pipe_id, &at, origin, event).await?;
+                        steps.push(step(&at, "forward", outcome));
+                    }
                     Action::Delay { ms } => {
                         let due_at = now_millis() + *ms as Millis;
                         let id = derived_id("delay", &[pipe_id.as_str(), origin, &at]);
@@ -422,6 +428,59 @@ impl Engine {
         Ok(written)
     }
 
+    /// A message to the pipe's own application, on the channel only this action's endpoint
+    /// takes: the delivery engine signs, sends, retries and logs it.
+    async fn forward(
+        &self,
+        pipe_id: &PipeId,
+        at: &str,
+        origin: &str,
+        event: &Value,
+    ) -> Result<String, String> {
+        let app_uid = forward_app_uid(pipe_id);
+        let application = self
+            .store
+            .get_application(&app_uid)
+            .await
+            .map_err(|error| format!("{at}: {error}"))?
+            .ok_or_else(|| format!("{at}: the pipe's forwarding application is missing"))?;
+        let channel = forward_name(at);
+        let message = Message {
+            id: MessageId::generate(),
+            app_id: application.id,
+            event_type: event["eventType"]
+                .as_str()
+                .unwrap_or("pipe.forward")
+                .to_owned(),
+            event_id: Some(derived_id("pipe", &[pipe_id.as_str(), origin, at])),
+            channels: Some(std::iter::once(channel).collect()),
+            ordering_key: None,
+            payload: event["payload"].to_string(),
+            raw: None,
+            created_at: now_millis(),
+            deliver_at: None,
+        };
+        self.create(message, at).await
+    }
+
+    /// Creates an action's message; one made by an earlier try of the same run counts as done.
+    async fn create(&self, message: Message, at: &str) -> Result<String, String> {
+        let event_type = message.event_type.clone();
+        match self
+            .store
+            .create_message(NewMessage {
+                message,
+                idempotency_key: None,
+                received: None,
+            })
+            .await
+        {
+            Ok(accepted) => Ok(format!("sent {} ({event_type})", accepted.message.id)),
+            Err(StoreError::Conflict(_)) => Ok(format!("{event_type} was sent before")),
+            Err(error) => Err(format!("{at}: {error}")),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn emit(
         &self,
@@ -486,20 +545,7 @@ impl Engine {
             created_at: now_millis(),
             deliver_at: None,
         };
-        match self
-            .store
-            .create_message(NewMessage {
-                message,
-                idempotency_key: None,
-                received: None,
-            })
-            .await
-        {
-            Ok(accepted) => Ok(format!("emitted {} ({event_type})", accepted.message.id)),
-            // Emitted by an earlier try of this same run.
-            Err(StoreError::Conflict(_)) => Ok(format!("{event_type} was emitted before")),
-            Err(error) => Err(format!("{at}: {error}")),
-        }
+        self.create(message, at).await
     }
 
     /// Records a timer that cannot fire any more (finished without running anything).

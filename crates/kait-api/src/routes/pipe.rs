@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use kait_core::signing::Secret;
 use kait_core::time::{now_millis, to_datetime};
 use kait_core::validate::{self, Problem};
-use kait_core::{AppId, DeliveryOrder, Endpoint, EndpointId, EndpointKind, PipeId};
+use kait_core::{AppId, Application, DeliveryOrder, Endpoint, EndpointId, EndpointKind, PipeId};
 use kait_pipe::Definition;
 use kait_script::{Entry, Limits, MAX_CODE_BYTES, Script};
 use kait_store::Pipe;
@@ -232,8 +232,16 @@ pub async fn create(
         updated_at: now,
         revision: 0,
     };
+    for (path, url) in definition.forwards() {
+        (state.url_check)(url).map_err(|problem| {
+            definition_problem(&format!("actions.{}.url", path.replace('/', ".")), problem)
+        })?;
+    }
     match state.store.create_pipe(pipe).await {
-        Ok(created) => Ok((StatusCode::CREATED, Json(out(&created)))),
+        Ok(created) => {
+            sync_forwards(&state, &created.id, &created.name, &definition).await?;
+            Ok((StatusCode::CREATED, Json(out(&created))))
+        }
         Err(error) => {
             // Not left subscribed without its pipe (a taken uid, say).
             let _ = state.store.delete_endpoint(&app_id, &endpoint.id).await;
@@ -314,6 +322,7 @@ pub async fn patch(
                 })
                 .await?;
         }
+        sync_forwards(&state, &existing.id, &existing.name, &definition).await?;
         Ok(state
             .store
             .update_pipe(Pipe {
@@ -349,6 +358,10 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let pipe = find(&state, &pipe_id).await?;
     state.store.delete_pipe(&pipe.id).await?;
+    let forwarding = kait_pipe::definition::forward_app_uid(&pipe.id);
+    if let Some(application) = state.store.get_application(&forwarding).await? {
+        state.store.delete_application(&application.id).await?;
+    }
     match state
         .store
         .delete_endpoint(&pipe.app_id, &pipe.endpoint_id)
@@ -412,4 +425,138 @@ pub async fn stats(
     Ok(Json(PipeStatsOut {
         waiting: state.store.count_timers(Some(&pipe.id)).await?,
     }))
+}
+
+/// Makes the pipe's forwarding endpoints match its `forward` actions: one endpoint per
+/// action (uid `forward-{path}`, taking only its own channel) in the pipe's own application,
+/// created, re-pointed or deleted as the actions are. Each URL passes the egress guard first.
+async fn sync_forwards(
+    state: &ApiState,
+    pipe_id: &PipeId,
+    name: &str,
+    definition: &Definition,
+) -> Result<(), ApiError> {
+    let forwards = definition.forwards();
+    for (path, url) in &forwards {
+        (state.url_check)(url).map_err(|problem| {
+            definition_problem(&format!("actions.{}.url", path.replace('/', ".")), problem)
+        })?;
+    }
+    let app_uid = kait_pipe::definition::forward_app_uid(pipe_id);
+    let application = match state.store.get_application(&app_uid).await? {
+        Some(application) => application,
+        None if forwards.is_empty() => return Ok(()),
+        None => {
+            let now = now_millis();
+            match state
+                .store
+                .create_application(Application {
+                    id: AppId::generate(),
+                    uid: Some(app_uid.clone()),
+                    name: format!("pipe {name}"),
+                    rate_limit: None,
+                    metadata: Default::default(),
+                    created_at: now,
+                    updated_at: now,
+                    revision: 0,
+                })
+                .await
+            {
+                Ok(application) => application,
+                Err(kait_store::StoreError::Conflict(_)) => state
+                    .store
+                    .get_application(&app_uid)
+                    .await?
+                    .ok_or(ApiError::NotFound("application"))?,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    let wanted: std::collections::BTreeMap<String, String> = forwards
+        .iter()
+        .map(|(path, url)| (kait_pipe::definition::forward_name(path), url.to_string()))
+        .collect();
+    let existing = state
+        .store
+        .list_endpoints(
+            &application.id,
+            kait_store::PageRequest {
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await?
+        .items;
+    for endpoint in &existing {
+        let keep = endpoint.uid.as_ref().and_then(|uid| wanted.get(uid));
+        match keep {
+            None => match state
+                .store
+                .delete_endpoint(&application.id, &endpoint.id)
+                .await
+            {
+                Ok(()) | Err(kait_store::StoreError::NotFound) => {}
+                Err(error) => return Err(error.into()),
+            },
+            Some(url) if url != &endpoint.url => {
+                retry_stale(|| async {
+                    let current = state
+                        .store
+                        .get_endpoint_by_id(&endpoint.id)
+                        .await?
+                        .ok_or(ApiError::NotFound("endpoint"))?;
+                    state
+                        .store
+                        .update_endpoint(Endpoint {
+                            url: url.clone(),
+                            updated_at: now_millis(),
+                            ..current
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await?;
+            }
+            Some(_) => {}
+        }
+    }
+    for (uid, url) in &wanted {
+        if existing
+            .iter()
+            .any(|endpoint| endpoint.uid.as_ref() == Some(uid))
+        {
+            continue;
+        }
+        let now = now_millis();
+        state
+            .store
+            .create_endpoint(
+                Endpoint {
+                    id: EndpointId::generate(),
+                    app_id: application.id.clone(),
+                    uid: Some(uid.clone()),
+                    url: url.clone(),
+                    description: format!("pipe {name}: {uid}"),
+                    version: 1,
+                    disabled: false,
+                    event_types: None,
+                    channels: Some(std::iter::once(uid.clone()).collect()),
+                    rate_limit: None,
+                    metadata: Default::default(),
+                    secret: Secret::generate(),
+                    previous_secret: None,
+                    headers: Default::default(),
+                    ordering: Default::default(),
+                    format: Default::default(),
+                    kind: EndpointKind::Webhook,
+                    created_at: now,
+                    updated_at: now,
+                    revision: 0,
+                    transformation: Default::default(),
+                },
+                state.limits.max_endpoints_per_app,
+            )
+            .await?;
+    }
+    Ok(())
 }

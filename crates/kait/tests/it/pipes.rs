@@ -347,3 +347,77 @@ async fn a_pipe_on_a_source_acts_on_received_requests() {
     assert_eq!(receiver.count(), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn forward_sends_through_the_delivery_engine_signed_with_its_own_secret() {
+    let server = TestServer::start().await;
+    let (first, second) = (Receiver::start().await, Receiver::start().await);
+    let app_id = server.create_app("devices").await;
+    let pipe = create_pipe(
+        &server,
+        json!({
+            "name": "relay",
+            "trigger": { "app": app_id, "eventTypes": ["reading"] },
+            "transform": "e => ({ device: e.payload.device })",
+            "actions": [{ "type": "forward", "url": first.url }]
+        }),
+    )
+    .await;
+    let pipe_id = pipe["id"].as_str().unwrap();
+    let relay_app = format!("kait-pipe-{pipe_id}");
+    server
+        .send(&app_id, "reading", json!({ "device": "d-1", "noise": 1 }))
+        .await;
+    let received = first.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received[0].json(), json!({ "device": "d-1" }));
+    let secret = server.secret(&relay_app, "forward-0").await;
+    crate::support::assert_signed(&received[0], &secret);
+
+    // Pointed elsewhere: the same endpoint (and secret), a new URL.
+    let (status, answer) = server
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/pipe/{pipe_id}"),
+            Some(&json!({ "actions": [{ "type": "forward", "url": second.url }] }).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    server
+        .send(&app_id, "reading", json!({ "device": "d-2" }))
+        .await;
+    let received = second.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received[0].json(), json!({ "device": "d-2" }));
+    assert_eq!(server.secret(&relay_app, "forward-0").await, secret);
+    assert_eq!(first.count(), 1);
+
+    // A URL the egress guard refuses is a 422 at its place.
+    let (status, answer) = server
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/pipe/{pipe_id}"),
+            Some(
+                &json!({ "actions": [{ "type": "forward", "url": "http://169.254.169.254/" }] })
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        answer["detail"][0]["loc"],
+        json!(["body", "actions", "0", "url"])
+    );
+
+    // Deleting the pipe deletes its forwarding application.
+    server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/pipe/{pipe_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        server.get(&format!("/api/v1/app/{relay_app}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    server.stop().await;
+}
