@@ -163,6 +163,37 @@ pub struct Endpoint {
     pub transformation: TransformationSetting,
 }
 
+impl Endpoint {
+    /// A new endpoint of `app_id` at `url` with every other setting at its default: all event
+    /// types, no channels, no rate limit, no headers, concurrent, JSON, a webhook. Callers
+    /// change what they need with struct update syntax.
+    pub fn new(app_id: AppId, url: String, secret: Secret, now: Millis) -> Self {
+        Self {
+            id: EndpointId::generate(),
+            app_id,
+            uid: None,
+            url,
+            description: String::new(),
+            version: 1,
+            disabled: false,
+            event_types: None,
+            channels: None,
+            rate_limit: None,
+            metadata: BTreeMap::new(),
+            secret,
+            previous_secret: None,
+            headers: BTreeMap::new(),
+            ordering: DeliveryOrder::default(),
+            format: PayloadFormat::default(),
+            kind: EndpointKind::default(),
+            created_at: now,
+            updated_at: now,
+            revision: 0,
+            transformation: TransformationSetting::default(),
+        }
+    }
+}
+
 /// An endpoint's transformation as Svix shows it: the code may be kept while switched off.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TransformationSetting {

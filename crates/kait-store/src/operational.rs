@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use kait_core::signing::Secret;
 use kait_core::time::now_millis;
-use kait_core::{AppId, Application, Endpoint, EndpointId, Message, MessageId};
+use kait_core::{AppId, Application, Endpoint, Message, MessageId};
 
 use crate::{ConfigStore, MessageLog, NewMessage, PageRequest, StoreResult};
 
@@ -87,27 +87,8 @@ impl OperationalEvents {
                 store
                     .create_endpoint(
                         Endpoint {
-                            id: EndpointId::generate(),
-                            app_id: application.id.clone(),
-                            uid: None,
-                            url: url.to_owned(),
                             description: "operational events".to_owned(),
-                            version: 1,
-                            disabled: false,
-                            event_types: None,
-                            channels: None,
-                            rate_limit: None,
-                            metadata: Default::default(),
-                            secret,
-                            previous_secret: None,
-                            headers: Default::default(),
-                            ordering: Default::default(),
-                            format: Default::default(),
-                            kind: Default::default(),
-                            created_at: now,
-                            updated_at: now,
-                            revision: 0,
-                            transformation: Default::default(),
+                            ..Endpoint::new(application.id.clone(), url.to_owned(), secret, now)
                         },
                         1,
                     )

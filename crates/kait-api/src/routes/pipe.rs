@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use kait_core::signing::Secret;
 use kait_core::time::{now_millis, to_datetime};
 use kait_core::validate::{self, Problem};
-use kait_core::{AppId, Application, DeliveryOrder, Endpoint, EndpointId, EndpointKind, PipeId};
+use kait_core::{AppId, Application, DeliveryOrder, Endpoint, EndpointKind, PipeId};
 use kait_pipe::Definition;
 use kait_script::{Entry, Limits, MAX_CODE_BYTES, Script};
 use kait_store::Pipe;
@@ -193,29 +193,18 @@ pub async fn create(
         .store
         .create_endpoint(
             Endpoint {
-                id: EndpointId::generate(),
-                app_id: app_id.clone(),
-                uid: None,
-                url: kait_pipe::endpoint_url(&id),
                 description: format!("pipe {}", input.name),
-                version: 1,
-                disabled: false,
                 event_types: Some(definition.event_types()),
-                channels: None,
-                rate_limit: None,
-                metadata: Default::default(),
-                secret: Secret::generate(),
-                previous_secret: None,
-                headers: Default::default(),
                 // In order per message `orderingKey`, and all in order for messages without
                 // one: a wait's restart or end must see the events as they came.
                 ordering: DeliveryOrder::Key,
-                format: Default::default(),
                 kind: EndpointKind::Pipe,
-                created_at: now,
-                updated_at: now,
-                revision: 0,
-                transformation: Default::default(),
+                ..Endpoint::new(
+                    app_id.clone(),
+                    kait_pipe::endpoint_url(&id),
+                    Secret::generate(),
+                    now,
+                )
             },
             u32::MAX as usize,
         )
@@ -532,27 +521,10 @@ async fn sync_forwards(
             .store
             .create_endpoint(
                 Endpoint {
-                    id: EndpointId::generate(),
-                    app_id: application.id.clone(),
                     uid: Some(uid.clone()),
-                    url: url.clone(),
                     description: format!("pipe {name}: {uid}"),
-                    version: 1,
-                    disabled: false,
-                    event_types: None,
                     channels: Some(std::iter::once(uid.clone()).collect()),
-                    rate_limit: None,
-                    metadata: Default::default(),
-                    secret: Secret::generate(),
-                    previous_secret: None,
-                    headers: Default::default(),
-                    ordering: Default::default(),
-                    format: Default::default(),
-                    kind: EndpointKind::Webhook,
-                    created_at: now,
-                    updated_at: now,
-                    revision: 0,
-                    transformation: Default::default(),
+                    ..Endpoint::new(application.id.clone(), url.clone(), Secret::generate(), now)
                 },
                 state.limits.max_endpoints_per_app,
             )
