@@ -71,6 +71,10 @@ fn harness() -> &'static Harness {
                     "/api/v1/app/fuzz/msg",
                     r#"{"eventType":"a.b","payload":{"n":1}}"#,
                 ),
+                (
+                    "/api/v1/pipe",
+                    r#"{"name":"fuzz","uid":"fpipe","trigger":{"app":"fuzz","eventTypes":["a.b"]},"actions":[{"type":"expect","key":"e => e.id","withinMs":60000,"onTimeout":[{"type":"emit","app":"fuzz","eventType":"c.d"}]}]}"#,
+                ),
             ] {
                 let request = Request::post(path)
                     .header("authorization", format!("Bearer {TOKEN}"))
