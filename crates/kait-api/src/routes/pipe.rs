@@ -221,11 +221,7 @@ pub async fn create(
         updated_at: now,
         revision: 0,
     };
-    for (path, url) in definition.forwards() {
-        (state.url_check)(url).map_err(|problem| {
-            definition_problem(&format!("actions.{}.url", path.replace('/', ".")), problem)
-        })?;
-    }
+    check_forward_urls(&state, &definition)?;
     match state.store.create_pipe(pipe).await {
         Ok(created) => {
             sync_forwards(&state, &created.id, &created.name, &definition).await?;
@@ -416,6 +412,16 @@ pub async fn stats(
     }))
 }
 
+/// Each `forward` URL must pass the egress guard (a 422 at the action otherwise).
+fn check_forward_urls(state: &ApiState, definition: &Definition) -> Result<(), ApiError> {
+    for (path, url) in definition.forwards() {
+        (state.url_check)(url).map_err(|problem| {
+            definition_problem(&format!("actions.{}.url", path.replace('/', ".")), problem)
+        })?;
+    }
+    Ok(())
+}
+
 /// Makes the pipe's forwarding endpoints match its `forward` actions: one endpoint per
 /// action (uid `forward-{path}`, taking only its own channel) in the pipe's own application,
 /// created, re-pointed or deleted as the actions are. Each URL passes the egress guard first.
@@ -425,12 +431,8 @@ async fn sync_forwards(
     name: &str,
     definition: &Definition,
 ) -> Result<(), ApiError> {
+    check_forward_urls(state, definition)?;
     let forwards = definition.forwards();
-    for (path, url) in &forwards {
-        (state.url_check)(url).map_err(|problem| {
-            definition_problem(&format!("actions.{}.url", path.replace('/', ".")), problem)
-        })?;
-    }
     let app_uid = kait_pipe::definition::forward_app_uid(pipe_id);
     let application = match state.store.get_application(&app_uid).await? {
         Some(application) => application,
