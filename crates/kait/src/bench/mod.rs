@@ -170,6 +170,11 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             results.extend(ingest_isolation(&args).await?);
             continue;
         }
+        if scenario == Scenario::Timers {
+            let receiver = BenchReceiver::start().await?;
+            results.extend(timers::timers(&receiver, &args).await?);
+            continue;
+        }
         if scenario == Scenario::Backlog {
             for size in [10_000, args.backlog] {
                 let receiver = BenchReceiver::start().await?;
@@ -185,8 +190,10 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Push1 => push(&receiver, &args, 1).await?,
             Scenario::Push10 => push(&receiver, &args, 10).await?,
             Scenario::Ingest => ingest(&receiver, &args).await?,
-            Scenario::Timers => timers::timers(&receiver, &args).await?,
-            Scenario::Backlog | Scenario::Streams | Scenario::IngestIsolation => {
+            Scenario::Backlog
+            | Scenario::Streams
+            | Scenario::IngestIsolation
+            | Scenario::Timers => {
                 unreachable!("handled above")
             }
             Scenario::Latency => {

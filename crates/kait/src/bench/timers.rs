@@ -6,7 +6,10 @@
 //! timers fall due within about the same second and fire into a webhook each. Reported:
 //! timers fired per second (first due to last webhook), lateness (webhook arrival minus the
 //! time the timer was due, so it includes the emitted message's delivery), the server's
-//! memory with the backlog in the store, and how fast the backlog was written.
+//! memory with the backlog in the store, and how fast the backlog was written. Whether
+//! firing holds up ingest is measured by probe messages to another application (`PROBE_RATE`
+//! per second, end to end at their own receiver): once while quiet, once while the burst
+//! fires.
 
 use std::time::{Duration, Instant};
 
@@ -22,12 +25,17 @@ const BURST: usize = 10_000;
 /// How long after its message each burst timer is due: long enough for the whole burst to
 /// be sent first, so the timers fall due together rather than as they are written.
 const BURST_DELAY: Duration = Duration::from_secs(8);
+/// Probe messages per second, and how long each probe phase sends.
+const PROBE_RATE: u32 = 200;
+const PROBE_SECONDS: u32 = 4;
 
 pub(super) async fn timers(
     receiver: &BenchReceiver,
     args: &BenchArgs,
-) -> anyhow::Result<BenchResult> {
+) -> anyhow::Result<Vec<BenchResult>> {
     let cluster = Cluster::start(args, &[]).await?;
+    let probe_quiet = BenchReceiver::start().await?;
+    let probe_firing = BenchReceiver::start().await?;
     let idle_rss = max_rss(&cluster.servers, |(now, _)| now);
     let client = reqwest::Client::new();
     let base_url = cluster.servers[0].process.base_url.clone();
@@ -81,6 +89,8 @@ pub(super) async fn timers(
         args.timer_backlog as f64 / backlog_seconds
     );
 
+    let quiet = probe(&cluster, &probe_quiet, args, "timers-ingest-quiet").await?;
+
     let epoch = receiver.state.epoch;
     let started = Instant::now();
     let accepted_at = load::post_all(target, BURST, args.concurrency, None, move |index| {
@@ -91,6 +101,8 @@ pub(super) async fn timers(
         ))
     })
     .await?;
+    tokio::time::sleep_until((started + BURST_DELAY).into()).await;
+    let firing = probe(&cluster, &probe_firing, args, "timers-ingest-firing").await?;
     wait_for_arrivals(receiver, BURST).await;
     let (peak_rss, cpu_seconds) = cluster.stop().await?;
     {
@@ -118,7 +130,40 @@ pub(super) async fn timers(
     );
     // What was accepted per second is the burst's; the figure of interest is fired/s.
     result.accepted_per_second = BURST as f64 / accepted_at.duration_since(started).as_secs_f64();
-    Ok(result)
+    Ok(vec![result, quiet, firing])
+}
+
+/// Paced messages to an application of their own, end to end at `receiver`.
+async fn probe(
+    cluster: &Cluster,
+    receiver: &BenchReceiver,
+    args: &BenchArgs,
+    scenario: &'static str,
+) -> anyhow::Result<BenchResult> {
+    let target = cluster.app(receiver, 1).await?;
+    let total = (PROBE_RATE * PROBE_SECONDS) as usize;
+    let pace = Pace {
+        rate: PROBE_RATE,
+        total,
+    };
+    let (started, accepted_at) =
+        send_messages(target, args, receiver.state.epoch, total, Some(pace)).await?;
+    wait_for_arrivals(receiver, total).await;
+    Ok(summarize(
+        receiver,
+        args,
+        Run {
+            scenario,
+            messages: total,
+            endpoints: 1,
+            started,
+            accepted_at,
+            delivery_from: started,
+            idle_rss: None,
+            peak_rss: None,
+            cpu_seconds: None,
+        },
+    ))
 }
 
 /// Waits (bounded) until the pipe holds `expected` waits.
