@@ -39,6 +39,17 @@ pub const PIPE_RUN: &str = "id, pipe_id, origin, at, outcome, detail";
 
 pub const TIMER: &str = "id, pipe_id, due_at, state";
 
+/// What inserting a timer whose id exists does, the same on both backends: keep the wait,
+/// or start it again (a new time and state, and any claim on the old firing dropped).
+pub fn timer_on_conflict(if_scheduled: crate::IfScheduled) -> &'static str {
+    match if_scheduled {
+        crate::IfScheduled::Keep => "DO NOTHING",
+        crate::IfScheduled::Restart => {
+            "DO UPDATE SET due_at = excluded.due_at, state = excluded.state, claimed_until = NULL"
+        }
+    }
+}
+
 pub const RECEIVED: &str =
     "id, source_id, received_at, outcome, reason, content_type, size, event_id, msg_id";
 

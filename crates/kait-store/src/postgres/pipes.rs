@@ -191,13 +191,7 @@ impl Pipes for PgStore {
     }
 
     async fn schedule_timer(&self, timer: Timer, if_scheduled: IfScheduled) -> StoreResult<bool> {
-        let on_conflict = match if_scheduled {
-            IfScheduled::Keep => "DO NOTHING",
-            IfScheduled::Restart => {
-                "DO UPDATE SET due_at = excluded.due_at, state = excluded.state, \
-                 claimed_until = NULL"
-            }
-        };
+        let on_conflict = columns::timer_on_conflict(if_scheduled);
         let written = self
             .client()
             .await?

@@ -202,13 +202,7 @@ impl Pipes for SqliteStore {
     async fn schedule_timer(&self, timer: Timer, if_scheduled: IfScheduled) -> StoreResult<bool> {
         self.writer
             .write(move |context| {
-                let on_conflict = match if_scheduled {
-                    IfScheduled::Keep => "DO NOTHING",
-                    IfScheduled::Restart => {
-                        "DO UPDATE SET due_at = excluded.due_at, state = excluded.state, \
-                         claimed_until = NULL"
-                    }
-                };
+                let on_conflict = columns::timer_on_conflict(if_scheduled);
                 let written = context
                     .connection
                     .prepare_cached(&format!(
