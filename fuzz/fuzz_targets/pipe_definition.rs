@@ -27,5 +27,15 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(parsed.event_types().is_superset(&parsed.trigger.event_types));
     let _ = parsed.expressions();
+    assert!(parsed.trigger.all_sources().len() <= definition::MAX_SOURCES);
+    assert_eq!(
+        parsed.trigger.app.is_some(),
+        parsed.trigger.all_sources().is_empty()
+    );
+    // Every forward the reader kept has one target the engine can send to (a tag in the
+    // written JSON is never inside a string: quotes there are escaped).
+    let text = serde_json::to_string(&parsed).expect("a definition serializes");
+    let forwards = text.matches(r#"{"type":"forward""#).count();
+    assert_eq!(parsed.forwards().len(), forwards);
     assert!(parsed.list_at(&[]).is_some());
 });

@@ -698,8 +698,8 @@ pub struct TransformationResultOut {
 
 // Pipes (Kait extension).
 
-/// What starts a pipe: event types of an application's messages (`app`), or of an incoming
-/// source's received requests (`source`), with an optional filter.
+/// What starts a pipe: event types of an application's messages (`app`), or of the received
+/// requests of one or more incoming sources (`source`, `sources`), with an optional filter.
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipeTrigger {
     /// The application's id or uid.
@@ -708,6 +708,10 @@ pub struct PipeTrigger {
     /// Or the incoming source's id or uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Or several incoming sources' ids or uids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 32)]
+    pub sources: Vec<String>,
     #[serde(rename = "eventTypes")]
     #[schema(value_type = Vec<EventTypeName>, min_items = 1, max_items = 32)]
     pub event_types: BTreeSet<String>,
@@ -729,9 +733,10 @@ pub struct PipeIn {
     /// `e => newPayload`: what the actions see as `e.payload`.
     #[schema(max_length = 65536)]
     pub transform: Option<String>,
-    /// Each `{"type": "emit" | "delay" | "expect", …}`: `emit {app, eventType, payload?,
-    /// orderingKey?, eventId?}`, `delay {ms}`, `expect {key, eventTypes, filter?, withinMs,
-    /// restart, onMatch, onTimeout}`. `publish` is reserved for devices.
+    /// Each `{"type": "emit" | "forward" | "delay" | "expect", …}`: `emit {app, eventType,
+    /// payload?, orderingKey?, eventId?}`, `forward {url}` or `forward {source, endpoint}`,
+    /// `delay {ms}`, `expect {key, eventTypes, filter?, withinMs, restart, onMatch,
+    /// onTimeout}`. `publish` is reserved for devices.
     #[schema(value_type = Vec<Object>, max_items = 32)]
     pub actions: Vec<serde_json::Value>,
 }
@@ -744,7 +749,7 @@ pub struct PipePatch {
     #[schema(value_type = Option<Uid>)]
     pub uid: Option<Option<String>>,
     pub enabled: Option<bool>,
-    /// The same app or source as before, with new event types or filter.
+    /// The same app as before (or other sources), with new event types or filter.
     pub trigger: Option<PipeTrigger>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, max_length = 65536)]
@@ -758,7 +763,8 @@ pub struct PipeOut {
     pub id: String,
     pub uid: Option<String>,
     pub name: String,
-    /// The application whose events reach the pipe (a source's own application for a source).
+    /// The application whose events reach the pipe (the first source's own application for
+    /// sources).
     #[serde(rename = "appId")]
     pub app_id: String,
     pub enabled: bool,

@@ -37,6 +37,9 @@ pub struct Trigger {
     /// Or the incoming source (id or uid) whose received requests trigger it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Or several incoming sources (ids or uids), any of whose received requests trigger it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
     /// The event types that start a run.
     pub event_types: BTreeSet<String>,
     /// `e => bool`: runs only where it returns true.
@@ -63,11 +66,19 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         event_id: Option<String>,
     },
-    /// Sends the (transformed) event to a URL through the delivery engine: signed with its
-    /// own endpoint's secret, retried, egress-guarded and logged (the endpoint lives in the
-    /// pipe's own application, see [`forward_app_uid`]).
+    /// Sends the (transformed) event through the delivery engine (signed, retried, logged):
+    /// to a `url`, by an endpoint of its own in the pipe's application (see
+    /// [`forward_app_uid`]; egress-guarded), or to an existing `endpoint` of an incoming
+    /// `source`, as a message in the source's application for that endpoint alone.
     #[serde(rename_all = "camelCase")]
-    Forward { url: String },
+    Forward {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+    },
     /// Waits, durably, then runs the actions after it.
     #[serde(rename_all = "camelCase")]
     Delay { ms: u64 },
@@ -95,6 +106,25 @@ pub enum Action {
     Publish {},
 }
 
+impl Action {
+    /// Where a `forward` sends (`None` for other actions, or a forward not checked yet).
+    pub fn forward_target(&self) -> Option<ForwardTarget<'_>> {
+        match self {
+            Action::Forward {
+                url: Some(url),
+                source: None,
+                endpoint: None,
+            } => Some(ForwardTarget::Url(url)),
+            Action::Forward {
+                url: None,
+                source: Some(source),
+                endpoint: Some(endpoint),
+            } => Some(ForwardTarget::SourceEndpoint { source, endpoint }),
+            _ => None,
+        }
+    }
+}
+
 /// Which list of actions: the top-level one, or one inside an `expect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,6 +135,29 @@ pub enum Branch {
 
 /// Where a list of actions is: the path of `(index of the expect, branch)` from the top.
 pub type ListAddress = Vec<(usize, Branch)>;
+
+/// Most incoming sources one trigger may name.
+pub const MAX_SOURCES: usize = 32;
+
+/// Where a `forward` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardTarget<'a> {
+    Url(&'a str),
+    SourceEndpoint { source: &'a str, endpoint: &'a str },
+}
+
+impl Trigger {
+    /// The sources it names, `source` and `sources` together, each once.
+    pub fn all_sources(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Vec::new();
+        for source in self.source.iter().chain(&self.sources) {
+            if !all.contains(&source.as_str()) {
+                all.push(source);
+            }
+        }
+        all
+    }
+}
 
 /// Why a definition was refused: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,8 +184,27 @@ impl Definition {
     }
 
     fn check(&self) -> Result<(), DefinitionError> {
-        if self.trigger.app.is_some() == self.trigger.source.is_some() {
-            return Err(refuse("trigger", "name either an app or a source"));
+        let sources = self.trigger.all_sources();
+        if self.trigger.app.is_some() != sources.is_empty() {
+            return Err(refuse(
+                "trigger",
+                "name either an app or one or more sources",
+            ));
+        }
+        if sources.len() > MAX_SOURCES {
+            return Err(refuse(
+                "trigger.sources",
+                format!("at most {MAX_SOURCES} sources"),
+            ));
+        }
+        if sources
+            .iter()
+            .any(|source| source.is_empty() || source.len() > 256)
+        {
+            return Err(refuse(
+                "trigger.sources",
+                "name each source by its id or uid",
+            ));
         }
         if self.trigger.event_types.is_empty() {
             return Err(refuse("trigger.eventTypes", "name at least one event type"));
@@ -160,8 +232,8 @@ impl Definition {
         found
     }
 
-    /// Every `forward`, with its path and URL, however deep.
-    pub fn forwards(&self) -> Vec<(String, &str)> {
+    /// Every `forward`, with its path and target, however deep.
+    pub fn forwards(&self) -> Vec<(String, ForwardTarget<'_>)> {
         let mut found = Vec::new();
         collect_forwards(&self.actions, "", &mut found);
         found
@@ -242,10 +314,18 @@ fn collect_expects<'a>(list: &'a [Action], prefix: &str, found: &mut Vec<(String
     }
 }
 
-fn collect_forwards<'a>(list: &'a [Action], prefix: &str, found: &mut Vec<(String, &'a str)>) {
+fn collect_forwards<'a>(
+    list: &'a [Action],
+    prefix: &str,
+    found: &mut Vec<(String, ForwardTarget<'a>)>,
+) {
     for (index, action) in list.iter().enumerate() {
         match action {
-            Action::Forward { url } => found.push((format!("{prefix}{index}"), url.as_str())),
+            Action::Forward { .. } => {
+                if let Some(target) = action.forward_target() {
+                    found.push((format!("{prefix}{index}"), target));
+                }
+            }
             Action::Expect {
                 on_match,
                 on_timeout,
@@ -343,10 +423,32 @@ fn check_list(
                     .map_err(|message| refuse(&format!("{at}.eventType"), message))?;
             }
             Action::Delay { ms } => check_wait(&format!("{at}.ms"), *ms)?,
-            Action::Forward { url } => {
-                kait_core::validate::endpoint_url(url)
-                    .map_err(|message| refuse(&format!("{at}.url"), message))?;
-            }
+            Action::Forward {
+                url,
+                source,
+                endpoint,
+            } => match (url, source, endpoint) {
+                (Some(url), None, None) => {
+                    kait_core::validate::endpoint_url(url)
+                        .map_err(|message| refuse(&format!("{at}.url"), message))?;
+                }
+                (None, Some(source), Some(endpoint)) => {
+                    for (name, key) in [("source", source), ("endpoint", endpoint)] {
+                        if key.is_empty() || key.len() > 256 {
+                            return Err(refuse(
+                                &format!("{at}.{name}"),
+                                "name it by its id or uid",
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(refuse(
+                        &at,
+                        "forward to a url, or to a source's endpoint (source and endpoint)",
+                    ));
+                }
+            },
             Action::Expect {
                 event_types,
                 within_ms,
@@ -442,29 +544,94 @@ mod tests {
             "actions": [
                 { "type": "forward", "url": "https://example.com/a" },
                 { "type": "expect", "key": "e => 1", "withinMs": 5, "onTimeout": [
-                    { "type": "forward", "url": "https://example.com/b" }
+                    { "type": "forward", "url": "https://example.com/b" },
+                    { "type": "forward", "source": "github", "endpoint": "ci" }
                 ] }
             ]
         }))
         .unwrap();
-        let names: Vec<(String, &str)> = definition
+        let names: Vec<(String, ForwardTarget)> = definition
             .forwards()
             .into_iter()
-            .map(|(path, url)| (forward_name(&path), url))
+            .map(|(path, target)| (forward_name(&path), target))
             .collect();
         assert_eq!(
             names,
             [
-                ("forward-0".to_owned(), "https://example.com/a"),
-                ("forward-1-onTimeout-0".to_owned(), "https://example.com/b"),
+                (
+                    "forward-0".to_owned(),
+                    ForwardTarget::Url("https://example.com/a")
+                ),
+                (
+                    "forward-1-onTimeout-0".to_owned(),
+                    ForwardTarget::Url("https://example.com/b")
+                ),
+                (
+                    "forward-1-onTimeout-1".to_owned(),
+                    ForwardTarget::SourceEndpoint {
+                        source: "github",
+                        endpoint: "ci"
+                    }
+                ),
             ]
         );
-        let bad = Definition::parse(&json!({
-            "trigger": { "app": "a", "eventTypes": ["a"] },
-            "actions": [{ "type": "forward", "url": "ftp://example.com" }]
-        }))
-        .unwrap_err();
-        assert_eq!(bad.path, "actions[0].url");
+        let forward = |action: serde_json::Value| {
+            Definition::parse(&json!({
+                "trigger": { "app": "a", "eventTypes": ["a"] },
+                "actions": [action]
+            }))
+            .unwrap_err()
+            .path
+        };
+        assert_eq!(
+            forward(json!({ "type": "forward", "url": "ftp://example.com" })),
+            "actions[0].url"
+        );
+        assert_eq!(forward(json!({ "type": "forward" })), "actions[0]");
+        assert_eq!(
+            forward(json!({ "type": "forward", "source": "github" })),
+            "actions[0]",
+            "a source without its endpoint"
+        );
+        assert_eq!(
+            forward(
+                json!({ "type": "forward", "url": "https://example.com", "source": "s", "endpoint": "e" })
+            ),
+            "actions[0]",
+            "both targets"
+        );
+        assert_eq!(
+            forward(json!({ "type": "forward", "source": "", "endpoint": "e" })),
+            "actions[0].source"
+        );
+    }
+
+    #[test]
+    fn a_trigger_names_one_app_or_sources() {
+        let trigger = |trigger: serde_json::Value| {
+            Definition::parse(&json!({ "trigger": trigger, "actions": [] }))
+        };
+        let several =
+            trigger(json!({ "sources": ["a", "b", "a"], "source": "c", "eventTypes": ["x"] }))
+                .unwrap();
+        assert_eq!(several.trigger.all_sources(), ["c", "a", "b"]);
+        for (bad, path) in [
+            (
+                json!({ "app": "a", "sources": ["b"], "eventTypes": ["x"] }),
+                "trigger",
+            ),
+            (json!({ "sources": [], "eventTypes": ["x"] }), "trigger"),
+            (
+                json!({ "sources": [""], "eventTypes": ["x"] }),
+                "trigger.sources",
+            ),
+            (
+                json!({ "sources": (0..=MAX_SOURCES).map(|n| n.to_string()).collect::<Vec<_>>(), "eventTypes": ["x"] }),
+                "trigger.sources",
+            ),
+        ] {
+            assert_eq!(trigger(bad.clone()).unwrap_err().path, path, "{bad}");
+        }
     }
 
     #[test]

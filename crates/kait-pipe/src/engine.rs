@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kait_core::time::{Millis, now_millis, to_datetime};
-use kait_core::{Message, MessageId, PipeId, PipeRunId};
+use kait_core::{AppId, Message, MessageId, PipeId, PipeRunId};
 use kait_dispatch::PipeRunner;
 use kait_script::{Call, Entry, ScriptPool};
 use kait_store::{
@@ -24,8 +24,29 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::definition::{
-    Action, Branch, Definition, ListAddress, forward_app_uid, forward_name, path_text,
+    Action, Branch, Definition, ForwardTarget, ListAddress, forward_app_uid, forward_name,
+    path_text,
 };
+
+/// The message a `forward` sends: the (transformed) event, with an event id derived from the
+/// run and the action, so a repeated run forwards once.
+fn forwarded(pipe_id: &PipeId, origin: &str, at: &str, event: &Value, app_id: AppId) -> Message {
+    Message {
+        id: MessageId::generate(),
+        app_id,
+        event_type: event["eventType"]
+            .as_str()
+            .unwrap_or("pipe.forward")
+            .to_owned(),
+        event_id: Some(derived_id("pipe", &[pipe_id.as_str(), origin, at])),
+        channels: None,
+        ordering_key: None,
+        payload: event["payload"].to_string(),
+        raw: None,
+        created_at: now_millis(),
+        deliver_at: None,
+    }
+}
 
 /// The URL of a pipe's endpoint (an endpoint of kind `pipe`).
 pub fn endpoint_url(pipe_id: &PipeId) -> String {
@@ -341,7 +362,18 @@ impl Engine {
                         steps.push(step(&at, "emit", outcome));
                     }
                     Action::Forward { .. } => {
-                        let outcome = self.forward(pipe_id, &at, origin, event).await?;
+                        let outcome = match action.forward_target() {
+                            Some(ForwardTarget::Url(_)) => {
+                                self.forward(pipe_id, &at, origin, event).await?
+                            }
+                            Some(ForwardTarget::SourceEndpoint { source, endpoint }) => {
+                                self.forward_to_source(
+                                    pipe_id, &at, origin, event, source, endpoint,
+                                )
+                                .await?
+                            }
+                            None => return Err(format!("{at}: the forward names no target")),
+                        };
                         steps.push(step(&at, "forward", outcome));
                     }
                     Action::Delay { ms } => {
@@ -444,34 +476,61 @@ impl Engine {
             .await
             .map_err(|error| format!("{at}: {error}"))?
             .ok_or_else(|| format!("{at}: the pipe's forwarding application is missing"))?;
-        let channel = forward_name(at);
         let message = Message {
-            id: MessageId::generate(),
-            app_id: application.id,
-            event_type: event["eventType"]
-                .as_str()
-                .unwrap_or("pipe.forward")
-                .to_owned(),
-            event_id: Some(derived_id("pipe", &[pipe_id.as_str(), origin, at])),
-            channels: Some(std::iter::once(channel).collect()),
-            ordering_key: None,
-            payload: event["payload"].to_string(),
-            raw: None,
-            created_at: now_millis(),
-            deliver_at: None,
+            channels: Some(std::iter::once(forward_name(at)).collect()),
+            ..forwarded(pipe_id, origin, at, event, application.id)
         };
         self.create(message, at).await
     }
 
+    /// A message in the source's application for that one endpoint: delivered with the
+    /// endpoint's own secret, headers, transformation and retries, and seen by nothing else
+    /// there (not the source's other endpoints, nor the pipes it triggers).
+    async fn forward_to_source(
+        &self,
+        pipe_id: &PipeId,
+        at: &str,
+        origin: &str,
+        event: &Value,
+        source: &str,
+        endpoint: &str,
+    ) -> Result<String, String> {
+        let found = self
+            .store
+            .get_source(source)
+            .await
+            .map_err(|error| format!("{at}: {error}"))?
+            .ok_or_else(|| format!("{at}: no source {source:?}"))?;
+        let application = kait_store::source_application(self.store.as_ref(), &found.id)
+            .await
+            .map_err(|error| format!("{at}: {error}"))?;
+        let target = self
+            .store
+            .get_endpoint(&application.id, endpoint)
+            .await
+            .map_err(|error| format!("{at}: {error}"))?
+            .ok_or_else(|| format!("{at}: source {source:?} has no endpoint {endpoint:?}"))?;
+        let message = forwarded(pipe_id, origin, at, event, application.id);
+        self.create_for(message, Some(target.id), at).await
+    }
+
     /// Creates an action's message; one made by an earlier try of the same run counts as done.
     async fn create(&self, message: Message, at: &str) -> Result<String, String> {
+        self.create_for(message, None, at).await
+    }
+
+    async fn create_for(
+        &self,
+        message: Message,
+        only_endpoint: Option<kait_core::EndpointId>,
+        at: &str,
+    ) -> Result<String, String> {
         let event_type = message.event_type.clone();
         match self
             .store
             .create_message(NewMessage {
-                message,
-                idempotency_key: None,
-                received: None,
+                only_endpoint,
+                ..NewMessage::new(message)
             })
             .await
         {

@@ -38,6 +38,34 @@ pub struct NewMessage {
     /// the same transaction, as `Accepted`, or as `Duplicate` of the earlier message when the
     /// idempotency key matched, so a 2xx to the sender always has both.
     pub received: Option<crate::ReceivedRequest>,
+    /// Deliver to this one endpoint of the application only (a pipe's `forward` to a source
+    /// endpoint), whatever its event-type and channel filters say; nothing when it is
+    /// disabled or gone. `None`: the usual fan-out.
+    pub only_endpoint: Option<EndpointId>,
+}
+
+impl NewMessage {
+    /// A message for the usual fan-out, without idempotency key or received request.
+    pub fn new(message: Message) -> Self {
+        Self {
+            message,
+            idempotency_key: None,
+            received: None,
+            only_endpoint: None,
+        }
+    }
+
+    /// Whether accepting this message makes a delivery to `endpoint`.
+    pub fn goes_to(&self, endpoint: &kait_core::Endpoint) -> bool {
+        match &self.only_endpoint {
+            Some(only) => &endpoint.id == only && !endpoint.disabled,
+            None => kait_core::filter::endpoint_matches(
+                endpoint,
+                &self.message.event_type,
+                self.message.channels.as_ref(),
+            ),
+        }
+    }
 }
 
 /// What accepting a message did.

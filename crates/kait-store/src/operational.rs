@@ -135,6 +135,7 @@ impl OperationalEvents {
             },
             idempotency_key: None,
             received: None,
+            only_endpoint: None,
         };
         if let Err(error) = store.create_message(message).await {
             tracing::error!(%error, event_type, "recording an operational event failed");

@@ -3,9 +3,10 @@
 //!
 //! A pipe is configuration like an endpoint (a change names the revision it read). Its
 //! definition (trigger, transform, actions) is JSON the store keeps but does not read: the
-//! `kait-pipe` crate owns its meaning. The pipe subscribes to its application's events
-//! through an endpoint of kind `pipe` (`endpoint_id`), so the events reach it through the
-//! delivery queue, durably, retried, in order per key.
+//! `kait-pipe` crate owns its meaning. The pipe subscribes to the events of each application
+//! its trigger names (one app, or each source's own application) through an endpoint of kind
+//! `pipe` there (all with the pipe's URL; `app_id`/`endpoint_id` hold the first), so the
+//! events reach it through the delivery queue, durably, retried, in order per key.
 //!
 //! Timers (`delay`, `expect`) live here, not in memory: each is a row with the time it is
 //! due and the state to continue from. A runner claims due timers under a lease (so one node
@@ -25,9 +26,10 @@ pub struct Pipe {
     pub id: PipeId,
     pub uid: Option<String>,
     pub name: String,
-    /// The application whose events trigger it (a source's own application for a source).
+    /// The (first) application whose events trigger it (a source's own application for a
+    /// source).
     pub app_id: AppId,
-    /// Its subscription: an endpoint of kind `pipe` in `app_id`.
+    /// Its subscription there: an endpoint of kind `pipe` in `app_id`.
     pub endpoint_id: EndpointId,
     /// Trigger, transform and actions, as `kait-pipe` reads them.
     pub definition: serde_json::Value,
@@ -78,11 +80,14 @@ pub trait Pipes: Send + Sync + 'static {
     /// By id, or by `uid` when the key is not a `pipe_` id.
     async fn get_pipe(&self, id_or_uid: &str) -> StoreResult<Option<Pipe>>;
     async fn list_pipes(&self, page: PageRequest) -> StoreResult<Page<Pipe>>;
-    /// Writes every field but id, application, endpoint and `created_at` if the stored
-    /// revision is still `pipe.revision` (else `Stale`).
+    /// Writes every field but id and `created_at` if the stored revision is still
+    /// `pipe.revision` (else `Stale`).
     async fn update_pipe(&self, pipe: Pipe) -> StoreResult<Pipe>;
-    /// Deletes the pipe with its timers and runs (its endpoint is the caller's to delete).
+    /// Deletes the pipe with its timers and runs (its endpoints are the caller's to delete).
     async fn delete_pipe(&self, id: &PipeId) -> StoreResult<()>;
+    /// The endpoints of kind `pipe` with this URL, in any application: one pipe's
+    /// subscriptions (few; read when the pipe is changed, not per event).
+    async fn pipe_endpoints(&self, url: &str) -> StoreResult<Vec<kait_core::Endpoint>>;
 
     async fn record_pipe_run(&self, run: PipeRun) -> StoreResult<()>;
     /// A pipe's runs, newest first.

@@ -175,6 +175,7 @@ async fn fire(
             message,
             idempotency_key: None,
             received: Some(received),
+            only_endpoint: None,
         })
         .await
     {

@@ -292,6 +292,7 @@ async fn accept(
                 message: message.clone(),
                 idempotency_key: idempotency_key.clone(),
                 received: Some(entry.clone()),
+                only_endpoint: None,
             })
             .await;
         match result {

@@ -192,6 +192,7 @@ pub async fn create(
             },
             idempotency_key,
             received: None,
+            only_endpoint: None,
         })
         .await
         .map_err(|error| match error {

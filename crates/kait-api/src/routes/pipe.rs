@@ -1,9 +1,10 @@
 //! `/api/v1/pipe` (Kait extension): pipes, rules that act on events — filter, transform,
 //! emit, delay, "expect B within T" (see the `kait-pipe` crate).
 //!
-//! A pipe subscribes to its application's events through an endpoint of kind `pipe` that
-//! these routes make, keep in step (its event types are the trigger's and those the pipe's
-//! `expect`s await) and delete with it; the endpoint routes do not show it. Every expression
+//! A pipe subscribes to the events of each application its trigger names (the app, or each
+//! source's own application) through an endpoint of kind `pipe` there, which these routes
+//! make, keep in step (its event types are the trigger's and those the pipe's `expect`s
+//! await) and delete with it; the endpoint routes do not show it. Every expression
 //! is compiled before the pipe is saved, so a typo is a 422, not a failed run later.
 
 use axum::Json;
@@ -15,6 +16,7 @@ use kait_core::time::{now_millis, to_datetime};
 use kait_core::validate::{self, Problem};
 use kait_core::{AppId, Application, DeliveryOrder, Endpoint, EndpointKind, PipeId};
 use kait_pipe::Definition;
+use kait_pipe::definition::ForwardTarget;
 use kait_script::{Entry, Limits, MAX_CODE_BYTES, Script};
 use kait_store::Pipe;
 use serde::Deserialize;
@@ -89,16 +91,104 @@ async fn definition(
     Ok((value, definition))
 }
 
-/// The application a trigger names: the app itself, or the source's own application.
-async fn trigger_app(state: &ApiState, trigger: &PipeTrigger) -> Result<AppId, ApiError> {
-    if let Some(app) = &trigger.app {
-        return Ok(super::find_app(state, app).await?.id);
+/// The applications a trigger names, in order: the app, or each source's own application.
+async fn trigger_apps(state: &ApiState, definition: &Definition) -> Result<Vec<AppId>, ApiError> {
+    if let Some(app) = &definition.trigger.app {
+        return Ok(vec![super::find_app(state, app).await?.id]);
     }
-    let source = trigger.source.as_deref().unwrap_or_default();
-    let source = super::ingest_source::find(state, source).await?;
-    Ok(super::ingest_source::source_app(state, &source.id)
-        .await?
-        .id)
+    let mut apps = Vec::new();
+    for source in definition.trigger.all_sources() {
+        let source = super::ingest_source::find(state, source).await?;
+        let app = super::ingest_source::source_app(state, &source.id)
+            .await?
+            .id;
+        if !apps.contains(&app) {
+            apps.push(app);
+        }
+    }
+    Ok(apps)
+}
+
+/// Makes the pipe's subscriptions match its trigger: in each application, one endpoint of
+/// kind `pipe` taking the event types the pipe must see (its trigger's and those its
+/// `expect`s await); those in applications it no longer names are deleted. Returns the one
+/// in the first application.
+async fn sync_subscriptions(
+    state: &ApiState,
+    pipe_id: &PipeId,
+    name: &str,
+    definition: &Definition,
+    apps: &[AppId],
+) -> Result<Endpoint, ApiError> {
+    let url = kait_pipe::endpoint_url(pipe_id);
+    let existing = state.store.pipe_endpoints(&url).await?;
+    let event_types = definition.event_types();
+    let now = now_millis();
+    let mut first = None;
+    for app_id in apps {
+        let endpoint = match existing.iter().find(|endpoint| &endpoint.app_id == app_id) {
+            Some(endpoint) if endpoint.event_types.as_ref() == Some(&event_types) => {
+                endpoint.clone()
+            }
+            // A stale write makes the caller's `retry_stale` read everything again.
+            Some(endpoint) => {
+                state
+                    .store
+                    .update_endpoint(Endpoint {
+                        event_types: Some(event_types.clone()),
+                        updated_at: now,
+                        ..endpoint.clone()
+                    })
+                    .await?
+            }
+            None => {
+                state
+                    .store
+                    .create_endpoint(
+                        Endpoint {
+                            description: format!("pipe {name}"),
+                            event_types: Some(event_types.clone()),
+                            // In order per message `orderingKey`, and all in order for
+                            // messages without one: a wait's restart or end must see the
+                            // events as they came.
+                            ordering: DeliveryOrder::Key,
+                            kind: EndpointKind::Pipe,
+                            ..Endpoint::new(app_id.clone(), url.clone(), Secret::generate(), now)
+                        },
+                        u32::MAX as usize,
+                    )
+                    .await?
+            }
+        };
+        first.get_or_insert(endpoint);
+    }
+    for endpoint in existing
+        .iter()
+        .filter(|endpoint| !apps.contains(&endpoint.app_id))
+    {
+        delete_subscription(state, endpoint).await?;
+    }
+    first.ok_or_else(|| ApiError::invalid("trigger", "the trigger names no application"))
+}
+
+async fn delete_subscription(state: &ApiState, endpoint: &Endpoint) -> Result<(), ApiError> {
+    match state
+        .store
+        .delete_endpoint(&endpoint.app_id, &endpoint.id)
+        .await
+    {
+        Ok(()) | Err(kait_store::StoreError::NotFound) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Deletes every subscription of the pipe.
+async fn delete_subscriptions(state: &ApiState, pipe_id: &PipeId) -> Result<(), ApiError> {
+    let url = kait_pipe::endpoint_url(pipe_id);
+    for endpoint in state.store.pipe_endpoints(&url).await? {
+        delete_subscription(state, &endpoint).await?;
+    }
+    Ok(())
 }
 
 fn out(pipe: &Pipe) -> PipeOut {
@@ -112,6 +202,7 @@ fn out(pipe: &Pipe) -> PipeOut {
         trigger: serde_json::from_value(definition["trigger"].clone()).unwrap_or(PipeTrigger {
             app: None,
             source: None,
+            sources: Vec::new(),
             event_types: Default::default(),
             filter: None,
         }),
@@ -186,42 +277,24 @@ pub async fn create(
     check_names(Some(&input.name), input.uid.as_ref())?;
     let (value, definition) =
         definition(&input.trigger, input.transform.as_ref(), &input.actions).await?;
-    let app_id = trigger_app(&state, &input.trigger).await?;
+    let apps = trigger_apps(&state, &definition).await?;
+    check_forward_targets(&state, &definition).await?;
     let id = PipeId::generate();
     let now = now_millis();
-    let endpoint = state
-        .store
-        .create_endpoint(
-            Endpoint {
-                description: format!("pipe {}", input.name),
-                event_types: Some(definition.event_types()),
-                // In order per message `orderingKey`, and all in order for messages without
-                // one: a wait's restart or end must see the events as they came.
-                ordering: DeliveryOrder::Key,
-                kind: EndpointKind::Pipe,
-                ..Endpoint::new(
-                    app_id.clone(),
-                    kait_pipe::endpoint_url(&id),
-                    Secret::generate(),
-                    now,
-                )
-            },
-            u32::MAX as usize,
-        )
-        .await?;
+    let subscription = sync_subscriptions(&state, &id, &input.name, &definition, &apps).await?;
     let pipe = Pipe {
         id,
         uid: input.uid,
         name: input.name,
-        app_id: app_id.clone(),
-        endpoint_id: endpoint.id.clone(),
+        app_id: subscription.app_id,
+        endpoint_id: subscription.id,
         definition: value,
         enabled: input.enabled.unwrap_or(true),
         created_at: now,
         updated_at: now,
         revision: 0,
     };
-    check_forward_urls(&state, &definition)?;
+    let pipe_id = pipe.id.clone();
     match state.store.create_pipe(pipe).await {
         Ok(created) => {
             sync_forwards(&state, &created.id, &created.name, &definition).await?;
@@ -229,7 +302,7 @@ pub async fn create(
         }
         Err(error) => {
             // Not left subscribed without its pipe (a taken uid, say).
-            let _ = state.store.delete_endpoint(&app_id, &endpoint.id).await;
+            let _ = delete_subscriptions(&state, &pipe_id).await;
             Err(error.into())
         }
     }
@@ -258,8 +331,9 @@ pub async fn get(
     path = "/api/v1/pipe/{pipe_id}",
     tag = "pipe",
     summary = "Change a pipe (Kait extension)",
-    description = "Fields left out are kept. The trigger's app or source cannot change (make \
-        a new pipe); waits already written keep their time and continue with the new actions \
+    description = "Fields left out are kept. The trigger's app cannot change, a pipe on \
+        sources may name other sources (make a new pipe to move between the two); waits \
+        already written keep their time and continue with the new actions \
         where the same step still exists.",
     params(PipePath),
     request_body = PipePatch,
@@ -279,10 +353,11 @@ pub async fn patch(
         let existing = find(&state, &pipe_id).await?;
         let current = out(&existing);
         let trigger = input.trigger.clone().unwrap_or(current.trigger.clone());
-        if trigger.app != current.trigger.app || trigger.source != current.trigger.source {
+        if trigger.app != current.trigger.app {
             return Err(ApiError::invalid(
                 "trigger",
-                "the app or source of a pipe cannot change; make a new pipe",
+                "the app of a pipe cannot change, nor a pipe on sources move to an app; \
+                 make a new pipe",
             ));
         }
         let transform = match &input.transform {
@@ -291,26 +366,17 @@ pub async fn patch(
         };
         let actions = input.actions.clone().unwrap_or(current.actions.clone());
         let (value, definition) = definition(&trigger, transform.as_ref(), &actions).await?;
+        let apps = trigger_apps(&state, &definition).await?;
+        check_forward_targets(&state, &definition).await?;
         let now = now_millis();
-        let endpoint = state
-            .store
-            .get_endpoint_by_id(&existing.endpoint_id)
-            .await?
-            .ok_or(ApiError::NotFound("pipe endpoint"))?;
-        if endpoint.event_types.as_ref() != Some(&definition.event_types()) {
-            state
-                .store
-                .update_endpoint(Endpoint {
-                    event_types: Some(definition.event_types()),
-                    updated_at: now,
-                    ..endpoint
-                })
-                .await?;
-        }
+        let subscription =
+            sync_subscriptions(&state, &existing.id, &existing.name, &definition, &apps).await?;
         sync_forwards(&state, &existing.id, &existing.name, &definition).await?;
         Ok(state
             .store
             .update_pipe(Pipe {
+                app_id: subscription.app_id,
+                endpoint_id: subscription.id,
                 name: input.name.clone().unwrap_or(existing.name.clone()),
                 uid: match &input.uid {
                     Some(uid) => uid.clone(),
@@ -347,14 +413,8 @@ pub async fn delete(
     if let Some(application) = state.store.get_application(&forwarding).await? {
         state.store.delete_application(&application.id).await?;
     }
-    match state
-        .store
-        .delete_endpoint(&pipe.app_id, &pipe.endpoint_id)
-        .await
-    {
-        Ok(()) | Err(kait_store::StoreError::NotFound) => Ok(StatusCode::NO_CONTENT),
-        Err(error) => Err(error.into()),
-    }
+    delete_subscriptions(&state, &pipe.id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(
@@ -412,9 +472,43 @@ pub async fn stats(
     }))
 }
 
+/// Each `forward` URL must pass the egress guard, and each source endpoint must exist (a 422
+/// at the action otherwise).
+async fn check_forward_targets(state: &ApiState, definition: &Definition) -> Result<(), ApiError> {
+    check_forward_urls(state, definition)?;
+    for (path, target) in definition.forwards() {
+        let ForwardTarget::SourceEndpoint { source, endpoint } = target else {
+            continue;
+        };
+        let at = format!("actions.{}", path.replace('/', "."));
+        let Some(found) = state.store.get_source(source).await? else {
+            return Err(definition_problem(
+                &format!("{at}.source"),
+                format!("no source {source:?}"),
+            ));
+        };
+        let application = super::ingest_source::source_app(state, &found.id).await?;
+        let usable = state
+            .store
+            .get_endpoint(&application.id, endpoint)
+            .await?
+            .is_some_and(|found| found.kind != EndpointKind::Pipe);
+        if !usable {
+            return Err(definition_problem(
+                &format!("{at}.endpoint"),
+                format!("source {source:?} has no endpoint {endpoint:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Each `forward` URL must pass the egress guard (a 422 at the action otherwise).
 fn check_forward_urls(state: &ApiState, definition: &Definition) -> Result<(), ApiError> {
-    for (path, url) in definition.forwards() {
+    for (path, target) in definition.forwards() {
+        let ForwardTarget::Url(url) = target else {
+            continue;
+        };
         (state.url_check)(url).map_err(|problem| {
             definition_problem(&format!("actions.{}.url", path.replace('/', ".")), problem)
         })?;
@@ -433,10 +527,13 @@ async fn sync_forwards(
 ) -> Result<(), ApiError> {
     check_forward_urls(state, definition)?;
     let forwards = definition.forwards();
+    let any_url = forwards
+        .iter()
+        .any(|(_, target)| matches!(target, ForwardTarget::Url(_)));
     let app_uid = kait_pipe::definition::forward_app_uid(pipe_id);
     let application = match state.store.get_application(&app_uid).await? {
         Some(application) => application,
-        None if forwards.is_empty() => return Ok(()),
+        None if !any_url => return Ok(()),
         None => {
             let now = now_millis();
             match state
@@ -465,7 +562,12 @@ async fn sync_forwards(
     };
     let wanted: std::collections::BTreeMap<String, String> = forwards
         .iter()
-        .map(|(path, url)| (kait_pipe::definition::forward_name(path), url.to_string()))
+        .filter_map(|(path, target)| match target {
+            ForwardTarget::Url(url) => {
+                Some((kait_pipe::definition::forward_name(path), url.to_string()))
+            }
+            ForwardTarget::SourceEndpoint { .. } => None,
+        })
         .collect();
     let existing = state
         .store

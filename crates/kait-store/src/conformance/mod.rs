@@ -21,6 +21,7 @@ macro_rules! for_each_conformance_test {
     ($harness:ident) => {
         $harness!(
             fan_out_claim_and_outcomes,
+            a_message_for_one_endpoint_goes_there_alone,
             transformations_are_kept_and_cancel_deliveries,
             an_endpoint_failing_too_long_is_disabled,
             purges_history_but_keeps_pending_work,
@@ -120,6 +121,7 @@ pub fn message(app_id: &AppId, event_type: &str, event_id: Option<&str>) -> NewM
         },
         idempotency_key: None,
         received: None,
+        only_endpoint: None,
     }
 }
 

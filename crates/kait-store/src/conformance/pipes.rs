@@ -4,7 +4,7 @@ use kait_core::time::now_millis;
 use kait_core::{EndpointId, PipeId, PipeRunId};
 use serde_json::json;
 
-use super::application;
+use super::{application, endpoint};
 use crate::{IfScheduled, PageRequest, Pipe, PipeRun, Store, StoreError, Timer};
 
 fn pipe(app_id: &kait_core::AppId, uid: &str) -> Pipe {
@@ -46,11 +46,52 @@ pub async fn pipes_are_configuration_with_a_log_of_runs(store: &dyn Store) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.get_pipe("carts").await.unwrap().unwrap(), created);
+    // Its subscriptions: endpoints of kind `pipe` with its URL, in each application.
+    let url = format!("kait:pipe/{}", created.id);
+    let other_app = store.create_application(application()).await.unwrap();
+    let mut subscriptions = Vec::new();
+    for app_id in [&app.id, &other_app.id] {
+        let subscription = store
+            .create_endpoint(
+                kait_core::Endpoint {
+                    kind: kait_core::EndpointKind::Pipe,
+                    url: url.clone(),
+                    ..endpoint(app_id, None)
+                },
+                100,
+            )
+            .await
+            .unwrap();
+        subscriptions.push(subscription.id);
+    }
+    store
+        .create_endpoint(
+            kait_core::Endpoint {
+                url: url.clone(),
+                ..endpoint(&app.id, None)
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    let mut found: Vec<_> = store
+        .pipe_endpoints(&url)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|endpoint| endpoint.id)
+        .collect();
+    found.sort();
+    subscriptions.sort();
+    assert_eq!(found, subscriptions, "only endpoints of kind pipe");
+
     let epoch = store.config_epoch();
     let changed = store
         .update_pipe(Pipe {
             enabled: false,
             definition: json!({ "changed": true }),
+            app_id: other_app.id.clone(),
+            endpoint_id: subscriptions[1].clone(),
             ..created.clone()
         })
         .await
@@ -66,6 +107,10 @@ pub async fn pipes_are_configuration_with_a_log_of_runs(store: &dyn Store) {
     ));
     let read = store.get_pipe(created.id.as_str()).await.unwrap().unwrap();
     assert_eq!(read.definition, json!({ "changed": true }));
+    assert_eq!(
+        (&read.app_id, &read.endpoint_id),
+        (&other_app.id, &subscriptions[1])
+    );
     assert!(!read.enabled);
     assert_eq!(store.list_pipes(page()).await.unwrap().items, vec![read]);
 

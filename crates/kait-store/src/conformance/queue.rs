@@ -4,7 +4,7 @@ use kait_core::time::now_millis;
 use kait_core::{AppId, DeliveryStatus};
 
 use super::{application, endpoint, message, outcome};
-use crate::{NextStep, Store};
+use crate::{NewMessage, NextStep, Store};
 
 /// A message fans out to the endpoints whose filters take it; a claim takes each delivery
 /// once; a retry falls due at its time; a success finishes it.
@@ -472,4 +472,50 @@ pub async fn transformations_are_kept_and_cancel_deliveries(store: &dyn Store) {
             .is_empty(),
         "a canceled delivery is not due again"
     );
+}
+
+/// A message meant for one endpoint (a pipe's `forward` to a source endpoint) is delivered
+/// there alone, past that endpoint's filters, and to nothing when it is disabled.
+pub async fn a_message_for_one_endpoint_goes_there_alone(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let open = store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let filtered = store
+        .create_endpoint(endpoint(&app.id, Some(&["other.type"])), 100)
+        .await
+        .unwrap();
+    let to = |endpoint: &kait_core::Endpoint| NewMessage {
+        only_endpoint: Some(endpoint.id.clone()),
+        ..message(&app.id, "a.b", None)
+    };
+
+    let accepted = store.create_message(to(&filtered)).await.unwrap();
+    assert_eq!(accepted.deliveries, 1);
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let targets: Vec<_> = claim
+        .deliveries
+        .iter()
+        .map(|delivery| delivery.endpoint_id.clone())
+        .collect();
+    assert_eq!(targets, vec![filtered.id.clone()], "not the open endpoint");
+
+    store
+        .update_endpoint(kait_core::Endpoint {
+            disabled: true,
+            ..filtered.clone()
+        })
+        .await
+        .unwrap();
+    let accepted = store.create_message(to(&filtered)).await.unwrap();
+    assert_eq!(accepted.deliveries, 0, "a disabled endpoint gets nothing");
+
+    let accepted = store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    assert_eq!(accepted.deliveries, 1, "the usual fan-out is unchanged");
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(claim.deliveries[0].endpoint_id, open.id);
 }

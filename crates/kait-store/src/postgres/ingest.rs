@@ -256,13 +256,7 @@ async fn commit(
             .map(|endpoints| {
                 endpoints
                     .iter()
-                    .filter(|endpoint| {
-                        kait_core::filter::endpoint_matches(
-                            endpoint,
-                            &message.event_type,
-                            message.channels.as_ref(),
-                        )
-                    })
+                    .filter(|endpoint| new.goes_to(endpoint))
                     .map(|endpoint| endpoint.id.as_str().to_owned())
                     .collect()
             })

@@ -110,7 +110,8 @@ impl Pipes for PgStore {
             .await?
             .execute(
                 "UPDATE pipe SET uid = $2, name = $3, definition = $4, enabled = $5, \
-                 updated_at = $6, revision = $7 WHERE id = $1 AND revision = $7::bigint - 1",
+                 updated_at = $6, revision = $7, app_id = $8, endpoint_id = $9 \
+                 WHERE id = $1 AND revision = $7::bigint - 1",
                 &[
                     &next.id.as_str(),
                     &next.uid,
@@ -119,6 +120,8 @@ impl Pipes for PgStore {
                     &next.enabled,
                     &next.updated_at,
                     &(next.revision as i64),
+                    &next.app_id.as_str(),
+                    &next.endpoint_id.as_str(),
                 ],
             )
             .await
@@ -155,6 +158,23 @@ impl Pipes for PgStore {
         transaction.commit().await?;
         self.config_changed();
         Ok(())
+    }
+
+    async fn pipe_endpoints(&self, url: &str) -> StoreResult<Vec<kait_core::Endpoint>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM endpoint WHERE kind = 'pipe' AND url = $1 ORDER BY id",
+                columns::ENDPOINT
+            ))
+            .await?;
+        let keys = &self.shared.options.secret_keys;
+        client
+            .query(&statement, &[&url])
+            .await?
+            .iter()
+            .map(|row| rows::endpoint(row, keys))
+            .collect()
     }
 
     async fn record_pipe_run(&self, run: PipeRun) -> StoreResult<()> {

@@ -119,7 +119,8 @@ impl Pipes for SqliteStore {
                     .connection
                     .prepare_cached(
                         "UPDATE pipe SET uid = ?2, name = ?3, definition = ?4, enabled = ?5, \
-                         updated_at = ?6, revision = ?7 WHERE id = ?1 AND revision = ?7 - 1",
+                         updated_at = ?6, revision = ?7, app_id = ?8, endpoint_id = ?9 \
+                         WHERE id = ?1 AND revision = ?7 - 1",
                     )?
                     .execute(params![
                         next.id.as_str(),
@@ -129,6 +130,8 @@ impl Pipes for SqliteStore {
                         next.enabled,
                         next.updated_at,
                         next.revision as i64,
+                        next.app_id.as_str(),
+                        next.endpoint_id.as_str(),
                     ])
                     .map_err(|error| {
                         rows::conflict_on_unique(error, "a pipe with this uid already exists")
@@ -165,6 +168,21 @@ impl Pipes for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn pipe_endpoints(&self, url: &str) -> StoreResult<Vec<kait_core::Endpoint>> {
+        let (url, keys) = (url.to_owned(), self.keys.clone());
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {} FROM endpoint WHERE kind = 'pipe' AND url = ?1 ORDER BY id",
+                columns::ENDPOINT
+            ))?;
+            let endpoints = statement
+                .query_map([url.as_str()], |row| rows::endpoint(row, &keys))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(endpoints)
+        })
+        .await
     }
 
     async fn record_pipe_run(&self, run: PipeRun) -> StoreResult<()> {

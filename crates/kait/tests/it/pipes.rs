@@ -421,3 +421,148 @@ async fn forward_sends_through_the_delivery_engine_signed_with_its_own_secret() 
     );
     server.stop().await;
 }
+
+/// A generic-webhook source, by uid; returns its ingest URL.
+async fn source(server: &TestServer, uid: &str) -> String {
+    let (status, source) = server
+        .post(
+            "/ingest/api/v1/source",
+            &json!({ "name": uid, "uid": uid, "type": "generic-webhook", "config": {} })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{source}");
+    source["ingestUrl"].as_str().unwrap().to_owned()
+}
+
+async fn post_json(url: &str, body: Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_pipe_on_several_sources_forwards_to_one_source_endpoint() {
+    let server = TestServer::start().await;
+    let (runner, bystander) = (Receiver::start().await, Receiver::start().await);
+    let github = source(&server, "github").await;
+    let gitlab = source(&server, "gitlab").await;
+    source(&server, "ci").await;
+    // The target takes only a type the forwarded events do not have: an explicit forward
+    // goes past filters. The other endpoint of the same source must get nothing.
+    for (uid, url, types) in [
+        ("runner", &runner.url, json!(["ci.only"])),
+        ("bystander", &bystander.url, json!(null)),
+    ] {
+        let (status, answer) = server
+            .post(
+                "/ingest/api/v1/source/ci/endpoint",
+                &json!({ "uid": uid, "url": url, "filterTypes": types }).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let pipe = create_pipe(
+        &server,
+        json!({
+            "name": "pushes to ci",
+            "trigger": { "sources": ["github", "gitlab"], "eventTypes": ["generic-webhook"] },
+            "transform": "e => ({ repo: e.payload.repo })",
+            "actions": [{ "type": "forward", "source": "ci", "endpoint": "runner" }]
+        }),
+    )
+    .await;
+    let pipe_id = pipe["id"].as_str().unwrap().to_owned();
+    assert_eq!(pipe["trigger"]["sources"], json!(["github", "gitlab"]));
+
+    post_json(&github, json!({ "repo": "a", "noise": 1 })).await;
+    post_json(&gitlab, json!({ "repo": "b" })).await;
+    let received = runner.wait_for(2, Duration::from_secs(10)).await;
+    let mut repos: Vec<Value> = received.iter().map(|r| r.json()["repo"].clone()).collect();
+    repos.sort_by_key(|repo| repo.to_string());
+    assert_eq!(repos, [json!("a"), json!("b")]);
+    assert_eq!(
+        received[0].json(),
+        json!({ "repo": received[0].json()["repo"] })
+    );
+    let (status, secret) = server
+        .get("/ingest/api/v1/source/ci/endpoint/runner/secret")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{secret}");
+    crate::support::assert_signed(&received[0], secret["key"].as_str().unwrap());
+
+    // Down to one source: the other's requests no longer trigger it.
+    let (status, answer) = server
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/pipe/{pipe_id}"),
+            Some(
+                &json!({ "trigger": { "sources": ["gitlab"], "eventTypes": ["generic-webhook"] } })
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    post_json(&github, json!({ "repo": "ignored" })).await;
+    post_json(&gitlab, json!({ "repo": "c" })).await;
+    let received = runner.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(received[2].json(), json!({ "repo": "c" }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runner.count(), 3, "github no longer triggers the pipe");
+    assert_eq!(
+        bystander.count(),
+        0,
+        "the forward went to its endpoint alone"
+    );
+
+    // Targets that do not exist are refused where they are named.
+    for (action, loc) in [
+        (
+            json!({ "type": "forward", "source": "ci", "endpoint": "nope" }),
+            json!(["body", "actions", "0", "endpoint"]),
+        ),
+        (
+            json!({ "type": "forward", "source": "nope", "endpoint": "runner" }),
+            json!(["body", "actions", "0", "source"]),
+        ),
+    ] {
+        let (status, answer) = server
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/pipe/{pipe_id}"),
+                Some(&json!({ "actions": [action] }).to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["detail"][0]["loc"], loc, "{answer}");
+    }
+    // A pipe on sources stays on sources.
+    let app_id = server.create_app("elsewhere").await;
+    let (status, answer) = server
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/pipe/{pipe_id}"),
+            Some(&json!({ "trigger": { "app": app_id, "eventTypes": ["x"] } }).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+
+    // Deleted: no source triggers it any more.
+    let (status, _) = server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/pipe/{pipe_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    post_json(&gitlab, json!({ "repo": "after" })).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runner.count(), 3);
+    server.stop().await;
+}
