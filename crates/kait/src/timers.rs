@@ -21,8 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a claim holds a timer; a firing that did not finish by then is tried again.
 const LEASE: Duration = Duration::from_secs(30);
-/// Timers claimed (and fired concurrently) per round.
+/// Timers claimed per round.
 const BATCH: usize = 1024;
+/// Timers of a round firing at once. Each firing writes (its messages, its run), on the
+/// same store writer as ingest: a whole round at once would queue a thousand writes ahead
+/// of every API request, while a few dozen keep the writer's group commits just as full.
+const FIRING_AT_ONCE: usize = 16;
 /// After a store error, the runner tries again this much later.
 const RETRY: Duration = Duration::from_secs(2);
 /// The longest sleep when this node is alone and no timer is waiting.
@@ -78,15 +82,19 @@ async fn fire_due(store: &Arc<dyn Store>, engine: &Arc<Engine>) -> kait_store::S
         .claim_timers(now, BATCH, now + LEASE.as_millis() as Millis)
         .await?;
     let full = timers.len() == BATCH;
+    let mut waiting = timers.into_iter();
     let mut firing = JoinSet::new();
-    for timer in timers {
-        let engine = engine.clone();
-        firing.spawn(async move { fire(&engine, timer).await });
-    }
     let mut fired = Vec::with_capacity(BATCH);
-    while let Some(done) = firing.join_next().await {
-        if let Ok(Some(timer)) = done {
-            fired.push(timer);
+    loop {
+        while firing.len() < FIRING_AT_ONCE {
+            let Some(timer) = waiting.next() else { break };
+            let engine = engine.clone();
+            firing.spawn(async move { fire(&engine, timer).await });
+        }
+        match firing.join_next().await {
+            Some(Ok(Some(timer))) => fired.push(timer),
+            Some(_) => {}
+            None => break,
         }
     }
     if !fired.is_empty() {
