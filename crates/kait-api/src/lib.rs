@@ -108,6 +108,9 @@ pub struct Limits {
     pub max_consumers_per_endpoint: usize,
     /// Requests one incoming source may have in progress at once (more wait, then get 429).
     pub source_in_flight: usize,
+    /// How long messages are kept (`--retain-messages`; `None`: forever). A message may ask
+    /// to keep its payload this long or longer (Svix's `payloadRetentionPeriod`), not less.
+    pub message_retention: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -122,6 +125,7 @@ impl Default for Limits {
             max_metadata_bytes: 16 * 1024,
             max_consumers_per_endpoint: 1000,
             source_in_flight: 64,
+            message_retention: Some(std::time::Duration::from_secs(90 * 24 * 3600)),
         }
     }
 }

@@ -801,6 +801,7 @@ pub struct PipeRunOut {
 // Messages.
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MessageIn {
     #[serde(rename = "eventType")]
     #[schema(value_type = EventTypeName)]
@@ -821,6 +822,41 @@ pub struct MessageIn {
     #[serde(rename = "deliverAt")]
     #[schema(schema_with = nullable_date_time, required = false)]
     pub deliver_at: Option<DateTime<Utc>>,
+    /// Svix's way to send a body that is not JSON (`message_in_raw` in the SDKs): the text in
+    /// `rawPayload`, sent byte for byte, its type in `headers["content-type"]`; `payload` is
+    /// then `{}`.
+    #[serde(rename = "transformationsParams", default)]
+    pub transformations_params: Option<TransformationsParams>,
+    /// Creates the application with the message when the path's id or uid names none (its
+    /// `uid`, if given, must be the path's); ignored when the application exists.
+    #[serde(default)]
+    pub application: Option<ApplicationIn>,
+    /// Svix's message tags: Kait does not keep them, so a non-empty list is refused (422)
+    /// rather than dropped.
+    #[serde(default)]
+    #[schema(max_items = 0)]
+    pub tags: Option<Vec<String>>,
+    /// Days to keep the payload (Svix). Kait keeps every message for the server's
+    /// `--retain-messages` (90 days by default): a period at least that long is accepted,
+    /// a shorter one is refused (422) rather than not honoured.
+    #[serde(rename = "payloadRetentionPeriod", default)]
+    #[schema(minimum = 1)]
+    pub payload_retention_period: Option<i64>,
+    /// Hours to keep the payload (Svix; not with `payloadRetentionPeriod`): as above.
+    #[serde(rename = "payloadRetentionHours", default)]
+    #[schema(minimum = 1)]
+    pub payload_retention_hours: Option<i64>,
+}
+
+/// A raw (non-JSON) message body, as Svix's SDKs send it.
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformationsParams {
+    /// The body, sent as it is (not minified or re-encoded).
+    #[serde(rename = "rawPayload")]
+    pub raw_payload: Option<String>,
+    /// Only `content-type` (the webhook's `Content-Type`; `application/json` by default).
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// `null` or a date-time, as `oneOf`: schema fuzzers ignore `format` on a type list
@@ -856,6 +892,38 @@ pub struct MessageOut {
     pub timestamp: DateTime<Utc>,
     #[serde(rename = "deliverAt", skip_serializing_if = "Option::is_none")]
     pub deliver_at: Option<DateTime<Utc>>,
+    /// Kait: the raw body webhooks carry instead of `payload` (which is then its JSON reading).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawPayloadOut>,
+}
+
+/// A raw message body: as text when it is UTF-8, else in base64.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RawPayloadOut {
+    #[serde(rename = "contentType")]
+    pub content_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+}
+
+impl RawPayloadOut {
+    fn new(raw: kait_core::model::RawPayload) -> Self {
+        use base64::Engine;
+        let (text, base64) = match String::from_utf8(raw.body) {
+            Ok(text) => (Some(text), None),
+            Err(error) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(error.as_bytes())),
+            ),
+        };
+        Self {
+            content_type: raw.content_type,
+            text,
+            base64,
+        }
+    }
 }
 
 /// An empty object, for listings asked `with_content=false`.
@@ -883,6 +951,7 @@ impl MessageOut {
             ordering_key: message.ordering_key,
             timestamp: to_datetime(message.created_at),
             deliver_at: message.deliver_at.map(to_datetime),
+            raw: message.raw.filter(|_| with_content).map(RawPayloadOut::new),
         }
     }
 }

@@ -577,7 +577,10 @@ impl ServeConfig {
             connect_timeout,
             extra_root_certificates,
             max_response_bytes,
-            limits,
+            limits: Limits {
+                message_retention: retention.messages,
+                ..limits
+            },
             max_in_flight,
             endpoint_in_flight,
             breaker,

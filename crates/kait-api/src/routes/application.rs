@@ -19,7 +19,8 @@ use crate::wire::{
 };
 use crate::{ApiError, ApiState};
 
-fn check(
+/// An application's name, uid and metadata, checked (also for one created with a message).
+pub(crate) fn check(
     state: &ApiState,
     name: &str,
     uid: Option<&str>,

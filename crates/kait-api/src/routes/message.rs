@@ -5,19 +5,24 @@
 //! never by this handler: ingest never calls an endpoint.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use kait_core::model::RawPayload;
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problems};
-use kait_core::{Message, MessageId};
+use kait_core::{AppId, Application, Message, MessageId};
 use kait_store::{MessageFilter, NewMessage};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::find_app;
 use crate::extract::{LimitedBody, ListQuery, parse_json};
 use crate::paths::AppPath;
-use crate::wire::{ListResponse, MessageIn, MessageOut};
+use crate::wire::{
+    ApplicationIn, EventTypeName, Key, ListResponse, MessageIn, MessageOut, TransformationsParams,
+};
 use crate::{ApiError, ApiState};
 
 /// Longest `eventId` and `Idempotency-Key` accepted.
@@ -79,6 +84,11 @@ fn message_from_xml(body: &[u8], max_depth: usize) -> Result<MessageIn, ApiError
         }),
         ordering_key: attribute("orderingKey"),
         deliver_at: None,
+        transformations_params: None,
+        application: None,
+        tags: None,
+        payload_retention_period: None,
+        payload_retention_hours: None,
     })
 }
 
@@ -107,16 +117,331 @@ pub async fn create(
     } else {
         parse_json(&body)?
     };
-    let now = now_millis();
     let mut problems = Problems::new();
-    problems.check("eventType", validate::event_type_name(&input.event_type));
+    problems.check(
+        "payload",
+        check_payload(input.payload.get(), state.limits.max_payload_depth),
+    );
+    problems.check(
+        "tags",
+        match &input.tags {
+            Some(tags) if !tags.is_empty() => {
+                Err("Kait does not keep message tags: send none (filter by channels)".into())
+            }
+            _ => Ok(()),
+        },
+    );
+    check_retention(
+        &mut problems,
+        state.limits.message_retention,
+        input.payload_retention_period,
+        input.payload_retention_hours,
+    );
+    let raw = match &input.transformations_params {
+        Some(params) => raw_from_params(&mut problems, params, input.payload.get()),
+        None => None,
+    };
+    let payload = match &raw {
+        // What pipes' filters and listings see of it: its JSON reading, `{}` when it has none.
+        Some(raw) => {
+            kait_sources::body::read(
+                Some(&raw.content_type),
+                &raw.body,
+                state.limits.max_payload_depth,
+            )
+            .payload
+        }
+        None => input.payload.get().to_owned(),
+    };
+    let fields = MessageFields {
+        event_type: input.event_type,
+        event_id: input.event_id,
+        channels: input.channels,
+        ordering_key: input.ordering_key,
+        deliver_at: input.deliver_at,
+    };
+    accept(
+        &state,
+        &app_key,
+        &headers,
+        problems,
+        fields,
+        payload,
+        raw,
+        input.application,
+    )
+    .await
+}
+
+/// What a message says besides its body, from a JSON body or a raw request's query.
+struct MessageFields {
+    event_type: String,
+    event_id: Option<String>,
+    channels: Option<std::collections::BTreeSet<String>>,
+    ordering_key: Option<String>,
+    deliver_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn check_payload(payload: &str, max_depth: usize) -> Result<(), String> {
+    if !payload.trim_start().starts_with('{') {
+        Err("must be a JSON object".into())
+    } else if validate::json_depth(payload) > max_depth {
+        Err(format!(
+            "must not nest arrays and objects deeper than {max_depth} levels"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Svix's `payloadRetentionPeriod` (days) or `payloadRetentionHours`: Kait keeps every
+/// message for the server's retention, so a message may ask for that or longer, not less.
+fn check_retention(
+    problems: &mut Problems,
+    kept: Option<std::time::Duration>,
+    days: Option<i64>,
+    hours: Option<i64>,
+) {
+    let asked = match (days, hours) {
+        (Some(_), Some(_)) => {
+            problems.check(
+                "payloadRetentionHours",
+                Err("give payloadRetentionPeriod or payloadRetentionHours, not both".into()),
+            );
+            return;
+        }
+        (Some(days), None) => ("payloadRetentionPeriod", days.saturating_mul(24)),
+        (None, Some(hours)) => ("payloadRetentionHours", hours),
+        (None, None) => return,
+    };
+    let (field, hours) = asked;
+    let outcome = if hours < 1 {
+        Err("must be at least 1".to_owned())
+    } else {
+        match kept {
+            Some(kept) if hours as u128 * 3600 >= kept.as_secs() as u128 => Ok(()),
+            kept => Err(format!(
+                "this server keeps every message {}; a shorter retention per message is not \
+                 supported",
+                match kept {
+                    Some(kept) =>
+                        format!("for {} hours (--retain-messages)", kept.as_secs() / 3600),
+                    None => "forever (--retain-messages forever)".to_owned(),
+                }
+            )),
+        }
+    };
+    problems.check(field, outcome);
+}
+
+/// The raw body Svix's SDKs send in `transformationsParams`, checked.
+fn raw_from_params(
+    problems: &mut Problems,
+    params: &TransformationsParams,
+    payload: &str,
+) -> Option<RawPayload> {
+    let mut content_type = "application/json".to_owned();
+    for (name, value) in params.headers.iter().flatten() {
+        if !name.eq_ignore_ascii_case("content-type") {
+            problems.check(
+                "transformationsParams",
+                Err(format!(
+                    "headers: only content-type is supported, not {name:?}"
+                )),
+            );
+        } else if value.is_empty()
+            || value.len() > MAX_KEY_LEN
+            || axum::http::HeaderValue::from_str(value).is_err()
+        {
+            problems.check(
+                "transformationsParams",
+                Err("headers: content-type must be a header value of 1 to 256 characters".into()),
+            );
+        } else {
+            content_type = value.clone();
+        }
+    }
+    let Some(raw) = &params.raw_payload else {
+        if params.headers.is_some() {
+            problems.check(
+                "transformationsParams",
+                Err("headers apply to a rawPayload: send one".into()),
+            );
+        }
+        return None;
+    };
+    let empty = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(payload)
+        .is_ok_and(|object| object.is_empty());
+    if !empty {
+        problems.check(
+            "payload",
+            Err("must be {} when transformationsParams.rawPayload is the body".into()),
+        );
+    }
+    Some(RawPayload {
+        content_type,
+        body: raw.as_bytes().to_vec(),
+        headers: Vec::new(),
+    })
+}
+
+/// `POST …/msg/raw` query: what a JSON message says besides its payload.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawMessageQuery {
+    /// The event type's name
+    #[serde(rename = "eventType")]
+    #[param(value_type = EventTypeName)]
+    pub event_type: String,
+    #[serde(rename = "eventId")]
+    #[param(value_type = Option<Key>)]
+    pub event_id: Option<String>,
+    /// Comma-separated channels
+    pub channels: Option<String>,
+    #[serde(rename = "orderingKey")]
+    #[param(value_type = Option<Key>)]
+    pub ordering_key: Option<String>,
+}
+
+impl RawMessageQuery {
+    /// Reads the query, each parameter at most once, with a 4xx that names the parameter.
+    fn read(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut read = RawMessageQuery::default();
+        let mut event_type = None;
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let slot = match name.as_ref() {
+                "eventType" => &mut event_type,
+                "eventId" => &mut read.event_id,
+                "channels" => &mut read.channels,
+                "orderingKey" => &mut read.ordering_key,
+                other => {
+                    return Err(ApiError::invalid_query(
+                        other,
+                        "not a parameter of this route",
+                    ));
+                }
+            };
+            if slot.replace(value.into_owned()).is_some() {
+                return Err(ApiError::invalid_query(&name, "given more than once"));
+            }
+        }
+        read.event_type = event_type
+            .ok_or_else(|| ApiError::invalid_query("eventType", "the event type is required"))?;
+        Ok(read)
+    }
+}
+
+#[utoipa::path(
+    post,
+    operation_id = "v1.message.create-raw",
+    path = "/api/v1/app/{app_id}/msg/raw",
+    tag = "message",
+    summary = "Publish a message whose body is the request's body, of any type (Kait extension)",
+    description = "The body is sent to every endpoint byte for byte with its `Content-Type` \
+        (`application/octet-stream` when none is given), signed over those bytes; XML endpoints \
+        receive it unchanged too. Pipes and listings see its JSON reading (JSON, XML and forms \
+        are read; anything else reads as `{}`).",
+    params(AppPath, RawMessageQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 202, body = MessageOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn create_raw(
+    State(state): State<ApiState>,
+    Path(AppPath { app_id: app_key }): Path<AppPath>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let query = RawMessageQuery::read(query.as_deref())?;
+    let content_type = match headers.get(CONTENT_TYPE) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|text| !text.is_empty() && text.len() <= MAX_KEY_LEN)
+            .ok_or(ApiError::BadRequest {
+                code: "invalid_content_type",
+                detail: "Content-Type must be visible ASCII, 1 to 256 characters".into(),
+            })?
+            .to_owned(),
+        None => "application/octet-stream".to_owned(),
+    };
+    let payload =
+        kait_sources::body::read(Some(&content_type), &body, state.limits.max_payload_depth)
+            .payload;
+    let raw = RawPayload {
+        content_type,
+        body: body.to_vec(),
+        headers: Vec::new(),
+    };
+    let fields = MessageFields {
+        event_type: query.event_type,
+        event_id: query.event_id,
+        channels: query.channels.map(|channels| {
+            channels
+                .split(',')
+                .map(|channel| channel.trim().to_owned())
+                .filter(|channel| !channel.is_empty())
+                .collect()
+        }),
+        ordering_key: query.ordering_key,
+        deliver_at: None,
+    };
+    accept(
+        &state,
+        &app_key,
+        &headers,
+        Problems::new(),
+        fields,
+        payload,
+        Some(raw),
+        None,
+    )
+    .await
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.message.get-raw",
+    path = "/api/v1/app/{app_id}/msg/raw",
+    tag = "message",
+    summary = "Get the message whose eventId is `raw`",
+    description = "`GET …/msg/{msg_id}` for the one key its path shares with `POST …/msg/raw`.",
+    params(AppPath, crate::extract::ListParams),
+    responses((status = 200, body = MessageOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// `GET …/msg/raw`: the message whose eventId is `raw` (the path is taken by the route
+/// above for POST).
+pub async fn get_raw(
+    state: State<ApiState>,
+    Path(AppPath { app_id }): Path<AppPath>,
+    query: ListQuery,
+) -> Result<Json<MessageOut>, ApiError> {
+    get(state, Path((app_id, "raw".to_owned())), query).await
+}
+
+/// Checks what every message needs, then writes it with its deliveries.
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    state: &ApiState,
+    app_key: &str,
+    headers: &HeaderMap,
+    mut problems: Problems,
+    fields: MessageFields,
+    payload: String,
+    raw: Option<RawPayload>,
+    application: Option<ApplicationIn>,
+) -> Result<(StatusCode, Json<MessageOut>), ApiError> {
+    let now = now_millis();
+    problems.check("eventType", validate::event_type_name(&fields.event_type));
     // A time already past delivers now; Svix asks for at least a minute ahead, which Kait
     // does not require (its deliveries are best-effort to the second either way).
-    let deliver_at = input.deliver_at.map(|at| at.timestamp_millis());
+    let deliver_at = fields.deliver_at.map(|at| at.timestamp_millis());
     if let Some(at) = deliver_at {
         problems.check(
             "deliverAt",
-            if at - now > MAX_DELIVER_AHEAD_MS {
+            if at > now + MAX_DELIVER_AHEAD_MS {
                 Err("must be at most 24 hours ahead".into())
             } else {
                 Ok(())
@@ -124,75 +449,52 @@ pub async fn create(
         );
     }
     let deliver_at = deliver_at.filter(|at| *at > now);
-    if let Some(channels) = &input.channels {
+    if let Some(channels) = &fields.channels {
         problems.check("channels", validate::channels(channels.iter()));
     }
-    if let Some(event_id) = &input.event_id {
+    if let Some(event_id) = &fields.event_id {
         problems.check("eventId", validate::key("eventId", event_id));
     }
-    if let Some(ordering_key) = &input.ordering_key {
+    if let Some(ordering_key) = &fields.ordering_key {
         problems.check("orderingKey", validate::ordering_key(ordering_key));
     }
-    let max_depth = state.limits.max_payload_depth;
-    problems.check(
-        "payload",
-        if !input.payload.get().trim_start().starts_with('{') {
-            Err("must be a JSON object".into())
-        } else if validate::json_depth(input.payload.get()) > max_depth {
-            Err(format!(
-                "must not nest arrays and objects deeper than {max_depth} levels"
-            ))
-        } else {
-            Ok(())
-        },
-    );
+    if let Some(application) = &application {
+        check_new_application(state, &mut problems, app_key, application);
+    }
     problems.into_result()?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => {
-            let key = value.to_str().map_err(|_| ApiError::BadRequest {
-                code: "invalid_idempotency_key",
-                detail: "Idempotency-Key must be visible ASCII".into(),
-            })?;
-            if key.is_empty() || key.len() > MAX_KEY_LEN {
-                return Err(ApiError::BadRequest {
-                    code: "invalid_idempotency_key",
-                    detail: format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} characters long"),
-                });
-            }
-            Some(key.to_owned())
-        }
-        None => None,
-    };
+    let idempotency_key = idempotency_key(headers)?;
 
-    let app_id = state
-        .app_ids
-        .resolve(state.store.as_ref(), &app_key)
-        .await?;
+    let app_id = match state.app_ids.resolve(state.store.as_ref(), app_key).await {
+        Err(ApiError::NotFound(_)) if application.is_some() => {
+            let application = application.expect("checked above");
+            create_application(state, app_key, application).await?
+        }
+        other => other?,
+    };
     let repeat_check = idempotency_key.as_ref().map(|_| {
         (
-            input.event_type.clone(),
-            input.event_id.clone(),
-            input.payload.get().to_owned(),
+            fields.event_type.clone(),
+            fields.event_id.clone(),
+            payload.clone(),
+            raw.as_ref().map(|raw| raw.body.clone()),
         )
     });
     let accepted = state
         .store
         .create_message(NewMessage {
-            message: Message {
+            idempotency_key,
+            ..NewMessage::new(Message {
                 id: MessageId::generate(),
                 app_id,
-                event_type: input.event_type,
-                event_id: input.event_id,
-                channels: input.channels,
-                ordering_key: input.ordering_key,
-                payload: input.payload.get().to_owned(),
-                raw: None,
+                event_type: fields.event_type,
+                event_id: fields.event_id,
+                channels: fields.channels,
+                ordering_key: fields.ordering_key,
+                payload,
+                raw,
                 created_at: now,
                 deliver_at,
-            },
-            idempotency_key,
-            received: None,
-            only_endpoint: None,
+            })
         })
         .await
         .map_err(|error| match error {
@@ -202,8 +504,9 @@ pub async fn create(
         })?;
     if accepted.created {
         metrics::counter!("kait_messages_accepted_total").increment(1);
-    } else if let Some((event_type, event_id, payload)) = repeat_check
-        && !same_message(&accepted.message, &event_type, &event_id, &payload)
+    } else if let Some((event_type, event_id, payload, raw_body)) = repeat_check
+        && (!same_message(&accepted.message, &event_type, &event_id, &payload)
+            || accepted.message.raw.as_ref().map(|raw| &raw.body) != raw_body.as_ref())
     {
         // The key named an earlier, different message: say so instead of answering with it.
         return Err(ApiError::IdempotencyKeyReused);
@@ -212,6 +515,78 @@ pub async fn create(
         StatusCode::ACCEPTED,
         Json(MessageOut::new(accepted.message, true)),
     ))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| ApiError::BadRequest {
+        code: "invalid_idempotency_key",
+        detail: "Idempotency-Key must be visible ASCII".into(),
+    })?;
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(ApiError::BadRequest {
+            code: "invalid_idempotency_key",
+            detail: format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} characters long"),
+        });
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Svix's `application` on a message: made under the path's uid when none has it.
+fn check_new_application(
+    state: &ApiState,
+    problems: &mut Problems,
+    app_key: &str,
+    application: &ApplicationIn,
+) {
+    if AppId::has_prefix(app_key) {
+        problems.check(
+            "application",
+            Err("an application is made with a message only under a uid in the path".into()),
+        );
+    } else if application.uid.as_deref().is_some_and(|uid| uid != app_key) {
+        problems.check("application", Err("its uid must be the path's".into()));
+    } else if let Err(ApiError::Validation(found)) = super::application::check(
+        state,
+        &application.name,
+        Some(app_key),
+        application.metadata.as_ref(),
+    ) {
+        for problem in found {
+            problems.check("application", Err(problem.msg));
+        }
+    }
+}
+
+async fn create_application(
+    state: &ApiState,
+    uid: &str,
+    input: ApplicationIn,
+) -> Result<AppId, ApiError> {
+    let now = now_millis();
+    let created = state
+        .store
+        .create_application(Application {
+            id: AppId::generate(),
+            uid: Some(uid.to_owned()),
+            name: input.name,
+            rate_limit: input.throttle_rate,
+            metadata: input.metadata.unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
+            revision: 0,
+        })
+        .await;
+    match created {
+        Ok(application) => Ok(application.id),
+        // Made at the same moment by another request.
+        Err(kait_store::StoreError::Conflict(_)) => {
+            state.app_ids.resolve(state.store.as_ref(), uid).await
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Whether a message accepted earlier under an `Idempotency-Key` is the one now sent again.

@@ -106,6 +106,7 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         .routes(routes!(endpoint::stats))
         .routes(routes!(attempt::list_endpoint_messages))
         .routes(routes!(message::list, message::create))
+        .routes(routes!(message::create_raw, message::get_raw))
         .routes(routes!(message::get))
         .routes(routes!(poller::poll))
         .routes(routes!(poller::stream))

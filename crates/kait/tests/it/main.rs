@@ -39,6 +39,7 @@ mod pipes;
 mod pull;
 mod python_sdk;
 mod races;
+mod raw_messages;
 mod receiving;
 mod svix_client;
 mod transformations;

@@ -6,23 +6,13 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::support::receiver::{Received, Receiver};
-use crate::support::{TestServer, assert_signed};
+use crate::support::{TestServer, assert_signed, assert_signed_bytes, hmac_sha256};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -161,33 +151,6 @@ async fn chunked_status(url: &str, chunks: usize) -> String {
     let mut answer = vec![0u8; 12];
     stream.read_exact(&mut answer).await.unwrap();
     String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// Checks a webhook's Standard Webhooks `v1` signature over a body of any bytes, computed
-/// here from the spec: base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
-fn assert_signed_bytes(webhook: &Received, secret: &str) {
-    let engine = base64::engine::general_purpose::STANDARD;
-    let key = base64::Engine::decode(&engine, secret.trim_start_matches("whsec_")).unwrap();
-    let expected = base64::Engine::encode(
-        &engine,
-        hmac_sha256(
-            &key,
-            &[
-                webhook.header("webhook-id").as_bytes(),
-                b".",
-                webhook.header("webhook-timestamp").as_bytes(),
-                b".",
-                &webhook.body,
-            ],
-        ),
-    );
-    let signatures = webhook.header("webhook-signature");
-    assert!(
-        signatures
-            .split(' ')
-            .any(|signature| signature == format!("v1,{expected}")),
-        "{signatures}"
-    );
 }
 
 /// The forwarded webhook whose body is `body`.

@@ -34,6 +34,8 @@ mod pull;
 mod python_sdk;
 #[path = "../it/races.rs"]
 mod races;
+#[path = "../it/raw_messages.rs"]
+mod raw_messages;
 #[path = "../it/receiving.rs"]
 mod receiving;
 #[path = "../it/svix_client.rs"]
