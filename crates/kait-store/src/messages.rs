@@ -57,14 +57,23 @@ impl NewMessage {
 
     /// Whether accepting this message makes a delivery to `endpoint`.
     pub fn goes_to(&self, endpoint: &kait_core::Endpoint) -> bool {
-        match &self.only_endpoint {
-            Some(only) => &endpoint.id == only && !endpoint.disabled,
-            None => kait_core::filter::endpoint_matches(
-                endpoint,
-                &self.message.event_type,
-                self.message.channels.as_ref(),
-            ),
-        }
+        goes_to(&self.message, self.only_endpoint.as_ref(), endpoint)
+    }
+}
+
+/// Whether accepting `message` (for `only_endpoint`, if set) makes a delivery to `endpoint`.
+pub fn goes_to(
+    message: &Message,
+    only_endpoint: Option<&EndpointId>,
+    endpoint: &kait_core::Endpoint,
+) -> bool {
+    match only_endpoint {
+        Some(only) => &endpoint.id == only && !endpoint.disabled,
+        None => kait_core::filter::endpoint_matches(
+            endpoint,
+            &message.event_type,
+            message.channels.as_ref(),
+        ),
     }
 }
 

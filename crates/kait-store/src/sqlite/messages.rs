@@ -52,20 +52,16 @@ impl MessageLog for SqliteStore {
         // (`eventId`) undoes itself; after it only I/O errors can fail the job.
         self.writer
             .write_unisolated(Durability::Synced, move |context| {
-                // Also the check that the application still exists: the API may have found
-                // it in its cache.
-                let endpoints = context.endpoints_of(new_message.message.app_id.as_str())?;
-                let targets: Vec<_> = endpoints
-                    .iter()
-                    .filter(|endpoint| new_message.goes_to(endpoint))
-                    .collect();
                 let NewMessage {
                     message,
                     idempotency_key,
                     received,
-                    only_endpoint: _,
+                    only_endpoint,
                 } = new_message;
                 let app_id = message.app_id.as_str();
+                // Also the check that the application still exists: the API may have found
+                // it in its cache.
+                let endpoints = context.endpoints_of(app_id)?;
                 if let Some(key) = &idempotency_key {
                     let earlier: Option<i64> = context
                         .connection
@@ -155,7 +151,9 @@ impl MessageLog for SqliteStore {
                 type Shared = (Arc<str>, Arc<str>, Option<Arc<str>>, Option<Arc<RawPayload>>);
                 let mut shared: Option<Shared> = None;
                 let mut handed_off = Vec::new();
-                for endpoint in targets {
+                for endpoint in endpoints.iter().filter(|endpoint| {
+                    crate::messages::goes_to(&message, only_endpoint.as_ref(), endpoint)
+                }) {
                     deliveries += 1;
                     // Unordered endpoints take new deliveries straight from this commit;
                     // ordered ones go through the claim, which keeps their queue order.
