@@ -71,6 +71,7 @@ pub fn access_for(method: &Method, route: &str) -> Access {
         | "/app/{app_id}/msg"
         | "/app/{app_id}/msg/{msg_id}"
         | "/app/{app_id}/msg/raw"
+        | "/app/{app_id}/attachment/{attachment_id}"
         | "/app/{app_id}/msg/{msg_id}/attempt"
         | "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}"
         | "/app/{app_id}/msg/{msg_id}/endpoint"

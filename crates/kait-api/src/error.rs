@@ -41,6 +41,12 @@ pub enum ApiError {
     /// Well-formed but invalid fields, all of them.
     Validation(Vec<Problem>),
     Unavailable,
+    /// A body whose declared content type the server refuses (415).
+    UnsupportedMediaType(String),
+    /// An attachment link that is malformed, altered or expired (403).
+    LinkRefused(String),
+    /// The blob store failed (503; the cause is logged, not shown).
+    BlobStore(String),
     Internal(String),
 }
 
@@ -152,6 +158,20 @@ impl IntoResponse for ApiError {
                 "unavailable",
                 "the server is shutting down",
             ),
+            Self::UnsupportedMediaType(detail) => coded(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                &detail,
+            ),
+            Self::LinkRefused(detail) => coded(StatusCode::FORBIDDEN, "link_refused", &detail),
+            Self::BlobStore(cause) => {
+                tracing::error!(%cause, "blob store failure");
+                coded(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "blob_store_unavailable",
+                    "the attachment store is not available; try again later",
+                )
+            }
             Self::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 coded(

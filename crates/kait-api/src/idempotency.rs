@@ -61,6 +61,9 @@ pub async fn replay_repeated_posts(
     let remembered = request.method() == Method::POST
         && !route.is_empty()
         && !route.ends_with("/msg")
+        // A blob is not buffered to be fingerprinted; a repeated upload is another
+        // attachment, and an unreferenced one is deleted after a day.
+        && !route.ends_with("/attachment")
         && !SECRET_RESPONSES.contains(&route);
     let Some(key) = key.filter(|_| remembered) else {
         return Ok(next.run(request).await);

@@ -83,6 +83,8 @@ pub struct ApiContext {
     pub sources: Arc<sources_cache::SourcesCache>,
     /// Requests in progress per incoming source.
     pub source_slots: Arc<source_slots::SourceSlots>,
+    /// Attachments: the blob store and link keys (`None`: uploads and attachments refused).
+    pub media: Option<kait_media::Media>,
 }
 
 /// Produces the `/metrics` body.

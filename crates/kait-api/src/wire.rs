@@ -511,6 +511,24 @@ pub struct EndpointIn {
     /// `json` (default) or `xml`: the body the endpoint receives.
     #[schema(pattern = "^(json|xml)$")]
     pub format: Option<String>,
+    /// Kait extension: how long the attachment links in this endpoint's webhooks stay valid
+    /// (seconds from each attempt; 24 hours by default).
+    #[serde(
+        rename = "attachmentLinkTtlSeconds",
+        default,
+        deserialize_with = "whole"
+    )]
+    #[schema(minimum = 60, maximum = 604800)]
+    pub attachment_link_ttl_seconds: Option<u32>,
+    /// Kait extension: attachments up to this size also travel inline (base64 `data`), for
+    /// receivers that cannot fetch (at most 1 MiB; none by default).
+    #[serde(
+        rename = "inlineAttachmentMaxBytes",
+        default,
+        deserialize_with = "whole"
+    )]
+    #[schema(minimum = 0, maximum = 1048576)]
+    pub inline_attachment_max_bytes: Option<u32>,
 }
 
 #[derive(Clone, Deserialize, Default, utoipa::ToSchema)]
@@ -550,6 +568,22 @@ pub struct EndpointPatch {
     pub ordering: Option<String>,
     #[schema(pattern = "^(json|xml)$")]
     pub format: Option<String>,
+    /// `null` returns to the default (24 hours).
+    #[serde(
+        rename = "attachmentLinkTtlSeconds",
+        default,
+        deserialize_with = "double_whole"
+    )]
+    #[schema(minimum = 60, maximum = 604800)]
+    pub attachment_link_ttl_seconds: Option<Option<u32>>,
+    /// `null` returns to the default (none inline).
+    #[serde(
+        rename = "inlineAttachmentMaxBytes",
+        default,
+        deserialize_with = "double_whole"
+    )]
+    #[schema(minimum = 0, maximum = 1048576)]
+    pub inline_attachment_max_bytes: Option<Option<u32>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -575,6 +609,16 @@ pub struct EndpointOut {
     pub signature_scheme: &'static str,
     pub format: &'static str,
     pub kind: &'static str,
+    #[serde(
+        rename = "attachmentLinkTtlSeconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub attachment_link_ttl_seconds: Option<u32>,
+    #[serde(
+        rename = "inlineAttachmentMaxBytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inline_attachment_max_bytes: Option<u32>,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
     #[serde(rename = "updatedAt")]
@@ -600,6 +644,8 @@ impl From<&Endpoint> for EndpointOut {
             signature_scheme: endpoint.secret.scheme().as_str(),
             format: endpoint.format.as_str(),
             kind: endpoint.kind.as_str(),
+            attachment_link_ttl_seconds: endpoint.media.link_ttl_secs,
+            inline_attachment_max_bytes: endpoint.media.inline_max_bytes,
             created_at: to_datetime(endpoint.created_at),
             updated_at: to_datetime(endpoint.updated_at),
         }
@@ -846,6 +892,12 @@ pub struct MessageIn {
     #[serde(rename = "payloadRetentionHours", default)]
     #[schema(minimum = 1)]
     pub payload_retention_hours: Option<i64>,
+    /// Kait extension: ids of attachments uploaded to this application
+    /// (`POST …/attachment`). Each webhook's payload then carries `attachments`: for each,
+    /// its record and a link signed for the receiving endpoint (see `AttachmentOut`).
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    pub attachments: Option<Vec<String>>,
 }
 
 /// A raw (non-JSON) message body, as Svix's SDKs send it.
@@ -895,6 +947,45 @@ pub struct MessageOut {
     /// Kait: the raw body webhooks carry instead of `payload` (which is then its JSON reading).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<RawPayloadOut>,
+    /// Kait: the attachments the message references (with links for a polling endpoint).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentOut>,
+}
+
+/// An attachment: a blob stored once, referenced by messages.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AttachmentOut {
+    pub id: String,
+    #[serde(rename = "contentType")]
+    pub content_type: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the bytes.
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    /// Where a receiver fetches it (`GET /media/{id}?…`, with `Range`): a link signed for one
+    /// endpoint, in webhooks and polling reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(rename = "expiresAt", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl AttachmentOut {
+    pub fn new(attachment: kait_core::Attachment) -> Self {
+        Self {
+            id: attachment.id.into_string(),
+            content_type: attachment.content_type,
+            size: attachment.size,
+            sha256: attachment.sha256,
+            filename: attachment.filename,
+            created_at: to_datetime(attachment.created_at),
+            url: None,
+            expires_at: None,
+        }
+    }
 }
 
 /// A raw message body: as text when it is UTF-8, else in base64.
@@ -952,7 +1043,37 @@ impl MessageOut {
             timestamp: to_datetime(message.created_at),
             deliver_at: message.deliver_at.map(to_datetime),
             raw: message.raw.filter(|_| with_content).map(RawPayloadOut::new),
+            attachments: message
+                .attachments
+                .into_iter()
+                .map(AttachmentOut::new)
+                .collect(),
         }
+    }
+
+    /// The message as `endpoint_id` reads it by polling: its attachments with links signed
+    /// for that endpoint, valid for the endpoint's link lifetime from `now`.
+    pub fn for_endpoint(
+        message: Message,
+        media: Option<&kait_media::Media>,
+        endpoint: &kait_core::Endpoint,
+        now: kait_core::time::Millis,
+    ) -> Self {
+        let mut out = Self::new(message, true);
+        if let Some(media) = media {
+            let expires_at = now / 1000 + i64::from(endpoint.media.link_ttl_secs());
+            for attachment in &mut out.attachments {
+                attachment.url = Some(kait_media::webhook::link(
+                    &media.links,
+                    &media.public_url,
+                    &attachment.id,
+                    endpoint.id.as_str(),
+                    expires_at,
+                ));
+                attachment.expires_at = Some(to_datetime(expires_at * 1000));
+            }
+        }
+        out
     }
 }
 
@@ -1328,6 +1449,8 @@ impl From<IngestEndpointIn> for EndpointIn {
             ordering: None,
             signature_scheme: None,
             format: None,
+            attachment_link_ttl_seconds: None,
+            inline_attachment_max_bytes: None,
         }
     }
 }

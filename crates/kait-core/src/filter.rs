@@ -61,6 +61,7 @@ mod tests {
             updated_at: 0,
             revision: 0,
             transformation: Default::default(),
+            media: Default::default(),
         }
     }
 

@@ -86,6 +86,14 @@ macro_rules! prefixed_id {
                 value.starts_with($prefix)
             }
 
+            /// `value` if it has the form of this kind of id (prefix, then a KSUID's
+            /// base-62 characters): caller input checked before any lookup.
+            pub fn parse(value: &str) -> Option<Self> {
+                let rest = value.strip_prefix($prefix)?;
+                (rest.len() == KSUID_CHARS && rest.bytes().all(|byte| byte.is_ascii_alphanumeric()))
+                    .then(|| Self(value.to_owned()))
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -111,8 +119,8 @@ macro_rules! prefixed_id {
 
 /// Every id prefix: a caller's `uid` may start with none of them, so that a path segment is
 /// never ambiguous between an id and a uid.
-pub const ID_PREFIXES: [&str; 8] = [
-    "app_", "ep_", "msg_", "atmpt_", "src_", "rcv_", "pipe_", "prun_",
+pub const ID_PREFIXES: [&str; 9] = [
+    "app_", "ep_", "msg_", "atmpt_", "src_", "rcv_", "pipe_", "prun_", "att_",
 ];
 
 prefixed_id!(
@@ -155,6 +163,11 @@ prefixed_id!(
     PipeRunId,
     "prun_"
 );
+prefixed_id!(
+    /// A blob uploaded once (a snapshot, a clip) that messages reference: the claim check.
+    AttachmentId,
+    "att_"
+);
 
 #[cfg(test)]
 mod tests {
@@ -169,6 +182,22 @@ mod tests {
             message_id.as_str()[4..]
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric())
+        );
+    }
+
+    #[test]
+    fn only_well_formed_ids_parse() {
+        let id = AttachmentId::generate();
+        assert_eq!(AttachmentId::parse(id.as_str()), Some(id.clone()));
+        assert_eq!(AttachmentId::parse(&id.as_str()[..10]), None);
+        assert_eq!(
+            AttachmentId::parse(&id.as_str().replace("att_", "msg_")),
+            None
+        );
+        assert_eq!(AttachmentId::parse(&format!("{id}x")), None);
+        assert_eq!(
+            AttachmentId::parse(&format!("att_{}/", &id.as_str()[5..])),
+            None
         );
     }
 

@@ -15,5 +15,7 @@ pub mod time;
 pub mod validate;
 pub mod xml;
 
-pub use id::{AppId, AttemptId, EndpointId, MessageId, PipeId, PipeRunId, ReceivedId, SourceId};
+pub use id::{
+    AppId, AttachmentId, AttemptId, EndpointId, MessageId, PipeId, PipeRunId, ReceivedId, SourceId,
+};
 pub use model::*;

@@ -161,6 +161,8 @@ pub struct Endpoint {
     pub revision: u64,
     /// Svix's endpoint transformation: JavaScript that may change each webhook in flight.
     pub transformation: TransformationSetting,
+    /// How this endpoint receives a message's attachments.
+    pub media: MediaSettings,
 }
 
 impl Endpoint {
@@ -190,8 +192,54 @@ impl Endpoint {
             updated_at: now,
             revision: 0,
             transformation: TransformationSetting::default(),
+            media: MediaSettings::default(),
         }
     }
+}
+
+/// How an endpoint receives attachments: each as a link signed for it (valid `link_ttl_secs`
+/// from the attempt, default [`MediaSettings::DEFAULT_LINK_TTL_SECS`]), and the small ones
+/// (up to `inline_max_bytes`) inline as base64, for receivers that cannot fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MediaSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ttl_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_max_bytes: Option<u32>,
+}
+
+impl MediaSettings {
+    /// A day: a retry hours later still carries a working link, since each attempt signs anew.
+    pub const DEFAULT_LINK_TTL_SECS: u32 = 24 * 3600;
+    /// A week: the longest an S3 presigned URL may live, and long enough for any receiver.
+    pub const MAX_LINK_TTL_SECS: u32 = 7 * 24 * 3600;
+    /// Inline attachments travel in every webhook and retry: kept to what a payload may hold.
+    pub const MAX_INLINE_BYTES: u32 = 1024 * 1024;
+
+    pub fn link_ttl_secs(&self) -> u32 {
+        self.link_ttl_secs.unwrap_or(Self::DEFAULT_LINK_TTL_SECS)
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A blob stored once and referenced by messages (`MessageIn.attachments`): what is known of
+/// it. The bytes live in the blob store under the id; they never change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub id: crate::AttachmentId,
+    pub app_id: AppId,
+    /// As declared at upload (checked against the bytes' signature).
+    pub content_type: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the bytes, computed while they were received.
+    pub sha256: String,
+    pub filename: Option<String>,
+    pub created_at: Millis,
 }
 
 /// An endpoint's transformation as Svix shows it: the code may be kept while switched off.
@@ -236,6 +284,9 @@ pub struct Message {
     /// (`{}` when the raw body has no JSON reading).
     pub payload: String,
     pub raw: Option<RawPayload>,
+    /// Blobs the message references: each webhook carries them as links signed for its
+    /// endpoint (or inline), added to the payload's `attachments` when it is sent.
+    pub attachments: Vec<Attachment>,
     pub created_at: Millis,
     /// Svix's `deliverAt`: no delivery is attempted before this time (the deliveries are
     /// written due then, so the wait is durable like any scheduled retry).

@@ -101,6 +101,16 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         return run_pipe(shared, delivery, started_at, &endpoint.url, hold_retry).await;
     }
 
+    // Attachments: links signed for this endpoint, fresh at each attempt (a retry hours
+    // later carries a working link), and the small ones inline if the endpoint asks.
+    let mut outgoing = delivery.payload.clone();
+    if let Some(attachments) = delivery.attachments.clone() {
+        match with_attachments(shared, &delivery, &attachments, &endpoint.media, started_at).await {
+            Ok(payload) => outgoing = payload,
+            Err(reason) => return failed_here(shared, delivery, started_at, &reason, hold_retry),
+        }
+    }
+
     // The endpoint's transformation may change the method, URL and payload, or cancel.
     let mut method = Method::POST;
     let mut new_target: Option<(String, Result<Target, SendError>)> = None;
@@ -111,7 +121,7 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
             code: code.clone(),
             url: endpoint.url.clone(),
             event_type: delivery.event_type.clone(),
-            payload: delivery.payload.clone(),
+            payload: outgoing.clone(),
         };
         match transform::run(&shared.scripts, job).await {
             Ok(output) if output.cancel => return canceled(delivery, started_at),
@@ -136,7 +146,7 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
     // transformation replaced it; its headers go out either way.
     let raw = delivery.raw.as_ref().map(|raw| raw_parts(raw.clone()));
     let transformed = new_payload.is_some();
-    let payload = new_payload.unwrap_or_else(|| delivery.payload.clone());
+    let payload = new_payload.unwrap_or(outgoing);
     let (body, content_type) = match (&raw, endpoint.format) {
         (Some((body, content_type, _)), _) if !transformed => (body.clone(), content_type.clone()),
         (_, PayloadFormat::Json) => (
@@ -216,6 +226,46 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         gone,
         pause,
     }
+}
+
+/// The delivery's payload with its `attachments` array for this endpoint at `now`; `Err`
+/// (retried) when attachments cannot be offered now (no media configured, a blob unreadable).
+async fn with_attachments(
+    shared: &Shared,
+    delivery: &ClaimedDelivery,
+    attachments: &[kait_core::Attachment],
+    settings: &kait_core::MediaSettings,
+    now: Millis,
+) -> Result<Arc<str>, String> {
+    let Some(media) = &shared.media else {
+        return Err("the message has attachments but no blob store is configured".into());
+    };
+    let mut inline = Vec::new();
+    for attachment in kait_media::webhook::inline_wanted(attachments, settings) {
+        let bytes = media
+            .blobs
+            .read_all(attachment.id.as_str(), attachment.size)
+            .await
+            .map_err(|error| {
+                format!(
+                    "reading attachment {} to send inline: {error}",
+                    attachment.id
+                )
+            })?;
+        inline.push((attachment.id.as_str(), bytes));
+    }
+    let entries = kait_media::webhook::entries(
+        attachments,
+        delivery.endpoint_id.as_str(),
+        settings,
+        now / 1000,
+        &media.links,
+        &media.public_url,
+        &inline,
+    );
+    kait_media::webhook::with_attachments(&delivery.payload, &entries)
+        .map(Arc::from)
+        .map_err(str::to_owned)
 }
 
 /// What a transformation's payload changes: for a JSON message the body is what the handler

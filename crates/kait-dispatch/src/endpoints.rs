@@ -30,6 +30,8 @@ pub struct PreparedEndpoint {
     pub headers: HeaderMap,
     /// The transformation's code, when one is switched on.
     pub transformation: Option<Arc<str>>,
+    /// How it receives attachments (link lifetime, inline size).
+    pub media: kait_core::MediaSettings,
 }
 
 impl PreparedEndpoint {
@@ -59,6 +61,7 @@ impl PreparedEndpoint {
                 .map(|(secret, expires_at)| (secret.signing_key(), *expires_at)),
             headers,
             transformation: endpoint.transformation.active_code().map(Arc::from),
+            media: endpoint.media,
         }
     }
 }

@@ -258,6 +258,7 @@ mod tests {
             event_type: "a.b".into(),
             payload: "{}".into(),
             raw: None,
+            attachments: None,
             ordering_key: key.map(Arc::from),
             created_at: 0,
             attempts_made: 0,

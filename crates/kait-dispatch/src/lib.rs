@@ -89,6 +89,7 @@ struct Shared {
     /// Runs endpoint transformations (user JavaScript) off the async workers.
     scripts: kait_script::ScriptPool,
     pipes: Option<Arc<dyn PipeRunner>>,
+    media: Option<kait_media::Media>,
 }
 
 /// What carries deliveries out: HTTP requests, user scripts (transformations) and pipes.
@@ -97,6 +98,9 @@ pub struct Runners {
     pub scripts: kait_script::ScriptPool,
     /// Runs deliveries to endpoints of kind `pipe`; without it they fail (and are retried).
     pub pipes: Option<Arc<dyn PipeRunner>>,
+    /// Signs attachment links (and reads small attachments to send inline); without it a
+    /// message with attachments fails (and is retried).
+    pub media: Option<kait_media::Media>,
 }
 
 /// Runs a pipe on one of its events: a delivery to the pipe's endpoint (kind `pipe`), so
@@ -481,6 +485,7 @@ pub async fn run(
         retry_schedule: config.retry_schedule.clone(),
         max_retry_after: config.max_retry_after,
         scripts: runners.scripts,
+        media: runners.media,
         pipes: runners.pipes,
     });
     let (outcomes, outcome_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);

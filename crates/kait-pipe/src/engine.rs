@@ -44,6 +44,7 @@ fn forwarded(pipe_id: &PipeId, origin: &str, at: &str, event: &Value, app_id: Ap
         payload: event["payload"].to_string(),
         raw: None,
         created_at: now_millis(),
+        attachments: Vec::new(),
         deliver_at: None,
     }
 }
@@ -602,6 +603,7 @@ impl Engine {
             payload: payload.to_string(),
             raw: None,
             created_at: now_millis(),
+            attachments: Vec::new(),
             deliver_at: None,
         };
         self.create(message, at).await

@@ -20,17 +20,19 @@ pub const EVENT_TYPE: &str = "name, description, archived, deprecated, schemas, 
 pub const ENDPOINT: &str = "id, app_id, uid, url, description, version, disabled, \
      event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering, \
      previous_secret, previous_secret_expires_at, format, kind, revision, transformation_code, \
-     transformation_enabled, transformation_updated_at";
+     transformation_enabled, transformation_updated_at, media";
 
 /// The same columns qualified with the `e` alias, for joins.
 pub const ENDPOINT_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
      e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, \
      e.format, e.kind, e.revision, e.transformation_code, e.transformation_enabled, \
-     e.transformation_updated_at";
+     e.transformation_updated_at, e.media";
 
 pub const SOURCE: &str = "id, uid, name, kind, config, metadata, token, previous_token, \
      previous_token_expires_at, created_at, updated_at, revision";
+
+pub const ATTACHMENT: &str = "id, app_id, content_type, size, sha256, filename, created_at";
 
 pub const PIPE: &str =
     "id, uid, name, app_id, endpoint_id, definition, enabled, created_at, updated_at, revision";
@@ -157,6 +159,27 @@ impl RawColumns {
     }
 }
 
+/// A message's attachment records as stored (`attachments`, JSON), `None` when it has none.
+pub fn attachments_json(attachments: &[kait_core::Attachment]) -> Option<String> {
+    (!attachments.is_empty()).then(|| to_json(attachments))
+}
+
+/// A message's attachment records back from their column.
+pub fn read_attachments(text: Option<String>) -> Result<Vec<kait_core::Attachment>, String> {
+    match text {
+        Some(text) => serde_json::from_str(&text).map_err(|error| error.to_string()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// An endpoint's media settings back from their column.
+pub fn read_media(text: Option<String>) -> Result<kait_core::MediaSettings, String> {
+    match text {
+        Some(text) => serde_json::from_str(&text).map_err(|error| error.to_string()),
+        None => Ok(kait_core::MediaSettings::default()),
+    }
+}
+
 pub fn optional_set_json(set: &Option<BTreeSet<String>>) -> Option<String> {
     set.as_ref().map(to_json)
 }
@@ -188,6 +211,8 @@ pub struct EndpointRow<'a> {
     pub transformation_code: Option<&'a str>,
     pub transformation_enabled: bool,
     pub transformation_updated_at: Option<Millis>,
+    /// `None` for the default settings (most endpoints).
+    pub media: Option<String>,
 }
 
 impl<'a> EndpointRow<'a> {
@@ -221,6 +246,7 @@ impl<'a> EndpointRow<'a> {
             transformation_code: endpoint.transformation.code.as_deref(),
             transformation_enabled: endpoint.transformation.enabled,
             transformation_updated_at: endpoint.transformation.updated_at,
+            media: (!endpoint.media.is_default()).then(|| to_json(&endpoint.media)),
         }
     }
 }
@@ -233,7 +259,7 @@ pub const ENDPOINT_CREATED_AT: usize = 13;
 pub const ENDPOINT_UPDATE_REVISION: usize = 20;
 
 /// How many values an endpoint row binds (the columns of [`ENDPOINT`]).
-pub const ENDPOINT_VALUES: usize = 24;
+pub const ENDPOINT_VALUES: usize = 25;
 
 /// A source's stored values, in [`SOURCE`] order, its config and tokens sealed.
 pub struct SourceRow<'a> {

@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod app_signals;
+pub mod attachments;
 mod columns;
 pub mod config;
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub mod sources;
 pub mod sqlite;
 
 pub use access::{AccessStore, AppTokenGrant, IdempotentResponse, NewAppToken};
+pub use attachments::Attachments;
 pub use config::{Applications, ConfigStore, Endpoints, EventTypes};
 pub use error::{DatabaseFailure, StoreError, StoreResult};
 pub use housekeeping::{Housekeeping, QueueDepth};
@@ -62,6 +64,7 @@ pub trait Store:
     + Housekeeping
     + Sources
     + Pipes
+    + Attachments
 {
 }
 impl<T> Store for T where
@@ -73,6 +76,7 @@ impl<T> Store for T where
         + Housekeeping
         + Sources
         + Pipes
+        + Attachments
         + ?Sized
 {
 }
@@ -80,7 +84,7 @@ impl<T> Store for T where
 /// Every store trait, for code that calls store methods on a concrete store (tests, tools).
 pub mod prelude {
     pub use crate::{
-        AccessStore, Applications, DeliveryQueue, Endpoints, EventTypes, Housekeeping, MessageLog,
-        Pipes, PullPositions, Sources, Store,
+        AccessStore, Applications, Attachments, DeliveryQueue, Endpoints, EventTypes, Housekeeping,
+        MessageLog, Pipes, PullPositions, Sources, Store,
     };
 }

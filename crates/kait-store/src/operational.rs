@@ -131,6 +131,7 @@ impl OperationalEvents {
                 payload: payload.to_string(),
                 raw: None,
                 created_at: now,
+                attachments: Vec::new(),
                 deliver_at: None,
             },
             idempotency_key: None,

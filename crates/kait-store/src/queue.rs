@@ -21,6 +21,8 @@ pub struct ClaimedDelivery {
     pub payload: Arc<str>,
     /// Sent instead of `payload` when set (see [`kait_core::RawPayload`]).
     pub raw: Option<Arc<kait_core::RawPayload>>,
+    /// The message's attachments, shared like the payload; `None` when it has none.
+    pub attachments: Option<Arc<[kait_core::Attachment]>>,
     pub ordering_key: Option<Arc<str>>,
     /// When the message was accepted (the XML envelope's timestamp).
     pub created_at: Millis,

@@ -59,6 +59,9 @@ impl SealError {
 pub struct SealingKey {
     id: String,
     cipher: ChaCha20Poly1305,
+    /// Where keys for other purposes come from (see [`SealingKey::derive`]), so that one
+    /// secret outside the database serves every node.
+    subkey_base: [u8; 32],
 }
 
 impl SealingKey {
@@ -70,7 +73,23 @@ impl SealingKey {
                 .map(|byte| format!("{byte:02x}"))
                 .collect(),
             cipher: ChaCha20Poly1305::new(Key::from_slice(bytes)),
+            subkey_base: Sha256::new()
+                .chain_update(b"kait-subkeys.v1\n")
+                .chain_update(bytes)
+                .finalize()
+                .into(),
         }
+    }
+
+    /// A key for `purpose` (e.g. signing attachment links), derived from this one: the same
+    /// on every node that holds this key, independent of the sealing cipher and of other
+    /// purposes' keys.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(self.subkey_base)
+            .chain_update(purpose.as_bytes())
+            .finalize()
+            .into()
     }
 
     /// Reads a key in its text form (base64, as [`SealingKey::generate`] writes it).
@@ -122,6 +141,17 @@ impl SecretKeys {
 
     pub fn current_id(&self) -> &str {
         self.current.id()
+    }
+
+    /// The keys for `purpose` derived from the current key and then the previous ones.
+    pub fn derived(&self, purpose: &str) -> ([u8; 32], Vec<[u8; 32]>) {
+        (
+            self.current.derive(purpose),
+            self.previous
+                .iter()
+                .map(|key| key.derive(purpose))
+                .collect(),
+        )
     }
 
     /// Seals `plaintext`, bound to `field` (e.g. `endpoint.secret:ep_…`).
@@ -512,6 +542,22 @@ mod tests {
             after.needs_resealing(&sealed_old),
             Err(SealError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn derived_keys_depend_on_key_and_purpose_only() {
+        let (key, text) = SealingKey::generate();
+        let again = SealingKey::parse(&text).unwrap();
+        assert_eq!(key.derive("media-links"), again.derive("media-links"));
+        assert_ne!(key.derive("media-links"), key.derive("other"));
+        assert_ne!(
+            key.derive("media-links"),
+            SealingKey::generate().0.derive("media-links")
+        );
+        let keys = SecretKeys::new(key.clone(), vec![again]);
+        let (current, previous) = keys.derived("media-links");
+        assert_eq!(current, key.derive("media-links"));
+        assert_eq!(previous.len(), 1);
     }
 
     #[test]

@@ -184,6 +184,15 @@ pub struct ServeArgs {
     /// A bearer token that may read /metrics and nothing else (the admin token may too).
     #[arg(long, env = "KAIT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Where attachments are stored: s3://bucket[/prefix] (credentials, region and endpoint
+    /// from the AWS_* environment variables) or file:///path (a directory every node mounts).
+    /// On PostgreSQL a shared store is needed for attachments [default: files under the
+    /// data dir on SQLite; none on PostgreSQL]
+    #[arg(long, env = "KAIT_BLOB_URL")]
+    pub blob_url: Option<String>,
+    /// The largest attachment upload accepted, in bytes (a larger one is a 413)
+    #[arg(long, env = "KAIT_MAX_ATTACHMENT_BYTES")]
+    pub max_attachment_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -307,6 +316,13 @@ pub struct ServeConfig {
     /// The keys that seal secrets at rest; `None` until resolved: then the data dir's
     /// generated key ([`ServeConfig::secret_keys`]).
     pub secret_keys: Option<SecretKeys>,
+    /// `--blob-url`: where attachments live (`None`: the data dir on SQLite, none on
+    /// PostgreSQL).
+    pub blob_url: Option<String>,
+    pub max_attachment_bytes: u64,
+    /// How often blobs no message needs are looked for and deleted (not a setting: tests
+    /// shorten it).
+    pub attachment_sweep_interval: Duration,
 }
 
 impl ServeConfig {
@@ -340,6 +356,9 @@ impl ServeConfig {
             metrics_token: None,
             public_url: None,
             secret_keys: None,
+            blob_url: None,
+            max_attachment_bytes: kait_media::DEFAULT_MAX_UPLOAD_BYTES,
+            attachment_sweep_interval: Duration::from_secs(600),
         }
     }
 
@@ -550,6 +569,16 @@ impl ServeConfig {
             None => bail!("--previous-secrets-key-file needs --secrets-key-file (the new key)"),
         };
         let metrics_token = settings.metrics_token;
+        let max_attachment_bytes = settings
+            .max_attachment_bytes
+            .unwrap_or(defaults.max_attachment_bytes);
+        if max_attachment_bytes == 0 {
+            bail!("--max-attachment-bytes must be at least 1");
+        }
+        if let Some(url) = &settings.blob_url {
+            kait_media::blobs::check_url(url)
+                .map_err(|problem| anyhow::anyhow!("--blob-url: {problem}"))?;
+        }
         let public_url = match settings.public_url {
             Some(url) => {
                 let parsed = url::Url::parse(&url)
@@ -593,6 +622,9 @@ impl ServeConfig {
             metrics_token,
             public_url,
             secret_keys,
+            blob_url: settings.blob_url,
+            max_attachment_bytes,
+            attachment_sweep_interval: defaults.attachment_sweep_interval,
         })
     }
 
@@ -684,6 +716,10 @@ impl ServeConfig {
                 config.connections.max_connections.to_string(),
             ),
             ("max_streams", config.limits.streams.total.to_string()),
+            (
+                "max_attachment_bytes",
+                config.max_attachment_bytes.to_string(),
+            ),
             (
                 "max_streams_per_token",
                 config.limits.streams.per_token.to_string(),

@@ -157,6 +157,7 @@ async fn fire(
             headers: Vec::new(),
         }),
         created_at: now,
+        attachments: Vec::new(),
         deliver_at: None,
     };
     let received = ReceivedRequest {

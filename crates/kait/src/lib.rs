@@ -10,6 +10,7 @@ pub mod cron;
 pub mod http_server;
 pub mod launch;
 pub mod listen;
+pub mod media;
 pub mod serve;
 pub mod timers;
 pub mod verify;

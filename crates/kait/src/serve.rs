@@ -177,6 +177,7 @@ pub async fn run(
         Some(url) => url.clone(),
         None => format!("http://{}", listener.local_addr()?),
     };
+    let media = crate::media::open(&config, &public_url)?;
 
     let sender = Sender::new(
         SenderConfig {
@@ -207,6 +208,14 @@ pub async fn run(
         config.retention,
         shutdown.clone(),
     ));
+    let sweeper = media.as_ref().map(|media| {
+        tokio::spawn(crate::media::run_sweeps(
+            store.clone(),
+            media.blobs.clone(),
+            config.attachment_sweep_interval,
+            shutdown.clone(),
+        ))
+    });
     let sources_changed = Arc::new(tokio::sync::Notify::new());
     let cron = tokio::spawn(crate::cron::run(
         store.clone(),
@@ -249,6 +258,7 @@ pub async fn run(
             sender: sender.clone(),
             scripts: scripts.clone(),
             pipes: Some(pipes),
+            media: media.clone(),
         },
         shutdown.child_token(),
     ));
@@ -274,6 +284,7 @@ pub async fn run(
         sources_changed,
         sources: Default::default(),
         source_slots: Default::default(),
+        media,
     });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);
@@ -298,6 +309,9 @@ pub async fn run(
     queue_depth.await.context("queue depth task")?;
     cron.await.context("cron task")?;
     timers.await.context("timer task")?;
+    if let Some(sweeper) = sweeper {
+        sweeper.await.context("attachment sweep task")?;
+    }
     if let Err(error) = store.close().await {
         tracing::warn!(%error, "closing the store failed; other nodes take over after the lease");
     }

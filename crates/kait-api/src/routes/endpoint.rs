@@ -68,6 +68,26 @@ fn check(state: &ApiState, endpoint: &Endpoint, mut problems: Problems) -> Resul
     if let Some(uid) = &endpoint.uid {
         problems.check("uid", validate::uid(uid));
     }
+    if let Some(ttl) = endpoint.media.link_ttl_secs {
+        problems.check(
+            "attachmentLinkTtlSeconds",
+            if (60..=kait_core::MediaSettings::MAX_LINK_TTL_SECS).contains(&ttl) {
+                Ok(())
+            } else {
+                Err("must be from 60 seconds to 7 days (604800)".into())
+            },
+        );
+    }
+    if let Some(max) = endpoint.media.inline_max_bytes {
+        problems.check(
+            "inlineAttachmentMaxBytes",
+            if max <= kait_core::MediaSettings::MAX_INLINE_BYTES {
+                Ok(())
+            } else {
+                Err("must be at most 1048576 (1 MiB)".into())
+            },
+        );
+    }
     if let Some(event_types) = &endpoint.event_types {
         problems.check(
             "eventTypes",
@@ -237,6 +257,10 @@ fn new_endpoint(
         updated_at: now,
         revision: 0,
         transformation: Default::default(),
+        media: kait_core::MediaSettings {
+            link_ttl_secs: input.attachment_link_ttl_seconds,
+            inline_max_bytes: input.inline_attachment_max_bytes,
+        },
     }
 }
 
@@ -381,6 +405,10 @@ pub async fn upsert_in(
             headers: input.headers.unwrap_or(existing.headers.clone()),
             ordering: parse_ordering(&mut problems, input.ordering.as_deref(), existing.ordering),
             format: parse_format(&mut problems, input.format.as_deref(), existing.format),
+            media: kait_core::MediaSettings {
+                link_ttl_secs: input.attachment_link_ttl_seconds,
+                inline_max_bytes: input.inline_attachment_max_bytes,
+            },
             updated_at: now_millis(),
             ..existing
         };
@@ -443,6 +471,14 @@ pub async fn patch(
             version: input.version.unwrap_or(existing.version),
             ordering: parse_ordering(&mut problems, input.ordering.as_deref(), existing.ordering),
             format: parse_format(&mut problems, input.format.as_deref(), existing.format),
+            media: kait_core::MediaSettings {
+                link_ttl_secs: input
+                    .attachment_link_ttl_seconds
+                    .unwrap_or(existing.media.link_ttl_secs),
+                inline_max_bytes: input
+                    .inline_attachment_max_bytes
+                    .unwrap_or(existing.media.inline_max_bytes),
+            },
             secret,
             updated_at: now_millis(),
             ..existing

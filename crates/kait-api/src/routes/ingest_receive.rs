@@ -180,6 +180,7 @@ pub async fn receive(
         payload: read.payload,
         raw,
         created_at: received_at,
+        attachments: Vec::new(),
         deliver_at: None,
     };
     let idempotency_key = entry

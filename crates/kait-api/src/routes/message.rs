@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use kait_core::model::RawPayload;
 use kait_core::time::now_millis;
 use kait_core::validate::{self, Problems};
-use kait_core::{AppId, Application, Message, MessageId};
+use kait_core::{AppId, Application, AttachmentId, Message, MessageId};
 use kait_store::{MessageFilter, NewMessage};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -47,7 +47,8 @@ fn is_xml(headers: &HeaderMap) -> bool {
 }
 
 /// A message sent as XML: `<message eventType="…" eventId="…" channels="a,b"
-/// orderingKey="…"><payload>…</payload></message>`, the payload in the documented mapping.
+/// orderingKey="…" attachments="att_…,att_…"><payload>…</payload></message>`, the payload in
+/// the documented mapping.
 fn message_from_xml(body: &[u8], max_depth: usize) -> Result<MessageIn, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest {
         code: "invalid_xml",
@@ -84,6 +85,12 @@ fn message_from_xml(body: &[u8], max_depth: usize) -> Result<MessageIn, ApiError
         }),
         ordering_key: attribute("orderingKey"),
         deliver_at: None,
+        attachments: attribute("attachments").map(|ids| {
+            ids.split(',')
+                .map(|id| id.trim().to_owned())
+                .filter(|id| !id.is_empty())
+                .collect()
+        }),
         transformations_params: None,
         application: None,
         tags: None,
@@ -159,6 +166,7 @@ pub async fn create(
         channels: input.channels,
         ordering_key: input.ordering_key,
         deliver_at: input.deliver_at,
+        attachments: input.attachments,
     };
     accept(
         &state,
@@ -180,6 +188,55 @@ struct MessageFields {
     channels: Option<std::collections::BTreeSet<String>>,
     ordering_key: Option<String>,
     deliver_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Attachment ids (JSON messages only).
+    attachments: Option<Vec<String>>,
+}
+
+/// The most attachments one message may reference.
+const MAX_ATTACHMENTS: usize = 16;
+
+/// Checks a message's attachment ids (well-formed, each once, at most
+/// [`MAX_ATTACHMENTS`]) and that its body can carry them (a JSON object without its own
+/// `attachments` member).
+fn check_attachments(
+    problems: &mut Problems,
+    ids: &[String],
+    payload: &str,
+    raw: Option<&RawPayload>,
+) -> Vec<AttachmentId> {
+    if ids.len() > MAX_ATTACHMENTS {
+        problems.check(
+            "attachments",
+            Err(format!("at most {MAX_ATTACHMENTS} attachments per message")),
+        );
+        return Vec::new();
+    }
+    if raw.is_some() {
+        problems.check(
+            "attachments",
+            Err("a raw body cannot carry attachment links: send a JSON payload".into()),
+        );
+    }
+    let mut parsed: Vec<AttachmentId> = Vec::with_capacity(ids.len());
+    for (index, id) in ids.iter().enumerate() {
+        let field = format!("attachments[{index}]");
+        match AttachmentId::parse(id) {
+            Some(id) if parsed.contains(&id) => {
+                problems.check(&field, Err("the same attachment is listed twice".into()));
+            }
+            Some(id) => parsed.push(id),
+            None => problems.check(&field, Err("not an attachment id (att_…)".into())),
+        }
+    }
+    let has_own = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(payload)
+        .is_ok_and(|object| object.contains_key("attachments"));
+    if has_own && !ids.is_empty() {
+        problems.check(
+            "payload",
+            Err("has its own `attachments` member, which Kait fills from `attachments`".into()),
+        );
+    }
+    parsed
 }
 
 fn check_payload(payload: &str, max_depth: usize) -> Result<(), String> {
@@ -386,6 +443,7 @@ pub async fn create_raw(
         }),
         ordering_key: query.ordering_key,
         deliver_at: None,
+        attachments: None,
     };
     accept(
         &state,
@@ -461,6 +519,10 @@ async fn accept(
     if let Some(application) = &application {
         check_new_application(state, &mut problems, app_key, application);
     }
+    let attachment_ids = match &fields.attachments {
+        Some(ids) => check_attachments(&mut problems, ids, &payload, raw.as_ref()),
+        None => Vec::new(),
+    };
     problems.into_result()?;
     let idempotency_key = idempotency_key(headers)?;
 
@@ -471,6 +533,7 @@ async fn accept(
         }
         other => other?,
     };
+    let attachments = find_attachments(state, &app_id, &attachment_ids).await?;
     let repeat_check = idempotency_key.as_ref().map(|_| {
         (
             fields.event_type.clone(),
@@ -492,6 +555,7 @@ async fn accept(
                 ordering_key: fields.ordering_key,
                 payload,
                 raw,
+                attachments,
                 created_at: now,
                 deliver_at,
             })
@@ -515,6 +579,35 @@ async fn accept(
         StatusCode::ACCEPTED,
         Json(MessageOut::new(accepted.message, true)),
     ))
+}
+
+/// The records of a message's attachments, each of which must be this application's.
+async fn find_attachments(
+    state: &ApiState,
+    app_id: &kait_core::AppId,
+    ids: &[AttachmentId],
+) -> Result<Vec<kait_core::Attachment>, ApiError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    if state.media.is_none() {
+        return Err(ApiError::invalid(
+            "attachments",
+            "attachments are not enabled on this server",
+        ));
+    }
+    let found = state.store.app_attachments(app_id, ids).await?;
+    let mut problems = Problems::new();
+    for (index, id) in ids.iter().enumerate() {
+        if !found.iter().any(|attachment| attachment.id == *id) {
+            problems.check(
+                &format!("attachments[{index}]"),
+                Err(format!("no attachment {id} in this application")),
+            );
+        }
+    }
+    problems.into_result()?;
+    Ok(found)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

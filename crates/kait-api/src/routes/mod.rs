@@ -1,12 +1,14 @@
 //! The route table. Each module handles one Svix resource.
 
 mod application;
+mod attachment;
 mod attempt;
 mod endpoint;
 mod event_type;
 mod ingest_endpoint;
 mod ingest_receive;
 mod ingest_source;
+mod media;
 mod message;
 mod pipe;
 mod poller;
@@ -29,6 +31,7 @@ pub fn public() -> OpenApiRouter<ApiState> {
             "/ingest/api/v1/source/{source_id}/in/{token}/{*rest}",
             axum::routing::post(ingest_receive::receive),
         )
+        .routes(routes!(media::get))
         .routes(routes!(health))
         .routes(routes!(metrics))
         .routes(routes!(crate::openapi::openapi_json))
@@ -108,6 +111,8 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         .routes(routes!(message::list, message::create))
         .routes(routes!(message::create_raw, message::get_raw))
         .routes(routes!(message::get))
+        .routes(routes!(attachment::create))
+        .routes(routes!(attachment::get))
         .routes(routes!(poller::poll))
         .routes(routes!(poller::stream))
         .routes(routes!(poller::consumer_poll))

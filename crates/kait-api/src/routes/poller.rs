@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
+use kait_core::time::now_millis;
 use kait_core::{Endpoint, EndpointKind};
 use kait_store::MessageFilter;
 
@@ -145,7 +146,9 @@ async fn read_after(
     Ok(PollingOut {
         data: messages
             .into_iter()
-            .map(|(_, message)| MessageOut::new(message, true))
+            .map(|(_, message)| {
+                MessageOut::for_endpoint(message, state.media.as_ref(), endpoint, now_millis())
+            })
             .collect(),
         iterator: position.to_string(),
         done,
@@ -259,8 +262,13 @@ pub async fn stream(
                         .map(|(position, message)| {
                             after = position;
                             let event_type = message.event_type.clone();
-                            let data = serde_json::to_string(&MessageOut::new(message, true))
-                                .unwrap_or_default();
+                            let data = serde_json::to_string(&MessageOut::for_endpoint(
+                                message,
+                                state.media.as_ref(),
+                                &endpoint,
+                                now_millis(),
+                            ))
+                            .unwrap_or_default();
                             Ok(Event::default()
                                 .id(position.to_string())
                                 .event(event_type)

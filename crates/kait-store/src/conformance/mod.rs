@@ -4,12 +4,14 @@
 //! its tests here, once, and both backends run them.
 
 mod access;
+mod attachments;
 mod config;
 mod pipes;
 mod queue;
 mod sources;
 
 pub use self::access::*;
+pub use self::attachments::*;
 pub use self::config::*;
 pub use self::pipes::*;
 pub use self::queue::*;
@@ -44,7 +46,9 @@ macro_rules! for_each_conformance_test {
             cron_ticks_only_move_forward,
             deliver_at_holds_deliveries_until_their_time,
             pipes_are_configuration_with_a_log_of_runs,
-            timers_fire_once_and_a_wait_restarts_or_is_kept
+            timers_fire_once_and_a_wait_restarts_or_is_kept,
+            attachments_travel_with_messages_and_go_with_the_last,
+            an_endpoint_keeps_its_media_settings
         );
     };
 }
@@ -102,6 +106,7 @@ pub fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
         updated_at: 0,
         revision: 0,
         transformation: Default::default(),
+        media: Default::default(),
     }
 }
 
@@ -117,6 +122,7 @@ pub fn message(app_id: &AppId, event_type: &str, event_id: Option<&str>) -> NewM
             payload: "{}".into(),
             raw: None,
             created_at: now_millis(),
+            attachments: Vec::new(),
             deliver_at: None,
         },
         idempotency_key: None,

@@ -28,8 +28,16 @@ pub struct ClaimedMessage {
     pub event_type: Arc<str>,
     pub payload: Arc<str>,
     pub raw: Option<Arc<RawPayload>>,
+    pub attachments: Option<Arc<[kait_core::Attachment]>>,
     pub ordering_key: Option<Arc<str>>,
     pub created_at: Millis,
+}
+
+/// A message's attachment records as deliveries share them: `None` when it has none.
+pub fn shared_attachments(
+    attachments: Vec<kait_core::Attachment>,
+) -> Option<Arc<[kait_core::Attachment]>> {
+    (!attachments.is_empty()).then(|| Arc::from(attachments))
 }
 
 /// The distinct messages the rows need, in ascending order.
@@ -59,6 +67,7 @@ pub fn assemble(
                 event_type: message.event_type.clone(),
                 payload: message.payload.clone(),
                 raw: message.raw.clone(),
+                attachments: message.attachments.clone(),
                 ordering_key: message.ordering_key.clone(),
                 created_at: message.created_at,
                 attempts_made: row.attempts_made,
@@ -100,6 +109,7 @@ mod tests {
                 event_type: Arc::from("a.b"),
                 payload: Arc::from(format!("{{\"seq\":{seq}}}")),
                 raw: None,
+                attachments: None,
                 ordering_key: None,
                 created_at: seq,
             },

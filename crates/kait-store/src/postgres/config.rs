@@ -46,6 +46,7 @@ fn endpoint_values<'a>(
         &row.transformation_code,
         &row.transformation_enabled,
         &row.transformation_updated_at,
+        &row.media,
     ]
 }
 
@@ -158,6 +159,7 @@ impl Applications for PgStore {
             "DELETE FROM poller_consumer WHERE endpoint_id IN (SELECT id FROM endpoint WHERE app_id = $1)",
             "DELETE FROM attempt WHERE app_id = $1",
             "DELETE FROM idempotency_key WHERE app_id = $1",
+            "DELETE FROM message_attachment WHERE msg_id IN (SELECT id FROM message WHERE app_id = $1)",
             "DELETE FROM message WHERE app_id = $1",
             "DELETE FROM endpoint WHERE app_id = $1",
             "DELETE FROM app_token WHERE app_id = $1",

@@ -53,11 +53,12 @@ impl Housekeeping for PgStore {
             // being delivered stays until it is done.
             let rows = client
                 .query(
-                    "WITH doomed AS (SELECT m.seq FROM message m WHERE m.created_at < $1 \
+                    "WITH doomed AS (SELECT m.seq, m.id FROM message m WHERE m.created_at < $1 \
                        AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.msg_seq = m.seq AND d.status IN (1, 3)) \
                        ORDER BY m.created_at LIMIT $2), \
                      deliveries AS (DELETE FROM delivery d USING doomed WHERE d.msg_seq = doomed.seq), \
-                     keys AS (DELETE FROM idempotency_key i USING doomed WHERE i.msg_seq = doomed.seq) \
+                     keys AS (DELETE FROM idempotency_key i USING doomed WHERE i.msg_seq = doomed.seq), \
+                     refs AS (DELETE FROM message_attachment r USING doomed WHERE r.msg_id = doomed.id) \
                      DELETE FROM message m USING doomed WHERE m.seq = doomed.seq RETURNING 1",
                     &[&before, &(batch as i64)],
                 )

@@ -117,6 +117,9 @@ struct MessageColumns {
     raw_body: Vec<Option<Vec<u8>>>,
     raw_headers: Vec<Option<String>>,
     deliver_at: Vec<Option<i64>>,
+    attachments: Vec<Option<String>>,
+    /// (attachment id, message id) for each reference.
+    references: (Vec<String>, Vec<String>),
 }
 
 /// What the batch decided for one job before writing.
@@ -251,6 +254,13 @@ async fn commit(
         columns.raw_body.push(raw.body);
         columns.raw_headers.push(raw.headers);
         columns.deliver_at.push(message.deliver_at);
+        columns
+            .attachments
+            .push(crate::columns::attachments_json(&message.attachments));
+        for attachment in &message.attachments {
+            columns.references.0.push(attachment.id.as_str().to_owned());
+            columns.references.1.push(message.id.as_str().to_owned());
+        }
         let targets: Vec<String> = endpoints
             .get(app_id)
             .map(|endpoints| {
@@ -271,11 +281,11 @@ async fn commit(
         let insert = transaction
             .prepare_cached(
                 "INSERT INTO message (id, app_id, pos, event_type, event_id, channels, payload, created_at, ordering_key, \
-                 raw_content_type, raw_body, raw_headers, deliver_at) \
-                 SELECT id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh, da FROM unnest($1::text[], $2::text[], \
+                 raw_content_type, raw_body, raw_headers, deliver_at, attachments) \
+                 SELECT id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh, da, att FROM unnest($1::text[], $2::text[], \
                  $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], \
-                 $10::text[], $11::bytea[], $12::text[], $13::bigint[]) \
-                 AS t(id, app, pos, et, eid, ch, pl, ca, ok, rct, rb, rh, da) RETURNING id, seq",
+                 $10::text[], $11::bytea[], $12::text[], $13::bigint[], $14::text[]) \
+                 AS t(id, app, pos, et, eid, ch, pl, ca, ok, rct, rb, rh, da, att) RETURNING id, seq",
             )
             .await?;
         let inserted = transaction
@@ -295,9 +305,26 @@ async fn commit(
                     &columns.raw_body,
                     &columns.raw_headers,
                     &columns.deliver_at,
+                    &columns.attachments,
                 ],
             )
             .await?;
+        if !columns.references.0.is_empty() {
+            // The references keep the blobs until their last message is purged.
+            transaction
+                .execute(
+                    "INSERT INTO message_attachment (attachment_id, msg_id) \
+                     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+                    &[&columns.references.0, &columns.references.1],
+                )
+                .await?;
+            transaction
+                .execute(
+                    "UPDATE attachment SET referenced = 1 WHERE id = ANY($1) AND referenced = 0",
+                    &[&columns.references.0],
+                )
+                .await?;
+        }
         let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(inserted.len());
         for row in inserted {
             seq_of.insert(row.try_get(0)?, row.try_get(1)?);

@@ -14,6 +14,7 @@
 //! `FOR SHARE`, so a node that was declared dead cannot slip a claim past the reaper.
 
 mod access;
+mod attachments;
 mod cluster;
 mod config;
 mod housekeeping;

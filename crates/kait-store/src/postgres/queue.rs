@@ -126,7 +126,7 @@ impl PgStore {
             let load = transaction
                 .prepare_cached(
                     "SELECT seq, id, app_id, event_type, payload, ordering_key, created_at, \
-                     raw_content_type, raw_body, raw_headers FROM message WHERE seq = ANY($1)",
+                     raw_content_type, raw_body, raw_headers, attachments FROM message WHERE seq = ANY($1)",
                 )
                 .await?;
             let mut messages: HashMap<i64, ClaimedMessage> = HashMap::with_capacity(seqs.len());
@@ -141,6 +141,7 @@ impl PgStore {
                         ordering_key: row.try_get::<_, Option<&str>>(5)?.map(Arc::from),
                         created_at: row.try_get(6)?,
                         raw: rows::raw_payload(&row, 7)?.map(Arc::new),
+                        attachments: claims::shared_attachments(rows::attachments_at(&row, 10)?),
                     },
                 );
             }

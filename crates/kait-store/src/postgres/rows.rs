@@ -170,14 +170,16 @@ pub fn endpoint_at(row: &Row, base: usize, keys: &SecretKeys) -> StoreResult<End
             enabled: row.try_get(base + 22)?,
             updated_at: row.try_get(base + 23)?,
         },
+        media: crate::columns::read_media(row.try_get(base + 24)?)
+            .map_err(|error| StoreError::corrupt(format!("endpoint media: {error}")))?,
     })
 }
 
 pub const MESSAGE_COLUMNS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels::text, \
      m.payload, m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers, \
-     m.deliver_at";
+     m.deliver_at, m.attachments";
 /// How many columns [`MESSAGE_COLUMNS`] has: a listing's own columns follow them.
-pub const MESSAGE_COLUMN_COUNT: usize = 12;
+pub const MESSAGE_COLUMN_COUNT: usize = 13;
 
 /// The raw payload from columns `base..base + 3` (content type, body, headers).
 pub fn raw_payload(row: &Row, base: usize) -> StoreResult<Option<kait_core::RawPayload>> {
@@ -188,6 +190,12 @@ pub fn raw_payload(row: &Row, base: usize) -> StoreResult<Option<kait_core::RawP
     }
     .read()
     .map_err(|error| StoreError::corrupt(format!("message raw_headers: {error}")))
+}
+
+/// A message's attachment records from their column.
+pub fn attachments_at(row: &Row, index: usize) -> StoreResult<Vec<kait_core::Attachment>> {
+    crate::columns::read_attachments(row.try_get(index)?)
+        .map_err(|error| StoreError::corrupt(format!("message attachments: {error}")))
 }
 
 pub fn message(row: &Row) -> StoreResult<Message> {
@@ -206,6 +214,7 @@ pub fn message_at(row: &Row, base: usize) -> StoreResult<Message> {
         ordering_key: row.try_get(base + 7)?,
         raw: raw_payload(row, base + 8)?,
         deliver_at: row.try_get(base + 11)?,
+        attachments: attachments_at(row, base + 12)?,
     })
 }
 

@@ -84,6 +84,7 @@ fn endpoint_values(row: EndpointRow<'_>) -> [rusqlite::types::Value; columns::EN
         optional_text(row.transformation_code.map(str::to_owned)),
         Value::Integer(i64::from(row.transformation_enabled)),
         optional_int(row.transformation_updated_at),
+        optional_text(row.media),
     ]
 }
 
@@ -201,6 +202,10 @@ impl Applications for SqliteStore {
                 )?;
                 connection.execute("DELETE FROM attempt WHERE app_id = ?1", [id.as_str()])?;
                 connection.execute("DELETE FROM idempotency_key WHERE app_id = ?1", [id.as_str()])?;
+                connection.execute(
+                    "DELETE FROM message_attachment WHERE msg_id IN (SELECT id FROM message WHERE app_id = ?1)",
+                    [id.as_str()],
+                )?;
                 connection.execute("DELETE FROM message WHERE app_id = ?1", [id.as_str()])?;
                 connection.execute("DELETE FROM endpoint WHERE app_id = ?1", [id.as_str()])?;
                 connection.execute("DELETE FROM app_token WHERE app_id = ?1", [id.as_str()])?;

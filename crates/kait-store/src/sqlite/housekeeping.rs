@@ -68,6 +68,9 @@ impl Housekeeping for SqliteStore {
                     for sql in [
                         "DELETE FROM delivery WHERE msg_seq IN (SELECT seq FROM doomed)",
                         "DELETE FROM idempotency_key WHERE msg_seq IN (SELECT seq FROM doomed)",
+                        // Its references to attachments: the last one gone frees the blob.
+                        "DELETE FROM message_attachment WHERE msg_id IN \
+                         (SELECT m.id FROM message m JOIN doomed d ON m.seq = d.seq)",
                     ] {
                         connection.prepare_cached(sql)?.execute([])?;
                     }

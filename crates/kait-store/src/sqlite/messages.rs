@@ -97,8 +97,8 @@ impl MessageLog for SqliteStore {
                     .connection
                     .prepare_cached(
                         "INSERT INTO message (id, app_id, event_type, event_id, channels, payload, created_at, \
-                         ordering_key, raw_content_type, raw_body, raw_headers, deliver_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                         ordering_key, raw_content_type, raw_body, raw_headers, deliver_at, attachments) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     )?
                     .execute(params![
                         message.id.as_str(),
@@ -113,11 +113,25 @@ impl MessageLog for SqliteStore {
                         raw.body,
                         raw.headers,
                         message.deliver_at,
+                        columns::attachments_json(&message.attachments),
                     ])
                     .map_err(|error| {
                         rows::conflict_on_unique(error, "a message with this eventId already exists")
                     })?;
                 let seq = context.connection.last_insert_rowid();
+                for attachment in &message.attachments {
+                    // The reference keeps the blob until its last message is purged.
+                    context
+                        .connection
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO message_attachment (attachment_id, msg_id) VALUES (?1, ?2)",
+                        )?
+                        .execute([attachment.id.as_str(), message.id.as_str()])?;
+                    context
+                        .connection
+                        .prepare_cached("UPDATE attachment SET referenced = 1 WHERE id = ?1 AND referenced = 0")?
+                        .execute([attachment.id.as_str()])?;
+                }
                 if let Some(received) = received {
                     insert_received(
                         context.connection,
@@ -148,7 +162,13 @@ impl MessageLog for SqliteStore {
                 // Held back by `deliverAt`: due then, through the claim (no hand-off now).
                 let due_at = message.deliver_at.unwrap_or(message.created_at);
                 let held = due_at > message.created_at;
-                type Shared = (Arc<str>, Arc<str>, Option<Arc<str>>, Option<Arc<RawPayload>>);
+                type Shared = (
+                    Arc<str>,
+                    Arc<str>,
+                    Option<Arc<str>>,
+                    Option<Arc<RawPayload>>,
+                    Option<Arc<[kait_core::Attachment]>>,
+                );
                 let mut shared: Option<Shared> = None;
                 let mut handed_off = Vec::new();
                 for endpoint in endpoints.iter().filter(|endpoint| {
@@ -176,13 +196,15 @@ impl MessageLog for SqliteStore {
                         message.created_at
                     ])?;
                     let delivery_id = context.connection.last_insert_rowid();
-                    let (event_type, payload, ordering_key, raw) = shared
+                    let (event_type, payload, ordering_key, raw, attachments) = shared
                         .get_or_insert_with(|| {
                             (
                                 Arc::from(message.event_type.as_str()),
                                 Arc::from(message.payload.as_str()),
                                 message.ordering_key.as_deref().map(Arc::from),
                                 message.raw.clone().map(Arc::new),
+                                (!message.attachments.is_empty())
+                                    .then(|| Arc::from(message.attachments.as_slice())),
                             )
                         })
                         .clone();
@@ -196,6 +218,7 @@ impl MessageLog for SqliteStore {
                             event_type,
                             payload,
                             raw,
+                            attachments,
                             ordering_key,
                             created_at: message.created_at,
                             attempts_made: 0,

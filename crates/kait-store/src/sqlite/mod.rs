@@ -7,6 +7,7 @@
 //! when the store opens.
 
 mod access;
+mod attachments;
 mod config;
 mod housekeeping;
 mod messages;

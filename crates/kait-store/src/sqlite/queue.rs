@@ -45,7 +45,7 @@ fn claimed_messages(
 ) -> StoreResult<HashMap<i64, ClaimedMessage>> {
     let mut lookup = connection.prepare_cached(
         "SELECT id, app_id, event_type, payload, ordering_key, created_at, raw_content_type, \
-         raw_body, raw_headers FROM message WHERE seq = ?1",
+         raw_body, raw_headers, attachments FROM message WHERE seq = ?1",
     )?;
     let mut messages = HashMap::new();
     for seq in claims::message_seqs(rows) {
@@ -59,6 +59,7 @@ fn claimed_messages(
                     ordering_key: row.get::<_, Option<String>>(4)?.map(Arc::<str>::from),
                     created_at: row.get(5)?,
                     raw: rows::raw_payload(row, 6)?.map(Arc::new),
+                    attachments: claims::shared_attachments(rows::attachments_at(row, 9)?),
                 })
             })
             .optional()?;

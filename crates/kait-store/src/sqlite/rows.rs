@@ -178,13 +178,21 @@ pub fn endpoint_at(row: &Row<'_>, base: usize, keys: &SecretKeys) -> rusqlite::R
             enabled: row.get(base + 22)?,
             updated_at: row.get(base + 23)?,
         },
+        media: crate::columns::read_media(row.get(base + 24)?).map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(
+                base + 24,
+                rusqlite::types::Type::Text,
+                error.into(),
+            )
+        })?,
     })
 }
 
 pub const MESSAGE_COLUMNS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.payload, \
-     m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers, m.deliver_at";
+     m.created_at, m.ordering_key, m.raw_content_type, m.raw_body, m.raw_headers, m.deliver_at, \
+     m.attachments";
 /// How many columns [`MESSAGE_COLUMNS`] has: a listing's own columns follow them.
-pub const MESSAGE_COLUMN_COUNT: usize = 12;
+pub const MESSAGE_COLUMN_COUNT: usize = 13;
 
 /// The raw payload from columns `base..base + 3` (content type, body, headers).
 pub fn raw_payload(row: &Row<'_>, base: usize) -> rusqlite::Result<Option<kait_core::RawPayload>> {
@@ -203,6 +211,13 @@ pub fn raw_payload(row: &Row<'_>, base: usize) -> rusqlite::Result<Option<kait_c
     })
 }
 
+/// A message's attachment records from their column.
+pub fn attachments_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Vec<kait_core::Attachment>> {
+    crate::columns::read_attachments(row.get(index)?).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, error.into())
+    })
+}
+
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         id: MessageId::from_trusted(row.get(0)?),
@@ -215,6 +230,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         ordering_key: row.get(7)?,
         raw: raw_payload(row, 8)?,
         deliver_at: row.get(11)?,
+        attachments: attachments_at(row, 12)?,
     })
 }
 

@@ -258,6 +258,29 @@ CREATE TABLE timer (
 CREATE INDEX timer_due ON timer (due_at);
 CREATE INDEX timer_pipe ON timer (pipe_id);
 "#,
+    r#"
+-- Issue 15: attachments (blobs stored once, referenced by messages), the references that
+-- keep them, a message's attachment records, an endpoint's media settings.
+CREATE TABLE attachment (
+    id            TEXT PRIMARY KEY,
+    app_id        TEXT NOT NULL,
+    content_type  TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    filename      TEXT,
+    created_at    INTEGER NOT NULL,
+    referenced    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX attachment_unreferenced ON attachment (created_at) WHERE referenced = 0;
+CREATE TABLE message_attachment (
+    attachment_id TEXT NOT NULL,
+    msg_id        TEXT NOT NULL,
+    PRIMARY KEY (attachment_id, msg_id)
+);
+CREATE INDEX message_attachment_msg ON message_attachment (msg_id);
+ALTER TABLE message ADD COLUMN attachments TEXT;
+ALTER TABLE endpoint ADD COLUMN media TEXT;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.
