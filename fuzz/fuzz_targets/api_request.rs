@@ -53,6 +53,12 @@ fn harness() -> &'static Harness {
             sources_changed: Default::default(),
             sources: Default::default(),
             source_slots: Default::default(),
+            media: Some(kait_media::Media {
+                blobs: kait_media::Blobs::local(&data_dir.path().join("blobs")).unwrap(),
+                links: kait_media::LinkKeys::new([1; 32], []),
+                public_url: "http://127.0.0.1:8071".into(),
+                max_upload_bytes: 1 << 20,
+            }),
         });
         let app = runtime.block_on(async {
             let app = kait_api::router(state);
@@ -132,9 +138,12 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(rest);
     let (path, body) = text.split_once('\n').unwrap_or((&text, ""));
     let harness = harness();
-    // `!…` goes below the fixture source's receiving URL, `~…` to the ingest API.
+    // `!…` goes below the fixture source's receiving URL, `~…` to the ingest API, `^…` to
+    // the attachment links (`/media/…`).
     let uri = if let Some(rest) = path.strip_prefix('!') {
         format!("{}{rest}", harness.receive_path)
+    } else if let Some(rest) = path.strip_prefix('^') {
+        format!("/media/{rest}")
     } else if let Some(rest) = path.strip_prefix('~') {
         format!("/ingest/api/v1/{rest}")
     } else {

@@ -518,7 +518,7 @@ pub struct EndpointIn {
         default,
         deserialize_with = "whole"
     )]
-    #[schema(minimum = 60, maximum = 604800)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub attachment_link_ttl_seconds: Option<u32>,
     /// Kait extension: attachments up to this size also travel inline (base64 `data`), for
     /// receivers that cannot fetch (at most 1 MiB; none by default).
@@ -574,7 +574,7 @@ pub struct EndpointPatch {
         default,
         deserialize_with = "double_whole"
     )]
-    #[schema(minimum = 60, maximum = 604800)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub attachment_link_ttl_seconds: Option<Option<u32>>,
     /// `null` returns to the default (none inline).
     #[serde(

@@ -23,6 +23,16 @@ impl ServeProcess {
     /// Starts `binary serve --listen <listen> --allow-network 127.0.0.0/8 <flags>` and waits
     /// until it answers `GET /api/v1/health`.
     pub fn start(binary: &Path, listen: &str, flags: &[String]) -> anyhow::Result<Self> {
+        Self::start_with_env(binary, listen, flags, &[])
+    }
+
+    /// [`ServeProcess::start`] with extra environment variables (e.g. a bucket's `AWS_*`).
+    pub fn start_with_env(
+        binary: &Path,
+        listen: &str,
+        flags: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .args([
                 "serve",
@@ -33,6 +43,7 @@ impl ServeProcess {
             ])
             .args(flags)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -57,6 +57,11 @@ pub struct ListenArgs {
     /// The polling endpoint's id (with --pull); by default the app's first polling endpoint.
     #[arg(long, requires = "pull")]
     pub endpoint: Option<String>,
+    /// Save each event's attachments in this directory (fetched through their signed links,
+    /// or decoded when inline), checked against their SHA-256. In push mode only from
+    /// webhooks whose signature verified with --secret.
+    #[arg(long)]
+    pub download: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: ListenArgs) -> anyhow::Result<()> {
@@ -69,6 +74,16 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(dir) = &args.download {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--download: creating {}", dir.display()))?;
+        if !args.pull && verifier.is_none() {
+            bail!(
+                "--download in push mode saves only what verified webhooks link to: give --secret"
+            );
+        }
+    }
+    let download = args.download.clone().map(Downloads::new).transpose()?;
     runtime.block_on(async move {
         let forward = Forward::new(args.forward.clone())?;
         if args.pull {
@@ -79,7 +94,7 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
                 Some(endpoint) => endpoint,
                 None => find_polling_endpoint(&server, &token, &app).await?,
             };
-            pull(server, token, app, endpoint, forward).await
+            pull(server, token, app, endpoint, forward, download).await
         } else {
             if args.forward.is_some() && verifier.is_none() && !args.forward_unverified {
                 bail!(
@@ -90,6 +105,7 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
             let policy = ForwardPolicy {
                 forward,
                 unverified_too: args.forward_unverified,
+                download,
             };
             push(SocketAddr::new(args.host, args.port), verifier, policy).await
         }
@@ -148,6 +164,120 @@ impl Forward {
 struct ForwardPolicy {
     forward: Forward,
     unverified_too: bool,
+    /// Where verified webhooks' attachments are saved (`--download`).
+    download: Option<Downloads>,
+}
+
+/// Saves attachments (`--download`): each streamed to `{dir}/{id}[-{filename}]` while its
+/// SHA-256 is computed, and removed again if it does not match.
+#[derive(Clone)]
+struct Downloads {
+    dir: std::path::PathBuf,
+    client: reqwest::Client,
+}
+
+impl Downloads {
+    fn new(dir: std::path::PathBuf) -> anyhow::Result<Self> {
+        Ok(Self {
+            dir,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(600))
+                .build()?,
+        })
+    }
+
+    /// Saves every attachment of `attachments` (the `attachments` array of an event).
+    async fn save_all(&self, attachments: &serde_json::Value) {
+        for attachment in attachments.as_array().into_iter().flatten() {
+            match self.save(attachment).await {
+                Ok(line) => println!("  {line}"),
+                Err(error) => println!(
+                    "  attachment not saved: {}",
+                    printable(&format!("{error:#}"))
+                ),
+            }
+        }
+    }
+
+    async fn save(&self, attachment: &serde_json::Value) -> anyhow::Result<String> {
+        use base64::Engine;
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let id = attachment["id"]
+            .as_str()
+            .context("an attachment without an id")?;
+        let id = kait_core::AttachmentId::parse(id).context("not an attachment id")?;
+        let name = match attachment["filename"].as_str() {
+            Some(filename) => format!("{id}-{}", safe_filename(filename)),
+            None => id.to_string(),
+        };
+        let path = self.dir.join(&name);
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0usize;
+        let written: anyhow::Result<()> = async {
+            if let Some(inline) = attachment["data"].as_str() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(inline)
+                    .context("inline data is not base64")?;
+                hasher.update(&bytes);
+                size = bytes.len();
+                file.write_all(&bytes).await?;
+            } else {
+                let url = attachment["url"]
+                    .as_str()
+                    .context("no url and no inline data")?;
+                let mut response = self.client.get(url).send().await?.error_for_status()?;
+                while let Some(chunk) = response.chunk().await? {
+                    hasher.update(&chunk);
+                    size += chunk.len();
+                    file.write_all(&chunk).await?;
+                }
+            }
+            file.sync_all().await?;
+            Ok(())
+        }
+        .await;
+        let digest = hex::encode(hasher.finalize());
+        let expected = attachment["sha256"].as_str().unwrap_or_default();
+        if let Err(error) = written {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(error);
+        }
+        if digest != expected {
+            let _ = tokio::fs::remove_file(&path).await;
+            bail!("{id}: its SHA-256 is {digest}, not {expected}: removed");
+        }
+        Ok(format!(
+            "saved {} ({size} bytes, sha256 ok)",
+            printable(&path.display().to_string())
+        ))
+    }
+}
+
+/// A received filename made safe to create: no directories, no control characters, no
+/// leading dots, at most 100 characters.
+fn safe_filename(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '/' | '\\' | ':') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(100)
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.');
+    if cleaned.is_empty() {
+        "attachment".to_owned()
+    } else {
+        cleaned.to_owned()
+    }
 }
 
 fn pretty(body: &[u8]) -> String {
@@ -185,6 +315,12 @@ async fn push(
             let (verifier, policy) = (verifier.clone(), policy.clone());
             async move {
                 let verified = print_webhook(&method, &uri, &headers, &body, verifier.as_ref());
+                if verified == Some(true)
+                    && let Some(downloads) = &policy.download
+                    && let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body)
+                {
+                    downloads.save_all(&event["attachments"]).await;
+                }
                 if verified == Some(false) {
                     // A forged or damaged webhook: refused, and never relayed.
                     if !policy.unverified_too {
@@ -303,6 +439,7 @@ async fn pull(
     app: String,
     endpoint: String,
     forward: Forward,
+    download: Option<Downloads>,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let base = format!(
@@ -355,6 +492,9 @@ async fn pull(
             forward
                 .send(&headers, Bytes::from(message["payload"].to_string()))
                 .await;
+            if let Some(downloads) = &download {
+                downloads.save_all(&message["attachments"]).await;
+            }
         }
         if let Some(next) = page["iterator"].as_str() {
             iterator = Some(next.to_owned());
@@ -365,6 +505,15 @@ async fn pull(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn received_filenames_cannot_leave_the_directory() {
+        assert_eq!(safe_filename("clip.mp4"), "clip.mp4");
+        assert_eq!(safe_filename("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(safe_filename("..."), "attachment");
+        assert_eq!(safe_filename("a\nb"), "a_b");
+        assert_eq!(safe_filename(&"x".repeat(300)).len(), 100);
+    }
 
     #[test]
     fn control_characters_are_escaped_for_the_terminal() {

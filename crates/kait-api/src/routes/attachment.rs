@@ -33,6 +33,11 @@ pub struct AttachmentPath {
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// The name receivers see (`Content-Disposition`); at most 255 characters, no path.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r#"^(?!\.\.?$)[^/\\"\u0000-\u001f\u007f-\u009f]+$"#
+    )]
     pub filename: Option<String>,
 }
 

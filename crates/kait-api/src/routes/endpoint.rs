@@ -71,10 +71,10 @@ fn check(state: &ApiState, endpoint: &Endpoint, mut problems: Problems) -> Resul
     if let Some(ttl) = endpoint.media.link_ttl_secs {
         problems.check(
             "attachmentLinkTtlSeconds",
-            if (60..=kait_core::MediaSettings::MAX_LINK_TTL_SECS).contains(&ttl) {
+            if (1..=kait_core::MediaSettings::MAX_LINK_TTL_SECS).contains(&ttl) {
                 Ok(())
             } else {
-                Err("must be from 60 seconds to 7 days (604800)".into())
+                Err("must be from 1 second to 7 days (604800)".into())
             },
         );
     }

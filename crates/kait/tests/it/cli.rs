@@ -243,6 +243,105 @@ async fn kait_listen_follows_a_polling_endpoint() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kait_listen_downloads_attachments_in_both_modes() {
+    use crate::attachments::{SNAPSHOT, clip, upload};
+    use sha2::Digest;
+    let server = TestServer::start().await;
+    let app = server.create_app("listen-download").await;
+    server
+        .create_endpoint(&app, json!({ "kind": "polling" }))
+        .await;
+    let data = clip(3 * 1024 * 1024 + 17);
+    let (_, uploaded) = upload(
+        &server.base_url,
+        &app,
+        Some("video/mp4"),
+        "?filename=door.mp4",
+        data.clone(),
+    )
+    .await;
+    let clip_id = uploaded["id"].as_str().unwrap().to_owned();
+    let (_, snapshot) = upload(
+        &server.base_url,
+        &app,
+        Some("image/jpeg"),
+        "",
+        SNAPSHOT.to_vec(),
+    )
+    .await;
+    let snapshot_id = snapshot["id"].as_str().unwrap().to_owned();
+
+    // Pull: the polling endpoint's links.
+    let pulled = tempfile::tempdir().unwrap();
+    let (_, access) = server
+        .post(&format!("/api/v1/auth/app-portal-access/{app}"), "{}")
+        .await;
+    let token = access["token"].as_str().unwrap().to_owned();
+    let puller = Listener::start(&[
+        "--pull",
+        "--server",
+        &server.base_url,
+        "--token",
+        &token,
+        "--app",
+        &app,
+        "--download",
+        pulled.path().to_str().unwrap(),
+    ]);
+    puller.line_with("kait listen following").await;
+    // Push: a webhook endpoint pointing at a second listener that verifies and downloads.
+    let pushed = tempfile::tempdir().unwrap();
+    let port = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let endpoint = server
+        .create_endpoint(
+            &app,
+            json!({ "url": format!("http://127.0.0.1:{port}/hooks"), "inlineAttachmentMaxBytes": 1024 }),
+        )
+        .await;
+    let secret = server.secret(&app, endpoint["id"].as_str().unwrap()).await;
+    let pusher = Listener::start(&[
+        "--port",
+        &port.to_string(),
+        "--secret",
+        &secret,
+        "--download",
+        pushed.path().to_str().unwrap(),
+    ]);
+    pusher.line_with("kait listen on").await;
+
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/app/{app}/msg"),
+            &json!({ "eventType": "camera.motion", "payload": {}, "attachments": [clip_id, snapshot_id] })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, axum::http::StatusCode::ACCEPTED);
+    for listener in [&puller, &pusher] {
+        listener.line_with(&format!("{clip_id}-door.mp4 (")).await;
+        let line = listener.line_with(&format!("{snapshot_id} (")).await;
+        assert!(line.contains("sha256 ok"), "{line}");
+    }
+    for dir in [pulled.path(), pushed.path()] {
+        let saved = std::fs::read(dir.join(format!("{clip_id}-door.mp4"))).unwrap();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&saved)),
+            hex::encode(sha2::Sha256::digest(&data))
+        );
+        assert_eq!(std::fs::read(dir.join(&snapshot_id)).unwrap(), SNAPSHOT);
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            2,
+            "nothing else is written"
+        );
+    }
+    server.stop().await;
+}
+
 #[test]
 fn cli_bad_input_fails_with_a_message() {
     for (args, expected) in [
@@ -261,6 +360,10 @@ fn cli_bad_input_fails_with_a_message() {
             "--secrets-key-file",
         ),
         (vec!["listen", "--secret", "not-a-secret"], "--secret"),
+        (
+            vec!["listen", "--download", "/tmp/kait-dl"],
+            "--download in push mode",
+        ),
         (
             vec!["verify", "--secret", "whsec_x", "--tolerance", "soon"],
             "--tolerance",

@@ -654,7 +654,7 @@ async fn i11_no_secret_is_readable_at_rest() {
         None => std::fs::read_dir(&data_dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())
-            .filter(|path| path.file_name().unwrap() != "secrets.key")
+            .filter(|path| path.is_file() && path.file_name().unwrap() != "secrets.key")
             .flat_map(|path| std::fs::read(path).unwrap())
             .collect(),
         Some(schema) => {

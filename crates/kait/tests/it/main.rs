@@ -14,6 +14,7 @@
 //! - `transformations`: endpoint transformations set by the Svix client; hostile code.
 //! - `races`: concurrent changes of one endpoint or application (issue 12).
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
+//! - `attachments`: a 50 MB clip uploaded, referenced, fetched by Range through signed links.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
 //! - `durability`: `kill -9` during a burst loses no acknowledged message.
 //! - `cluster` (only in `it_postgres`): three nodes on one PostgreSQL share the work and
@@ -26,6 +27,7 @@
 
 mod support;
 
+mod attachments;
 mod bad_input;
 mod cli;
 mod delivery;

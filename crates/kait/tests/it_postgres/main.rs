@@ -6,6 +6,8 @@
 #[path = "../it/support/mod.rs"]
 mod support;
 
+#[path = "../it/attachments.rs"]
+mod attachments;
 #[path = "../it/bad_input.rs"]
 mod bad_input;
 #[path = "../it/cli.rs"]

@@ -87,6 +87,9 @@ async fn sweep(client: &tokio_postgres::Client) {
 pub struct Storage {
     pub data_dir: tempfile::TempDir,
     pub schema: Option<String>,
+    /// On PostgreSQL, the attachments' directory every server of the test shares
+    /// (`--blob-url file://…`); SQLite servers keep them in their data dir.
+    pub blobs_dir: Option<tempfile::TempDir>,
 }
 
 impl Storage {
@@ -103,6 +106,9 @@ impl Storage {
         };
         Self {
             data_dir: tempfile::tempdir().expect("temporary data dir"),
+            blobs_dir: schema
+                .as_ref()
+                .map(|_| tempfile::tempdir().expect("temporary blobs dir")),
             schema,
         }
     }
@@ -110,6 +116,7 @@ impl Storage {
     /// Points a server's settings at this storage.
     pub fn apply(&self, config: &mut ServeConfig) {
         config.data_dir = self.data_dir.path().to_owned();
+        config.blob_url = self.blob_url();
         config.postgres = self.schema.as_ref().map(|schema| {
             let mut postgres = PostgresConfig::new(database_url());
             postgres.schema = schema.clone();
@@ -126,6 +133,9 @@ impl Storage {
             "--data-dir".to_owned(),
             self.data_dir.path().display().to_string(),
         ];
+        if let Some(blob_url) = self.blob_url() {
+            flags.extend(["--blob-url".to_owned(), blob_url]);
+        }
         if let Some(schema) = &self.schema {
             flags.extend([
                 "--database-url".to_owned(),
@@ -139,6 +149,13 @@ impl Storage {
             ]);
         }
         flags
+    }
+
+    /// `file://` and the shared blobs dir, on PostgreSQL.
+    pub fn blob_url(&self) -> Option<String> {
+        self.blobs_dir
+            .as_ref()
+            .map(|dir| format!("file://{}", dir.path().display()))
     }
 
     /// A direct connection to this storage's schema, for tests that look at the database
