@@ -13,9 +13,11 @@
 //!   endpoint; received/s (accepted), forwarded/s (delivered), send-to-forward latency.
 //! - `ingest-isolation`: one source at a steady rate, alone and beside a flood on another.
 //! - `timers`: pipe timers firing together over a backlog of pending ones (`timers.rs`).
+//! - `media`: attachment upload and ranged download against loopback HTTP (`media.rs`).
 
 mod cluster;
 mod load;
+mod media;
 mod receiver;
 mod scenarios;
 mod streams;
@@ -57,6 +59,9 @@ pub enum Scenario {
     /// 10,000 pipe timers due within about a second over `--timer-backlog` pending ones:
     /// timers fired per second and lateness.
     Timers,
+    /// An attachment of `--media-mib` uploaded, then read in 1 MiB ranges by `--concurrency`
+    /// readers: MB/s against the same transfers on loopback HTTP, and peak RSS.
+    Media,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +102,9 @@ pub struct BenchArgs {
     /// builds with the same load client.
     #[arg(long)]
     pub server_binary: Option<std::path::PathBuf>,
+    /// The attachment's size in the `media` scenario, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub media_mib: usize,
 }
 
 /// One scenario's figures.
@@ -154,16 +162,22 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Ingest,
             Scenario::IngestIsolation,
             Scenario::Timers,
+            Scenario::Media,
         ]
     } else {
         args.scenario.clone()
     };
     let mut results = Vec::new();
     let mut streams_results = Vec::new();
+    let mut media_results = Vec::new();
     let mut raw_rate = None;
     for scenario in scenarios {
         if scenario == Scenario::Streams {
             streams_results.push(streams::run(&args).await?);
+            continue;
+        }
+        if scenario == Scenario::Media {
+            media_results.push(media::run(&args).await?);
             continue;
         }
         if scenario == Scenario::IngestIsolation {
@@ -193,6 +207,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Backlog
             | Scenario::Streams
             | Scenario::IngestIsolation
+            | Scenario::Media
             | Scenario::Timers => {
                 unreachable!("handled above")
             }
@@ -260,6 +275,9 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     }
     for result in &streams_results {
         streams::report(result);
+    }
+    for result in &media_results {
+        media::report(result);
     }
     let failed: Vec<_> = results
         .iter()
