@@ -22,8 +22,8 @@ const LOCAL_PART_BYTES: usize = 1024 * 1024;
 const S3_PART_BYTES: usize = 5 * 1024 * 1024;
 /// Parts in flight while the next one fills: with the one filling, what an upload holds.
 const PARTS_IN_FLIGHT: usize = 1;
-/// Local reads hand out chunks of this size (object_store's own are 8 KiB, each a blocking
-/// task: four times slower for a video than this, measured in BENCHMARKS.md).
+/// Local reads hand out chunks of this size, read by tokio's file (object_store's own
+/// stream reads 8 KiB at a time, each a blocking task of its own).
 const LOCAL_READ_CHUNK: usize = 64 * 1024;
 
 /// The blob store's failures. Callers answer them 503 (the store is down) or 404.
