@@ -628,6 +628,22 @@ async fn bad_uploads_and_references_are_refused_with_their_reason() {
             "{path}: {status}"
         );
     }
+    // XML input names them in an attribute.
+    let xml = format!(
+        r#"<message eventType="camera.motion" attachments="{}"><payload><camera>gate</camera></payload></message>"#,
+        mine["id"].as_str().unwrap()
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/app/{app}/msg"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/xml")
+        .body(xml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(accepted["attachments"][0]["id"], mine["id"]);
     // The server still works.
     let (status, _) = server
         .post(
