@@ -59,6 +59,7 @@ fn harness() -> &'static Harness {
                 public_url: "http://127.0.0.1:8071".into(),
                 max_upload_bytes: 1 << 20,
             }),
+            mqtt_routes_changed: Default::default(),
         });
         let app = runtime.block_on(async {
             let app = kait_api::router(state);

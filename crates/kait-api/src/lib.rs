@@ -85,6 +85,8 @@ pub struct ApiContext {
     pub source_slots: Arc<source_slots::SourceSlots>,
     /// Attachments: the blob store and link keys (`None`: uploads and attachments refused).
     pub media: Option<kait_media::Media>,
+    /// Notified when an MQTT route is created or deleted (the MQTT bridge listens).
+    pub mqtt_routes_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Produces the `/metrics` body.

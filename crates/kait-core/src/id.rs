@@ -119,8 +119,8 @@ macro_rules! prefixed_id {
 
 /// Every id prefix: a caller's `uid` may start with none of them, so that a path segment is
 /// never ambiguous between an id and a uid.
-pub const ID_PREFIXES: [&str; 9] = [
-    "app_", "ep_", "msg_", "atmpt_", "src_", "rcv_", "pipe_", "prun_", "att_",
+pub const ID_PREFIXES: [&str; 10] = [
+    "app_", "ep_", "msg_", "atmpt_", "src_", "rcv_", "pipe_", "prun_", "att_", "mqr_",
 ];
 
 prefixed_id!(
@@ -162,6 +162,11 @@ prefixed_id!(
     /// One run of a pipe (on an event, or when one of its timers fired).
     PipeRunId,
     "prun_"
+);
+prefixed_id!(
+    /// A route from MQTT topics to events (issue 16).
+    MqttRouteId,
+    "mqr_"
 );
 prefixed_id!(
     /// A blob uploaded once (a snapshot, a clip) that messages reference: the claim check.

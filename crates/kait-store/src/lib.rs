@@ -19,6 +19,7 @@ mod columns;
 pub mod config;
 #[cfg(test)]
 mod conformance;
+pub mod devices;
 mod error;
 pub mod housekeeping;
 mod listing;
@@ -36,6 +37,7 @@ pub mod sqlite;
 pub use access::{AccessStore, AppTokenGrant, IdempotentResponse, NewAppToken};
 pub use attachments::Attachments;
 pub use config::{Applications, ConfigStore, Endpoints, EventTypes};
+pub use devices::{Devices, MqttRoute};
 pub use error::{DatabaseFailure, StoreError, StoreResult};
 pub use housekeeping::{Housekeeping, QueueDepth};
 pub use listing::{Order, Page, PageRequest};
@@ -65,6 +67,7 @@ pub trait Store:
     + Sources
     + Pipes
     + Attachments
+    + Devices
 {
 }
 impl<T> Store for T where
@@ -77,6 +80,7 @@ impl<T> Store for T where
         + Sources
         + Pipes
         + Attachments
+        + Devices
         + ?Sized
 {
 }
@@ -84,7 +88,7 @@ impl<T> Store for T where
 /// Every store trait, for code that calls store methods on a concrete store (tests, tools).
 pub mod prelude {
     pub use crate::{
-        AccessStore, Applications, Attachments, DeliveryQueue, Endpoints, EventTypes, Housekeeping,
-        MessageLog, Pipes, PullPositions, Sources, Store,
+        AccessStore, Applications, Attachments, DeliveryQueue, Devices, Endpoints, EventTypes,
+        Housekeeping, MessageLog, Pipes, PullPositions, Sources, Store,
     };
 }

@@ -193,6 +193,14 @@ pub struct ServeArgs {
     /// The largest attachment upload accepted, in bytes (a larger one is a 413)
     #[arg(long, env = "KAIT_MAX_ATTACHMENT_BYTES")]
     pub max_attachment_bytes: Option<u64>,
+    /// An MQTT broker to bridge (mqtt://[user[:password]@]host[:port], or mqtts://): device
+    /// messages on the topics of the MQTT routes become events [default: none]
+    #[arg(long, env = "KAIT_MQTT_URL", hide_env_values = true)]
+    pub mqtt_url: Option<String>,
+    /// The client id Kait connects with; the broker keeps the session under it, so it must be
+    /// stable across restarts and different on each node [default: kait]
+    #[arg(long, env = "KAIT_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -323,6 +331,8 @@ pub struct ServeConfig {
     /// How often blobs no message needs are looked for and deleted (not a setting: tests
     /// shorten it).
     pub attachment_sweep_interval: Duration,
+    /// `--mqtt-url`: the broker to bridge, if any.
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 impl ServeConfig {
@@ -359,6 +369,7 @@ impl ServeConfig {
             blob_url: None,
             max_attachment_bytes: kait_media::DEFAULT_MAX_UPLOAD_BYTES,
             attachment_sweep_interval: Duration::from_secs(600),
+            mqtt: None,
         }
     }
 
@@ -569,6 +580,16 @@ impl ServeConfig {
             None => bail!("--previous-secrets-key-file needs --secrets-key-file (the new key)"),
         };
         let metrics_token = settings.metrics_token;
+        let mqtt = match settings.mqtt_url {
+            Some(url) => Some(
+                crate::mqtt::MqttConfig::parse(&url, settings.mqtt_client_id)
+                    .context("--mqtt-url")?,
+            ),
+            None if settings.mqtt_client_id.is_some() => {
+                bail!("--mqtt-client-id needs --mqtt-url")
+            }
+            None => None,
+        };
         let max_attachment_bytes = settings
             .max_attachment_bytes
             .unwrap_or(defaults.max_attachment_bytes);
@@ -625,6 +646,7 @@ impl ServeConfig {
             blob_url: settings.blob_url,
             max_attachment_bytes,
             attachment_sweep_interval: defaults.attachment_sweep_interval,
+            mqtt,
         })
     }
 

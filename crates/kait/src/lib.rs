@@ -11,6 +11,7 @@ pub mod http_server;
 pub mod launch;
 pub mod listen;
 pub mod media;
+pub mod mqtt;
 pub mod serve;
 pub mod timers;
 pub mod verify;

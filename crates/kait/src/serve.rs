@@ -216,6 +216,15 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    let mqtt_routes_changed = Arc::new(tokio::sync::Notify::new());
+    let mqtt = config.mqtt.clone().map(|mqtt| {
+        tokio::spawn(crate::mqtt::run(
+            store.clone(),
+            mqtt,
+            mqtt_routes_changed.clone(),
+            shutdown.clone(),
+        ))
+    });
     let sources_changed = Arc::new(tokio::sync::Notify::new());
     let cron = tokio::spawn(crate::cron::run(
         store.clone(),
@@ -285,6 +294,7 @@ pub async fn run(
         sources: Default::default(),
         source_slots: Default::default(),
         media,
+        mqtt_routes_changed,
     });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);
@@ -309,6 +319,9 @@ pub async fn run(
     queue_depth.await.context("queue depth task")?;
     cron.await.context("cron task")?;
     timers.await.context("timer task")?;
+    if let Some(mqtt) = mqtt {
+        mqtt.await.context("MQTT bridge task")?;
+    }
     if let Some(sweeper) = sweeper {
         sweeper.await.context("attachment sweep task")?;
     }

@@ -10,6 +10,7 @@ mod ingest_receive;
 mod ingest_source;
 mod media;
 mod message;
+mod mqtt_route;
 mod pipe;
 mod poller;
 mod transformation;
@@ -98,6 +99,8 @@ pub fn protected() -> OpenApiRouter<ApiState> {
             endpoint::set_headers,
             endpoint::patch_headers
         ))
+        .routes(routes!(mqtt_route::list, mqtt_route::create))
+        .routes(routes!(mqtt_route::get, mqtt_route::delete))
         .routes(routes!(pipe::list, pipe::create))
         .routes(routes!(pipe::get, pipe::patch, pipe::delete))
         .routes(routes!(pipe::list_runs))

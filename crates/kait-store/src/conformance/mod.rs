@@ -6,6 +6,7 @@
 mod access;
 mod attachments;
 mod config;
+mod devices;
 mod pipes;
 mod queue;
 mod sources;
@@ -13,6 +14,7 @@ mod sources;
 pub use self::access::*;
 pub use self::attachments::*;
 pub use self::config::*;
+pub use self::devices::*;
 pub use self::pipes::*;
 pub use self::queue::*;
 pub use self::sources::*;
@@ -48,7 +50,8 @@ macro_rules! for_each_conformance_test {
             pipes_are_configuration_with_a_log_of_runs,
             timers_fire_once_and_a_wait_restarts_or_is_kept,
             attachments_travel_with_messages_and_go_with_the_last,
-            an_endpoint_keeps_its_media_settings
+            an_endpoint_keeps_its_media_settings,
+            mqtt_routes_are_kept_until_deleted
         );
     };
 }

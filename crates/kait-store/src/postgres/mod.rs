@@ -17,6 +17,7 @@ mod access;
 mod attachments;
 mod cluster;
 mod config;
+mod devices;
 mod housekeeping;
 mod ingest;
 mod messages;

@@ -298,6 +298,14 @@ CREATE INDEX message_attachment_msg ON message_attachment (msg_id);
 ALTER TABLE message ADD COLUMN attachments TEXT;
 ALTER TABLE endpoint ADD COLUMN media TEXT;
 "#,
+    r#"
+-- Issue 16: routes from MQTT topics to events (the definition is kait-devices' RouteSpec).
+CREATE TABLE mqtt_route (
+    id          TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

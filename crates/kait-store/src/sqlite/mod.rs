@@ -9,6 +9,7 @@
 mod access;
 mod attachments;
 mod config;
+mod devices;
 mod housekeeping;
 mod messages;
 mod paging;

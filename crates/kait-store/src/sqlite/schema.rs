@@ -281,6 +281,14 @@ CREATE INDEX message_attachment_msg ON message_attachment (msg_id);
 ALTER TABLE message ADD COLUMN attachments TEXT;
 ALTER TABLE endpoint ADD COLUMN media TEXT;
 "#,
+    r#"
+-- Issue 16: routes from MQTT topics to events (the definition is kait-devices' RouteSpec).
+CREATE TABLE mqtt_route (
+    id          TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

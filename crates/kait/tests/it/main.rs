@@ -15,6 +15,7 @@
 //! - `races`: concurrent changes of one endpoint or application (issue 12).
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `attachments`: a 50 MB clip uploaded, referenced, fetched by Range through signed links.
+//! - `devices`: MQTT routes against the real Mosquitto: a device's reading becomes a webhook.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
 //! - `durability`: `kill -9` during a burst loses no acknowledged message.
 //! - `cluster` (only in `it_postgres`): three nodes on one PostgreSQL share the work and
@@ -31,6 +32,7 @@ mod attachments;
 mod bad_input;
 mod cli;
 mod delivery;
+mod devices;
 mod durability;
 mod faults;
 mod hardening;

@@ -16,6 +16,8 @@ mod cli;
 mod cluster;
 #[path = "../it/delivery.rs"]
 mod delivery;
+#[path = "../it/devices.rs"]
+mod devices;
 #[path = "../it/durability.rs"]
 mod durability;
 #[path = "../it/faults.rs"]

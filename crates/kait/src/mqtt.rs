@@ -1,0 +1,347 @@
+//! The MQTT bridge (issue 16, first part): Kait as a client of an existing broker
+//! (`--mqtt-url`), subscribed at QoS 1 with a persistent session to every route's filter. Each
+//! publish becomes a message through its route (`kait-devices`), and is acknowledged (PUBACK)
+//! only after the message is committed: a crash before then leaves it with the broker, which
+//! sends it again. Publishes are handled one at a time, in the order the broker sends them, so
+//! a device's messages keep their order.
+//!
+//! The broker being away never touches the HTTP API: the loop reconnects with backoff, and
+//! `kait_mqtt_connected` says where it stands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kait_core::{Message, MessageId, MqttRouteId, RawPayload};
+use kait_devices::{Body, Route, RouteSpec};
+use kait_store::{NewMessage, Store, StoreError};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use tokio_util::sync::CancellationToken;
+
+/// Where the broker is and who Kait is to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Stable across restarts: the broker keeps the session (subscriptions, unacknowledged
+    /// messages) under it. Each node needs its own.
+    pub client_id: String,
+}
+
+impl MqttConfig {
+    /// Reads `mqtt://[user[:password]@]host[:port]` (1883) or `mqtts://…` (8883).
+    pub fn parse(url: &str, client_id: Option<String>) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url).with_context(|| format!("`{url}`"))?;
+        let (tls, default_port) = match parsed.scheme() {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" => (true, 8883),
+            other => bail!("`{url}`: the scheme is {other}, not mqtt:// or mqtts://"),
+        };
+        let host = parsed
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .with_context(|| format!("`{url}` has no host"))?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        if parsed.path() != "" && parsed.path() != "/" {
+            bail!("`{url}`: no path is expected");
+        }
+        let decode = |text: &str| {
+            url::form_urlencoded::parse(format!("x={text}").as_bytes())
+                .next()
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default()
+        };
+        let username = (!parsed.username().is_empty()).then(|| decode(parsed.username()));
+        let password = parsed.password().map(decode);
+        let client_id = client_id.unwrap_or_else(|| "kait".to_owned());
+        if client_id.is_empty() || client_id.len() > 64 {
+            bail!("--mqtt-client-id must be 1 to 64 characters");
+        }
+        Ok(Self {
+            host,
+            port: parsed.port().unwrap_or(default_port),
+            tls,
+            username,
+            password,
+            client_id,
+        })
+    }
+}
+
+/// Depth the payloads of device messages may nest to (as the API's `--max-payload-depth`).
+const MAX_DEPTH: usize = 64;
+/// How often routes are read again without being told (another node's change).
+const ROUTES_REFRESH: Duration = Duration::from_secs(5);
+
+/// The routes in force, in creation order, with the filters subscribed for them.
+struct Routes {
+    routes: Vec<(MqttRouteId, Route)>,
+}
+
+impl Routes {
+    async fn load(store: &dyn Store) -> anyhow::Result<Self> {
+        let mut routes = Vec::new();
+        for stored in store.list_mqtt_routes().await? {
+            let spec: Result<RouteSpec, _> = serde_json::from_value(stored.spec);
+            match spec
+                .map_err(|error| error.to_string())
+                .and_then(|spec| Route::parse(&spec).map_err(|error| error.to_string()))
+            {
+                Ok(route) => routes.push((stored.id, route)),
+                Err(error) => {
+                    tracing::warn!(route = %stored.id, %error, "an MQTT route that does not parse is skipped")
+                }
+            }
+        }
+        Ok(Self { routes })
+    }
+
+    fn filters(&self) -> std::collections::BTreeSet<String> {
+        self.routes
+            .iter()
+            .map(|(_, route)| route.topic.filter())
+            .collect()
+    }
+}
+
+/// Runs the bridge until shutdown.
+pub async fn run(
+    store: Arc<dyn Store>,
+    config: MqttConfig,
+    routes_changed: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(30));
+    if let (Some(username), password) = (&config.username, &config.password) {
+        options.set_credentials(username, password.clone().unwrap_or_default());
+    }
+    if config.tls {
+        options.set_transport(Transport::tls_with_default_config());
+    }
+    let (client, mut events) = AsyncClient::new(options, 4096);
+    let mut routes = match Routes::load(store.as_ref()).await {
+        Ok(routes) => routes,
+        Err(error) => {
+            tracing::warn!(%error, "reading the MQTT routes failed; starting with none");
+            Routes { routes: Vec::new() }
+        }
+    };
+    let mut subscribed = std::collections::BTreeSet::new();
+    let mut failures = 0u32;
+    metrics::gauge!("kait_mqtt_connected").set(0.0);
+    let mut refresh = tokio::time::interval(ROUTES_REFRESH);
+    loop {
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    metrics::gauge!("kait_mqtt_connected").set(1.0);
+                    tracing::info!(host = %config.host, port = config.port, "connected to the MQTT broker");
+                    // The session may have kept them; subscribing again is harmless.
+                    subscribed.clear();
+                    resubscribe(&client, &routes, &mut subscribed).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if !handle(store.as_ref(), &routes, &publish, &shutdown).await {
+                        // Stopping before it was stored: the broker keeps it for next time.
+                        continue;
+                    }
+                    if let Err(error) = client.ack(&publish).await {
+                        tracing::warn!(%error, "acknowledging an MQTT message failed; the broker sends it again");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    metrics::gauge!("kait_mqtt_connected").set(0.0);
+                    failures = failures.saturating_add(1);
+                    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(7))).min(Duration::from_secs(10));
+                    tracing::warn!(%error, retry_in = ?pause, "the MQTT broker is not reachable");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            },
+            _ = routes_changed.notified() => reload(store.as_ref(), &client, &mut routes, &mut subscribed).await,
+            _ = refresh.tick() => reload(store.as_ref(), &client, &mut routes, &mut subscribed).await,
+            _ = shutdown.cancelled() => {
+                let _ = client.try_disconnect();
+                metrics::gauge!("kait_mqtt_connected").set(0.0);
+                return;
+            }
+        }
+    }
+}
+
+async fn reload(
+    store: &dyn Store,
+    client: &AsyncClient,
+    routes: &mut Routes,
+    subscribed: &mut std::collections::BTreeSet<String>,
+) {
+    match Routes::load(store).await {
+        Ok(fresh) => {
+            *routes = fresh;
+            resubscribe(client, routes, subscribed).await;
+        }
+        Err(error) => tracing::warn!(%error, "reading the MQTT routes failed"),
+    }
+}
+
+/// Subscribes to the filters routes need and unsubscribes from those none needs any more.
+async fn resubscribe(
+    client: &AsyncClient,
+    routes: &Routes,
+    subscribed: &mut std::collections::BTreeSet<String>,
+) {
+    let wanted = routes.filters();
+    for filter in wanted.difference(subscribed) {
+        if let Err(error) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+            tracing::warn!(%error, filter, "subscribing failed");
+        }
+    }
+    for filter in subscribed.difference(&wanted) {
+        if let Err(error) = client.unsubscribe(filter.clone()).await {
+            tracing::warn!(%error, filter, "unsubscribing failed");
+        }
+    }
+    *subscribed = wanted;
+}
+
+/// Makes one publish a message through the first route that matches its topic. Returns
+/// whether to acknowledge it: once the message is committed, or when it cannot be (no route, a
+/// mapping the route refuses, no such application: logged and counted, since sending it again
+/// would not help). A store failure is retried until it succeeds; `false` only when the server
+/// stops first.
+async fn handle(
+    store: &dyn Store,
+    routes: &Routes,
+    publish: &rumqttc::Publish,
+    shutdown: &CancellationToken,
+) -> bool {
+    let outcome = |outcome: &'static str| {
+        metrics::counter!("kait_mqtt_messages_total", "outcome" => outcome).increment(1);
+    };
+    let Some((route_id, mapped)) = routes.routes.iter().find_map(|(id, route)| {
+        route
+            .message(&publish.topic, &publish.payload, MAX_DEPTH)
+            .map(|mapped| (id, mapped))
+    }) else {
+        outcome("unrouted");
+        tracing::debug!(topic = %publish.topic, "no MQTT route for this topic");
+        return true;
+    };
+    let mapped = match mapped {
+        Ok(mapped) => mapped,
+        Err(reason) => {
+            outcome("refused");
+            tracing::warn!(route = %route_id, topic = %publish.topic, %reason, "an MQTT message the route cannot map");
+            return true;
+        }
+    };
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let result = accept(store, &mapped).await;
+        match result {
+            Ok(()) => {
+                outcome("accepted");
+                return true;
+            }
+            Err(StoreError::Conflict(_)) => {
+                outcome("duplicate");
+                return true;
+            }
+            Err(StoreError::NotFound) => {
+                outcome("no_application");
+                tracing::warn!(route = %route_id, app = %mapped.app, "an MQTT message for an application that does not exist");
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?pause, "storing an MQTT message failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => return false,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn accept(store: &dyn Store, mapped: &kait_devices::DeviceMessage) -> Result<(), StoreError> {
+    let app = store
+        .get_application(&mapped.app)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let (payload, raw) = match &mapped.body {
+        Body::Json(text) => (text.clone(), None),
+        Body::Raw {
+            content_type,
+            bytes,
+        } => (
+            "{}".to_owned(),
+            Some(RawPayload {
+                content_type: (*content_type).to_owned(),
+                body: bytes.clone(),
+                headers: Vec::new(),
+            }),
+        ),
+    };
+    store
+        .create_message(NewMessage::new(Message {
+            id: MessageId::generate(),
+            app_id: app.id,
+            event_type: mapped.event_type.clone(),
+            event_id: mapped.event_id.clone(),
+            channels: None,
+            ordering_key: mapped.ordering_key.clone(),
+            payload,
+            raw,
+            attachments: Vec::new(),
+            created_at: kait_core::time::now_millis(),
+            deliver_at: None,
+        }))
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_are_read_with_their_defaults() {
+        let plain = MqttConfig::parse("mqtt://127.0.0.1", None).unwrap();
+        assert_eq!(
+            (plain.host.as_str(), plain.port, plain.tls),
+            ("127.0.0.1", 1883, false)
+        );
+        assert_eq!(plain.client_id, "kait");
+        let secure = MqttConfig::parse(
+            "mqtts://kait%40site:p%3Ass@broker.example:8884",
+            Some("node-2".into()),
+        )
+        .unwrap();
+        assert_eq!((secure.port, secure.tls), (8884, true));
+        assert_eq!(secure.username.as_deref(), Some("kait@site"));
+        assert_eq!(secure.password.as_deref(), Some("p:ss"));
+        assert_eq!(secure.client_id, "node-2");
+        for bad in [
+            "http://broker",
+            "mqtt://",
+            "mqtt://broker/path",
+            "not a url",
+        ] {
+            assert!(MqttConfig::parse(bad, None).is_err(), "{bad}");
+        }
+        assert!(MqttConfig::parse("mqtt://b", Some(String::new())).is_err());
+    }
+}
