@@ -599,6 +599,12 @@ impl ServeConfig {
         if let Some(url) = &settings.blob_url {
             kait_media::blobs::check_url(url)
                 .map_err(|problem| anyhow::anyhow!("--blob-url: {problem}"))?;
+            if postgres.is_some() {
+                crate::media::check_shared(
+                    url,
+                    settings.data_dir.as_deref().unwrap_or(&defaults.data_dir),
+                )?;
+            }
         }
         let public_url = match settings.public_url {
             Some(url) => {

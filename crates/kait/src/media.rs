@@ -34,16 +34,7 @@ pub fn open(config: &ServeConfig, public_url: &str) -> anyhow::Result<Option<Med
             );
             return Ok(None);
         };
-        if let Ok(kait_media::blobs::BlobUrl::Directory(path)) = kait_media::blobs::check_url(url)
-            && let (Ok(path), Ok(data_dir)) = (path.canonicalize(), config.data_dir.canonicalize())
-            && path.starts_with(&data_dir)
-        {
-            bail!(
-                "--blob-url {url} is inside this node's data dir ({}): the other PostgreSQL \
-                 nodes cannot read it; use a bucket (s3://…) or a directory every node mounts",
-                config.data_dir.display()
-            );
-        }
+        check_shared(url, &config.data_dir)?;
     }
     let blobs = Blobs::open(config.blob_url.as_deref(), &config.data_dir)
         .context("opening the attachment store (--blob-url)")?;
@@ -55,6 +46,27 @@ pub fn open(config: &ServeConfig, public_url: &str) -> anyhow::Result<Option<Med
         public_url: public_url.into(),
         max_upload_bytes: config.max_attachment_bytes,
     }))
+}
+
+/// Refuses a PostgreSQL node's `--blob-url file://…` inside its own data dir: the other
+/// nodes could not read what it stores there.
+pub fn check_shared(url: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(kait_media::blobs::BlobUrl::Directory(path)) = kait_media::blobs::check_url(url) else {
+        return Ok(());
+    };
+    let absolute = |path: &std::path::Path| {
+        path.canonicalize()
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or_else(|_| path.to_owned())
+    };
+    if absolute(&path).starts_with(absolute(data_dir)) {
+        bail!(
+            "--blob-url {url} is inside this node's data dir ({}): the other PostgreSQL nodes \
+             cannot read it; use a bucket (s3://…) or a directory every node mounts",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// One sweep: forgets the attachments nothing needs (see

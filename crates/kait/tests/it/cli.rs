@@ -365,6 +365,24 @@ fn cli_bad_input_fails_with_a_message() {
             "--download in push mode",
         ),
         (
+            vec![
+                "serve",
+                "--database-url",
+                "postgres://127.0.0.1:1/none",
+                "--data-dir",
+                "/tmp/kait-node-1",
+                "--blob-url",
+                "file:///tmp/kait-node-1/blobs",
+            ],
+            "inside this node's data dir",
+        ),
+        (vec!["serve", "--blob-url", "gs://bucket"], "--blob-url"),
+        (vec!["serve", "--mqtt-url", "http://broker"], "--mqtt-url"),
+        (
+            vec!["serve", "--mqtt-client-id", "x"],
+            "--mqtt-client-id needs --mqtt-url",
+        ),
+        (
             vec!["verify", "--secret", "whsec_x", "--tolerance", "soon"],
             "--tolerance",
         ),
