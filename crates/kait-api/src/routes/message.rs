@@ -570,7 +570,13 @@ async fn accept(
         metrics::counter!("kait_messages_accepted_total").increment(1);
     } else if let Some((event_type, event_id, payload, raw_body)) = repeat_check
         && (!same_message(&accepted.message, &event_type, &event_id, &payload)
-            || accepted.message.raw.as_ref().map(|raw| &raw.body) != raw_body.as_ref())
+            || accepted.message.raw.as_ref().map(|raw| &raw.body) != raw_body.as_ref()
+            || accepted
+                .message
+                .attachments
+                .iter()
+                .map(|attachment| &attachment.id)
+                .ne(attachment_ids.iter()))
     {
         // The key named an earlier, different message: say so instead of answering with it.
         return Err(ApiError::IdempotencyKeyReused);

@@ -628,6 +628,35 @@ async fn bad_uploads_and_references_are_refused_with_their_reason() {
             "{path}: {status}"
         );
     }
+    // An Idempotency-Key names one request: the same message with other attachments is 422.
+    let (_, second) = upload(&base, &app, Some("text/plain"), "", b"second".to_vec()).await;
+    let keyed = |attachment: &Value| {
+        let request = reqwest::Client::new()
+            .post(format!("{base}/api/v1/app/{app}/msg"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "one-motion-event")
+            .body(msg(json!({ "attachments": [attachment] })));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap(),
+            )
+        }
+    };
+    let (status, first) = keyed(&mine["id"]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, again) = keyed(&mine["id"]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        again["id"], first["id"],
+        "a repeat answers with the first message"
+    );
+    let (status, other) = keyed(&second["id"]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{other}");
+    assert_eq!(other["code"], "idempotency_key_reused");
     // XML input names them in an attribute.
     let xml = format!(
         r#"<message eventType="camera.motion" attachments="{}"><payload><camera>gate</camera></payload></message>"#,
