@@ -2,8 +2,11 @@
 //! (`--mqtt-url`), subscribed at QoS 1 with a persistent session to every route's filter. Each
 //! publish becomes a message through its route (`kait-devices`), and is acknowledged (PUBACK)
 //! only after the message is committed: a crash before then leaves it with the broker, which
-//! sends it again. Publishes are handled one at a time, in the order the broker sends them, so
-//! a device's messages keep their order.
+//! sends it again. The poll loop hands publishes to one handler task, which takes what has
+//! arrived (at most the broker's in-flight window) as a batch and hands its messages to the
+//! store in arrival order, all at once, so they share group commits and one device's keep
+//! their order; then the batch is acknowledged. One commit per message in
+//! turn could not keep up with a broker that queues at most ~1,000 messages for a client.
 //!
 //! The broker being away never touches the HTTP API: the loop reconnects with backoff, and
 //! `kait_mqtt_connected` says where it stands.
@@ -78,6 +81,7 @@ const MAX_DEPTH: usize = 64;
 const ROUTES_REFRESH: Duration = Duration::from_secs(5);
 
 /// The routes in force, in creation order, with the filters subscribed for them.
+#[derive(Clone)]
 struct Routes {
     routes: Vec<(MqttRouteId, Route)>,
 }
@@ -134,6 +138,16 @@ pub async fn run(
             Routes { routes: Vec::new() }
         }
     };
+    let (routes_now, routes_seen) = tokio::sync::watch::channel(Arc::new(routes.clone()));
+    // Holds at most the broker's in-flight window (it sends no more until acknowledged).
+    let (publishes, arrived) = tokio::sync::mpsc::channel(1024);
+    let handler = tokio::spawn(handle_batches(
+        store.clone(),
+        routes_seen,
+        client.clone(),
+        arrived,
+        shutdown.clone(),
+    ));
     let mut subscribed = std::collections::BTreeSet::new();
     let mut failures = 0u32;
     metrics::gauge!("kait_mqtt_connected").set(0.0);
@@ -150,12 +164,8 @@ pub async fn run(
                     resubscribe(&client, &routes, &mut subscribed).await;
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if !handle(store.as_ref(), &routes, &publish, &shutdown).await {
-                        // Stopping before it was stored: the broker keeps it for next time.
-                        continue;
-                    }
-                    if let Err(error) = client.ack(&publish).await {
-                        tracing::warn!(%error, "acknowledging an MQTT message failed; the broker sends it again");
+                    if publishes.send(publish).await.is_err() {
+                        return;
                     }
                 }
                 Ok(_) => {}
@@ -170,9 +180,17 @@ pub async fn run(
                     }
                 }
             },
-            _ = routes_changed.notified() => reload(store.as_ref(), &client, &mut routes, &mut subscribed).await,
-            _ = refresh.tick() => reload(store.as_ref(), &client, &mut routes, &mut subscribed).await,
+            _ = routes_changed.notified() => {
+                reload(store.as_ref(), &client, &mut routes, &mut subscribed).await;
+                routes_now.send_replace(Arc::new(routes.clone()));
+            }
+            _ = refresh.tick() => {
+                reload(store.as_ref(), &client, &mut routes, &mut subscribed).await;
+                routes_now.send_replace(Arc::new(routes.clone()));
+            }
             _ = shutdown.cancelled() => {
+                drop(publishes);
+                let _ = handler.await;
                 let _ = client.try_disconnect();
                 metrics::gauge!("kait_mqtt_connected").set(0.0);
                 return;
@@ -216,20 +234,74 @@ async fn resubscribe(
     *subscribed = wanted;
 }
 
-/// Makes one publish a message through the first route that matches its topic. Returns
-/// whether to acknowledge it: once the message is committed, or when it cannot be (no route, a
-/// mapping the route refuses, no such application: logged and counted, since sending it again
-/// would not help). A store failure is retried until it succeeds; `false` only when the server
-/// stops first.
-async fn handle(
-    store: &dyn Store,
+/// The most publishes stored together (more than any broker's usual in-flight window).
+const BATCH: usize = 256;
+
+fn outcome(outcome: &'static str) {
+    metrics::counter!("kait_mqtt_messages_total", "outcome" => outcome).increment(1);
+}
+
+/// Takes the publishes that have arrived, stores them, and acknowledges them, until the poll
+/// loop stops sending. Within a batch, messages with the same ordering key are stored in the
+/// order they came, and the others concurrently (so they share the store's group commits).
+async fn handle_batches(
+    store: Arc<dyn Store>,
+    routes: tokio::sync::watch::Receiver<Arc<Routes>>,
+    client: AsyncClient,
+    mut arrived: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while arrived.recv_many(&mut batch, BATCH).await > 0 {
+        let routes = routes.borrow().clone();
+        let prepared: Vec<Option<(MqttRouteId, kait_devices::DeviceMessage)>> = batch
+            .iter()
+            .map(|publish| prepare(&routes, publish))
+            .collect();
+        // Each application once per batch, before any write, so that the writes below are
+        // handed to the store in arrival order (each future sends its job when first polled,
+        // and they are polled in order): one device's messages commit in the order they came,
+        // and the batch shares the store's group commits.
+        let mut apps: std::collections::HashMap<String, Option<kait_core::AppId>> =
+            Default::default();
+        for (_, mapped) in prepared.iter().flatten() {
+            if !apps.contains_key(&mapped.app) {
+                let Some(app) = find_app(store.as_ref(), &mapped.app, &shutdown).await else {
+                    return;
+                };
+                apps.insert(mapped.app.clone(), app);
+            }
+        }
+        let stored =
+            futures_util::future::join_all(prepared.iter().flatten().map(|(route_id, mapped)| {
+                store_one(
+                    store.as_ref(),
+                    route_id,
+                    mapped,
+                    apps[&mapped.app].clone(),
+                    &shutdown,
+                )
+            }))
+            .await;
+        if stored.contains(&false) {
+            // Stopping before all were stored: the broker keeps the batch for next time.
+            return;
+        }
+        for publish in batch.drain(..) {
+            if let Err(error) = client.ack(&publish).await {
+                tracing::warn!(%error, "acknowledging an MQTT message failed; the broker sends it again");
+            }
+        }
+    }
+}
+
+/// The message a publish becomes through the first route that matches its topic; `None` when
+/// it becomes none (no route, or one that cannot map it: logged and counted, and acknowledged,
+/// since sending it again would not help).
+fn prepare(
     routes: &Routes,
     publish: &rumqttc::Publish,
-    shutdown: &CancellationToken,
-) -> bool {
-    let outcome = |outcome: &'static str| {
-        metrics::counter!("kait_mqtt_messages_total", "outcome" => outcome).increment(1);
-    };
+) -> Option<(MqttRouteId, kait_devices::DeviceMessage)> {
     let Some((route_id, mapped)) = routes.routes.iter().find_map(|(id, route)| {
         route
             .message(&publish.topic, &publish.payload, MAX_DEPTH)
@@ -237,20 +309,59 @@ async fn handle(
     }) else {
         outcome("unrouted");
         tracing::debug!(topic = %publish.topic, "no MQTT route for this topic");
-        return true;
+        return None;
     };
-    let mapped = match mapped {
-        Ok(mapped) => mapped,
+    match mapped {
+        Ok(mapped) => Some((route_id.clone(), mapped)),
         Err(reason) => {
             outcome("refused");
             tracing::warn!(route = %route_id, topic = %publish.topic, %reason, "an MQTT message the route cannot map");
-            return true;
+            None
         }
+    }
+}
+
+/// The application a message names (id or uid), `Some(None)` when there is none; a store
+/// failure is retried; `None` only when the server stops first.
+async fn find_app(
+    store: &dyn Store,
+    key: &str,
+    shutdown: &CancellationToken,
+) -> Option<Option<kait_core::AppId>> {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match store.get_application(key).await {
+            Ok(app) => return Some(app.map(|app| app.id)),
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?pause, "reading an MQTT message's application failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Stores one mapped message. `true` once it is committed or cannot be (no such application:
+/// logged and counted); a store failure is retried until it succeeds (a retried message may
+/// then commit after a later one of its device); `false` only when the server stops first.
+async fn store_one(
+    store: &dyn Store,
+    route_id: &MqttRouteId,
+    mapped: &kait_devices::DeviceMessage,
+    app_id: Option<kait_core::AppId>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let Some(app_id) = app_id else {
+        outcome("no_application");
+        tracing::warn!(route = %route_id, app = %mapped.app, "an MQTT message for an application that does not exist");
+        return true;
     };
     let mut pause = Duration::from_millis(50);
     loop {
-        let result = accept(store, &mapped).await;
-        match result {
+        match accept(store, mapped, app_id.clone()).await {
             Ok(()) => {
                 outcome("accepted");
                 return true;
@@ -276,11 +387,11 @@ async fn handle(
     }
 }
 
-async fn accept(store: &dyn Store, mapped: &kait_devices::DeviceMessage) -> Result<(), StoreError> {
-    let app = store
-        .get_application(&mapped.app)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+async fn accept(
+    store: &dyn Store,
+    mapped: &kait_devices::DeviceMessage,
+    app_id: kait_core::AppId,
+) -> Result<(), StoreError> {
     let (payload, raw) = match &mapped.body {
         Body::Json(text) => (text.clone(), None),
         Body::Raw {
@@ -298,7 +409,7 @@ async fn accept(store: &dyn Store, mapped: &kait_devices::DeviceMessage) -> Resu
     store
         .create_message(NewMessage::new(Message {
             id: MessageId::generate(),
-            app_id: app.id,
+            app_id,
             event_type: mapped.event_type.clone(),
             event_id: mapped.event_id.clone(),
             channels: None,

@@ -206,3 +206,131 @@ async fn a_broker_that_is_away_does_not_hold_up_the_api() {
     assert_eq!(status, StatusCode::ACCEPTED);
     server.stop().await;
 }
+
+/// A POST with the admin token that must succeed.
+async fn admin(base: &str, path: &str, body: Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::support::ADMIN_TOKEN),
+        )
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+}
+
+#[tokio::test]
+#[ignore = "slow (5,000 QoS 1 messages around a SIGKILL): run with -- --ignored; CI does"]
+async fn kill_9_during_a_stream_of_device_messages_loses_none() {
+    use crate::support::Storage;
+    use crate::support::process::KaitProcess;
+    const MESSAGES: usize = 5_000;
+    let (host, port) = broker();
+    let storage = Storage::new().await;
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    let url = format!("mqtt://{host}:{port}");
+    let client_id = format!("{prefix}-kait");
+    let flags = [
+        "--mqtt-url",
+        url.as_str(),
+        "--mqtt-client-id",
+        client_id.as_str(),
+    ];
+    let mut server = KaitProcess::start_with_env(&storage, &flags, &[]);
+    let receiver = Receiver::start().await;
+    admin(
+        &server.base_url,
+        "/api/v1/app",
+        json!({ "name": "plant", "uid": "plant" }),
+    )
+    .await;
+    admin(
+        &server.base_url,
+        "/api/v1/app/plant/endpoint",
+        json!({ "url": receiver.url }),
+    )
+    .await;
+    admin(
+        &server.base_url,
+        "/api/v1/mqtt/route",
+        json!({
+            "topic": format!("{prefix}/{{device}}/{{event}}"),
+            "app": "plant",
+            "eventType": "device.{event}",
+            "eventIdPointer": "/id"
+        }),
+    )
+    .await;
+    // Until the bridge has subscribed, the broker drops what is published: wait for a probe.
+    let device = device(&host, port).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while receiver.count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never subscribed"
+        );
+        device
+            .publish(
+                format!("{prefix}/probe/ping"),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"id":"probe"}"#,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 5,000 readings at about 400 a second (the broker queues at most 1,000 for a client
+    // that is away, and Kait is away for its restart); SIGKILL after 2,000.
+    let topic = format!("{prefix}/line-1/reading");
+    let mut pace = tokio::time::interval(Duration::from_micros(2_500));
+    for n in 0..MESSAGES {
+        if n == 2_000 {
+            server.kill_hard();
+            server = KaitProcess::start_with_env(&storage, &flags, &[]);
+        }
+        pace.tick().await;
+        device
+            .publish(
+                &topic,
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"id":"m-{n}"}}"#),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let seen = loop {
+        let seen: std::collections::HashSet<String> = receiver
+            .received()
+            .iter()
+            .filter_map(|webhook| webhook.json()["id"].as_str().map(str::to_owned))
+            .filter(|id| id.starts_with("m-"))
+            .collect();
+        if seen.len() == MESSAGES || tokio::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let missing: Vec<usize> = (0..MESSAGES)
+        .filter(|n| !seen.contains(&format!("m-{n}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {MESSAGES} device messages never arrived, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    drop(server);
+    storage.remove().await;
+}
