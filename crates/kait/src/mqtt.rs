@@ -272,17 +272,22 @@ async fn handle_batches(
                 apps.insert(mapped.app.clone(), app);
             }
         }
-        let stored =
-            futures_util::future::join_all(prepared.iter().flatten().map(|(route_id, mapped)| {
-                store_one(
-                    store.as_ref(),
-                    route_id,
-                    mapped,
-                    apps[&mapped.app].clone(),
-                    &shutdown,
-                )
-            }))
-            .await;
+        let stored = join_in_order(
+            prepared
+                .iter()
+                .flatten()
+                .map(|(route_id, mapped)| {
+                    store_one(
+                        store.as_ref(),
+                        route_id,
+                        mapped,
+                        apps[&mapped.app].clone(),
+                        &shutdown,
+                    )
+                })
+                .collect(),
+        )
+        .await;
         if stored.contains(&false) {
             // Stopping before all were stored: the broker keeps the batch for next time.
             return;
@@ -319,6 +324,36 @@ fn prepare(
             None
         }
     }
+}
+
+/// Runs `futures` together, polling them in their order every time (so each takes its first
+/// step, here handing its job to the store, in that order). `join_all` does not promise this:
+/// past 30 futures it polls new ones in another order, which reversed a device's messages
+/// (found by the ordering test in `tests/it/devices.rs`).
+async fn join_in_order<F: std::future::Future<Output = bool>>(futures: Vec<F>) -> Vec<bool> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<bool>> = vec![None; futures.len()];
+    std::future::poll_fn(|context| {
+        let mut pending = false;
+        for (future, result) in futures.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match future.as_mut().poll(context) {
+                    std::task::Poll::Ready(done) => *result = Some(done),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or(false))
+        .collect()
 }
 
 /// The application a message names (id or uid), `Some(None)` when there is none; a store

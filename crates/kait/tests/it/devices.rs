@@ -140,6 +140,38 @@ async fn a_reading_published_by_a_device_arrives_as_a_signed_webhook() {
         "repeats of one reading are one message"
     );
 
+    // A burst from one device (stored in batches) reaches its key-ordered endpoint in order.
+    let burst_topic = format!("{prefix}/sites/{site}/devices/th-9/events/tick");
+    for n in 0..200 {
+        device
+            .publish(
+                &burst_topic,
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"id":"t-{n}","n":{n}}}"#),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let ticks = loop {
+        let ticks: Vec<i64> = receiver
+            .received()
+            .iter()
+            .filter_map(|webhook| serde_json::from_slice::<Value>(&webhook.body).ok())
+            .filter_map(|body| body["n"].as_i64())
+            .collect();
+        if ticks.len() >= 200 || tokio::time::Instant::now() > deadline {
+            break ticks;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        ticks,
+        (0..200).collect::<Vec<i64>>(),
+        "one device's messages in order"
+    );
+
     // Routes are listed, read, refused when wrong, and deleted.
     let route_id = route["id"].as_str().unwrap();
     let (status, listed) = server.get("/api/v1/mqtt/route").await;
