@@ -356,27 +356,45 @@ async fn join_in_order<F: std::future::Future<Output = bool>>(futures: Vec<F>) -
         .collect()
 }
 
-/// The application a message names (id or uid), `Some(None)` when there is none; a store
-/// failure is retried; `None` only when the server stops first.
-async fn find_app(
-    store: &dyn Store,
-    key: &str,
+/// Runs a store operation until it is done: its result, or a refusal retrying will not
+/// change (a conflict, or something not found); any other failure (the database away, a
+/// broken connection) is retried with backoff. `None` only when the server stops first.
+async fn until_done<T, Fut>(
+    what: &str,
     shutdown: &CancellationToken,
-) -> Option<Option<kait_core::AppId>> {
+    mut operation: impl FnMut() -> Fut,
+) -> Option<Result<T, StoreError>>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
     let mut pause = Duration::from_millis(50);
     loop {
-        match store.get_application(key).await {
-            Ok(app) => return Some(app.map(|app| app.id)),
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?pause, "reading an MQTT message's application failed");
+        match operation().await {
+            Err(error) if !matches!(error, StoreError::Conflict(_) | StoreError::NotFound) => {
+                tracing::warn!(%error, retry_in = ?pause, "{what} failed");
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => return None,
                 }
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
+            done => return Some(done),
         }
     }
+}
+
+/// The application a message names (id or uid), `Some(None)` when there is none; `None` only
+/// when the server stops first.
+async fn find_app(
+    store: &dyn Store,
+    key: &str,
+    shutdown: &CancellationToken,
+) -> Option<Option<kait_core::AppId>> {
+    let found = until_done("reading an MQTT message's application", shutdown, || {
+        store.get_application(key)
+    })
+    .await?;
+    Some(found.ok().flatten().map(|app| app.id))
 }
 
 /// Stores one mapped message. `true` once it is committed or cannot be (no such application:
@@ -389,36 +407,30 @@ async fn store_one(
     app_id: Option<kait_core::AppId>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let Some(app_id) = app_id else {
+    let no_application = || {
         outcome("no_application");
         tracing::warn!(route = %route_id, app = %mapped.app, "an MQTT message for an application that does not exist");
-        return true;
+        true
     };
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match accept(store, mapped, app_id.clone()).await {
-            Ok(()) => {
-                outcome("accepted");
-                return true;
-            }
-            Err(StoreError::Conflict(_)) => {
-                outcome("duplicate");
-                return true;
-            }
-            Err(StoreError::NotFound) => {
-                outcome("no_application");
-                tracing::warn!(route = %route_id, app = %mapped.app, "an MQTT message for an application that does not exist");
-                return true;
-            }
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?pause, "storing an MQTT message failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown.cancelled() => return false,
-                }
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
+    let Some(app_id) = app_id else {
+        return no_application();
+    };
+    let stored = until_done("storing an MQTT message", shutdown, || {
+        accept(store, mapped, app_id.clone())
+    })
+    .await;
+    match stored {
+        None => false,
+        Some(Ok(())) => {
+            outcome("accepted");
+            true
         }
+        Some(Err(StoreError::Conflict(_))) => {
+            outcome("duplicate");
+            true
+        }
+        // Deleted since the batch looked it up (`until_done` retries every other failure).
+        Some(Err(_)) => no_application(),
     }
 }
 
