@@ -60,6 +60,7 @@ fn harness() -> &'static Harness {
                 max_upload_bytes: 1 << 20,
             }),
             mqtt_routes_changed: Default::default(),
+            devices: None,
         });
         let app = runtime.block_on(async {
             let app = kait_api::router(state);

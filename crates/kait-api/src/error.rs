@@ -47,6 +47,10 @@ pub enum ApiError {
     LinkRefused(String),
     /// The blob store failed (503; the cause is logged, not shown).
     BlobStore(String),
+    /// A feature this server was started without (404 `not_configured`, saying which flag).
+    NotConfigured(&'static str),
+    /// A device did not answer a synchronous command in time (504 `device_timeout`).
+    DeviceTimeout(String),
     Internal(String),
 }
 
@@ -107,6 +111,10 @@ impl IntoResponse for ApiError {
             ),
             Self::Unverified(reason) => {
                 coded(StatusCode::UNAUTHORIZED, "verification_failed", &reason)
+            }
+            Self::NotConfigured(detail) => coded(StatusCode::NOT_FOUND, "not_configured", detail),
+            Self::DeviceTimeout(detail) => {
+                coded(StatusCode::GATEWAY_TIMEOUT, "device_timeout", &detail)
             }
             Self::Forbidden => coded(
                 StatusCode::FORBIDDEN,

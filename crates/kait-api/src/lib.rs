@@ -10,6 +10,7 @@
 
 mod app_ids;
 mod auth;
+mod device_link;
 mod error;
 mod extract;
 mod idempotency;
@@ -27,7 +28,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use kait_store::Store;
 
+pub use device_link::DeviceLink;
 pub use error::ApiError;
+pub use routes::device::DeviceCommandOut;
 
 /// Checks an endpoint URL against the egress policy at creation time (a refused literal
 /// address is a 422); host names are checked again at every attempt by the sender.
@@ -87,6 +90,8 @@ pub struct ApiContext {
     pub media: Option<kait_media::Media>,
     /// Notified when an MQTT route is created or deleted (the MQTT bridge listens).
     pub mqtt_routes_changed: Arc<tokio::sync::Notify>,
+    /// The MQTT bridge, for commands to devices (`None` without `--mqtt-url`).
+    pub devices: Option<Arc<dyn DeviceLink>>,
 }
 
 /// Produces the `/metrics` body.

@@ -173,6 +173,11 @@ prefixed_id!(
     AttachmentId,
     "att_"
 );
+prefixed_id!(
+    /// A command sent to a device over MQTT, waiting for (or holding) its reply.
+    DeviceCommandId,
+    "cmd_"
+);
 
 #[cfg(test)]
 mod tests {

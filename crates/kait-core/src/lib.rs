@@ -16,7 +16,7 @@ pub mod validate;
 pub mod xml;
 
 pub use id::{
-    AppId, AttachmentId, AttemptId, EndpointId, MessageId, MqttRouteId, PipeId, PipeRunId,
-    ReceivedId, SourceId,
+    AppId, AttachmentId, AttemptId, DeviceCommandId, EndpointId, MessageId, MqttRouteId, PipeId,
+    PipeRunId, ReceivedId, SourceId,
 };
 pub use model::*;

@@ -37,7 +37,9 @@ pub mod sqlite;
 pub use access::{AccessStore, AppTokenGrant, IdempotentResponse, NewAppToken};
 pub use attachments::Attachments;
 pub use config::{Applications, ConfigStore, Endpoints, EventTypes};
-pub use devices::{Devices, MqttRoute};
+pub use devices::{
+    CommandStatus, Device, DeviceCommand, DeviceRegistry, DeviceSeen, Devices, MqttRoute,
+};
 pub use error::{DatabaseFailure, StoreError, StoreResult};
 pub use housekeeping::{Housekeeping, QueueDepth};
 pub use listing::{Order, Page, PageRequest};
@@ -68,6 +70,7 @@ pub trait Store:
     + Pipes
     + Attachments
     + Devices
+    + DeviceRegistry
 {
 }
 impl<T> Store for T where
@@ -81,6 +84,7 @@ impl<T> Store for T where
         + Pipes
         + Attachments
         + Devices
+        + DeviceRegistry
         + ?Sized
 {
 }
@@ -88,7 +92,7 @@ impl<T> Store for T where
 /// Every store trait, for code that calls store methods on a concrete store (tests, tools).
 pub mod prelude {
     pub use crate::{
-        AccessStore, Applications, Attachments, DeliveryQueue, Devices, Endpoints, EventTypes,
-        Housekeeping, MessageLog, Pipes, PullPositions, Sources, Store,
+        AccessStore, Applications, Attachments, DeliveryQueue, DeviceRegistry, Devices, Endpoints,
+        EventTypes, Housekeeping, MessageLog, Pipes, PullPositions, Sources, Store,
     };
 }

@@ -201,6 +201,19 @@ pub struct ServeArgs {
     /// stable across restarts and different on each node [default: kait]
     #[arg(long, env = "KAIT_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
+    /// Where commands to devices are published: a topic template of {app}, {device}, {name}
+    /// and {commandId} (MQTT 3.1.1 devices, which see no response topic, read the command id
+    /// from the topic) [default: devices/{device}/commands/{name}]
+    #[arg(long, env = "KAIT_MQTT_COMMAND_TOPIC")]
+    pub mqtt_command_topic: Option<String>,
+    /// The prefix of the topics devices reply on: {prefix}/{commandId} [default: kait/replies]
+    #[arg(long, env = "KAIT_MQTT_REPLY_TOPIC")]
+    pub mqtt_reply_topic: Option<String>,
+    /// The shared-subscription group the nodes of one cluster read device messages in
+    /// ($share/{group}/…: each message to one node) [default: kait on PostgreSQL; none on
+    /// SQLite]
+    #[arg(long, env = "KAIT_MQTT_SHARED_GROUP")]
+    pub mqtt_shared_group: Option<String>,
 }
 
 impl ServeArgs {
@@ -581,12 +594,38 @@ impl ServeConfig {
         };
         let metrics_token = settings.metrics_token;
         let mqtt = match settings.mqtt_url {
-            Some(url) => Some(
-                crate::mqtt::MqttConfig::parse(&url, settings.mqtt_client_id)
-                    .context("--mqtt-url")?,
-            ),
-            None if settings.mqtt_client_id.is_some() => {
-                bail!("--mqtt-client-id needs --mqtt-url")
+            Some(url) => {
+                let mut mqtt = crate::mqtt::MqttConfig::parse(&url, settings.mqtt_client_id)
+                    .context("--mqtt-url")?;
+                if let Some(template) = &settings.mqtt_command_topic {
+                    mqtt.command_topic = kait_devices::CommandTopic::parse(template)
+                        .map_err(|reason| anyhow::anyhow!("--mqtt-command-topic: {reason}"))?;
+                }
+                if let Some(prefix) = &settings.mqtt_reply_topic {
+                    mqtt.reply_topic = kait_devices::ReplyTopic::parse(prefix)
+                        .map_err(|reason| anyhow::anyhow!("--mqtt-reply-topic: {reason}"))?;
+                }
+                mqtt.shared_group = match settings.mqtt_shared_group {
+                    Some(group) => {
+                        if group.is_empty()
+                            || group.len() > 64
+                            || group.contains(['/', '+', '#', '\0'])
+                        {
+                            bail!("--mqtt-shared-group: 1 to 64 characters, none of `/ + #`");
+                        }
+                        Some(group)
+                    }
+                    None if postgres.is_some() => Some("kait".to_owned()),
+                    None => None,
+                };
+                Some(mqtt)
+            }
+            None if settings.mqtt_client_id.is_some()
+                || settings.mqtt_command_topic.is_some()
+                || settings.mqtt_reply_topic.is_some()
+                || settings.mqtt_shared_group.is_some() =>
+            {
+                bail!("the --mqtt-… settings need --mqtt-url")
             }
             None => None,
         };

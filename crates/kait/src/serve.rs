@@ -217,11 +217,19 @@ pub async fn run(
         ))
     });
     let mqtt_routes_changed = Arc::new(tokio::sync::Notify::new());
+    let mut devices: Option<Arc<dyn kait_api::DeviceLink>> = None;
     let mqtt = config.mqtt.clone().map(|mqtt| {
+        let (bridge, events) = crate::mqtt::Bridge::new(store.clone(), mqtt, shutdown.clone());
+        devices = Some(bridge.clone());
         tokio::spawn(crate::mqtt::run(
-            store.clone(),
-            mqtt,
+            bridge,
+            events,
             mqtt_routes_changed.clone(),
+            // Other nodes may record deadlines earlier than this node's next one.
+            config
+                .postgres
+                .as_ref()
+                .map(|_| std::time::Duration::from_secs(1)),
             shutdown.clone(),
         ))
     });
@@ -295,6 +303,7 @@ pub async fn run(
         source_slots: Default::default(),
         media,
         mqtt_routes_changed,
+        devices,
     });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);

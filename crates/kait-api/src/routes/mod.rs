@@ -3,6 +3,7 @@
 mod application;
 mod attachment;
 mod attempt;
+pub(crate) mod device;
 mod endpoint;
 mod event_type;
 mod ingest_endpoint;
@@ -101,6 +102,10 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(mqtt_route::list, mqtt_route::create))
         .routes(routes!(mqtt_route::get, mqtt_route::delete))
+        .routes(routes!(device::list))
+        .routes(routes!(device::get))
+        .routes(routes!(device::create_command))
+        .routes(routes!(device::get_command))
         .routes(routes!(pipe::list, pipe::create))
         .routes(routes!(pipe::get, pipe::patch, pipe::delete))
         .routes(routes!(pipe::list_runs))
@@ -134,11 +139,26 @@ pub fn protected() -> OpenApiRouter<ApiState> {
     path = "/api/v1/health",
     tag = "health",
     summary = "204 while the server can serve",
-    responses((status = 204))
+    description = "With an MQTT broker configured, the `Kait-Mqtt` header says whether the \
+        bridge is `connected` or `disconnected` now (the server serves either way).",
+    responses((status = 204, headers(("Kait-Mqtt" = String, description = "connected or disconnected"))))
 )]
-/// `GET /api/v1/health`: 204 while the server can serve.
-async fn health() -> StatusCode {
-    StatusCode::NO_CONTENT
+/// `GET /api/v1/health`: 204 while the server can serve (Svix's shape, so no body), with the
+/// MQTT bridge's state in a header when there is one.
+async fn health(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> impl axum::response::IntoResponse {
+    let mqtt = state.devices.as_ref().map(|link| {
+        (
+            "kait-mqtt",
+            if link.connected() {
+                "connected"
+            } else {
+                "disconnected"
+            },
+        )
+    });
+    (StatusCode::NO_CONTENT, axum::response::AppendHeaders(mqtt))
 }
 
 /// `GET /metrics`: Prometheus text format. It names endpoints and applications, so it needs

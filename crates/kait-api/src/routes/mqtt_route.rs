@@ -32,14 +32,23 @@ pub struct MqttRouteIn {
     pub app: Option<String>,
     /// …or the topic segment that holds the application's uid.
     pub app_segment: Option<String>,
-    /// A template of the topic's segments, e.g. `device.{event}`.
+    /// A template of the topic's segments, e.g. `device.{event}` (not for a presence route).
     #[schema(min_length = 1, max_length = 256)]
-    pub event_type: String,
+    pub event_type: Option<String>,
     /// A template; by default `{device}` when the topic has that segment.
     pub ordering_key: Option<String>,
     /// A JSON pointer to the device's own message id in a JSON payload (the `eventId`, so a
     /// message the broker sends again is one message), e.g. `/id`.
     pub event_id_pointer: Option<String>,
+    /// The topic carries devices' status, `online`/`offline` (a last will, and what a device
+    /// publishes when it connects), not events: each change is a `device.online` or
+    /// `device.offline` event. Needs a `{device}` segment.
+    #[serde(default)]
+    pub presence: bool,
+    /// A device heard on this route and then silent this long (1 s to 7 days) is offline
+    /// (`device.offline`). Needs a `{device}` segment.
+    #[schema(minimum = 1, maximum = 604800)]
+    pub silence_timeout_secs: Option<u64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -53,11 +62,15 @@ pub struct MqttRouteOut {
     pub app: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_segment: Option<String>,
-    pub event_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id_pointer: Option<String>,
+    pub presence: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_timeout_secs: Option<u64>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -76,6 +89,8 @@ fn spec_of(input: MqttRouteIn) -> RouteSpec {
         event_type: input.event_type,
         ordering_key: input.ordering_key,
         event_id_pointer: input.event_id_pointer,
+        presence: input.presence,
+        silence_timeout_secs: input.silence_timeout_secs,
     }
 }
 
@@ -94,6 +109,8 @@ fn out(route: MqttRoute) -> Result<MqttRouteOut, ApiError> {
         event_type: spec.event_type,
         ordering_key: spec.ordering_key,
         event_id_pointer: spec.event_id_pointer,
+        presence: spec.presence,
+        silence_timeout_secs: spec.silence_timeout_secs,
         created_at: to_datetime(route.created_at),
     })
 }

@@ -51,7 +51,9 @@ macro_rules! for_each_conformance_test {
             timers_fire_once_and_a_wait_restarts_or_is_kept,
             attachments_travel_with_messages_and_go_with_the_last,
             an_endpoint_keeps_its_media_settings,
-            mqtt_routes_are_kept_until_deleted
+            mqtt_routes_are_kept_until_deleted,
+            devices_go_online_and_offline_once_per_change,
+            commands_wait_then_finish_once
         );
     };
 }

@@ -306,6 +306,36 @@ CREATE TABLE mqtt_route (
     created_at  BIGINT NOT NULL
 );
 "#,
+    r#"
+-- Issue 16: the device registry (presence) and commands to devices. Deadlines are columns:
+-- a device's silence (while online), a command's expiry or reply (while waiting).
+CREATE TABLE device (
+    app_id        TEXT NOT NULL,
+    device        TEXT NOT NULL,
+    online        BOOLEAN NOT NULL,
+    last_seen_at  BIGINT NOT NULL,
+    silent_at     BIGINT,
+    changed_at    BIGINT NOT NULL,
+    PRIMARY KEY (app_id, device)
+);
+CREATE INDEX device_silent ON device (silent_at) WHERE online = TRUE;
+CREATE TABLE device_command (
+    id            TEXT PRIMARY KEY,
+    app_id        TEXT NOT NULL,
+    device        TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    asynchronous  BOOLEAN NOT NULL,
+    status        TEXT NOT NULL,
+    timeout_ms    BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    deadline_at   BIGINT NOT NULL,
+    reply         BYTEA,
+    finished_at   BIGINT
+);
+CREATE INDEX device_command_due ON device_command (deadline_at) WHERE status IN ('queued', 'sent');
+CREATE INDEX device_command_queued ON device_command (app_id, device, id) WHERE status = 'queued';
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

@@ -289,6 +289,36 @@ CREATE TABLE mqtt_route (
     created_at  INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Issue 16: the device registry (presence) and commands to devices. Deadlines are columns:
+-- a device's silence (while online), a command's expiry or reply (while waiting).
+CREATE TABLE device (
+    app_id        TEXT NOT NULL,
+    device        TEXT NOT NULL,
+    online        INTEGER NOT NULL,
+    last_seen_at  INTEGER NOT NULL,
+    silent_at     INTEGER,
+    changed_at    INTEGER NOT NULL,
+    PRIMARY KEY (app_id, device)
+);
+CREATE INDEX device_silent ON device (silent_at) WHERE online = 1;
+CREATE TABLE device_command (
+    id            TEXT PRIMARY KEY,
+    app_id        TEXT NOT NULL,
+    device        TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    asynchronous  INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    timeout_ms    INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    deadline_at   INTEGER NOT NULL,
+    reply         BLOB,
+    finished_at   INTEGER
+);
+CREATE INDEX device_command_due ON device_command (deadline_at) WHERE status IN ('queued', 'sent');
+CREATE INDEX device_command_queued ON device_command (app_id, device, id) WHERE status = 'queued';
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

@@ -35,14 +35,13 @@ async fn a_reading_published_by_a_device_arrives_as_a_signed_webhook() {
     let (host, port) = broker();
     let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
     let server = TestServer::start_with(|config| {
-        config.mqtt = Some(kait::mqtt::MqttConfig {
-            host: host.clone(),
-            port,
-            tls: false,
-            username: None,
-            password: None,
-            client_id: format!("{prefix}-kait"),
-        });
+        config.mqtt = Some(
+            kait::mqtt::MqttConfig::parse(
+                &format!("mqtt://{host}:{port}"),
+                Some(format!("{prefix}-kait")),
+            )
+            .unwrap(),
+        );
     })
     .await;
     let receiver = Receiver::start().await;
@@ -81,7 +80,13 @@ async fn a_reading_published_by_a_device_arrives_as_a_signed_webhook() {
     let topic = format!("{prefix}/sites/{site}/devices/th-1/events/reading");
     let reading = r#"{"id":"r-1","celsius":21.5}"#;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while receiver.count() == 0 {
+    let has_reading = |receiver: &Receiver| {
+        receiver
+            .received()
+            .iter()
+            .any(|webhook| webhook.body[..] == *reading.as_bytes())
+    };
+    while !has_reading(&receiver) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no webhook from the device's reading"
@@ -92,12 +97,21 @@ async fn a_reading_published_by_a_device_arrives_as_a_signed_webhook() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let webhook = receiver.wait_for(1, Duration::from_secs(5)).await.remove(0);
-    assert_eq!(
-        &webhook.body[..],
-        reading.as_bytes(),
-        "the payload as the device sent it"
+    // The device's first message made it known: `device.online` came first, in its order.
+    let received = receiver.received();
+    let online = received
+        .iter()
+        .position(|webhook| webhook.json()["online"] == true && webhook.json()["device"] == "th-1")
+        .expect("a device.online webhook for th-1");
+    let at = received
+        .iter()
+        .position(|webhook| webhook.body[..] == *reading.as_bytes())
+        .expect("the payload as the device sent it");
+    assert!(
+        online < at,
+        "device.online before the device's first reading"
     );
+    let webhook = received[at].clone();
     let secret = server.secret(&site, endpoint["id"].as_str().unwrap()).await;
     assert_signed_bytes(&webhook, &secret);
     // A binary frame travels raw.
@@ -110,10 +124,11 @@ async fn a_reading_published_by_a_device_arrives_as_a_signed_webhook() {
         )
         .await
         .unwrap();
-    let frames = receiver.wait_for(2, Duration::from_secs(10)).await;
+    // Its device (cam-2) is new too: online, then the frame.
+    let frames = receiver.wait_for(4, Duration::from_secs(10)).await;
     let frame = frames
         .iter()
-        .find(|webhook| webhook.body[..] != *reading.as_bytes())
+        .find(|webhook| webhook.body.first() == Some(&0xFF))
         .unwrap();
     assert_eq!(&frame.body[..], &[0xFF, 0xD8, 0x00, 0x01]);
     assert_eq!(frame.header("content-type"), "application/octet-stream");
@@ -365,4 +380,426 @@ async fn kill_9_during_a_stream_of_device_messages_loses_none() {
     );
     drop(server);
     storage.remove().await;
+}
+
+/// A server bridged to the broker with its command and reply topics under `prefix` (so that
+/// tests sharing the broker never see each other's commands), and the command id in the
+/// command topic (the MQTT 3.1.1 convention; MQTT 5 devices may ignore it).
+async fn bridged_server(prefix: &str) -> TestServer {
+    let (host, port) = broker();
+    let prefix = prefix.to_owned();
+    let server = TestServer::start_with(move |config| {
+        let mut mqtt = kait::mqtt::MqttConfig::parse(
+            &format!("mqtt://{host}:{port}"),
+            Some(format!("{prefix}-kait")),
+        )
+        .unwrap();
+        mqtt.command_topic = kait_devices::CommandTopic::parse(&format!(
+            "{prefix}/devices/{{device}}/commands/{{name}}/{{commandId}}"
+        ))
+        .unwrap();
+        mqtt.reply_topic = kait_devices::ReplyTopic::parse(&format!("{prefix}/replies")).unwrap();
+        config.mqtt = Some(mqtt);
+    })
+    .await;
+    // Until the bridge has subscribed to the replies, a reply would be dropped by the broker.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = server
+            .http
+            .get(format!("{}/api/v1/health", server.base_url))
+            .send()
+            .await
+            .unwrap();
+        if response
+            .headers()
+            .get("kait-mqtt")
+            .is_some_and(|state| state == "connected")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+}
+
+/// An MQTT 5 device that answers each command on `filter` (but `ignore`) on the command's
+/// response topic with its correlation data: `{"ok": true, "got": <the command's payload>}`.
+/// Returns once its subscription is in place. With `will`, the broker publishes that
+/// status for it when its connection breaks.
+async fn answering_device(
+    filter: String,
+    will: Option<(String, &'static str)>,
+) -> tokio::task::JoinHandle<()> {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties};
+    use rumqttc::v5::{AsyncClient as Client5, Event, MqttOptions as Options5};
+    let (host, port) = broker();
+    let mut options = Options5::new(
+        format!("kait-test-v5-{:08x}", rand::random::<u32>()),
+        host,
+        port,
+    );
+    options.set_keep_alive(Duration::from_secs(5));
+    if let Some((topic, payload)) = will {
+        options.set_last_will(LastWill::new(
+            topic,
+            payload,
+            QoS5::AtLeastOnce,
+            false,
+            None,
+        ));
+    }
+    let (client, mut events) = Client5::new(options, 64);
+    client.subscribe(filter, QoS5::AtLeastOnce).await.unwrap();
+    let (subscribed, ready) = tokio::sync::oneshot::channel();
+    let mut subscribed = Some(subscribed);
+    let task = tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            match event {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    if let Some(subscribed) = subscribed.take() {
+                        let _ = subscribed.send(());
+                    }
+                }
+                Event::Incoming(Packet::Publish(command)) => {
+                    if command.topic.ends_with(b"/ignore")
+                        || command.topic.windows(8).any(|w| w == b"/ignore/")
+                    {
+                        continue;
+                    }
+                    let properties = command.properties.clone().unwrap_or_default();
+                    let Some(reply_to) = properties.response_topic else {
+                        continue;
+                    };
+                    let got: Value =
+                        serde_json::from_slice(&command.payload).unwrap_or(Value::Null);
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        client
+                            .publish_with_properties(
+                                reply_to,
+                                QoS5::AtLeastOnce,
+                                false,
+                                json!({ "ok": true, "got": got }).to_string(),
+                                PublishProperties {
+                                    correlation_data: properties.correlation_data,
+                                    ..Default::default()
+                                },
+                            )
+                            .await
+                            .unwrap();
+                    });
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .expect("the device subscribed")
+        .unwrap();
+    task
+}
+
+/// Waits for a webhook whose JSON body satisfies `matches`.
+async fn webhook_where(receiver: &Receiver, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(found) = receiver
+            .received()
+            .iter()
+            .map(|webhook| webhook.json())
+            .find(|body| matches(body))
+        {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no webhook: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_command_round_trip_in_both_modes_with_replies_and_timeouts() {
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    let server = bridged_server(&prefix).await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("valves").await;
+    server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let device = answering_device(format!("{prefix}/devices/valve-1/commands/#"), None).await;
+
+    // Synchronous: the response is the device's reply.
+    let path = format!("/api/v1/app/{app}/device/valve-1/command");
+    let (status, replied) = server
+        .post(&path, r#"{"name":"close","payload":{"force":true}}"#)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replied}");
+    assert_eq!(replied["status"], "replied");
+    assert_eq!(
+        replied["reply"],
+        json!({ "ok": true, "got": { "force": true } })
+    );
+    assert!(replied["id"].as_str().unwrap().starts_with("cmd_"));
+    // …and no answer in time is a 504, the command recorded as timed out.
+    let (status, late) = server
+        .post(&path, r#"{"name":"ignore","timeoutMs":400}"#)
+        .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{late}");
+    assert_eq!(late["code"], "device_timeout");
+
+    // Asynchronous: 202 at once, the reply an event to the application's endpoints.
+    let (status, accepted) = server
+        .post(
+            &path,
+            r#"{"name":"open","payload":{"percent":40},"mode":"async"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(accepted["status"], "sent");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let event = webhook_where(&receiver, "device.command.replied", |body| {
+        body["id"] == id && body["status"] == "replied"
+    })
+    .await;
+    assert_eq!(event["reply"]["got"], json!({ "percent": 40 }));
+    let (_, read) = server.get(&format!("{path}/{id}")).await;
+    assert_eq!(read["status"], "replied");
+    // …and no answer in time is a `device.command.timeout` event.
+    let (status, accepted) = server
+        .post(&path, r#"{"name":"ignore","mode":"async","timeoutMs":300}"#)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    webhook_where(&receiver, "device.command.timeout", |body| {
+        body["id"] == id && body["status"] == "timedOut"
+    })
+    .await;
+    let (_, messages) = server
+        .get(&format!(
+            "/api/v1/app/{app}/msg?event_types=device.command.timeout"
+        ))
+        .await;
+    assert_eq!(
+        messages["data"].as_array().unwrap().len(),
+        1,
+        "announced once"
+    );
+
+    // An MQTT 3.1.1 device sees no response topic: it reads the command id from the topic
+    // and answers on {reply prefix}/{commandId}.
+    let (host, port) = broker();
+    let (old, mut events) =
+        AsyncClient::new(MqttOptions::new(format!("{prefix}-old"), host, port), 64);
+    old.subscribe(
+        format!("{prefix}/devices/old-1/commands/+/+"),
+        QoS::AtLeastOnce,
+    )
+    .await
+    .unwrap();
+    let replies = old.clone();
+    let reply_prefix = format!("{prefix}/replies");
+    let old_device = tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(command)) = event {
+                let command_id = command.topic.rsplit('/').next().unwrap().to_owned();
+                replies
+                    .publish(
+                        format!("{reply_prefix}/{command_id}"),
+                        QoS::AtLeastOnce,
+                        false,
+                        "done",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, replied) = server
+        .post(
+            &format!("/api/v1/app/{app}/device/old-1/command"),
+            r#"{"name":"reboot"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replied}");
+    assert_eq!(
+        replied["replyBase64"], "ZG9uZQ==",
+        "a reply that is not JSON, as base64"
+    );
+    device.abort();
+    old_device.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_device_goes_offline_and_its_commands_wait_for_it() {
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    let server = bridged_server(&prefix).await;
+    let receiver = Receiver::start().await;
+    let (status, _) = server
+        .post(
+            "/api/v1/app",
+            &json!({ "name": "farm", "uid": prefix }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    server
+        .create_endpoint(&prefix, json!({ "url": receiver.url }))
+        .await;
+    for route in [
+        json!({
+            "topic": format!("{prefix}/things/{{device}}/{{event}}"),
+            "app": prefix,
+            "eventType": "thing.{event}",
+            "silenceTimeoutSecs": 1
+        }),
+        json!({
+            "topic": format!("{prefix}/status/{{device}}"),
+            "app": prefix,
+            "presence": true
+        }),
+    ] {
+        let (status, body) = server.post("/api/v1/mqtt/route", &route.to_string()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (host, port) = broker();
+    let sensor = device(&host, port).await;
+    // Heard from: online; then silent past a second: offline (reason: silence).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !receiver
+        .received()
+        .iter()
+        .any(|w| w.json()["device"] == "pump-1")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never subscribed"
+        );
+        sensor
+            .publish(
+                format!("{prefix}/things/pump-1/reading"),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"bar":2}"#,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let offline = webhook_where(&receiver, "device.offline after silence", |body| {
+        body["device"] == "pump-1" && body["online"] == false
+    })
+    .await;
+    assert_eq!(offline["reason"], "silence");
+    let (status, listed) = server.get(&format!("/api/v1/app/{prefix}/device")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["data"][0]["device"], "pump-1");
+    assert_eq!(listed["data"][0]["online"], false);
+
+    // A command for it now waits (queued) until it is back.
+    let (status, queued) = server
+        .post(
+            &format!("/api/v1/app/{prefix}/device/pump-1/command"),
+            r#"{"name":"stop","mode":"async","expiresInMs":60000}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(queued["status"], "queued");
+    let id = queued["id"].as_str().unwrap().to_owned();
+    // The device comes back as an MQTT 5 client with a last will, says it is online, gets
+    // the command, answers it.
+    let will = (format!("{prefix}/status/pump-1"), "offline");
+    let pump = answering_device(format!("{prefix}/devices/pump-1/commands/#"), Some(will)).await;
+    sensor
+        .publish(
+            format!("{prefix}/status/pump-1"),
+            QoS::AtLeastOnce,
+            false,
+            "online",
+        )
+        .await
+        .unwrap();
+    let back = webhook_where(&receiver, "device.online from its status", |body| {
+        body["device"] == "pump-1" && body["online"] == true && body["reason"] == "status"
+    })
+    .await;
+    assert_eq!(back["reason"], "status");
+    webhook_where(&receiver, "the queued command's reply", |body| {
+        body["id"] == id && body["status"] == "replied"
+    })
+    .await;
+    // Its connection breaks: the broker publishes its last will, and it is offline again.
+    pump.abort();
+    webhook_where(&receiver, "device.offline from its last will", |body| {
+        body["device"] == "pump-1" && body["online"] == false && body["reason"] == "status"
+    })
+    .await;
+    let (_, pump_state) = server
+        .get(&format!("/api/v1/app/{prefix}/device/pump-1"))
+        .await;
+    assert_eq!(pump_state["online"], false);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_commands_and_device_paths_are_refused() {
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    let server = bridged_server(&prefix).await;
+    let app = server.create_app("bad").await;
+    let path = format!("/api/v1/app/{app}/device/d-1/command");
+    for (body, field) in [
+        (json!({ "name": "a/b" }), "name"),
+        (json!({ "name": "" }), "name"),
+        (json!({ "name": "x", "timeoutMs": 5 }), "timeoutMs"),
+        (json!({ "name": "x", "expiresInMs": 5000 }), "expiresInMs"),
+        (
+            json!({ "name": "x", "mode": "async", "expiresInMs": 1 }),
+            "expiresInMs",
+        ),
+        (json!({ "name": "x", "mode": "later" }), "mode"),
+        (json!({ "name": "x", "extra": 1 }), "extra"),
+    ] {
+        let (status, answer) = server.post(&path, &body.to_string()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert!(answer.to_string().contains(field), "{body}: {answer}");
+    }
+    let (status, answer) = server
+        .post(
+            &format!("/api/v1/app/{app}/device/a+b/command"),
+            r#"{"name":"x"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let (status, _) = server
+        .post("/api/v1/app/nope/device/d-1/command", r#"{"name":"x"}"#)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server.get(&format!("{path}/cmd_nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server
+        .get(&format!("/api/v1/app/{app}/device/unknown"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+
+    // Without a broker there are no commands, and the server says why.
+    let plain = TestServer::start().await;
+    let app = plain.create_app("plain").await;
+    let (status, answer) = plain
+        .post(
+            &format!("/api/v1/app/{app}/device/d-1/command"),
+            r#"{"name":"x"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(answer["code"], "not_configured");
+    assert!(answer["detail"].as_str().unwrap().contains("--mqtt-url"));
+    plain.stop().await;
 }

@@ -1,0 +1,372 @@
+//! The MQTT bridge (issue 16): Kait as an MQTT 5 client of an existing broker
+//! (`--mqtt-url`), subscribed at QoS 1 with a persistent session.
+//!
+//! - **In** (`ingest.rs`): each publish on a route's topic becomes a message through its route
+//!   (`kait-devices`), or a device's status on a presence route; the devices heard from are
+//!   recorded (presence, `device.online`), and the publish is acknowledged (PUBACK) only after
+//!   all that is committed: a crash before then leaves it with the broker, which sends it
+//!   again. On PostgreSQL the route filters are shared subscriptions (`$share/{group}/…`), so
+//!   each publish goes to one node.
+//! - **Out** (`link.rs`): commands to devices, published with a response topic and
+//!   correlation data; replies come back on `{reply prefix}/{commandId}`, to which every node
+//!   subscribes (not shared: the node whose request waits must see the reply).
+//! - **Deadlines** (`sweep.rs`): devices gone silent, commands unanswered or expired.
+//!
+//! The broker being away never touches the HTTP API: the loop reconnects with backoff, and
+//! `kait_mqtt_connected` (and the health route) say where it stands.
+
+mod events;
+mod ingest;
+mod link;
+mod sweep;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kait_core::MqttRouteId;
+use kait_devices::{CommandTopic, ReplyTopic, Route, RouteSpec};
+use kait_store::{Store, StoreError};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use tokio_util::sync::CancellationToken;
+
+pub use link::Bridge;
+
+/// Where the broker is, who Kait is to it, and where commands and replies travel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Stable across restarts: the broker keeps the session (subscriptions, unacknowledged
+    /// messages) under it. Each node needs its own.
+    pub client_id: String,
+    /// `--mqtt-command-topic`: where a command is published.
+    pub command_topic: CommandTopic,
+    /// `--mqtt-reply-topic`: the prefix of the topics replies come back on.
+    pub reply_topic: ReplyTopic,
+    /// The shared-subscription group of the route filters (`$share/{group}/…`), so that each
+    /// publish goes to one node; set on PostgreSQL, where several nodes may run.
+    pub shared_group: Option<String>,
+}
+
+/// The default `--mqtt-command-topic`.
+pub const DEFAULT_COMMAND_TOPIC: &str = "devices/{device}/commands/{name}";
+/// The default `--mqtt-reply-topic`.
+pub const DEFAULT_REPLY_TOPIC: &str = "kait/replies";
+
+impl MqttConfig {
+    /// Reads `mqtt://[user[:password]@]host[:port]` (1883) or `mqtts://…` (8883), with the
+    /// default command and reply topics and no shared group.
+    pub fn parse(url: &str, client_id: Option<String>) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url).with_context(|| format!("`{url}`"))?;
+        let (tls, default_port) = match parsed.scheme() {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" => (true, 8883),
+            other => bail!("`{url}`: the scheme is {other}, not mqtt:// or mqtts://"),
+        };
+        let host = parsed
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .with_context(|| format!("`{url}` has no host"))?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        if parsed.path() != "" && parsed.path() != "/" {
+            bail!("`{url}`: no path is expected");
+        }
+        let decode = |text: &str| {
+            url::form_urlencoded::parse(format!("x={text}").as_bytes())
+                .next()
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default()
+        };
+        let username = (!parsed.username().is_empty()).then(|| decode(parsed.username()));
+        let password = parsed.password().map(decode);
+        let client_id = client_id.unwrap_or_else(|| "kait".to_owned());
+        if client_id.is_empty() || client_id.len() > 64 {
+            bail!("--mqtt-client-id must be 1 to 64 characters");
+        }
+        Ok(Self {
+            host,
+            port: parsed.port().unwrap_or(default_port),
+            tls,
+            username,
+            password,
+            client_id,
+            command_topic: CommandTopic::parse(DEFAULT_COMMAND_TOPIC).expect("a valid default"),
+            reply_topic: ReplyTopic::parse(DEFAULT_REPLY_TOPIC).expect("a valid default"),
+            shared_group: None,
+        })
+    }
+
+    /// The subscription for a route's filter: shared across the group's nodes, if any.
+    fn subscription(&self, filter: &str) -> String {
+        match &self.shared_group {
+            Some(group) => format!("$share/{group}/{filter}"),
+            None => filter.to_owned(),
+        }
+    }
+
+    fn options(&self) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+        options
+            .set_clean_start(false)
+            // MQTT 5 ends a session at disconnect unless told otherwise: keep it a week, so
+            // what devices publish while Kait restarts waits for it.
+            .set_session_expiry_interval(Some(7 * 24 * 3600))
+            .set_manual_acks(true)
+            .set_keep_alive(Duration::from_secs(30))
+            // The broker drops a larger publish for this client instead of sending it.
+            .set_max_packet_size(Some(MAX_PACKET_BYTES));
+        if let (Some(username), password) = (&self.username, &self.password) {
+            options.set_credentials(username, password.clone().unwrap_or_default());
+        }
+        if self.tls {
+            options.set_transport(rumqttc::Transport::tls_with_default_config());
+        }
+        options
+    }
+}
+
+/// The largest publish Kait takes from the broker (as the API's default body limit).
+const MAX_PACKET_BYTES: u32 = 1024 * 1024 + 1024;
+/// Depth the payloads of device messages may nest to (as the API's `--max-payload-depth`).
+const MAX_DEPTH: usize = 64;
+/// How often routes are read again without being told (another node's change).
+const ROUTES_REFRESH: Duration = Duration::from_secs(5);
+
+/// The routes in force, in creation order.
+#[derive(Clone, Default)]
+struct Routes {
+    routes: Vec<(MqttRouteId, Route)>,
+}
+
+impl Routes {
+    async fn load(store: &dyn Store) -> anyhow::Result<Self> {
+        let mut routes = Vec::new();
+        for stored in store.list_mqtt_routes().await? {
+            let spec: Result<RouteSpec, _> = serde_json::from_value(stored.spec);
+            match spec
+                .map_err(|error| error.to_string())
+                .and_then(|spec| Route::parse(&spec).map_err(|error| error.to_string()))
+            {
+                Ok(route) => routes.push((stored.id, route)),
+                Err(error) => {
+                    tracing::warn!(route = %stored.id, %error, "an MQTT route that does not parse is skipped")
+                }
+            }
+        }
+        Ok(Self { routes })
+    }
+}
+
+/// Whether the bridge is connected to its broker now (for the health route).
+#[derive(Clone, Default)]
+pub struct Connected(Arc<AtomicBool>);
+
+impl Connected {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, connected: bool) {
+        self.0.store(connected, Ordering::Relaxed);
+        metrics::gauge!("kait_mqtt_connected").set(if connected { 1.0 } else { 0.0 });
+    }
+}
+
+/// Runs the bridge until shutdown: the poll loop here, the batches of publishes in
+/// `ingest::handle_batches`, the deadlines in `sweep::run`.
+pub async fn run(
+    bridge: Arc<Bridge>,
+    mut events: EventLoop,
+    routes_changed: Arc<tokio::sync::Notify>,
+    other_nodes_check: Option<Duration>,
+    shutdown: CancellationToken,
+) {
+    let store = bridge.store.clone();
+    let config = bridge.config.clone();
+    let client = bridge.client.clone();
+    let mut routes = match Routes::load(store.as_ref()).await {
+        Ok(routes) => routes,
+        Err(error) => {
+            tracing::warn!(%error, "reading the MQTT routes failed; starting with none");
+            Routes::default()
+        }
+    };
+    let (routes_now, routes_seen) = tokio::sync::watch::channel(Arc::new(routes.clone()));
+    // Holds at most the broker's in-flight window (it sends no more until acknowledged).
+    let (publishes, arrived) = tokio::sync::mpsc::channel(1024);
+    let handler = tokio::spawn(ingest::handle_batches(
+        bridge.clone(),
+        routes_seen,
+        arrived,
+        shutdown.clone(),
+    ));
+    let sweeper = tokio::spawn(sweep::run(
+        bridge.clone(),
+        other_nodes_check,
+        shutdown.clone(),
+    ));
+    let mut subscribed = std::collections::BTreeSet::new();
+    let mut failures = 0u32;
+    bridge.connected.set(false);
+    let mut refresh = tokio::time::interval(ROUTES_REFRESH);
+    loop {
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    bridge.connected.set(true);
+                    tracing::info!(host = %config.host, port = config.port, "connected to the MQTT broker");
+                    // The session may have kept them; subscribing again is harmless.
+                    subscribed.clear();
+                    resubscribe(&client, &config, &routes, &mut subscribed).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if publishes.send(publish).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    bridge.connected.set(false);
+                    failures = failures.saturating_add(1);
+                    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(7))).min(Duration::from_secs(10));
+                    tracing::warn!(%error, retry_in = ?pause, "the MQTT broker is not reachable");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            },
+            _ = routes_changed.notified() => {
+                reload(store.as_ref(), &client, &config, &mut routes, &mut subscribed).await;
+                routes_now.send_replace(Arc::new(routes.clone()));
+            }
+            _ = refresh.tick() => {
+                reload(store.as_ref(), &client, &config, &mut routes, &mut subscribed).await;
+                routes_now.send_replace(Arc::new(routes.clone()));
+            }
+            _ = shutdown.cancelled() => {
+                drop(publishes);
+                let _ = handler.await;
+                let _ = sweeper.await;
+                let _ = client.try_disconnect();
+                bridge.connected.set(false);
+                return;
+            }
+        }
+    }
+}
+
+async fn reload(
+    store: &dyn Store,
+    client: &AsyncClient,
+    config: &MqttConfig,
+    routes: &mut Routes,
+    subscribed: &mut std::collections::BTreeSet<String>,
+) {
+    match Routes::load(store).await {
+        Ok(fresh) => {
+            *routes = fresh;
+            resubscribe(client, config, routes, subscribed).await;
+        }
+        Err(error) => tracing::warn!(%error, "reading the MQTT routes failed"),
+    }
+}
+
+/// Subscribes to what the routes and replies need and unsubscribes from what none needs.
+async fn resubscribe(
+    client: &AsyncClient,
+    config: &MqttConfig,
+    routes: &Routes,
+    subscribed: &mut std::collections::BTreeSet<String>,
+) {
+    let mut wanted: std::collections::BTreeSet<String> = routes
+        .routes
+        .iter()
+        .map(|(_, route)| config.subscription(&route.topic.filter()))
+        .collect();
+    wanted.insert(config.reply_topic.filter());
+    for filter in wanted.difference(subscribed) {
+        if let Err(error) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+            tracing::warn!(%error, filter, "subscribing failed");
+        }
+    }
+    for filter in subscribed.difference(&wanted) {
+        if let Err(error) = client.unsubscribe(filter.clone()).await {
+            tracing::warn!(%error, filter, "unsubscribing failed");
+        }
+    }
+    *subscribed = wanted;
+}
+
+fn outcome(outcome: &'static str) {
+    metrics::counter!("kait_mqtt_messages_total", "outcome" => outcome).increment(1);
+}
+
+/// Runs a store operation until it is done: its result, or a refusal retrying will not
+/// change (a conflict, or something not found); any other failure (the database away, a
+/// broken connection) is retried with backoff. `None` only when the server stops first.
+async fn until_done<T, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut operation: impl FnMut() -> Fut,
+) -> Option<Result<T, StoreError>>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match operation().await {
+            Err(error) if !matches!(error, StoreError::Conflict(_) | StoreError::NotFound) => {
+                tracing::warn!(%error, retry_in = ?pause, "{what} failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            done => return Some(done),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_are_read_with_their_defaults() {
+        let plain = MqttConfig::parse("mqtt://127.0.0.1", None).unwrap();
+        assert_eq!(
+            (plain.host.as_str(), plain.port, plain.tls),
+            ("127.0.0.1", 1883, false)
+        );
+        assert_eq!(plain.client_id, "kait");
+        let secure = MqttConfig::parse(
+            "mqtts://kait%40site:p%3Ass@broker.example:8884",
+            Some("node-2".into()),
+        )
+        .unwrap();
+        assert_eq!((secure.port, secure.tls), (8884, true));
+        assert_eq!(secure.username.as_deref(), Some("kait@site"));
+        assert_eq!(secure.password.as_deref(), Some("p:ss"));
+        assert_eq!(secure.client_id, "node-2");
+        for bad in [
+            "http://broker",
+            "mqtt://",
+            "mqtt://broker/path",
+            "not a url",
+        ] {
+            assert!(MqttConfig::parse(bad, None).is_err(), "{bad}");
+        }
+        assert!(MqttConfig::parse("mqtt://b", Some(String::new())).is_err());
+    }
+}
