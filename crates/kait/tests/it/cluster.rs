@@ -453,3 +453,172 @@ async fn pipe_waits_fire_once_across_the_cluster() {
     drop(nodes);
     storage.remove().await;
 }
+
+/// `kait_mqtt_messages_total{outcome="…"}` on one node.
+async fn mqtt_count(client: &reqwest::Client, base_url: &str, outcome: &str) -> u64 {
+    let text = client
+        .get(format!("{base_url}/metrics"))
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::support::ADMIN_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("kait_mqtt_messages_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |count| count.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[tokio::test]
+#[ignore = "slow (two nodes, a thousand device messages): run with -- --ignored; CI does"]
+async fn two_nodes_share_the_device_messages_of_one_subscription() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    const MESSAGES: usize = 1_000;
+    let url =
+        std::env::var("KAIT_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    let broker = kait::mqtt::MqttConfig::parse(&url, None).unwrap();
+    assert!(
+        std::net::TcpStream::connect((broker.host.as_str(), broker.port)).is_ok(),
+        "no MQTT broker at {url}: start Mosquitto or set KAIT_TEST_MQTT_URL"
+    );
+    let storage = Storage::new().await;
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    // On PostgreSQL the nodes subscribe as one shared group (each message to one node);
+    // the group is this test's own, so other runs on the broker do not take its messages.
+    let nodes: Vec<KaitProcess> = (0..2)
+        .map(|node| {
+            let client_id = format!("{prefix}-node-{node}");
+            KaitProcess::start_with_env(
+                &storage,
+                &[
+                    "--mqtt-url",
+                    &url,
+                    "--mqtt-client-id",
+                    &client_id,
+                    "--mqtt-shared-group",
+                    &prefix,
+                ],
+                &[],
+            )
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let receiver = Receiver::start().await;
+    let first = &nodes[0].base_url;
+    for (path, body) in [
+        ("/api/v1/app", json!({ "name": "line", "uid": prefix })),
+        (
+            &format!("/api/v1/app/{prefix}/endpoint")[..],
+            json!({ "url": receiver.url }),
+        ),
+        (
+            "/api/v1/mqtt/route",
+            json!({
+                "topic": format!("{prefix}/{{device}}/{{event}}"),
+                "app": prefix,
+                "eventType": "device.{event}",
+                "eventIdPointer": "/id"
+            }),
+        ),
+    ] {
+        assert!(
+            post_json(&client, format!("{first}{path}"), body.to_string())
+                .await
+                .is_some(),
+            "{path} failed"
+        );
+    }
+    // Both nodes read routes every 5 s: probe until each node has taken one.
+    let (device, mut events) = AsyncClient::new(
+        MqttOptions::new(format!("{prefix}-device"), broker.host.clone(), broker.port),
+        1024,
+    );
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for probe in 0.. {
+        let mut idle = false;
+        for node in &nodes {
+            idle |= mqtt_count(&client, &node.base_url, "accepted").await == 0;
+        }
+        if !idle {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes never subscribed"
+        );
+        device
+            .publish(
+                format!("{prefix}/probe/ping"),
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"id":"probe-{probe}"}}"#),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut before = Vec::new();
+    for node in &nodes {
+        before.push((
+            mqtt_count(&client, &node.base_url, "accepted").await,
+            mqtt_count(&client, &node.base_url, "duplicate").await,
+        ));
+    }
+
+    for n in 0..MESSAGES {
+        device
+            .publish(
+                format!("{prefix}/meter-{}/reading", n % 10),
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"id":"m-{n}"}}"#),
+            )
+            .await
+            .unwrap();
+    }
+    let expected: HashSet<String> = (0..MESSAGES).map(|n| format!("m-{n}")).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: HashSet<String> = receiver
+            .received()
+            .iter()
+            .filter_map(|webhook| webhook.json()["id"].as_str().map(str::to_owned))
+            .filter(|id| id.starts_with("m-"))
+            .collect();
+        if seen == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {MESSAGES} device messages arrived",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each message was taken by one node: the accepted counts add up to the messages sent
+    // (a second node taking the same one would count it as a duplicate), and both worked.
+    let mut taken = Vec::new();
+    let mut duplicates = 0;
+    for (node, (accepted, repeated)) in nodes.iter().zip(before) {
+        taken.push(mqtt_count(&client, &node.base_url, "accepted").await - accepted);
+        duplicates += mqtt_count(&client, &node.base_url, "duplicate").await - repeated;
+    }
+    assert_eq!(
+        taken.iter().sum::<u64>() + duplicates,
+        MESSAGES as u64,
+        "taken per node {taken:?}, duplicates {duplicates}"
+    );
+    assert_eq!(duplicates, 0, "no message was processed twice");
+    assert!(
+        taken.iter().all(|count| *count > 0),
+        "both nodes took messages: {taken:?}"
+    );
+    drop(nodes);
+    storage.remove().await;
+}

@@ -803,3 +803,224 @@ async fn bad_commands_and_device_paths_are_refused() {
     assert!(answer["detail"].as_str().unwrap().contains("--mqtt-url"));
     plain.stop().await;
 }
+
+/// A Mosquitto of the test's own (the machine's `mosquitto` binary) on a free port, with
+/// persistence in a temporary directory, so that it can be stopped and started again.
+struct OwnBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // Started as root, Mosquitto drops to its own user, which must write its database.
+        std::fs::set_permissions(
+            dir.path(),
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            dir.path().join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nlog_dest none\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut broker = Self {
+            dir,
+            port,
+            process: None,
+        };
+        broker.run();
+        broker
+    }
+
+    fn run(&mut self) {
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())
+            .expect("the mosquitto binary (apt install mosquitto)");
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .spawn()
+            .expect("mosquitto starts");
+        self.process = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("mosquitto did not listen on {}", self.port);
+    }
+
+    /// SIGTERM: Mosquitto saves its sessions and queued messages, and stops.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn health_says(base_url: &str, state: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = reqwest::get(format!("{base_url}/api/v1/health"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        if response
+            .headers()
+            .get("kait-mqtt")
+            .is_some_and(|now| now == state)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the health route never said {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A device's client: publishes `r-{from}…r-{to-1}` and returns once the broker has
+/// acknowledged every one.
+async fn publish_acknowledged(port: u16, from: usize, to: usize) {
+    let (device, mut events) = AsyncClient::new(
+        MqttOptions::new(format!("meter-{from}"), "127.0.0.1", port),
+        1024,
+    );
+    let acked = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < to - from {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(error) => panic!("the device lost the broker: {error}"),
+            }
+        }
+    });
+    for n in from..to {
+        device
+            .publish(
+                format!("meters/m-{}/reading", n % 5),
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"id":"r-{n}"}}"#),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(20), acked)
+        .await
+        .expect("the broker acknowledged every publish")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_broker_restart_loses_nothing_it_accepted() {
+    use crate::support::Storage;
+    use crate::support::process::KaitProcess;
+    const MESSAGES: usize = 300;
+    let mut broker = OwnBroker::start();
+    let port = broker.port;
+    let storage = Storage::new().await;
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let flags = [
+        "--mqtt-url",
+        url.as_str(),
+        "--mqtt-client-id",
+        "kait-restart",
+    ];
+    let server = KaitProcess::start_with_env(&storage, &flags, &[]);
+    health_says(&server.base_url, "connected").await;
+    let receiver = Receiver::start().await;
+    admin(
+        &server.base_url,
+        "/api/v1/app",
+        json!({ "name": "meters", "uid": "meters" }),
+    )
+    .await;
+    admin(
+        &server.base_url,
+        "/api/v1/app/meters/endpoint",
+        json!({ "url": receiver.url }),
+    )
+    .await;
+    admin(
+        &server.base_url,
+        "/api/v1/mqtt/route",
+        json!({ "topic": "meters/{device}/{event}", "app": "meters", "eventType": "meter.{event}", "eventIdPointer": "/id" }),
+    )
+    .await;
+    // Until the bridge has subscribed, the broker drops what is published.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while receiver.count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never subscribed"
+        );
+        publish_acknowledged(port, MESSAGES, MESSAGES + 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Kait away: the broker keeps what devices publish in Kait's session; then the broker
+    // itself restarts (saving and loading that session); then Kait comes back and takes it.
+    drop(server);
+    publish_acknowledged(port, 0, MESSAGES / 2).await;
+    broker.stop();
+    broker.run();
+    let server = KaitProcess::start_with_env(&storage, &flags, &[]);
+    health_says(&server.base_url, "connected").await;
+    // And a restart while Kait is connected: it reconnects and goes on.
+    broker.stop();
+    health_says(&server.base_url, "disconnected").await;
+    broker.run();
+    health_says(&server.base_url, "connected").await;
+    publish_acknowledged(port, MESSAGES / 2, MESSAGES).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let seen: std::collections::HashSet<String> = receiver
+            .received()
+            .iter()
+            .filter_map(|webhook| webhook.json()["id"].as_str().map(str::to_owned))
+            .collect();
+        let missing: Vec<usize> = (0..MESSAGES)
+            .filter(|n| !seen.contains(&format!("r-{n}")))
+            .collect();
+        if missing.is_empty() || tokio::time::Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        missing.is_empty(),
+        "{} of {MESSAGES} readings the broker accepted never arrived, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    drop(server);
+    storage.remove().await;
+}
