@@ -75,6 +75,26 @@ macro_rules! prefixed_id {
                 Self(id)
             }
 
+            /// An id derived from `parts` (SHA-256, base 62): the same parts are the same id,
+            /// so an action run again (a retried pipe run) names the same record.
+            pub fn derived(parts: &[&str]) -> Self {
+                use sha2::Digest as _;
+                let mut hasher = sha2::Sha256::new();
+                for part in parts {
+                    hasher.update(part.as_bytes());
+                    hasher.update([0]);
+                }
+                let digest = hasher.finalize();
+                let mut number = [0u8; 20];
+                number.copy_from_slice(&digest[..20]);
+                let digits = encode_base62(number);
+                Self(format!(
+                    "{}{}",
+                    $prefix,
+                    std::str::from_utf8(&digits).expect("base62 digits are ASCII")
+                ))
+            }
+
             /// Wraps a string that is known to be an id of this kind (from the store).
             pub fn from_trusted(value: String) -> Self {
                 Self(value)
@@ -182,6 +202,24 @@ prefixed_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_valid_and_distinct() {
+        let id = DeviceCommandId::derived(&["pipe_1", "msg_1", "actions[0]"]);
+        assert_eq!(
+            id,
+            DeviceCommandId::derived(&["pipe_1", "msg_1", "actions[0]"])
+        );
+        assert_eq!(DeviceCommandId::parse(id.as_str()), Some(id.clone()));
+        assert_ne!(
+            id,
+            DeviceCommandId::derived(&["pipe_1", "msg_1", "actions[1]"])
+        );
+        assert_ne!(
+            DeviceCommandId::derived(&["ab", "c"]),
+            DeviceCommandId::derived(&["a", "bc"])
+        );
+    }
 
     #[test]
     fn ids_have_prefix_and_ksuid_length() {

@@ -102,9 +102,35 @@ pub enum Action {
         #[serde(default)]
         on_timeout: Vec<Action>,
     },
-    /// Reserved for devices (MQTT): refused until that arrives.
-    Publish {},
+    /// Sends a command to a device over MQTT, the way `POST …/device/{device}/command` does
+    /// in `async` mode: its reply or timeout arrives as a `device.command.replied` or
+    /// `device.command.timeout` event in the application. Needs `--mqtt-url`.
+    #[serde(rename_all = "camelCase")]
+    Publish {
+        /// The application's id or uid (whose device it is).
+        app: String,
+        /// `e => device id`.
+        device: String,
+        /// The command's name (a topic level).
+        name: String,
+        /// `e => payload`; the (transformed) event's payload when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<String>,
+        /// How long to wait for the reply once sent (100 ms to 5 min; 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// How long a command for an offline device waits for it (1 s to 7 days; 1 hour).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_in_ms: Option<u64>,
+    },
 }
+
+/// The reply wait of a `publish` (and of a device command), in milliseconds.
+pub const COMMAND_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
+pub const DEFAULT_COMMAND_TIMEOUT_MS: u64 = 10_000;
+/// How long a command for an offline device waits for it, in milliseconds.
+pub const COMMAND_EXPIRES_IN_MS: std::ops::RangeInclusive<u64> = 1_000..=7 * 24 * 3_600_000;
+pub const DEFAULT_COMMAND_EXPIRES_IN_MS: u64 = 3_600_000;
 
 impl Action {
     /// Where a `forward` sends (`None` for other actions, or a forward not checked yet).
@@ -373,7 +399,15 @@ fn collect_expressions<'a>(list: &'a [Action], prefix: &str, found: &mut Vec<(St
                 collect_expressions(on_match, &format!("{at}.onMatch"), found);
                 collect_expressions(on_timeout, &format!("{at}.onTimeout"), found);
             }
-            Action::Forward { .. } | Action::Delay { .. } | Action::Publish {} => {}
+            Action::Publish {
+                device, payload, ..
+            } => {
+                found.push((format!("{at}.device"), device.as_str()));
+                if let Some(payload) = payload {
+                    found.push((format!("{at}.payload"), payload.as_str()));
+                }
+            }
+            Action::Forward { .. } | Action::Delay { .. } => {}
         }
     }
 }
@@ -461,11 +495,35 @@ fn check_list(
                 check_list(on_match, &format!("{at}.onMatch"), depth + 1, count)?;
                 check_list(on_timeout, &format!("{at}.onTimeout"), depth + 1, count)?;
             }
-            Action::Publish {} => {
-                return Err(refuse(
-                    &at,
-                    "publish needs devices (MQTT), which this version does not have",
-                ));
+            Action::Publish {
+                app,
+                name,
+                timeout_ms,
+                expires_in_ms,
+                ..
+            } => {
+                if app.is_empty() || app.len() > 256 {
+                    return Err(refuse(&format!("{at}.app"), "name an application"));
+                }
+                if name.is_empty() || name.len() > 128 || name.contains(['/', '+', '#', '\0']) {
+                    return Err(refuse(
+                        &format!("{at}.name"),
+                        "a topic level: 1 to 128 bytes, none of `/ + #`",
+                    ));
+                }
+                for (field, value, range) in [
+                    ("timeoutMs", timeout_ms, COMMAND_TIMEOUT_MS),
+                    ("expiresInMs", expires_in_ms, COMMAND_EXPIRES_IN_MS),
+                ] {
+                    if let Some(value) = value
+                        && !range.contains(value)
+                    {
+                        return Err(refuse(
+                            &format!("{at}.{field}"),
+                            format!("from {} to {} ms", range.start(), range.end()),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -650,8 +708,12 @@ mod tests {
                 "actions[0].ms",
             ),
             (
-                json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": [{ "type": "publish" }] }),
-                "actions[0]",
+                json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": [{ "type": "publish", "app": "a", "device": "e => 'd'", "name": "a/b" }] }),
+                "actions[0].name",
+            ),
+            (
+                json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": [{ "type": "publish", "app": "a", "device": "e => 'd'", "name": "n", "expiresInMs": 10 }] }),
+                "actions[0].expiresInMs",
             ),
             (
                 json!({ "trigger": { "app": "a", "eventTypes": ["a"] }, "actions": [{ "type": "teleport" }] }),

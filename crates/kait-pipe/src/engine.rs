@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kait_core::time::{Millis, now_millis, to_datetime};
-use kait_core::{AppId, Message, MessageId, PipeId, PipeRunId};
+use kait_core::{AppId, DeviceCommandId, Message, MessageId, PipeId, PipeRunId};
 use kait_dispatch::PipeRunner;
 use kait_script::{Call, Entry, ScriptPool};
 use kait_store::{
-    ClaimedDelivery, IfScheduled, NewMessage, Pipe, PipeRun, Store, StoreError, Timer,
+    ClaimedDelivery, CommandStatus, DeviceCommand, IfScheduled, NewMessage, Pipe, PipeRun, Store,
+    StoreError, Timer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -82,6 +83,8 @@ pub struct Engine {
     /// Woken when a timer is written, so the runner can move its next wake-up earlier.
     timers_changed: Arc<Notify>,
     cache: Mutex<PipeCache>,
+    /// The MQTT bridge, for `publish` (`None` without `--mqtt-url`).
+    devices: Option<Arc<dyn crate::DeviceCommands>>,
 }
 
 /// Pipes as last read, with the config epoch they were read at (`None`: deleted).
@@ -90,6 +93,16 @@ type PipeCache = HashMap<PipeId, (u64, Option<Arc<Loaded>>)>;
 /// One step's outcome, for the run's record.
 fn step(at: &str, action: &str, outcome: impl Into<String>) -> Value {
     json!({ "at": at, "action": action, "outcome": outcome.into() })
+}
+
+/// A `publish` action's fields.
+struct Publish<'a> {
+    app: &'a str,
+    device: &'a str,
+    name: &'a str,
+    payload: &'a Option<String>,
+    timeout_ms: Option<u64>,
+    expires_in_ms: Option<u64>,
 }
 
 /// A short stable id for what a run does at one place (bounded whatever the key's length).
@@ -117,7 +130,14 @@ impl Engine {
             scripts,
             timers_changed,
             cache: Mutex::new(HashMap::new()),
+            devices: None,
         }
+    }
+
+    /// The engine with the MQTT bridge for `publish` actions.
+    pub fn with_devices(mut self, devices: Option<Arc<dyn crate::DeviceCommands>>) -> Self {
+        self.devices = devices;
+        self
     }
 
     async fn load(&self, id: &PipeId) -> Result<Option<Arc<Loaded>>, String> {
@@ -429,8 +449,31 @@ impl Engine {
                             },
                         ));
                     }
-                    Action::Publish {} => {
-                        return Err(format!("{at}: publish is not available"));
+                    Action::Publish {
+                        app,
+                        device,
+                        name,
+                        payload,
+                        timeout_ms,
+                        expires_in_ms,
+                    } => {
+                        let outcome = self
+                            .publish(
+                                pipe_id,
+                                &at,
+                                origin,
+                                event,
+                                Publish {
+                                    app,
+                                    device,
+                                    name,
+                                    payload,
+                                    timeout_ms: *timeout_ms,
+                                    expires_in_ms: *expires_in_ms,
+                                },
+                            )
+                            .await?;
+                        steps.push(step(&at, "publish", outcome));
                     }
                 }
             }
@@ -539,6 +582,81 @@ impl Engine {
             Err(StoreError::Conflict(_)) => Ok(format!("{event_type} was sent before")),
             Err(error) => Err(format!("{at}: {error}")),
         }
+    }
+
+    /// Sends a device command (asynchronous: the outcome is an event in the application),
+    /// with an id derived from the run and the action, so a retried run sends it once.
+    async fn publish(
+        &self,
+        pipe_id: &PipeId,
+        at: &str,
+        origin: &str,
+        event: &Value,
+        action: Publish<'_>,
+    ) -> Result<String, String> {
+        let devices = self
+            .devices
+            .as_ref()
+            .ok_or_else(|| format!("{at}: publish needs an MQTT broker (--mqtt-url)"))?;
+        let application = self
+            .store
+            .get_application(action.app)
+            .await
+            .map_err(|error| format!("{at}: {error}"))?
+            .ok_or_else(|| format!("{at}: no application {:?}", action.app))?;
+        let device = key_text(
+            &self
+                .eval(pipe_id, &format!("{at}.device"), action.device, event)
+                .await?,
+        );
+        if device.is_empty() || device.len() > 128 || device.contains(['/', '+', '#', '\0']) {
+            return Err(format!(
+                "{at}.device: {device:?} is not a topic level (1 to 128 bytes, none of `/ + #`)"
+            ));
+        }
+        let payload = match action.payload {
+            Some(code) => {
+                self.eval(pipe_id, &format!("{at}.payload"), code, event)
+                    .await?
+            }
+            None => event["payload"].clone(),
+        };
+        let command = DeviceCommand {
+            id: DeviceCommandId::derived(&[pipe_id.as_str(), origin, at]),
+            app_id: application.id.clone(),
+            device,
+            name: action.name.to_owned(),
+            payload: payload.to_string(),
+            asynchronous: true,
+            status: CommandStatus::Sent,
+            timeout_ms: action
+                .timeout_ms
+                .unwrap_or(crate::definition::DEFAULT_COMMAND_TIMEOUT_MS),
+            created_at: now_millis(),
+            deadline_at: 0,
+            reply: None,
+            finished_at: None,
+        };
+        let app_key = application
+            .uid
+            .clone()
+            .unwrap_or_else(|| application.id.as_str().to_owned());
+        let sent = devices
+            .send_command(
+                &app_key,
+                command,
+                action
+                    .expires_in_ms
+                    .unwrap_or(crate::definition::DEFAULT_COMMAND_EXPIRES_IN_MS),
+            )
+            .await
+            .map_err(|error| format!("{at}: {error}"))?;
+        Ok(format!(
+            "command {} to {} {}",
+            sent.id,
+            sent.device,
+            sent.status.as_str()
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]

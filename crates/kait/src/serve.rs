@@ -218,9 +218,11 @@ pub async fn run(
     });
     let mqtt_routes_changed = Arc::new(tokio::sync::Notify::new());
     let mut devices: Option<Arc<dyn kait_api::DeviceLink>> = None;
+    let mut device_commands: Option<Arc<dyn kait_pipe::DeviceCommands>> = None;
     let mqtt = config.mqtt.clone().map(|mqtt| {
         let (bridge, events) = crate::mqtt::Bridge::new(store.clone(), mqtt, shutdown.clone());
         devices = Some(bridge.clone());
+        device_commands = Some(bridge.clone());
         tokio::spawn(crate::mqtt::run(
             bridge,
             events,
@@ -242,11 +244,10 @@ pub async fn run(
     let circuit_states = CircuitStates::default();
     let scripts = kait_script::ScriptPool::start(2, kait_script::Limits::default());
     let timers_changed = Arc::new(tokio::sync::Notify::new());
-    let pipes = Arc::new(kait_pipe::Engine::new(
-        store.clone(),
-        scripts.clone(),
-        timers_changed.clone(),
-    ));
+    let pipes = Arc::new(
+        kait_pipe::Engine::new(store.clone(), scripts.clone(), timers_changed.clone())
+            .with_devices(device_commands),
+    );
     let timers = tokio::spawn(crate::timers::run(
         store.clone(),
         pipes.clone(),

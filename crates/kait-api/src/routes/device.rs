@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use kait_core::DeviceCommandId;
-use kait_core::time::{Millis, now_millis, to_datetime};
+use kait_core::time::{now_millis, to_datetime};
 use kait_core::validate::{Problem, Problems};
 use kait_devices::check_segment;
 use kait_store::{CommandStatus, Device, DeviceCommand};
@@ -25,12 +25,11 @@ use crate::extract::{ListQuery, ValidJson};
 use crate::wire::ListResponse;
 use crate::{ApiError, ApiState};
 
-/// The shortest and longest wait for a reply.
-const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
-const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-/// How long an asynchronous command for an offline device waits for it, at most a week.
-const EXPIRES_IN_MS: std::ops::RangeInclusive<u64> = 1_000..=7 * 24 * 3_600_000;
-const DEFAULT_EXPIRES_IN_MS: u64 = 3_600_000;
+use kait_pipe::definition::{
+    COMMAND_EXPIRES_IN_MS as EXPIRES_IN_MS, COMMAND_TIMEOUT_MS as TIMEOUT_MS,
+    DEFAULT_COMMAND_EXPIRES_IN_MS as DEFAULT_EXPIRES_IN_MS,
+    DEFAULT_COMMAND_TIMEOUT_MS as DEFAULT_TIMEOUT_MS,
+};
 
 /// A device as the registry knows it.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -333,17 +332,6 @@ pub async fn create_command(
     }
     problems.check("expiresInMs", within(expires_in_ms, &EXPIRES_IN_MS));
     problems.into_result()?;
-    let now = now_millis();
-    let offline = state
-        .store
-        .get_device(&app.id, &device)
-        .await?
-        .is_some_and(|known| !known.online);
-    let (status, deadline_at) = match (offline, asynchronous) {
-        (false, _) => (CommandStatus::Sent, now + timeout_ms as Millis),
-        (true, true) => (CommandStatus::Queued, now + expires_in_ms as Millis),
-        (true, false) => (CommandStatus::Queued, now + timeout_ms as Millis),
-    };
     let command = DeviceCommand {
         id: DeviceCommandId::generate(),
         app_id: app.id.clone(),
@@ -353,10 +341,10 @@ pub async fn create_command(
             .payload
             .map_or_else(|| "{}".to_owned(), |payload| payload.get().to_owned()),
         asynchronous,
-        status,
+        status: CommandStatus::Sent,
         timeout_ms,
-        created_at: now,
-        deadline_at,
+        created_at: now_millis(),
+        deadline_at: 0,
         reply: None,
         finished_at: None,
     };
@@ -365,26 +353,25 @@ pub async fn create_command(
         .clone()
         .unwrap_or_else(|| app.id.as_str().to_owned());
     let reply = (!asynchronous).then(|| link.wait_for_reply(&command.id));
-    let sent = async {
-        state.store.create_device_command(command.clone()).await?;
-        link.deadline_changed();
-        if status == CommandStatus::Sent {
-            link.publish(&app_key, &command).await.map_err(|error| {
-                tracing::warn!(%error, "publishing a device command failed");
-                ApiError::Unavailable
-            })?;
-        } else {
-            link.flush_if_online(&app.id, &device).await;
-        }
-        Ok::<_, ApiError>(())
-    }
-    .await;
+    // A synchronous command waits timeoutMs in all, for its device too.
+    let expires_in_ms = if asynchronous {
+        expires_in_ms
+    } else {
+        timeout_ms
+    };
     metrics::counter!("kait_device_commands_total", "mode" => if asynchronous { "async" } else { "sync" })
         .increment(1);
-    if let Err(error) = sent {
-        link.forget(&command.id);
-        return Err(error);
-    }
+    let command = match link
+        .send_command(&app_key, command.clone(), expires_in_ms)
+        .await
+    {
+        Ok(sent) => sent,
+        Err(error) => {
+            link.forget(&command.id);
+            tracing::warn!(%error, "sending a device command failed");
+            return Err(ApiError::Unavailable);
+        }
+    };
     let Some(reply) = reply else {
         return Ok((StatusCode::ACCEPTED, Json(DeviceCommandOut::new(&command))).into_response());
     };

@@ -14,10 +14,13 @@
 //! - `ingest-isolation`: one source at a steady rate, alone and beside a flood on another.
 //! - `timers`: pipe timers firing together over a backlog of pending ones (`timers.rs`).
 //! - `media`: attachment upload and ranged download against loopback HTTP (`media.rs`).
+//! - `mqtt`: device messages from the broker to delivered webhooks, flat out and paced
+//!   (`mqtt.rs`).
 
 mod cluster;
 mod load;
 mod media;
+mod mqtt;
 mod receiver;
 mod scenarios;
 mod streams;
@@ -62,6 +65,9 @@ pub enum Scenario {
     /// An attachment of `--media-mib` uploaded, then read in 1 MiB ranges by `--concurrency`
     /// readers: MB/s against the same transfers on loopback HTTP, and peak RSS.
     Media,
+    /// Device messages published at QoS 1 to `--mqtt-url`, bridged to webhooks: as fast as
+    /// the bridge keeps up (`--messages`), then paced at `--rate` for `--seconds`.
+    Mqtt,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +111,9 @@ pub struct BenchArgs {
     /// The attachment's size in the `media` scenario, in MiB.
     #[arg(long, default_value_t = 256)]
     pub media_mib: usize,
+    /// The MQTT broker of the `mqtt` scenarios.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    pub mqtt_url: String,
 }
 
 /// One scenario's figures.
@@ -163,6 +172,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::IngestIsolation,
             Scenario::Timers,
             Scenario::Media,
+            Scenario::Mqtt,
         ]
     } else {
         args.scenario.clone()
@@ -178,6 +188,13 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         }
         if scenario == Scenario::Media {
             media_results.push(media::run(&args).await?);
+            continue;
+        }
+        if scenario == Scenario::Mqtt {
+            for mut result in mqtt::run(&args).await? {
+                result.ratio_to_raw = raw_rate.map(|raw| result.delivered_per_second / raw);
+                results.push(result);
+            }
             continue;
         }
         if scenario == Scenario::IngestIsolation {
@@ -208,6 +225,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             | Scenario::Streams
             | Scenario::IngestIsolation
             | Scenario::Media
+            | Scenario::Mqtt
             | Scenario::Timers => {
                 unreachable!("handled above")
             }

@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kait_api::DeviceLink;
-use kait_core::time::now_millis;
+use kait_core::time::{Millis, now_millis};
 use kait_core::{AppId, DeviceCommandId};
 use kait_devices::CommandTarget;
+use kait_pipe::DeviceCommands;
 use kait_store::{CommandStatus, DeviceCommand, Store};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
@@ -184,11 +185,53 @@ impl Bridge {
 }
 
 #[async_trait]
-impl DeviceLink for Bridge {
-    async fn publish(&self, app_key: &str, command: &DeviceCommand) -> Result<(), String> {
-        self.send(app_key, command).await
+impl DeviceCommands for Bridge {
+    async fn send_command(
+        &self,
+        app_key: &str,
+        mut command: DeviceCommand,
+        expires_in_ms: u64,
+    ) -> Result<DeviceCommand, String> {
+        let store = self.store.as_ref();
+        if let Some(existing) = store
+            .get_device_command(&command.id)
+            .await
+            .map_err(|error| error.to_string())?
+        {
+            return Ok(existing);
+        }
+        let now = now_millis();
+        let offline = store
+            .get_device(&command.app_id, &command.device)
+            .await
+            .map_err(|error| error.to_string())?
+            .is_some_and(|known| !known.online);
+        (command.status, command.deadline_at) = if offline {
+            (CommandStatus::Queued, now + expires_in_ms as Millis)
+        } else {
+            (CommandStatus::Sent, now + command.timeout_ms as Millis)
+        };
+        command.created_at = now;
+        store
+            .create_device_command(command.clone())
+            .await
+            .map_err(|error| error.to_string())?;
+        self.deadlines_changed.notify_one();
+        if command.status == CommandStatus::Sent {
+            self.send(app_key, &command).await?;
+        } else if let Ok(Some(known)) = store.get_device(&command.app_id, &command.device).await
+            && known.online
+        {
+            // It came online between the look and the record: what waits for it goes now.
+            let _ = self
+                .send_queued(&command.app_id, &command.device, &self.shutdown)
+                .await;
+        }
+        Ok(command)
     }
+}
 
+impl DeviceLink for Bridge {
     fn wait_for_reply(&self, id: &DeviceCommandId) -> oneshot::Receiver<DeviceCommand> {
         let (sender, receiver) = oneshot::channel();
         self.waiters
@@ -204,17 +247,5 @@ impl DeviceLink for Bridge {
 
     fn connected(&self) -> bool {
         self.connected.get()
-    }
-
-    fn deadline_changed(&self) {
-        self.deadlines_changed.notify_one();
-    }
-
-    async fn flush_if_online(&self, app_id: &AppId, device: &str) {
-        if let Ok(Some(known)) = self.store.get_device(app_id, device).await
-            && known.online
-        {
-            let _ = self.send_queued(app_id, device, &self.shutdown).await;
-        }
     }
 }

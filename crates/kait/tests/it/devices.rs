@@ -1024,3 +1024,93 @@ async fn a_broker_restart_loses_nothing_it_accepted() {
     drop(server);
     storage.remove().await;
 }
+
+#[tokio::test]
+async fn a_pipe_publishes_a_command_when_a_reading_says_so() {
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    let server = bridged_server(&prefix).await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("pumps").await;
+    server
+        .create_endpoint(
+            &app,
+            json!({ "url": receiver.url, "filterTypes": ["device.command.replied"] }),
+        )
+        .await;
+    let pump = answering_device(format!("{prefix}/devices/pump-7/commands/#"), None).await;
+    let (status, pipe) = server
+        .post(
+            "/api/v1/pipe",
+            &json!({
+                "name": "overpressure",
+                "trigger": {
+                    "app": app,
+                    "eventTypes": ["pressure.reading"],
+                    "filter": "e => e.payload.bar > 5"
+                },
+                "actions": [{
+                    "type": "publish", "app": app, "device": "e => e.payload.pump",
+                    "name": "stop", "payload": "e => ({ reason: 'overpressure', bar: e.payload.bar })"
+                }]
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{pipe}");
+    for bar in [3, 7] {
+        let (status, _) = server
+            .post(
+                &format!("/api/v1/app/{app}/msg"),
+                &json!({ "eventType": "pressure.reading", "payload": { "pump": "pump-7", "bar": bar } })
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let replied = webhook_where(&receiver, "the pipe's command replied", |body| {
+        body["status"] == "replied" && body["name"] == "stop"
+    })
+    .await;
+    assert_eq!(replied["device"], "pump-7");
+    assert_eq!(
+        replied["reply"]["got"],
+        json!({ "reason": "overpressure", "bar": 7 })
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.count(),
+        1,
+        "one command: the reading of 3 bar did not pass the filter"
+    );
+    // A publish that cannot be right is refused when the pipe is written.
+    for (action, field) in [
+        (
+            json!({ "type": "publish", "app": app, "device": "e => 'x'", "name": "a/b" }),
+            "name",
+        ),
+        (
+            json!({ "type": "publish", "app": app, "device": "e => 'x'", "name": "n", "timeoutMs": 1 }),
+            "timeoutMs",
+        ),
+        (
+            json!({ "type": "publish", "app": app, "name": "n" }),
+            "device",
+        ),
+    ] {
+        let (status, answer) = server
+            .post(
+                "/api/v1/pipe",
+                &json!({
+                    "name": "bad",
+                    "trigger": { "app": app, "eventTypes": ["pressure.reading"] },
+                    "actions": [action]
+                })
+                .to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert!(answer.to_string().contains(field), "{field}: {answer}");
+    }
+    pump.abort();
+    server.stop().await;
+}
