@@ -29,9 +29,13 @@ pub(super) async fn handle_batches(
     shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut touched = Touched::default();
     while arrived.recv_many(&mut batch, BATCH).await > 0 {
         let routes = routes.borrow().clone();
-        if handle(&bridge, &routes, &batch, &shutdown).await.is_none() {
+        if handle(&bridge, &routes, &batch, &mut touched, &shutdown)
+            .await
+            .is_none()
+        {
             // Stopping before all were stored: the broker keeps the batch for next time.
             return;
         }
@@ -40,6 +44,43 @@ pub(super) async fn handle_batches(
                 tracing::warn!(%error, "acknowledging an MQTT message failed; the broker sends it again");
             }
         }
+    }
+}
+
+/// When this node last recorded each device as heard from: a device that publishes often is
+/// touched at most every [`TOUCH_EVERY`] (or a quarter of its silence timeout), not once per
+/// message, so presence costs a write a second per busy device rather than one per batch.
+/// `last_seen` is that precise; a change another node made (offline by its last will) is
+/// seen at the next touch.
+#[derive(Default)]
+struct Touched {
+    at: HashMap<(AppId, String), Millis>,
+}
+
+/// The longest a busy device goes untouched.
+const TOUCH_EVERY: Millis = 1_000;
+/// Devices remembered at most (then forgotten all at once; they are touched again).
+const TOUCHED_MAX: usize = 100_000;
+
+impl Touched {
+    /// Whether `seen` needs a write now.
+    fn due(&self, seen: &DeviceSeen, silence_ms: Option<u64>) -> bool {
+        let every = silence_ms.map_or(TOUCH_EVERY, |ms| TOUCH_EVERY.min(ms as Millis / 4));
+        self.at
+            .get(&(seen.app_id.clone(), seen.device.clone()))
+            .is_none_or(|last| seen.at - last >= every)
+    }
+
+    fn record(&mut self, seen: &DeviceSeen) {
+        if self.at.len() >= TOUCHED_MAX {
+            self.at.clear();
+        }
+        self.at
+            .insert((seen.app_id.clone(), seen.device.clone()), seen.at);
+    }
+
+    fn forget(&mut self, app_id: &AppId, device: &str) {
+        self.at.remove(&(app_id.clone(), device.to_owned()));
     }
 }
 
@@ -55,6 +96,7 @@ async fn handle(
     bridge: &Bridge,
     routes: &Routes,
     batch: &[Publish],
+    touched: &mut Touched,
     shutdown: &CancellationToken,
 ) -> Option<()> {
     let store = bridge.store.as_ref();
@@ -98,17 +140,30 @@ async fn handle(
             Reading::Event(DeviceMessage {
                 device: Some(device),
                 ..
-            }) => seen.push((seen_now(&app_id, device, now, silent_at), Reason::Message)),
+            }) => {
+                let one = seen_now(&app_id, device, now, silent_at);
+                if touched.due(&one, read.route.silence_timeout_ms) {
+                    touched.record(&one);
+                    seen.push((one, Reason::Message));
+                }
+            }
             Reading::Status {
                 device,
                 online: true,
                 ..
-            } => seen.push((seen_now(&app_id, device, now, silent_at), Reason::Status)),
+            } => {
+                let one = seen_now(&app_id, device, now, silent_at);
+                touched.record(&one);
+                seen.push((one, Reason::Status));
+            }
             Reading::Status {
                 device,
                 online: false,
                 ..
-            } => went_offline.push((app_id, device.clone())),
+            } => {
+                touched.forget(&app_id, device);
+                went_offline.push((app_id, device.clone()));
+            }
             Reading::Event(_) => {}
         }
     }
@@ -160,37 +215,52 @@ async fn record_seen(
     })
     .await?
     .unwrap_or_default();
+    // Each device's transition in turn, the devices together (a hundred new devices would
+    // otherwise queue a hundred round trips of the store behind each other).
     let mut done = HashSet::new();
-    for index in untouched {
-        let (one, reason) = &seen[index];
-        if !done.insert((one.app_id.clone(), one.device.clone())) {
-            continue;
-        }
-        let before = until_done("reading a device", shutdown, || {
-            store.get_device(&one.app_id, &one.device)
+    let transitions = untouched
+        .into_iter()
+        .filter(|index| {
+            let (one, _) = &seen[*index];
+            done.insert((one.app_id.clone(), one.device.clone()))
         })
-        .await?
-        .ok()
-        .flatten();
-        if before.as_ref().is_some_and(|device| device.online) {
-            // Another node recorded it online (after announcing it) meanwhile.
-            continue;
-        }
-        let since = before.map_or_else(|| "new".to_owned(), |device| device.changed_at.to_string());
-        events::online(store, &one.app_id, &one.device, &since, *reason, shutdown).await?;
-        // Only `NotFound`/`Conflict` end it unrecorded, which these writes never answer.
-        let _ = until_done("recording a device online", shutdown, || {
-            store.device_online(one)
-        })
-        .await?;
-        bridge
-            .send_queued(&one.app_id, &one.device, shutdown)
-            .await?;
+        .map(|index| came_online(bridge, &seen[index].0, seen[index].1, shutdown));
+    let finished = futures_util::future::join_all(transitions).await;
+    if finished.contains(&None) {
+        return None;
     }
     if !done.is_empty() {
         bridge.deadlines_changed.notify_one();
     }
     Some(())
+}
+
+/// One device that was unknown or offline: announced, recorded online, sent what waited.
+async fn came_online(
+    bridge: &Bridge,
+    one: &DeviceSeen,
+    reason: Reason,
+    shutdown: &CancellationToken,
+) -> Option<()> {
+    let store = bridge.store.as_ref();
+    let before = until_done("reading a device", shutdown, || {
+        store.get_device(&one.app_id, &one.device)
+    })
+    .await?
+    .ok()
+    .flatten();
+    if before.as_ref().is_some_and(|device| device.online) {
+        // Another node recorded it online (after announcing it) meanwhile.
+        return Some(());
+    }
+    let since = before.map_or_else(|| "new".to_owned(), |device| device.changed_at.to_string());
+    events::online(store, &one.app_id, &one.device, &since, reason, shutdown).await?;
+    // Only `NotFound`/`Conflict` end it unrecorded, which these writes never answer.
+    let _ = until_done("recording a device online", shutdown, || {
+        store.device_online(one)
+    })
+    .await?;
+    bridge.send_queued(&one.app_id, &one.device, shutdown).await
 }
 
 /// A device's status said offline (e.g. its last will): announced, then recorded.
