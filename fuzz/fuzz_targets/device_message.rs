@@ -22,6 +22,7 @@ fn route(presence: bool) -> Route {
         event_id_pointer: (!presence).then(|| "/id".into()),
         presence,
         silence_timeout_secs: Some(60),
+        attachment_above_bytes: Some(4096),
     })
     .expect("the route parses")
 }

@@ -11,7 +11,7 @@ pub mod topic;
 
 pub use command::{CommandTarget, CommandTopic, ReplyTopic};
 pub use route::{
-    AppSource, Body, DeviceMessage, MAX_SILENCE_TIMEOUT_SECS, Reading, Route, RouteError,
-    RouteSpec, check_segment, read_status,
+    AppSource, Body, DeviceMessage, MAX_ATTACHMENT_ABOVE_BYTES, MAX_SILENCE_TIMEOUT_SECS, Reading,
+    Route, RouteError, RouteSpec, check_segment, read_status,
 };
 pub use topic::{Template, TopicPattern};

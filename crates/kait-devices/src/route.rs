@@ -40,7 +40,15 @@ pub struct RouteSpec {
     /// `{device}` segment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence_timeout_secs: Option<u64>,
+    /// A payload that is not JSON and larger than this many bytes is stored as an
+    /// attachment (the webhook carries a signed link instead of the bytes), where the server
+    /// keeps attachments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment_above_bytes: Option<u64>,
 }
+
+/// The largest `attachmentAboveBytes` (the bridge takes publishes of at most 1 MiB).
+pub const MAX_ATTACHMENT_ABOVE_BYTES: u64 = 1024 * 1024;
 
 /// The longest silence timeout a route may set (a week).
 pub const MAX_SILENCE_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
@@ -80,6 +88,7 @@ pub struct Route {
     pub event_id_pointer: Option<String>,
     pub presence: bool,
     pub silence_timeout_ms: Option<u64>,
+    pub attachment_above_bytes: Option<usize>,
 }
 
 /// The body of a device message as Kait keeps it.
@@ -215,6 +224,14 @@ impl Route {
             };
             return Err(problem(field, "needs a `{device}` segment in the topic"));
         }
+        if let Some(bytes) = spec.attachment_above_bytes
+            && !(1..=MAX_ATTACHMENT_ABOVE_BYTES).contains(&bytes)
+        {
+            return Err(problem(
+                "attachmentAboveBytes",
+                format!("from 1 to {MAX_ATTACHMENT_ABOVE_BYTES} bytes"),
+            ));
+        }
         if let Some(secs) = spec.silence_timeout_secs
             && !(1..=MAX_SILENCE_TIMEOUT_SECS).contains(&secs)
         {
@@ -248,6 +265,7 @@ impl Route {
             event_id_pointer: spec.event_id_pointer.clone(),
             presence: spec.presence,
             silence_timeout_ms: spec.silence_timeout_secs.map(|secs| secs * 1000),
+            attachment_above_bytes: spec.attachment_above_bytes.map(|bytes| bytes as usize),
         })
     }
 
@@ -381,6 +399,7 @@ mod tests {
             event_id_pointer: Some("/id".into()),
             presence: false,
             silence_timeout_secs: None,
+            attachment_above_bytes: None,
         }
     }
 
@@ -579,6 +598,13 @@ mod tests {
             ),
             (
                 RouteSpec {
+                    attachment_above_bytes: Some(0),
+                    ..spec()
+                },
+                "attachmentAboveBytes",
+            ),
+            (
+                RouteSpec {
                     topic: "sites/{site}/{event}".into(),
                     silence_timeout_secs: Some(60),
                     ..spec()
@@ -613,6 +639,7 @@ mod tests {
             event_id_pointer: None,
             presence: false,
             silence_timeout_secs: None,
+            attachment_above_bytes: None,
         })
         .unwrap();
         assert_eq!(fixed.ordering_key, None);

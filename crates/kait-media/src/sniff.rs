@@ -46,6 +46,11 @@ fn same_type(a: &str, b: &str) -> bool {
             .any(|names| names.contains(&a) && names.contains(&b))
 }
 
+/// What the first bytes say a blob is (`infer`'s signatures), if they say anything.
+pub fn detect(head: &[u8]) -> Option<&'static str> {
+    infer::get(&head[..head.len().min(SNIFF_BYTES)]).map(|kind| kind.mime_type())
+}
+
 /// The media type without parameters, lower-cased (`Image/PNG; q=1` → `image/png`).
 pub fn essence(content_type: &str) -> String {
     content_type

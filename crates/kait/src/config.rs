@@ -620,14 +620,21 @@ impl ServeConfig {
                 };
                 Some(mqtt)
             }
-            None if settings.mqtt_client_id.is_some()
-                || settings.mqtt_command_topic.is_some()
-                || settings.mqtt_reply_topic.is_some()
-                || settings.mqtt_shared_group.is_some() =>
-            {
-                bail!("the --mqtt-… settings need --mqtt-url")
+            None => {
+                let needing = [
+                    ("--mqtt-client-id", settings.mqtt_client_id.is_some()),
+                    (
+                        "--mqtt-command-topic",
+                        settings.mqtt_command_topic.is_some(),
+                    ),
+                    ("--mqtt-reply-topic", settings.mqtt_reply_topic.is_some()),
+                    ("--mqtt-shared-group", settings.mqtt_shared_group.is_some()),
+                ];
+                if let Some((flag, _)) = needing.iter().find(|(_, given)| *given) {
+                    bail!("{flag} needs --mqtt-url");
+                }
+                None
             }
-            None => None,
         };
         let max_attachment_bytes = settings
             .max_attachment_bytes

@@ -220,7 +220,8 @@ pub async fn run(
     let mut devices: Option<Arc<dyn kait_api::DeviceLink>> = None;
     let mut device_commands: Option<Arc<dyn kait_pipe::DeviceCommands>> = None;
     let mqtt = config.mqtt.clone().map(|mqtt| {
-        let (bridge, events) = crate::mqtt::Bridge::new(store.clone(), mqtt, shutdown.clone());
+        let (bridge, events) =
+            crate::mqtt::Bridge::new(store.clone(), mqtt, media.clone(), shutdown.clone());
         devices = Some(bridge.clone());
         device_commands = Some(bridge.clone());
         tokio::spawn(crate::mqtt::run(

@@ -49,6 +49,11 @@ pub struct MqttRouteIn {
     /// (`device.offline`). Needs a `{device}` segment.
     #[schema(minimum = 1, maximum = 604800)]
     pub silence_timeout_secs: Option<u64>,
+    /// A payload that is not JSON and larger than this (1 byte to 1 MiB) is stored as an
+    /// attachment: the webhook carries `attachments` with a signed link instead of the bytes
+    /// (where the server keeps attachments; else it is sent raw).
+    #[schema(minimum = 1, maximum = 1048576)]
+    pub attachment_above_bytes: Option<u64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -71,6 +76,8 @@ pub struct MqttRouteOut {
     pub presence: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silence_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment_above_bytes: Option<u64>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -91,6 +98,7 @@ fn spec_of(input: MqttRouteIn) -> RouteSpec {
         event_id_pointer: input.event_id_pointer,
         presence: input.presence,
         silence_timeout_secs: input.silence_timeout_secs,
+        attachment_above_bytes: input.attachment_above_bytes,
     }
 }
 
@@ -111,6 +119,7 @@ fn out(route: MqttRoute) -> Result<MqttRouteOut, ApiError> {
         event_id_pointer: spec.event_id_pointer,
         presence: spec.presence,
         silence_timeout_secs: spec.silence_timeout_secs,
+        attachment_above_bytes: spec.attachment_above_bytes,
         created_at: to_datetime(route.created_at),
     })
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use kait_core::time::{Millis, now_millis};
-use kait_core::{AppId, Message, MessageId, MqttRouteId, RawPayload};
+use kait_core::{AppId, Attachment, AttachmentId, Message, MessageId, MqttRouteId, RawPayload};
 use kait_devices::{Body, DeviceMessage, Reading, Route};
 use kait_store::{DeviceSeen, NewMessage, Store, StoreError};
 use rumqttc::v5::mqttbytes::v5::Publish;
@@ -169,14 +169,38 @@ async fn handle(
     }
     record_seen(bridge, &seen, shutdown).await?;
 
+    let events: Vec<(&Read<'_>, &DeviceMessage)> = reads
+        .iter()
+        .filter_map(|read| match &read.reading {
+            Reading::Event(message) => Some((read, message)),
+            Reading::Status { .. } => None,
+        })
+        .collect();
+    // Large binary payloads become attachments first, so that the writes below still start
+    // in arrival order.
+    let mut attachments = Vec::with_capacity(events.len());
+    for (read, message) in &events {
+        attachments.push(match (&bridge.media, app_of(read)) {
+            (Some(media), Some(app_id)) => {
+                attach_if_large(media, store, &app_id, read.route, message).await
+            }
+            _ => None,
+        });
+    }
     let stored = join_in_order(
-        reads
+        events
             .iter()
-            .filter_map(|read| match &read.reading {
-                Reading::Event(message) => Some((read, message)),
-                Reading::Status { .. } => None,
+            .zip(attachments)
+            .map(|((read, message), attachment)| {
+                store_one(
+                    store,
+                    read.route_id,
+                    message,
+                    app_of(read),
+                    attachment,
+                    shutdown,
+                )
             })
-            .map(|(read, message)| store_one(store, read.route_id, message, app_of(read), shutdown))
             .collect(),
     )
     .await;
@@ -374,6 +398,7 @@ async fn store_one(
     route_id: &MqttRouteId,
     mapped: &kait_devices::DeviceMessage,
     app_id: Option<kait_core::AppId>,
+    attachment: Option<Attachment>,
     shutdown: &CancellationToken,
 ) -> bool {
     let no_application = || {
@@ -385,7 +410,7 @@ async fn store_one(
         return no_application();
     };
     let stored = until_done("storing an MQTT message", shutdown, || {
-        accept(store, mapped, app_id.clone())
+        accept(store, mapped, app_id.clone(), attachment.clone())
     })
     .await;
     match stored {
@@ -403,12 +428,74 @@ async fn store_one(
     }
 }
 
+/// A binary payload larger than its route's `attachmentAboveBytes`, stored as an attachment
+/// of the application; `None` when it stays in the message (small, JSON, or the blob store
+/// failed: then it is sent raw rather than lost).
+async fn attach_if_large(
+    media: &kait_media::Media,
+    store: &dyn Store,
+    app_id: &AppId,
+    route: &Route,
+    message: &DeviceMessage,
+) -> Option<Attachment> {
+    let Body::Raw { bytes, .. } = &message.body else {
+        return None;
+    };
+    if bytes.len() <= route.attachment_above_bytes? {
+        return None;
+    }
+    let id = AttachmentId::generate();
+    let content_type = kait_media::sniff::detect(bytes).unwrap_or("application/octet-stream");
+    let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        axum::body::Bytes::copy_from_slice(bytes),
+    )]);
+    let stored = match media
+        .blobs
+        .store(id.as_str(), content_type, body, media.max_upload_bytes)
+        .await
+    {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::warn!(%error, "storing a device payload as an attachment failed; it is sent raw");
+            return None;
+        }
+    };
+    let attachment = Attachment {
+        id,
+        app_id: app_id.clone(),
+        content_type: content_type.to_owned(),
+        size: stored.size,
+        sha256: stored.sha256,
+        filename: None,
+        created_at: now_millis(),
+    };
+    match store.create_attachment(attachment.clone()).await {
+        Ok(recorded) => Some(recorded),
+        Err(error) => {
+            tracing::warn!(%error, "recording a device payload's attachment failed; it is sent raw");
+            let _ = media.blobs.delete(attachment.id.as_str()).await;
+            None
+        }
+    }
+}
+
 async fn accept(
     store: &dyn Store,
     mapped: &kait_devices::DeviceMessage,
     app_id: kait_core::AppId,
+    attachment: Option<Attachment>,
 ) -> Result<(), StoreError> {
     let (payload, raw) = match &mapped.body {
+        // The bytes are in the attachment; the payload says what they are and where from.
+        _ if attachment.is_some() => (
+            serde_json::json!({
+                "segments": mapped.segments,
+                "contentType": attachment.as_ref().map(|a| a.content_type.clone()),
+                "size": attachment.as_ref().map(|a| a.size),
+            })
+            .to_string(),
+            None,
+        ),
         Body::Json(text) => (text.clone(), None),
         Body::Raw {
             content_type,
@@ -432,7 +519,7 @@ async fn accept(
             ordering_key: mapped.ordering_key.clone(),
             payload,
             raw,
-            attachments: Vec::new(),
+            attachments: attachment.into_iter().collect(),
             created_at: kait_core::time::now_millis(),
             deliver_at: None,
         }))

@@ -31,6 +31,8 @@ pub struct Bridge {
     pub(super) config: MqttConfig,
     pub(super) client: AsyncClient,
     pub(super) connected: Connected,
+    /// Where large binary payloads go as attachments (`None`: attachments are off).
+    pub(super) media: Option<kait_media::Media>,
     /// Synchronous commands this node's requests wait for.
     waiters: Mutex<HashMap<DeviceCommandId, oneshot::Sender<DeviceCommand>>>,
     /// A deadline may have come earlier (the sweeper listens).
@@ -43,6 +45,7 @@ impl Bridge {
     pub fn new(
         store: Arc<dyn Store>,
         config: MqttConfig,
+        media: Option<kait_media::Media>,
         shutdown: CancellationToken,
     ) -> (Arc<Self>, EventLoop) {
         let (client, events) = AsyncClient::new(config.options(), 4096);
@@ -51,6 +54,7 @@ impl Bridge {
             config,
             client,
             connected: Connected::default(),
+            media,
             waiters: Mutex::default(),
             deadlines_changed: Notify::new(),
             shutdown,

@@ -383,6 +383,40 @@ fn cli_bad_input_fails_with_a_message() {
             "--mqtt-client-id needs --mqtt-url",
         ),
         (
+            vec!["serve", "--mqtt-shared-group", "g"],
+            "--mqtt-shared-group needs --mqtt-url",
+        ),
+        (
+            vec![
+                "serve",
+                "--mqtt-url",
+                "mqtt://127.0.0.1",
+                "--mqtt-command-topic",
+                "cmd/{name}",
+            ],
+            "--mqtt-command-topic",
+        ),
+        (
+            vec![
+                "serve",
+                "--mqtt-url",
+                "mqtt://127.0.0.1",
+                "--mqtt-reply-topic",
+                "replies/#",
+            ],
+            "--mqtt-reply-topic",
+        ),
+        (
+            vec![
+                "serve",
+                "--mqtt-url",
+                "mqtt://127.0.0.1",
+                "--mqtt-shared-group",
+                "a/b",
+            ],
+            "--mqtt-shared-group",
+        ),
+        (
             vec!["verify", "--secret", "whsec_x", "--tolerance", "soon"],
             "--tolerance",
         ),

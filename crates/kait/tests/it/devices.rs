@@ -1114,3 +1114,80 @@ async fn a_pipe_publishes_a_command_when_a_reading_says_so() {
     pump.abort();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_large_binary_payload_travels_as_an_attachment() {
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    let server = bridged_server(&prefix).await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("cameras").await;
+    server
+        .create_endpoint(
+            &app,
+            json!({ "url": receiver.url, "filterTypes": ["camera.frame"] }),
+        )
+        .await;
+    let (status, route) = server
+        .post(
+            "/api/v1/mqtt/route",
+            &json!({
+                "topic": format!("{prefix}/cams/{{device}}/{{event}}"),
+                "app": app,
+                "eventType": "camera.{event}",
+                "attachmentAboveBytes": 1024
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{route}");
+    assert_eq!(route["attachmentAboveBytes"], 1024);
+    let (host, port) = broker();
+    let mut options = MqttOptions::new(format!("{prefix}-cam"), host, port);
+    options.set_max_packet_size(256 * 1024, 256 * 1024);
+    let (camera, mut events) = AsyncClient::new(options, 64);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    // A JPEG frame of 40,000 bytes: a link, not the bytes; a 10-byte one stays in the body.
+    let mut frame = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00,
+    ];
+    frame.extend((0..40_000 - frame.len()).map(|n| (n % 251) as u8));
+    let topic = format!("{prefix}/cams/cam-1/frame");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while receiver.count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never subscribed"
+        );
+        camera
+            .publish(&topic, QoS::AtLeastOnce, false, frame.clone())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let webhook = receiver.received().remove(0).json();
+    let attachment = &webhook["attachments"][0];
+    assert_eq!(attachment["contentType"], "image/jpeg");
+    assert_eq!(attachment["size"], 40_000);
+    assert_eq!(webhook["segments"]["device"], "cam-1");
+    let fetched = reqwest::get(attachment["url"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(&fetched.bytes().await.unwrap()[..], &frame[..]);
+    let count = receiver.count();
+    camera
+        .publish(
+            &topic,
+            QoS::AtLeastOnce,
+            false,
+            vec![0xFF, 0xD8, 1, 2, 3, 4, 5, 6, 7, 8],
+        )
+        .await
+        .unwrap();
+    let small = receiver.wait_for(count + 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        &small[count].body[..],
+        &[0xFF, 0xD8, 1, 2, 3, 4, 5, 6, 7, 8]
+    );
+    server.stop().await;
+}
