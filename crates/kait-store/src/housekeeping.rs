@@ -19,7 +19,8 @@ pub trait Housekeeping: Send + Sync + 'static {
     /// `idempotency_lifetime` and expired app-scoped tokens. Returns how many rows went.
     async fn purge_expired(&self, now: Millis, idempotency_lifetime: Millis) -> StoreResult<u64>;
     /// Deletes up to `batch` attempts created before `attempts_before` (and as many entries of
-    /// the sources' received logs from before then), and up to `batch`
+    /// the sources' received logs, and of device commands that ended, from before then), and
+    /// up to `batch`
     /// messages created before `messages_before` whose deliveries are all finished (with those
     /// deliveries and their `Idempotency-Key`). Returns how many rows went; the caller repeats
     /// until fewer than `batch` go, so each call stays short and delivery is never blocked long.

@@ -210,4 +210,15 @@ pub async fn commands_wait_then_finish_once(store: &dyn Store) {
             .status,
         CommandStatus::Replied
     );
+    // Ended commands are history, purged with the attempt log; a waiting one stays.
+    store.purge_history(None, Some(301), 100).await.unwrap();
+    assert_eq!(store.get_device_command(&sent.id).await.unwrap(), None);
+    assert_eq!(store.get_device_command(&expired.id).await.unwrap(), None);
+    assert!(
+        store
+            .get_device_command(&queued.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

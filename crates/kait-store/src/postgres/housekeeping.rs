@@ -47,6 +47,14 @@ impl Housekeeping for PgStore {
                     &[&before, &(batch as i64)],
                 )
                 .await?;
+            // So are device commands that ended (a waiting one stays until it ends).
+            purged += client
+                .execute(
+                    "DELETE FROM device_command WHERE id IN \
+                     (SELECT id FROM device_command WHERE finished_at < $1 LIMIT $2)",
+                    &[&before, &(batch as i64)],
+                )
+                .await?;
         }
         if let Some(before) = messages_before {
             // A message goes with its finished deliveries and its Idempotency-Key; one still

@@ -51,6 +51,13 @@ impl Housekeeping for SqliteStore {
                              (SELECT id FROM received_request WHERE received_at < ?1 LIMIT ?2)",
                         )?
                         .execute(params![before, batch as i64])?;
+                    // So are device commands that ended (a waiting one stays until it ends).
+                    purged += connection
+                        .prepare_cached(
+                            "DELETE FROM device_command WHERE id IN \
+                             (SELECT id FROM device_command WHERE finished_at < ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![before, batch as i64])?;
                 }
                 if let Some(before) = messages_before {
                     // A message goes with its finished deliveries and its Idempotency-Key; one
