@@ -17,4 +17,5 @@ pub use http::header;
 pub use rustls::pki_types::CertificateDer;
 pub use sender::{
     AttemptResult, SendError, Sender, SenderConfig, Target, Webhook, read_pem_certificates,
+    tls_client_config,
 };

@@ -389,6 +389,14 @@ pub fn read_pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
     Ok(certificates)
 }
 
+/// rustls with the platform's certificate verifier (the system roots, plus `extra_roots`),
+/// for any TLS client of Kait's (the MQTT bridge's too).
+pub fn tls_client_config(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, String> {
+    tls_config(extra_roots).map_err(|error| error.to_string())
+}
+
 /// rustls with the platform's certificate verifier (the system roots, plus any extra ones).
 /// The connector sets ALPN to HTTP/1.1 itself.
 fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, SendError> {

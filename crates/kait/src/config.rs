@@ -91,8 +91,8 @@ pub struct ServeArgs {
     /// Time limit for connecting to a webhook receiver, e.g. 5s
     #[arg(long, env = "KAIT_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<String>,
-    /// PEM file of certificate authorities trusted for HTTPS endpoints, in addition to the
-    /// system's (for receivers behind a private CA).
+    /// PEM file of certificate authorities trusted for HTTPS endpoints and an mqtts://
+    /// broker, in addition to the system's (for receivers or brokers behind a private CA).
     #[arg(long, env = "KAIT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
     /// Bytes of each receiver response kept in the attempt log
@@ -605,6 +605,7 @@ impl ServeConfig {
                     mqtt.reply_topic = kait_devices::ReplyTopic::parse(prefix)
                         .map_err(|reason| anyhow::anyhow!("--mqtt-reply-topic: {reason}"))?;
                 }
+                mqtt.extra_roots = extra_root_certificates.clone();
                 mqtt.shared_group = match settings.mqtt_shared_group {
                     Some(group) => {
                         if group.is_empty()

@@ -219,23 +219,26 @@ pub async fn run(
     let mqtt_routes_changed = Arc::new(tokio::sync::Notify::new());
     let mut devices: Option<Arc<dyn kait_api::DeviceLink>> = None;
     let mut device_commands: Option<Arc<dyn kait_pipe::DeviceCommands>> = None;
-    let mqtt = config.mqtt.clone().map(|mqtt| {
-        let (bridge, events) =
-            crate::mqtt::Bridge::new(store.clone(), mqtt, media.clone(), shutdown.clone());
-        devices = Some(bridge.clone());
-        device_commands = Some(bridge.clone());
-        tokio::spawn(crate::mqtt::run(
-            bridge,
-            events,
-            mqtt_routes_changed.clone(),
-            // Other nodes may record deadlines earlier than this node's next one.
-            config
-                .postgres
-                .as_ref()
-                .map(|_| std::time::Duration::from_secs(1)),
-            shutdown.clone(),
-        ))
-    });
+    let mqtt = match config.mqtt.clone() {
+        Some(mqtt) => {
+            let (bridge, events) =
+                crate::mqtt::Bridge::new(store.clone(), mqtt, media.clone(), shutdown.clone())?;
+            devices = Some(bridge.clone());
+            device_commands = Some(bridge.clone());
+            Some(tokio::spawn(crate::mqtt::run(
+                bridge,
+                events,
+                mqtt_routes_changed.clone(),
+                // Other nodes may record deadlines earlier than this node's next one.
+                config
+                    .postgres
+                    .as_ref()
+                    .map(|_| std::time::Duration::from_secs(1)),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let sources_changed = Arc::new(tokio::sync::Notify::new());
     let cron = tokio::spawn(crate::cron::run(
         store.clone(),

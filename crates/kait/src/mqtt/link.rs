@@ -47,8 +47,8 @@ impl Bridge {
         config: MqttConfig,
         media: Option<kait_media::Media>,
         shutdown: CancellationToken,
-    ) -> (Arc<Self>, EventLoop) {
-        let (client, events) = AsyncClient::new(config.options(), 4096);
+    ) -> anyhow::Result<(Arc<Self>, EventLoop)> {
+        let (client, events) = AsyncClient::new(config.options()?, 4096);
         let bridge = Arc::new(Self {
             store,
             config,
@@ -59,7 +59,7 @@ impl Bridge {
             deadlines_changed: Notify::new(),
             shutdown,
         });
-        (bridge, events)
+        Ok((bridge, events))
     }
 
     async fn send(&self, app_key: &str, command: &DeviceCommand) -> Result<(), String> {

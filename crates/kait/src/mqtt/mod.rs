@@ -53,6 +53,8 @@ pub struct MqttConfig {
     /// The shared-subscription group of the route filters (`$share/{group}/…`), so that each
     /// publish goes to one node; set on PostgreSQL, where several nodes may run.
     pub shared_group: Option<String>,
+    /// Certificate authorities trusted for `mqtts://` beside the system's (`--ca-file`).
+    pub extra_roots: Vec<kait_deliver::CertificateDer<'static>>,
 }
 
 /// The default `--mqtt-command-topic`.
@@ -101,6 +103,7 @@ impl MqttConfig {
             command_topic: CommandTopic::parse(DEFAULT_COMMAND_TOPIC).expect("a valid default"),
             reply_topic: ReplyTopic::parse(DEFAULT_REPLY_TOPIC).expect("a valid default"),
             shared_group: None,
+            extra_roots: Vec::new(),
         })
     }
 
@@ -112,7 +115,7 @@ impl MqttConfig {
         }
     }
 
-    fn options(&self) -> MqttOptions {
+    fn options(&self) -> anyhow::Result<MqttOptions> {
         let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
         options
             .set_clean_start(false)
@@ -127,9 +130,14 @@ impl MqttConfig {
             options.set_credentials(username, password.clone().unwrap_or_default());
         }
         if self.tls {
-            options.set_transport(rumqttc::Transport::tls_with_default_config());
+            // The same verifier as HTTPS endpoints: the platform's roots and `--ca-file`.
+            let tls = kait_deliver::tls_client_config(&self.extra_roots)
+                .map_err(|reason| anyhow::anyhow!("TLS for the MQTT broker: {reason}"))?;
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(tls)),
+            ));
         }
-        options
+        Ok(options)
     }
 }
 

@@ -814,6 +814,11 @@ struct OwnBroker {
 
 impl OwnBroker {
     fn start() -> Self {
+        Self::start_with(|_| String::new())
+    }
+
+    /// With more configuration, written by `extra` into the broker's directory.
+    fn start_with(extra: impl FnOnce(&std::path::Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Started as root, Mosquitto drops to its own user, which must write its database.
         std::fs::set_permissions(
@@ -830,8 +835,9 @@ impl OwnBroker {
             dir.path().join("mosquitto.conf"),
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nlog_dest none\n",
-                dir.path().display()
+                 persistence_location {}/\nlog_dest none\n{}",
+                dir.path().display(),
+                extra(dir.path())
             ),
         )
         .unwrap();
@@ -1190,4 +1196,108 @@ async fn a_large_binary_payload_travels_as_an_attachment() {
         &[0xFF, 0xD8, 1, 2, 3, 4, 5, 6, 7, 8]
     );
     server.stop().await;
+}
+
+/// DER as PEM text (what Mosquitto reads).
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|chunk| std::str::from_utf8(chunk).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+#[tokio::test]
+async fn mqtts_to_a_broker_behind_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A plain listener for the device, a TLS one for Kait.
+    let broker = OwnBroker::start_with(|dir| {
+        for (name, pem) in [
+            ("cert.pem", pem("CERTIFICATE", leaf.der())),
+            ("key.pem", pem("PRIVATE KEY", &leaf_key.serialize_der())),
+        ] {
+            std::fs::write(dir.join(name), pem).unwrap();
+            std::fs::set_permissions(
+                dir.join(name),
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        format!(
+            "listener {tls_port} 127.0.0.1\ncertfile {0}/cert.pem\nkeyfile {0}/key.pem\n",
+            dir.display()
+        )
+    });
+    let url = format!("mqtts://localhost:{tls_port}");
+    let trusting = TestServer::start_with(|config| {
+        let mut mqtt = kait::mqtt::MqttConfig::parse(&url, Some("kait-tls".into())).unwrap();
+        mqtt.extra_roots = vec![ca.der().clone()];
+        config.mqtt = Some(mqtt);
+    })
+    .await;
+    health_says(&trusting.base_url, "connected").await;
+    let receiver = Receiver::start().await;
+    let app = trusting.create_app("tls").await;
+    trusting
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    let (status, _) = trusting
+        .post(
+            "/api/v1/mqtt/route",
+            &json!({ "topic": "secure/{device}/{event}", "app": app, "eventType": "secure.{event}" })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let plain = device("127.0.0.1", broker.port).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !receiver
+        .received()
+        .iter()
+        .any(|webhook| webhook.json()["over"] == "tls")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing came over TLS"
+        );
+        plain
+            .publish(
+                "secure/d-1/reading",
+                QoS::AtLeastOnce,
+                false,
+                r#"{"over":"tls"}"#,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    trusting.stop().await;
+
+    // Without the CA the broker's certificate is refused: the bridge stays disconnected.
+    let doubting = TestServer::start_with(|config| {
+        config.mqtt = Some(kait::mqtt::MqttConfig::parse(&url, Some("kait-no-ca".into())).unwrap());
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    health_says(&doubting.base_url, "disconnected").await;
+    doubting.stop().await;
 }
