@@ -388,7 +388,8 @@ pub async fn create_command(
     // unless the reply won the race.
     let current = state.store.get_device_command(&command.id).await?;
     let ended = match current.as_ref().map(|current| current.status) {
-        Some(CommandStatus::Queued) => CommandStatus::Expired,
+        // Still queued, or expired queued by the sweeper: the device never came online.
+        Some(CommandStatus::Queued | CommandStatus::Expired) => CommandStatus::Expired,
         _ => CommandStatus::TimedOut,
     };
     if state
