@@ -222,3 +222,65 @@ pub async fn commands_wait_then_finish_once(store: &dyn Store) {
             .is_some()
     );
 }
+
+pub async fn devices_and_commands_go_with_their_application(store: &dyn Store) {
+    let app = store
+        .create_application(super::application())
+        .await
+        .unwrap();
+    let other = store
+        .create_application(super::application())
+        .await
+        .unwrap();
+    let mut commands = Vec::new();
+    for app_id in [&app.id, &other.id] {
+        store
+            .device_online(&DeviceSeen {
+                app_id: app_id.clone(),
+                device: "valve-1".into(),
+                at: 10,
+                silent_at: Some(1_000),
+            })
+            .await
+            .unwrap();
+        commands.push(
+            store
+                .create_device_command(DeviceCommand {
+                    id: DeviceCommandId::generate(),
+                    app_id: app_id.clone(),
+                    device: "valve-1".into(),
+                    name: "close".into(),
+                    payload: "{}".into(),
+                    asynchronous: true,
+                    status: CommandStatus::Sent,
+                    timeout_ms: 1000,
+                    created_at: 10,
+                    deadline_at: 1_010,
+                    reply: None,
+                    finished_at: None,
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    store.delete_application(&app.id).await.unwrap();
+    assert_eq!(store.get_device(&app.id, "valve-1").await.unwrap(), None);
+    assert_eq!(
+        store.get_device_command(&commands[0].id).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .get_device(&other.id, "valve-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .get_device_command(&commands[1].id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -53,7 +53,8 @@ macro_rules! for_each_conformance_test {
             an_endpoint_keeps_its_media_settings,
             mqtt_routes_are_kept_until_deleted,
             devices_go_online_and_offline_once_per_change,
-            commands_wait_then_finish_once
+            commands_wait_then_finish_once,
+            devices_and_commands_go_with_their_application
         );
     };
 }

@@ -165,6 +165,8 @@ impl Applications for PgStore {
             "DELETE FROM app_token WHERE app_id = $1",
             "DELETE FROM idempotent_response WHERE app_id = $1",
             "DELETE FROM app_position WHERE app_id = $1",
+            "DELETE FROM device WHERE app_id = $1",
+            "DELETE FROM device_command WHERE app_id = $1",
         ] {
             transaction.execute(sql, &[&id]).await?;
         }

@@ -213,6 +213,11 @@ impl Applications for SqliteStore {
                     "DELETE FROM idempotent_response WHERE app_id = ?1",
                     [id.as_str()],
                 )?;
+                connection.execute("DELETE FROM device WHERE app_id = ?1", [id.as_str()])?;
+                connection.execute(
+                    "DELETE FROM device_command WHERE app_id = ?1",
+                    [id.as_str()],
+                )?;
                 context.forget_endpoints_of(id.as_str());
                 Ok(())
             })
