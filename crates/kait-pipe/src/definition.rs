@@ -505,12 +505,8 @@ fn check_list(
                 if app.is_empty() || app.len() > 256 {
                     return Err(refuse(&format!("{at}.app"), "name an application"));
                 }
-                if name.is_empty() || name.len() > 128 || name.contains(['/', '+', '#', '\0']) {
-                    return Err(refuse(
-                        &format!("{at}.name"),
-                        "a topic level: 1 to 128 bytes, none of `/ + #`",
-                    ));
-                }
+                kait_devices::check_segment("name", name)
+                    .map_err(|message| refuse(&format!("{at}.name"), message))?;
                 for (field, value, range) in [
                     ("timeoutMs", timeout_ms, COMMAND_TIMEOUT_MS),
                     ("expiresInMs", expires_in_ms, COMMAND_EXPIRES_IN_MS),

@@ -609,11 +609,8 @@ impl Engine {
                 .eval(pipe_id, &format!("{at}.device"), action.device, event)
                 .await?,
         );
-        if device.is_empty() || device.len() > 128 || device.contains(['/', '+', '#', '\0']) {
-            return Err(format!(
-                "{at}.device: {device:?} is not a topic level (1 to 128 bytes, none of `/ + #`)"
-            ));
-        }
+        kait_devices::check_segment("device", &device)
+            .map_err(|message| format!("{at}.device: {device:?}: {message}"))?;
         let payload = match action.payload {
             Some(code) => {
                 self.eval(pipe_id, &format!("{at}.payload"), code, event)

@@ -403,27 +403,7 @@ async fn bridged_server(prefix: &str) -> TestServer {
     })
     .await;
     // Until the bridge has subscribed to the replies, a reply would be dropped by the broker.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let response = server
-            .http
-            .get(format!("{}/api/v1/health", server.base_url))
-            .send()
-            .await
-            .unwrap();
-        if response
-            .headers()
-            .get("kait-mqtt")
-            .is_some_and(|state| state == "connected")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bridge never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    health_says(&server.base_url, "connected").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     server
 }
