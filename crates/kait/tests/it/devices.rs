@@ -1195,15 +1195,7 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 #[tokio::test]
 async fn mqtts_to_a_broker_behind_a_private_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let (ca, leaf, leaf_key) = crate::support::private_ca_and_localhost_certificate();
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1212,7 +1204,7 @@ async fn mqtts_to_a_broker_behind_a_private_ca() {
     // A plain listener for the device, a TLS one for Kait.
     let broker = OwnBroker::start_with(|dir| {
         for (name, pem) in [
-            ("cert.pem", pem("CERTIFICATE", leaf.der())),
+            ("cert.pem", pem("CERTIFICATE", &leaf)),
             ("key.pem", pem("PRIVATE KEY", &leaf_key.serialize_der())),
         ] {
             std::fs::write(dir.join(name), pem).unwrap();
@@ -1230,7 +1222,7 @@ async fn mqtts_to_a_broker_behind_a_private_ca() {
     let url = format!("mqtts://localhost:{tls_port}");
     let trusting = TestServer::start_with(|config| {
         let mut mqtt = kait::mqtt::MqttConfig::parse(&url, Some("kait-tls".into())).unwrap();
-        mqtt.extra_roots = vec![ca.der().clone()];
+        mqtt.extra_roots = vec![ca.clone()];
         config.mqtt = Some(mqtt);
     })
     .await;

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use receiver::{Blackhole, Received, Receiver};
+pub use receiver::{Blackhole, Received, Receiver, private_ca_and_localhost_certificate};
 pub use storage::Storage;
 
 pub const ADMIN_TOKEN: &str = "kait_test_admin_token_0123456789";

@@ -123,15 +123,7 @@ impl Receiver {
     /// A receiver that answers 200 over HTTPS at `https://localhost:<port>`, with a
     /// certificate issued by a CA made for the test; returns the CA's certificate too.
     pub async fn start_tls() -> (Self, rustls::pki_types::CertificateDer<'static>) {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
+        let (ca, leaf, leaf_key) = private_ca_and_localhost_certificate();
         let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -139,13 +131,13 @@ impl Receiver {
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![leaf.der().clone()],
+            vec![leaf],
             rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into(),
         )
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let receiver = Self::serve(Some(acceptor), |_, _| StatusCode::OK.into_response()).await;
-        (receiver, ca.der().clone())
+        (receiver, ca)
     }
 
     /// The distinct `webhook-id`s seen (retries and duplicates count once).
@@ -240,4 +232,23 @@ impl Drop for Blackhole {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A private certificate authority and a certificate it signed for `localhost`, with that
+/// certificate's key: what a TLS server of a test presents, and what its client must trust.
+pub fn private_ca_and_localhost_certificate() -> (
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::CertificateDer<'static>,
+    rcgen::KeyPair,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    (ca.der().clone(), leaf.der().clone(), leaf_key)
 }
