@@ -30,6 +30,7 @@ pub mod pipes;
 pub mod postgres;
 pub mod pull;
 pub mod queue;
+pub mod roles;
 pub mod sealing;
 pub mod sources;
 pub mod sqlite;
@@ -53,6 +54,7 @@ pub use queue::{
     Claim, ClaimedDelivery, DeliveryQueue, DisabledEndpoint, HandoffFilter, NextStep, Outcome,
     Redelivery,
 };
+pub use roles::Roles;
 pub use sources::{ReceivedOutcome, ReceivedRequest, Sources, source_app_uid, source_application};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -71,6 +73,7 @@ pub trait Store:
     + Attachments
     + Devices
     + DeviceRegistry
+    + Roles
 {
 }
 impl<T> Store for T where
@@ -85,6 +88,7 @@ impl<T> Store for T where
         + Attachments
         + Devices
         + DeviceRegistry
+        + Roles
         + ?Sized
 {
 }
@@ -93,6 +97,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         AccessStore, Applications, Attachments, DeliveryQueue, DeviceRegistry, Devices, Endpoints,
-        EventTypes, Housekeeping, MessageLog, Pipes, PullPositions, Sources, Store,
+        EventTypes, Housekeeping, MessageLog, Pipes, PullPositions, Roles, Sources, Store,
     };
 }

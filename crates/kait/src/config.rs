@@ -198,7 +198,9 @@ pub struct ServeArgs {
     #[arg(long, env = "KAIT_MQTT_URL", hide_env_values = true)]
     pub mqtt_url: Option<String>,
     /// The client id Kait connects with; the broker keeps the session under it, so it must be
-    /// stable across restarts and different on each node [default: kait]
+    /// stable across restarts: one for the whole cluster on PostgreSQL (the node that reads
+    /// device messages connects with it), each node's own with --mqtt-shared-group
+    /// [default: kait]
     #[arg(long, env = "KAIT_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
     /// Where commands to devices are published: a topic template of {app}, {device}, {name}
@@ -209,9 +211,10 @@ pub struct ServeArgs {
     /// The prefix of the topics devices reply on: {prefix}/{commandId} [default: kait/replies]
     #[arg(long, env = "KAIT_MQTT_REPLY_TOPIC")]
     pub mqtt_reply_topic: Option<String>,
-    /// The shared-subscription group the nodes of one cluster read device messages in
-    /// ($share/{group}/…: each message to one node) [default: kait on PostgreSQL; none on
-    /// SQLite]
+    /// Every node reads device messages, in this shared-subscription group ($share/{group}/…:
+    /// each message to one node); scales out reading, but a device's messages keep their
+    /// order only on a broker that deals each topic to one member [default: none: on
+    /// PostgreSQL one node at a time reads, so each device's order holds]
     #[arg(long, env = "KAIT_MQTT_SHARED_GROUP")]
     pub mqtt_shared_group: Option<String>,
 }
@@ -606,7 +609,7 @@ impl ServeConfig {
                         .map_err(|reason| anyhow::anyhow!("--mqtt-reply-topic: {reason}"))?;
                 }
                 mqtt.extra_roots = extra_root_certificates.clone();
-                mqtt.shared_group = match settings.mqtt_shared_group {
+                mqtt.ingest = match settings.mqtt_shared_group {
                     Some(group) => {
                         if group.is_empty()
                             || group.len() > 64
@@ -614,10 +617,10 @@ impl ServeConfig {
                         {
                             bail!("--mqtt-shared-group: 1 to 64 characters, none of `/ + #`");
                         }
-                        Some(group)
+                        crate::mqtt::Ingest::Shared(group)
                     }
-                    None if postgres.is_some() => Some("kait".to_owned()),
-                    None => None,
+                    None if postgres.is_some() => crate::mqtt::Ingest::Leader,
+                    None => crate::mqtt::Ingest::Alone,
                 };
                 Some(mqtt)
             }

@@ -25,6 +25,7 @@ mod paging;
 mod pipes;
 mod pull;
 mod queue;
+mod roles;
 mod rows;
 mod schema;
 mod secrets;

@@ -336,6 +336,15 @@ CREATE TABLE device_command (
 CREATE INDEX device_command_due ON device_command (deadline_at) WHERE status IN ('queued', 'sent');
 CREATE INDEX device_command_queued ON device_command (app_id, device, id) WHERE status = 'queued';
 "#,
+    r#"
+-- Issue 16: work that one node does at a time (the MQTT bridge's reading of device messages).
+-- A role is held while its node's row exists: the reaper's removal of a dead node frees it.
+CREATE TABLE kait_role (
+    role      TEXT PRIMARY KEY,
+    node_id   TEXT NOT NULL,
+    since     BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

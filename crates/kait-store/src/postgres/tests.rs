@@ -270,6 +270,38 @@ async fn a_dead_nodes_claims_pass_to_the_living_after_the_lease() {
     schema.drop_schema().await;
 }
 
+/// A role has one holder among live nodes: the others are refused while it lives; when it
+/// dies, the role passes after its lease; when a holder stops cleanly, it passes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_has_one_live_holder() {
+    let schema = TestSchema::create().await;
+    let first = schema.open().await;
+    let second = schema.open().await;
+    assert!(first.hold_role("mqtt-ingest").await.unwrap());
+    assert!(first.hold_role("mqtt-ingest").await.unwrap(), "kept");
+    assert!(!second.hold_role("mqtt-ingest").await.unwrap());
+    assert!(
+        second.hold_role("another").await.unwrap(),
+        "roles are apart"
+    );
+
+    // The holder dies (its heartbeat stops): the role passes once its lease expired.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !second.hold_role("mqtt-ingest").await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "never passed on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let third = schema.open().await;
+    assert!(!third.hold_role("mqtt-ingest").await.unwrap());
+
+    // A clean stop hands it over at once.
+    second.close().await.unwrap();
+    assert!(third.hold_role("mqtt-ingest").await.unwrap());
+    drop((second, third));
+    schema.drop_schema().await;
+}
+
 /// When the owner's lane goes idle and its outcomes are recorded, the endpoint is handed back
 /// and another node can run it; while a claim is outstanding, it is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

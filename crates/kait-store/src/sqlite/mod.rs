@@ -131,6 +131,9 @@ fn configure(connection: &Connection, synchronous_full: bool) -> rusqlite::Resul
     Ok(())
 }
 
+/// One node: it holds every role.
+impl crate::Roles for SqliteStore {}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in `options.data_dir`, migrates it, and makes
     /// deliveries that a previous process left in flight due again.

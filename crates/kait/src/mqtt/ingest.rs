@@ -20,10 +20,11 @@ use super::{Bridge, MAX_DEPTH, Routes, outcome, until_done};
 /// The most publishes handled together (more than any broker's usual in-flight window).
 const BATCH: usize = 256;
 
-/// Takes the publishes that have arrived, handles them, and acknowledges them, until the
-/// poll loop stops sending.
+/// Takes the publishes that have arrived on `client`'s connection, handles them, and
+/// acknowledges them there, until the connection stops sending.
 pub(super) async fn handle_batches(
     bridge: Arc<Bridge>,
+    client: rumqttc::v5::AsyncClient,
     routes: tokio::sync::watch::Receiver<Arc<Routes>>,
     mut arrived: tokio::sync::mpsc::Receiver<Publish>,
     shutdown: CancellationToken,
@@ -40,7 +41,7 @@ pub(super) async fn handle_batches(
             return;
         }
         for publish in batch.drain(..) {
-            if let Err(error) = bridge.client.ack(&publish).await {
+            if let Err(error) = client.ack(&publish).await {
                 tracing::warn!(%error, "acknowledging an MQTT message failed; the broker sends it again");
             }
         }

@@ -48,7 +48,7 @@ impl Bridge {
         media: Option<kait_media::Media>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<(Arc<Self>, EventLoop)> {
-        let (client, events) = AsyncClient::new(config.options()?, 4096);
+        let (client, events) = AsyncClient::new(config.own_options()?, 4096);
         let bridge = Arc::new(Self {
             store,
             config,

@@ -5,8 +5,11 @@
 //!   (`kait-devices`), or a device's status on a presence route; the devices heard from are
 //!   recorded (presence, `device.online`), and the publish is acknowledged (PUBACK) only after
 //!   all that is committed: a crash before then leaves it with the broker, which sends it
-//!   again. On PostgreSQL the route filters are shared subscriptions (`$share/{group}/…`), so
-//!   each publish goes to one node.
+//!   again. Who reads the route topics is [`Ingest`]: on PostgreSQL one node at a time, under
+//!   the cluster's one session (`leader.rs`), so each device's order holds; or, opted in,
+//!   every node through a shared subscription.
+//! - **Connections** (`session.rs`): each is subscribed to what it reads, reconnects with
+//!   backoff, and hands what arrives to its own batch handler, which acknowledges on it.
 //! - **Out** (`link.rs`): commands to devices, published with a response topic and
 //!   correlation data; replies come back on `{reply prefix}/{commandId}`, to which every node
 //!   subscribes (not shared: the node whose request waits must see the reply).
@@ -17,7 +20,9 @@
 
 mod events;
 mod ingest;
+mod leader;
 mod link;
+mod session;
 mod sweep;
 
 use std::sync::Arc;
@@ -28,9 +33,7 @@ use anyhow::{Context, bail};
 use kait_core::MqttRouteId;
 use kait_devices::{CommandTopic, ReplyTopic, Route, RouteSpec};
 use kait_store::{Store, StoreError};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{EventLoop, MqttOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use link::Bridge;
@@ -43,18 +46,37 @@ pub struct MqttConfig {
     pub tls: bool,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// Stable across restarts: the broker keeps the session (subscriptions, unacknowledged
-    /// messages) under it. Each node needs its own.
+    /// The session the broker keeps subscriptions and unacknowledged messages under, so it
+    /// must be stable across restarts: the cluster's one session in [`Ingest::Leader`] mode
+    /// (each node adds a clean session of its own for commands and replies), each node's own
+    /// otherwise.
     pub client_id: String,
     /// `--mqtt-command-topic`: where a command is published.
     pub command_topic: CommandTopic,
     /// `--mqtt-reply-topic`: the prefix of the topics replies come back on.
     pub reply_topic: ReplyTopic,
-    /// The shared-subscription group of the route filters (`$share/{group}/…`), so that each
-    /// publish goes to one node; set on PostgreSQL, where several nodes may run.
-    pub shared_group: Option<String>,
+    /// Which nodes read the route topics.
+    pub ingest: Ingest,
     /// Certificate authorities trusted for `mqtts://` beside the system's (`--ca-file`).
     pub extra_roots: Vec<kait_deliver::CertificateDer<'static>>,
+}
+
+/// Which nodes of a cluster read device messages (the route topics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingest {
+    /// A node on its own (SQLite): its session reads everything.
+    Alone,
+    /// One node at a time, the holder of the store's `mqtt-ingest` role, reads under the
+    /// cluster's one session (`client_id`): when it dies, the next holder resumes that
+    /// session and the broker sends it what was not acknowledged. Each device's messages are
+    /// stored in the order the broker sent them, so endpoints that ask for key ordering get
+    /// them in that order. The default on PostgreSQL.
+    Leader,
+    /// Every node reads through the shared subscription `$share/{group}/…`, each message going
+    /// to one node (`--mqtt-shared-group`): reading scales out, but a device's messages may be
+    /// stored out of order unless the broker keeps each topic with one member of the group
+    /// (Mosquitto and HiveMQ deal round-robin; EMQX can hash by topic).
+    Shared(String),
 }
 
 /// The default `--mqtt-command-topic`.
@@ -64,7 +86,7 @@ pub const DEFAULT_REPLY_TOPIC: &str = "kait/replies";
 
 impl MqttConfig {
     /// Reads `mqtt://[user[:password]@]host[:port]` (1883) or `mqtts://…` (8883), with the
-    /// default command and reply topics and no shared group.
+    /// default command and reply topics, for a node on its own.
     pub fn parse(url: &str, client_id: Option<String>) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url).with_context(|| format!("`{url}`"))?;
         let (tls, default_port) = match parsed.scheme() {
@@ -102,26 +124,44 @@ impl MqttConfig {
             client_id,
             command_topic: CommandTopic::parse(DEFAULT_COMMAND_TOPIC).expect("a valid default"),
             reply_topic: ReplyTopic::parse(DEFAULT_REPLY_TOPIC).expect("a valid default"),
-            shared_group: None,
+            ingest: Ingest::Alone,
             extra_roots: Vec::new(),
         })
     }
 
     /// The subscription for a route's filter: shared across the group's nodes, if any.
     fn subscription(&self, filter: &str) -> String {
-        match &self.shared_group {
-            Some(group) => format!("$share/{group}/{filter}"),
-            None => filter.to_owned(),
+        match &self.ingest {
+            Ingest::Shared(group) => format!("$share/{group}/{filter}"),
+            Ingest::Alone | Ingest::Leader => filter.to_owned(),
         }
     }
 
-    fn options(&self) -> anyhow::Result<MqttOptions> {
-        let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+    /// The node's own connection: the persistent session, or in [`Ingest::Leader`] mode a
+    /// clean one of its own (commands and replies need no memory across restarts: a waiting
+    /// request lives in this process).
+    fn own_options(&self) -> anyhow::Result<MqttOptions> {
+        match self.ingest {
+            Ingest::Leader => {
+                let id = format!("{}-{:08x}", self.client_id, rand::random::<u32>());
+                self.options(&id, false)
+            }
+            Ingest::Alone | Ingest::Shared(_) => self.options(&self.client_id, true),
+        }
+    }
+
+    /// The connection of the node that reads for the cluster ([`Ingest::Leader`]).
+    fn ingest_options(&self) -> anyhow::Result<MqttOptions> {
+        self.options(&self.client_id, true)
+    }
+
+    fn options(&self, client_id: &str, persistent: bool) -> anyhow::Result<MqttOptions> {
+        let mut options = MqttOptions::new(client_id, &self.host, self.port);
         options
-            .set_clean_start(false)
+            .set_clean_start(!persistent)
             // MQTT 5 ends a session at disconnect unless told otherwise: keep it a week, so
             // what devices publish while Kait restarts waits for it.
-            .set_session_expiry_interval(Some(7 * 24 * 3600))
+            .set_session_expiry_interval(persistent.then_some(7 * 24 * 3600))
             .set_manual_acks(true)
             .set_keep_alive(Duration::from_secs(30))
             // The broker drops a larger publish for this client instead of sending it.
@@ -188,32 +228,28 @@ impl Connected {
     }
 }
 
-/// Runs the bridge until shutdown: the poll loop here, the batches of publishes in
-/// `ingest::handle_batches`, the deadlines in `sweep::run`.
+/// Runs the bridge until shutdown: the node's own connection here (see `session.rs`), the
+/// routes followed in `follow_routes`, the cluster's reading of device messages in
+/// `leader.rs` (in [`Ingest::Leader`] mode), the deadlines in `sweep::run`.
 pub async fn run(
     bridge: Arc<Bridge>,
-    mut events: EventLoop,
+    events: EventLoop,
     routes_changed: Arc<tokio::sync::Notify>,
     other_nodes_check: Option<Duration>,
     shutdown: CancellationToken,
 ) {
-    let store = bridge.store.clone();
-    let config = bridge.config.clone();
-    let client = bridge.client.clone();
-    let mut routes = match Routes::load(store.as_ref()).await {
+    let routes = match Routes::load(bridge.store.as_ref()).await {
         Ok(routes) => routes,
         Err(error) => {
             tracing::warn!(%error, "reading the MQTT routes failed; starting with none");
             Routes::default()
         }
     };
-    let (routes_now, routes_seen) = tokio::sync::watch::channel(Arc::new(routes.clone()));
-    // Holds at most the broker's in-flight window (it sends no more until acknowledged).
-    let (publishes, arrived) = tokio::sync::mpsc::channel(1024);
-    let handler = tokio::spawn(ingest::handle_batches(
-        bridge.clone(),
-        routes_seen,
-        arrived,
+    let (routes_now, routes_seen) = tokio::sync::watch::channel(Arc::new(routes));
+    let follower = tokio::spawn(follow_routes(
+        bridge.store.clone(),
+        routes_now,
+        routes_changed,
         shutdown.clone(),
     ));
     let sweeper = tokio::spawn(sweep::run(
@@ -221,98 +257,61 @@ pub async fn run(
         other_nodes_check,
         shutdown.clone(),
     ));
-    let mut subscribed = std::collections::BTreeSet::new();
-    let mut failures = 0u32;
+    let leader = (bridge.config.ingest == Ingest::Leader).then(|| {
+        tokio::spawn(leader::lead(
+            bridge.clone(),
+            routes_seen.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let reads = session::Reads {
+        routes: bridge.config.ingest != Ingest::Leader,
+        replies: true,
+    };
+    let connected = bridge.connected.clone();
+    session::drive(
+        bridge.clone(),
+        bridge.client.clone(),
+        events,
+        reads,
+        routes_seen,
+        session::Reconnect::Always,
+        move |up| connected.set(up),
+        shutdown.clone(),
+    )
+    .await;
+    let _ = bridge.client.try_disconnect();
     bridge.connected.set(false);
+    let _ = follower.await;
+    let _ = sweeper.await;
+    if let Some(leader) = leader {
+        let _ = leader.await;
+    }
+}
+
+/// Reads the routes again when this node changed them, and every [`ROUTES_REFRESH`] (another
+/// node's change), for the connections to subscribe to.
+async fn follow_routes(
+    store: Arc<dyn Store>,
+    routes_now: tokio::sync::watch::Sender<Arc<Routes>>,
+    routes_changed: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let mut refresh = tokio::time::interval(ROUTES_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    failures = 0;
-                    bridge.connected.set(true);
-                    tracing::info!(host = %config.host, port = config.port, "connected to the MQTT broker");
-                    // The session may have kept them; subscribing again is harmless.
-                    subscribed.clear();
-                    resubscribe(&client, &config, &routes, &mut subscribed).await;
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if publishes.send(publish).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    bridge.connected.set(false);
-                    failures = failures.saturating_add(1);
-                    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(7))).min(Duration::from_secs(10));
-                    tracing::warn!(%error, retry_in = ?pause, "the MQTT broker is not reachable");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            },
-            _ = routes_changed.notified() => {
-                reload(store.as_ref(), &client, &config, &mut routes, &mut subscribed).await;
-                routes_now.send_replace(Arc::new(routes.clone()));
+            () = routes_changed.notified() => {}
+            _ = refresh.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match Routes::load(store.as_ref()).await {
+            Ok(fresh) => {
+                routes_now.send_replace(Arc::new(fresh));
             }
-            _ = refresh.tick() => {
-                reload(store.as_ref(), &client, &config, &mut routes, &mut subscribed).await;
-                routes_now.send_replace(Arc::new(routes.clone()));
-            }
-            _ = shutdown.cancelled() => {
-                drop(publishes);
-                let _ = handler.await;
-                let _ = sweeper.await;
-                let _ = client.try_disconnect();
-                bridge.connected.set(false);
-                return;
-            }
+            Err(error) => tracing::warn!(%error, "reading the MQTT routes failed"),
         }
     }
-}
-
-async fn reload(
-    store: &dyn Store,
-    client: &AsyncClient,
-    config: &MqttConfig,
-    routes: &mut Routes,
-    subscribed: &mut std::collections::BTreeSet<String>,
-) {
-    match Routes::load(store).await {
-        Ok(fresh) => {
-            *routes = fresh;
-            resubscribe(client, config, routes, subscribed).await;
-        }
-        Err(error) => tracing::warn!(%error, "reading the MQTT routes failed"),
-    }
-}
-
-/// Subscribes to what the routes and replies need and unsubscribes from what none needs.
-async fn resubscribe(
-    client: &AsyncClient,
-    config: &MqttConfig,
-    routes: &Routes,
-    subscribed: &mut std::collections::BTreeSet<String>,
-) {
-    let mut wanted: std::collections::BTreeSet<String> = routes
-        .routes
-        .iter()
-        .map(|(_, route)| config.subscription(&route.topic.filter()))
-        .collect();
-    wanted.insert(config.reply_topic.filter());
-    for filter in wanted.difference(subscribed) {
-        if let Err(error) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
-            tracing::warn!(%error, filter, "subscribing failed");
-        }
-    }
-    for filter in subscribed.difference(&wanted) {
-        if let Err(error) = client.unsubscribe(filter.clone()).await {
-            tracing::warn!(%error, filter, "unsubscribing failed");
-        }
-    }
-    *subscribed = wanted;
 }
 
 fn outcome(outcome: &'static str) {
