@@ -194,6 +194,16 @@ prefixed_id!(
     "att_"
 );
 prefixed_id!(
+    /// A plugin registered with Kait (issue 17): a two-way integration with granted rights.
+    PluginId,
+    "plg_"
+);
+prefixed_id!(
+    /// A plugin installed in one application, with the scopes granted there.
+    InstallationId,
+    "inst_"
+);
+prefixed_id!(
     /// A command sent to a device over MQTT, waiting for (or holding) its reply.
     DeviceCommandId,
     "cmd_"

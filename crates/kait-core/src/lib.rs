@@ -10,13 +10,14 @@ pub mod filter;
 pub mod id;
 pub mod model;
 pub mod retry;
+pub mod scope;
 pub mod signing;
 pub mod time;
 pub mod validate;
 pub mod xml;
 
 pub use id::{
-    AppId, AttachmentId, AttemptId, DeviceCommandId, EndpointId, MessageId, MqttRouteId, PipeId,
-    PipeRunId, ReceivedId, SourceId,
+    AppId, AttachmentId, AttemptId, DeviceCommandId, EndpointId, InstallationId, MessageId,
+    MqttRouteId, PipeId, PipeRunId, PluginId, ReceivedId, SourceId,
 };
 pub use model::*;

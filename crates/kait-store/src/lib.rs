@@ -27,6 +27,7 @@ pub mod logic;
 pub mod messages;
 pub mod operational;
 pub mod pipes;
+pub mod plugins;
 pub mod postgres;
 pub mod pull;
 pub mod queue;
@@ -48,6 +49,9 @@ pub use messages::{
     AcceptedMessage, AttemptFilter, EndpointMessage, MessageFilter, MessageLog, NewMessage,
 };
 pub use pipes::{IfScheduled, Pipe, PipeRun, Pipes, Timer};
+pub use plugins::{
+    Installation, InstallationGrant, NewInstallationToken, Plugin, Plugins, TokenRefusal,
+};
 pub use postgres::{PgOptions, PgStore};
 pub use pull::PullPositions;
 pub use queue::{
@@ -73,6 +77,7 @@ pub trait Store:
     + Attachments
     + Devices
     + DeviceRegistry
+    + Plugins
     + Roles
 {
 }
@@ -88,6 +93,7 @@ impl<T> Store for T where
         + Attachments
         + Devices
         + DeviceRegistry
+        + Plugins
         + Roles
         + ?Sized
 {
@@ -97,6 +103,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         AccessStore, Applications, Attachments, DeliveryQueue, DeviceRegistry, Devices, Endpoints,
-        EventTypes, Housekeeping, MessageLog, Pipes, PullPositions, Roles, Sources, Store,
+        EventTypes, Housekeeping, MessageLog, Pipes, Plugins, PullPositions, Roles, Sources, Store,
     };
 }

@@ -8,6 +8,7 @@ mod attachments;
 mod config;
 mod devices;
 mod pipes;
+mod plugins;
 mod queue;
 mod sources;
 
@@ -16,6 +17,7 @@ pub use self::attachments::*;
 pub use self::config::*;
 pub use self::devices::*;
 pub use self::pipes::*;
+pub use self::plugins::*;
 pub use self::queue::*;
 pub use self::sources::*;
 
@@ -54,7 +56,8 @@ macro_rules! for_each_conformance_test {
             mqtt_routes_are_kept_until_deleted,
             devices_go_online_and_offline_once_per_change,
             commands_wait_then_finish_once,
-            devices_and_commands_go_with_their_application
+            devices_and_commands_go_with_their_application,
+            plugins_are_installed_and_tokens_live_with_their_installation
         );
     };
 }

@@ -167,6 +167,8 @@ impl Applications for PgStore {
             "DELETE FROM app_position WHERE app_id = $1",
             "DELETE FROM device WHERE app_id = $1",
             "DELETE FROM device_command WHERE app_id = $1",
+            "DELETE FROM installation_token WHERE installation_id IN (SELECT id FROM installation WHERE app_id = $1)",
+            "DELETE FROM installation WHERE app_id = $1",
         ] {
             transaction.execute(sql, &[&id]).await?;
         }

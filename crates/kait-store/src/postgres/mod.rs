@@ -23,6 +23,7 @@ mod ingest;
 mod messages;
 mod paging;
 mod pipes;
+mod plugins;
 mod pull;
 mod queue;
 mod roles;

@@ -345,6 +345,35 @@ CREATE TABLE kait_role (
     since     BIGINT NOT NULL
 );
 "#,
+    r#"
+-- Issue 17: plugins, their installations into applications, and installation tokens (by
+-- hash). A token is valid while its installation exists and it has not expired.
+CREATE TABLE plugin (
+    id               TEXT PRIMARY KEY,
+    uid              TEXT UNIQUE,
+    manifest         TEXT NOT NULL,
+    credential_hash  TEXT NOT NULL UNIQUE,
+    created_at       BIGINT NOT NULL
+);
+CREATE TABLE installation (
+    id           TEXT PRIMARY KEY,
+    plugin_id    TEXT NOT NULL,
+    app_id       TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    endpoint_id  TEXT NOT NULL,
+    granted_by   TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    UNIQUE (plugin_id, app_id)
+);
+CREATE INDEX installation_app ON installation (app_id);
+CREATE TABLE installation_token (
+    token_hash       TEXT PRIMARY KEY,
+    installation_id  TEXT NOT NULL,
+    scopes           TEXT NOT NULL,
+    expires_at       BIGINT NOT NULL
+);
+CREATE INDEX installation_token_installation ON installation_token (installation_id);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

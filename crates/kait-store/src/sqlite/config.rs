@@ -218,6 +218,12 @@ impl Applications for SqliteStore {
                     "DELETE FROM device_command WHERE app_id = ?1",
                     [id.as_str()],
                 )?;
+                connection.execute(
+                    "DELETE FROM installation_token WHERE installation_id IN \
+                     (SELECT id FROM installation WHERE app_id = ?1)",
+                    [id.as_str()],
+                )?;
+                connection.execute("DELETE FROM installation WHERE app_id = ?1", [id.as_str()])?;
                 context.forget_endpoints_of(id.as_str());
                 Ok(())
             })

@@ -14,6 +14,7 @@ mod housekeeping;
 mod messages;
 mod paging;
 mod pipes;
+mod plugins;
 mod pull;
 mod queue;
 mod rows;

@@ -319,6 +319,35 @@ CREATE TABLE device_command (
 CREATE INDEX device_command_due ON device_command (deadline_at) WHERE status IN ('queued', 'sent');
 CREATE INDEX device_command_queued ON device_command (app_id, device, id) WHERE status = 'queued';
 "#,
+    r#"
+-- Issue 17: plugins, their installations into applications, and installation tokens (by
+-- hash). A token is valid while its installation exists and it has not expired.
+CREATE TABLE plugin (
+    id               TEXT PRIMARY KEY,
+    uid              TEXT UNIQUE,
+    manifest         TEXT NOT NULL,
+    credential_hash  TEXT NOT NULL UNIQUE,
+    created_at       INTEGER NOT NULL
+);
+CREATE TABLE installation (
+    id           TEXT PRIMARY KEY,
+    plugin_id    TEXT NOT NULL,
+    app_id       TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    endpoint_id  TEXT NOT NULL,
+    granted_by   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    UNIQUE (plugin_id, app_id)
+);
+CREATE INDEX installation_app ON installation (app_id);
+CREATE TABLE installation_token (
+    token_hash       TEXT PRIMARY KEY,
+    installation_id  TEXT NOT NULL,
+    scopes           TEXT NOT NULL,
+    expires_at       INTEGER NOT NULL
+);
+CREATE INDEX installation_token_installation ON installation_token (installation_id);
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.
