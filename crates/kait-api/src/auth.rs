@@ -1,4 +1,5 @@
-//! Authentication: the admin token for everything, and app-scoped tokens for consumers.
+//! Authentication: the admin token for everything, app-scoped tokens for consumers, and
+//! plugins' installation tokens (issue 17).
 //!
 //! An app-scoped token (from `POST /api/v1/auth/app-portal-access/{app_id}`, as in the Svix
 //! API) is confined to its application and carries Svix's capabilities
@@ -6,6 +7,12 @@
 //! the route's template and method; a route missing there is the admin's alone, so a new
 //! route is closed to app tokens until someone decides otherwise. Tokens are kept only as
 //! SHA-256 hashes.
+//!
+//! An installation token (`POST /api/v1/plugin/token`) is confined to one installation's
+//! application and carries plugin scopes ([`kait_core::scope`]); [`scope_for`] declares,
+//! beside [`access_for`], which scope each route needs (none: not open to plugins), and the
+//! OpenAPI document shows it. Narrowed scopes (`messages:write:camera.*`) are checked by the
+//! handlers that know the name ([`Caller::allows_name`]).
 //!
 //! The check runs after routing (a route layer), so it sees the matched template and the
 //! path's `app_id`; the [`Caller`] it establishes is left in the request's extensions for
@@ -19,6 +26,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use kait_core::AppId;
 use kait_core::access::Capability;
+use kait_core::scope::{ScopeKind, Scopes};
 use kait_core::time::now_millis;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -27,6 +35,10 @@ use crate::{ApiError, ApiState};
 
 /// The prefix of app-scoped tokens, so they are told apart from the admin token at a glance.
 pub const APP_TOKEN_PREFIX: &str = "appsk_";
+/// The prefix of plugins' installation tokens.
+pub const INSTALLATION_TOKEN_PREFIX: &str = "plit_";
+/// The prefix of plugins' own credentials (exchanged for installation tokens, nothing else).
+pub const PLUGIN_CREDENTIAL_PREFIX: &str = "plsk_";
 
 /// Who made a request, once authenticated.
 #[derive(Debug, Clone)]
@@ -37,6 +49,12 @@ pub enum Caller {
         /// Identifies the token (its hash) for per-token limits, without keeping the token.
         token_hash: String,
     },
+    /// A plugin's installation token, already checked against the route's scope and
+    /// application.
+    Plugin {
+        token_hash: String,
+        scopes: Scopes,
+    },
 }
 
 impl Caller {
@@ -44,7 +62,18 @@ impl Caller {
     pub fn token_key(&self) -> &str {
         match self {
             Caller::Admin => "admin",
-            Caller::App { token_hash, .. } => token_hash,
+            Caller::App { token_hash, .. } | Caller::Plugin { token_hash, .. } => token_hash,
+        }
+    }
+
+    /// Whether the caller may act with `kind` on `name` (an event type, a device): always,
+    /// but for a plugin whose scope of that kind is narrowed to other names.
+    pub fn allows_name(&self, kind: ScopeKind, name: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Plugin { scopes, .. } if !scopes.allows_name(kind, name) => {
+                Err(ApiError::InsufficientScope(format!("{kind}:{name}")))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -128,12 +157,70 @@ pub fn access_for(method: &Method, route: &str) -> Access {
     Access::App(needed)
 }
 
+/// The plugin scope each route needs, by its template and method: the one place where
+/// plugins' rights are decided. `None`: the route is not open to installation tokens (the
+/// operator's configuration: applications, sources, pipes, MQTT routes, plugins).
+pub fn scope_for(method: &Method, route: &str) -> Option<ScopeKind> {
+    use ScopeKind::*;
+    let reads = *method == Method::GET;
+    let route = route.strip_prefix("/api/v1")?;
+    let (read, write) = match route {
+        "/app/{app_id}" | "/event-type" | "/event-type/{event_type_name}" => {
+            (Some(EndpointsRead), None)
+        }
+        "/app/{app_id}/endpoint"
+        | "/app/{app_id}/endpoint/{endpoint_id}"
+        | "/app/{app_id}/endpoint/{endpoint_id}/transformation" => {
+            (Some(EndpointsRead), Some(EndpointsWrite))
+        }
+        "/app/{app_id}/endpoint/{endpoint_id}/stats" => (Some(EndpointsRead), None),
+        // Secrets and headers (often the receiver's credentials) are the writer's.
+        "/app/{app_id}/endpoint/{endpoint_id}/secret"
+        | "/app/{app_id}/endpoint/{endpoint_id}/secret/rotate"
+        | "/app/{app_id}/endpoint/{endpoint_id}/headers"
+        | "/app/{app_id}/endpoint/{endpoint_id}/transformation/test" => {
+            (Some(EndpointsWrite), Some(EndpointsWrite))
+        }
+        "/app/{app_id}/msg" | "/app/{app_id}/msg/raw" => (Some(MessagesRead), Some(MessagesWrite)),
+        "/app/{app_id}/msg/{msg_id}"
+        | "/app/{app_id}/endpoint/{endpoint_id}/msg"
+        | "/app/{app_id}/poller/{endpoint_id}"
+        | "/app/{app_id}/poller/{endpoint_id}/stream"
+        | "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}" => (Some(MessagesRead), None),
+        "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek" => {
+            (Some(MessagesRead), Some(MessagesRead))
+        }
+        // Uploads exist to be referenced by the messages the plugin creates.
+        "/app/{app_id}/attachment" => (None, Some(MessagesWrite)),
+        "/app/{app_id}/attachment/{attachment_id}" => (Some(AttachmentsRead), None),
+        "/app/{app_id}/msg/{msg_id}/attempt"
+        | "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}"
+        | "/app/{app_id}/msg/{msg_id}/endpoint"
+        | "/app/{app_id}/attempt/msg/{msg_id}"
+        | "/app/{app_id}/attempt/endpoint/{endpoint_id}" => (Some(AttemptsRead), None),
+        "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend"
+        | "/app/{app_id}/endpoint/{endpoint_id}/recover"
+        | "/app/{app_id}/endpoint/{endpoint_id}/replay-missing" => (None, Some(AttemptsWrite)),
+        "/app/{app_id}/device"
+        | "/app/{app_id}/device/{device}"
+        | "/app/{app_id}/device/{device}/command/{command_id}" => (Some(DevicesRead), None),
+        "/app/{app_id}/device/{device}/command" => (None, Some(DevicesCommand)),
+        _ => (None, None),
+    };
+    if reads { read } else { write }
+}
+
 /// A new app-scoped token and the hash to store for it.
 pub fn new_app_token() -> (String, String) {
+    new_token(APP_TOKEN_PREFIX)
+}
+
+/// A new random token with `prefix` (240 bits) and the hash to store for it.
+pub fn new_token(prefix: &str) -> (String, String) {
     let mut bytes = [0u8; 30];
     rand::rng().fill_bytes(&mut bytes);
     let token = format!(
-        "{APP_TOKEN_PREFIX}{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let hash = token_hash(&token);
@@ -175,6 +262,15 @@ pub async fn require_token(
         request.extensions_mut().insert(Caller::Admin);
         return Ok(next.run(request).await);
     }
+    if presented.starts_with(INSTALLATION_TOKEN_PREFIX) {
+        let (token_hash, method) = (token_hash(presented), request.method().clone());
+        let route = route.as_ref().map(MatchedPath::as_str).unwrap_or_default();
+        let needed = scope_for(&method, route);
+        let app_key = path_app(&path_params);
+        let caller = installation_caller(&state, token_hash, needed, app_key).await?;
+        request.extensions_mut().insert(caller);
+        return Ok(next.run(request).await);
+    }
     if !presented.starts_with(APP_TOKEN_PREFIX) {
         return Err(ApiError::Unauthorized);
     }
@@ -190,19 +286,55 @@ pub async fn require_token(
         }
         Access::App(_) => {}
     }
-    let app_key = path_params.ok().and_then(|params| {
-        params
-            .iter()
-            .find(|(name, _)| *name == "app_id")
-            .map(|(_, value)| value.to_owned())
-    });
-    if let Some(app_key) = app_key
+    if let Some(app_key) = path_app(&path_params)
         && !names_app(&state, &app_key, &grant.app_id).await?
     {
         return Err(ApiError::Forbidden);
     }
     request.extensions_mut().insert(Caller::App { token_hash });
     Ok(next.run(request).await)
+}
+
+/// Checks an installation token against the route: valid (401 otherwise: unknown, revoked,
+/// uninstalled or expired, at once on every node, since each request reads the store), the
+/// route's scope granted (403 `insufficient_scope`), the path's application its own (403).
+async fn installation_caller(
+    state: &ApiState,
+    token_hash: String,
+    needed: Option<ScopeKind>,
+    app_key: Option<String>,
+) -> Result<Caller, ApiError> {
+    let grant = state
+        .store
+        .installation_for_token(&token_hash, now_millis())
+        .await?
+        .map_err(|_| ApiError::Unauthorized)?;
+    let scopes = Scopes::parse(&grant.scopes)
+        .map_err(|error| ApiError::Internal(format!("stored scopes: {error}")))?;
+    let Some(needed) = needed else {
+        return Err(ApiError::Forbidden);
+    };
+    if !scopes.allows(needed) {
+        return Err(ApiError::InsufficientScope(needed.to_string()));
+    }
+    if let Some(app_key) = app_key
+        && !names_app(state, &app_key, &grant.app_id).await?
+    {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(Caller::Plugin { token_hash, scopes })
+}
+
+/// The `app_id` parameter of the matched route, if it has one.
+fn path_app(
+    path_params: &Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+) -> Option<String> {
+    path_params.as_ref().ok().and_then(|params| {
+        params
+            .iter()
+            .find(|(name, _)| *name == "app_id")
+            .map(|(_, value)| value.to_owned())
+    })
 }
 
 /// Whether the path's application key (an id or a `uid`) names `app_id`.

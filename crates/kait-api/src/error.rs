@@ -34,6 +34,9 @@ pub enum ApiError {
     LimitReached(String),
     /// An app-scoped token without the capability this request needs.
     MissingCapability(kait_core::access::Capability),
+    /// A plugin's installation token without the scope this request needs (403
+    /// `insufficient_scope`, naming the scope).
+    InsufficientScope(String),
     /// Too many requests of a kind held open at once (streams, long-polls).
     TooManyRequests(String),
     /// An `Idempotency-Key` reused with a different request body.
@@ -140,6 +143,11 @@ impl IntoResponse for ApiError {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 &format!("this token lacks the {capability:?} capability"),
+            ),
+            Self::InsufficientScope(scope) => coded(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                &format!("this installation token lacks the scope {scope}"),
             ),
             Self::TooManyRequests(detail) => {
                 coded(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", &detail)

@@ -9,7 +9,7 @@
 //! and its deliveries durable.
 
 mod app_ids;
-mod auth;
+pub mod auth;
 mod device_link;
 mod error;
 mod extract;
@@ -165,10 +165,13 @@ pub fn router(state: ApiState) -> Router {
 
 /// The OpenAPI document of the API, as `GET /api/v1/openapi.json` serves it.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    utoipa_axum::router::OpenApiRouter::<ApiState>::with_openapi(openapi::base())
-        .merge(routes::public())
-        .merge(routes::protected())
-        .into_openapi()
+    let mut document =
+        utoipa_axum::router::OpenApiRouter::<ApiState>::with_openapi(openapi::base())
+            .merge(routes::public())
+            .merge(routes::protected())
+            .into_openapi();
+    openapi::declare_scopes(&mut document);
+    document
 }
 
 /// Serves `/path/` like `/path`, by rewriting the URI before routing.

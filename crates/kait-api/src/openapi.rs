@@ -34,9 +34,59 @@ pub fn base() -> OpenApi {
                     "bearer",
                     SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
                 )
+                .security_scheme(
+                    "installationToken",
+                    SecurityScheme::Http(
+                        HttpBuilder::new()
+                            .scheme(HttpAuthScheme::Bearer)
+                            .description(Some(
+                                "A plugin's installation token (`plit_…`): an operation \
+                                 listing this scheme is open to it with the scope named",
+                            ))
+                            .build(),
+                    ),
+                )
+                .security_scheme(
+                    "pluginCredential",
+                    SecurityScheme::Http(
+                        HttpBuilder::new()
+                            .scheme(HttpAuthScheme::Bearer)
+                            .description(Some("A plugin's own credential (`plsk_…`)"))
+                            .build(),
+                    ),
+                )
                 .build(),
         ))
         .build()
+}
+
+/// Adds to every operation that plugins may call the alternative `installationToken` with
+/// the scope it needs, from [`crate::auth::scope_for`] (the one place that decides it).
+pub fn declare_scopes(document: &mut OpenApi) {
+    use axum::http::Method;
+    use utoipa::openapi::security::SecurityRequirement;
+    for (path, item) in document.paths.paths.iter_mut() {
+        for (method, operation) in [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::PATCH, &mut item.patch),
+            (Method::DELETE, &mut item.delete),
+        ] {
+            let (Some(operation), Some(scope)) =
+                (operation.as_mut(), crate::auth::scope_for(&method, path))
+            else {
+                continue;
+            };
+            operation
+                .security
+                .get_or_insert_with(Vec::new)
+                .push(SecurityRequirement::new(
+                    "installationToken",
+                    [scope.as_str()],
+                ));
+        }
+    }
 }
 
 /// `GET /api/v1/openapi.json`: the document, built once.

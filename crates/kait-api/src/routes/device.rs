@@ -303,6 +303,7 @@ pub async fn get(
 )]
 pub async fn create_command(
     State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(DevicePath {
         app_id: app_key,
         device,
@@ -310,6 +311,7 @@ pub async fn create_command(
     ValidJson(input): ValidJson<DeviceCommandIn>,
 ) -> Result<Response, ApiError> {
     check_device(&device)?;
+    caller.allows_name(kait_core::scope::ScopeKind::DevicesCommand, &device)?;
     let link = state.devices.clone().ok_or(ApiError::NotConfigured(
         "device commands need an MQTT broker: start the server with --mqtt-url",
     ))?;

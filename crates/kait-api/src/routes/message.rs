@@ -4,6 +4,10 @@
 //! the `202` goes out only after that commit is synced. The dispatcher is woken by the store,
 //! never by this handler: ingest never calls an endpoint.
 
+use axum::Extension;
+use kait_core::scope::ScopeKind;
+
+use crate::auth::Caller;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
@@ -115,6 +119,7 @@ const MAX_DELIVER_AHEAD_MS: i64 = 24 * 3600 * 1000;
 )]
 pub async fn create(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(AppPath { app_id: app_key }): Path<AppPath>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
@@ -124,6 +129,7 @@ pub async fn create(
     } else {
         parse_json(&body)?
     };
+    caller.allows_name(ScopeKind::MessagesWrite, &input.event_type)?;
     let mut problems = Problems::new();
     problems.check(
         "payload",
@@ -405,12 +411,14 @@ impl RawMessageQuery {
 )]
 pub async fn create_raw(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(AppPath { app_id: app_key }): Path<AppPath>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let query = RawMessageQuery::read(query.as_deref())?;
+    caller.allows_name(ScopeKind::MessagesWrite, &query.event_type)?;
     let content_type = match headers.get(CONTENT_TYPE) {
         Some(value) => value
             .to_str()

@@ -13,6 +13,7 @@ mod media;
 mod message;
 mod mqtt_route;
 mod pipe;
+mod plugin;
 mod poller;
 mod transformation;
 
@@ -37,6 +38,8 @@ pub fn public() -> OpenApiRouter<ApiState> {
         .routes(routes!(health))
         .routes(routes!(metrics))
         .routes(routes!(crate::openapi::openapi_json))
+        // Authenticated by the plugin's credential, in the handler.
+        .routes(routes!(plugin::token))
 }
 
 /// Routes behind the admin token. Each handler's `#[utoipa::path]` gives its method and path,
@@ -106,6 +109,11 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         .routes(routes!(device::get))
         .routes(routes!(device::create_command))
         .routes(routes!(device::get_command))
+        .routes(routes!(plugin::list, plugin::create))
+        .routes(routes!(plugin::get, plugin::delete))
+        .routes(routes!(plugin::list_installations, plugin::install))
+        .routes(routes!(plugin::uninstall))
+        .routes(routes!(plugin::revoke_tokens))
         .routes(routes!(pipe::list, pipe::create))
         .routes(routes!(pipe::get, pipe::patch, pipe::delete))
         .routes(routes!(pipe::list_runs))

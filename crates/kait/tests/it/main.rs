@@ -40,6 +40,7 @@ mod ingest;
 mod openapi;
 mod pagination;
 mod pipes;
+mod plugins;
 mod pull;
 mod python_sdk;
 mod races;

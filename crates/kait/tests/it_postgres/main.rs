@@ -32,6 +32,8 @@ mod openapi;
 mod pagination;
 #[path = "../it/pipes.rs"]
 mod pipes;
+#[path = "../it/plugins.rs"]
+mod plugins;
 #[path = "../it/pull.rs"]
 mod pull;
 #[path = "../it/python_sdk.rs"]

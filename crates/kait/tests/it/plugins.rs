@@ -1,0 +1,419 @@
+//! Plugins (issue 17, first part): registration, installation with granted scopes, the
+//! exchange of a plugin's credential for installation tokens, and the rights those tokens
+//! have, walked over every route of the router (read from the OpenAPI document, which the
+//! router's own route table produces, so a new route cannot be forgotten).
+
+use axum::http::StatusCode;
+use kait_core::scope::{ScopeKind, Scopes};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+/// Routes that take no admin token (their own credentials, or none).
+const PUBLIC: &[&str] = &[
+    "/api/v1/health",
+    "/api/v1/openapi.json",
+    "/metrics",
+    "/media/{attachment_id}",
+    "/ingest/api/v1/source/{source_id}/in/{token}",
+    "/api/v1/plugin/token",
+];
+
+/// Every protected operation of the router: method, path template, the scope it needs.
+fn operations() -> Vec<(Method, String, Option<ScopeKind>)> {
+    let document = kait_api::openapi_document();
+    let mut operations = Vec::new();
+    for (path, item) in &document.paths.paths {
+        if PUBLIC.contains(&path.as_str()) {
+            continue;
+        }
+        for (method, operation) in [
+            (Method::GET, &item.get),
+            (Method::POST, &item.post),
+            (Method::PUT, &item.put),
+            (Method::PATCH, &item.patch),
+            (Method::DELETE, &item.delete),
+        ] {
+            if operation.is_some() {
+                let scope = kait_api::auth::scope_for(
+                    &axum::http::Method::from_bytes(method.as_str().as_bytes()).unwrap(),
+                    path,
+                );
+                operations.push((method, path.clone(), scope));
+            }
+        }
+    }
+    operations
+}
+
+/// The path with `app` for `{app_id}` and a placeholder for every other parameter (the
+/// token is judged before anything in the path is looked up).
+fn fill(template: &str, app: &str) -> String {
+    let mut path = String::new();
+    for (index, part) in template.split('{').enumerate() {
+        if index == 0 {
+            path.push_str(part);
+            continue;
+        }
+        let (name, rest) = part.split_once('}').unwrap();
+        path.push_str(if name == "app_id" { app } else { "x1" });
+        path.push_str(rest);
+    }
+    path
+}
+
+fn all_scopes() -> Vec<&'static str> {
+    ScopeKind::ALL.iter().map(|kind| kind.as_str()).collect()
+}
+
+/// Registers a plugin asking for `scopes`; returns its id and credential.
+async fn register(server: &TestServer, uid: &str, scopes: &[&str]) -> (String, String) {
+    let (status, plugin) = server
+        .post(
+            "/api/v1/plugin",
+            &json!({
+                "name": uid, "uid": uid, "url": "http://127.0.0.1:9/plugin",
+                "eventTypes": ["camera.motion"], "scopes": scopes
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plugin}");
+    let credential = plugin["credential"].as_str().unwrap().to_owned();
+    assert!(credential.starts_with("plsk_"));
+    (plugin["id"].as_str().unwrap().to_owned(), credential)
+}
+
+async fn install(server: &TestServer, app: &str, plugin: &str, scopes: Option<&[&str]>) -> Value {
+    let (status, installation) = server
+        .post(
+            &format!("/api/v1/app/{app}/installation"),
+            &json!({ "plugin": plugin, "scopes": scopes }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{installation}");
+    installation
+}
+
+/// Exchanges the credential for a token of the plugin's installation in `app`.
+async fn token(server: &TestServer, credential: &str, body: Value) -> (StatusCode, Value) {
+    server
+        .request_with(
+            Method::POST,
+            "/api/v1/plugin/token",
+            Some(&body.to_string()),
+            Some(credential),
+            &[],
+        )
+        .await
+}
+
+async fn token_for(server: &TestServer, credential: &str, app: &str, scopes: &[&str]) -> String {
+    let (status, answer) = token(server, credential, json!({ "app": app, "scopes": scopes })).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    answer["token"].as_str().unwrap().to_owned()
+}
+
+async fn call(
+    server: &TestServer,
+    method: &Method,
+    path: &str,
+    token: &str,
+) -> (StatusCode, Value) {
+    let body = matches!(*method, Method::POST | Method::PUT | Method::PATCH).then_some("{}");
+    server
+        .request_with(method.clone(), path, body, Some(token), &[])
+        .await
+}
+
+#[tokio::test]
+async fn installation_tokens_reach_exactly_their_scopes_on_every_route() {
+    let server = TestServer::start().await;
+    let home = server.create_app("home").await;
+    let elsewhere = server.create_app("elsewhere").await;
+    let (plugin, credential) = register(&server, "camera-ai", &all_scopes()).await;
+    let installation = install(&server, &home, &plugin, None).await;
+    install(&server, &elsewhere, &plugin, None).await;
+    assert_eq!(
+        installation["scopes"].as_array().unwrap().len(),
+        ScopeKind::ALL.len()
+    );
+
+    // One token per scope kind, holding everything that does not satisfy it.
+    let mut lacking = std::collections::HashMap::new();
+    for kind in ScopeKind::ALL {
+        let others: Vec<&str> = all_scopes()
+            .into_iter()
+            .filter(|scope| !Scopes::parse(&[*scope]).unwrap().allows(kind))
+            .collect();
+        lacking.insert(kind, token_for(&server, &credential, &home, &others).await);
+    }
+    let full_home = token_for(&server, &credential, &home, &all_scopes()).await;
+    let full_elsewhere = token_for(&server, &credential, &elsewhere, &all_scopes()).await;
+    let (status, short) = token(
+        &server,
+        &credential,
+        json!({ "app": home, "expiresInSecs": 1 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{short}");
+    let short = short["token"].as_str().unwrap().to_owned();
+
+    let operations = operations();
+    assert!(
+        operations.len() > 60,
+        "the route table: {}",
+        operations.len()
+    );
+    let mut open = 0;
+    for (method, template, scope) in &operations {
+        let path = fill(template, &home);
+        match scope {
+            Some(kind) => {
+                open += 1;
+                let (status, body) = call(&server, method, &path, &lacking[kind]).await;
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (StatusCode::FORBIDDEN, Some("insufficient_scope")),
+                    "{method} {template} without {kind}: {body}"
+                );
+                assert!(body["detail"].as_str().unwrap().contains(kind.as_str()));
+                if template.contains("{app_id}") {
+                    let (status, body) = call(&server, method, &path, &full_elsewhere).await;
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{method} {template} with another application's token: {body}"
+                    );
+                }
+            }
+            None => {
+                let (status, body) = call(&server, method, &path, &full_home).await;
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (StatusCode::FORBIDDEN, Some("forbidden")),
+                    "{method} {template} is not open to plugins: {body}"
+                );
+            }
+        }
+    }
+    assert!(open > 30, "routes open to plugins: {open}");
+
+    // Within its scopes and application, a token works.
+    let (status, app) = server
+        .request_with(
+            Method::GET,
+            &format!("/api/v1/app/{home}"),
+            None,
+            Some(&full_home),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{app}");
+    let message = json!({ "eventType": "camera.motion", "payload": { "zone": 3 } }).to_string();
+    let (status, body) = server
+        .request_with(
+            Method::POST,
+            &format!("/api/v1/app/{home}/msg"),
+            Some(&message),
+            Some(&full_home),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // Expired: 401 everywhere.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    for (method, template, _) in &operations {
+        let (status, _) = call(&server, method, &fill(template, &home), &short).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "expired: {method} {template}"
+        );
+    }
+
+    // Revoked mid-flight: 401 from that moment, on every route.
+    let (status, _) = server
+        .post(
+            &format!(
+                "/api/v1/app/{home}/installation/{}/revoke-tokens",
+                installation["id"].as_str().unwrap()
+            ),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for (method, template, _) in &operations {
+        let (status, _) = call(&server, method, &fill(template, &home), &full_home).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "revoked: {method} {template}"
+        );
+    }
+    // The other installation's tokens live on; uninstalling ends them too.
+    let (status, _) = server
+        .request_with(
+            Method::GET,
+            &format!("/api/v1/app/{elsewhere}"),
+            None,
+            Some(&full_elsewhere),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, installations) = server
+        .get(&format!("/api/v1/app/{elsewhere}/installation"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let there = installations["data"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/app/{elsewhere}/installation/{there}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = server
+        .request_with(
+            Method::GET,
+            &format!("/api/v1/app/{elsewhere}"),
+            None,
+            Some(&full_elsewhere),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn narrowed_scopes_and_grants_hold_and_bad_requests_are_refused() {
+    let server = TestServer::start().await;
+    let site = server.create_app("site").await;
+    let (plugin, credential) = register(
+        &server,
+        "gatekeeper",
+        &[
+            "messages:write:camera.*",
+            "devices:command:gate-*",
+            "endpoints:read",
+        ],
+    )
+    .await;
+    // The installer grants less than asked: no device commands.
+    let installation = install(&server, &site, &plugin, Some(&["messages:write:camera.*"])).await;
+    assert_eq!(installation["scopes"], json!(["messages:write:camera.*"]));
+    let token = token_for(&server, &credential, &site, &[]).await;
+    let (status, granted) = self::token(&server, &credential, json!({ "app": site })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(granted["scopes"], json!(["messages:write:camera.*"]));
+    let granted = granted["token"].as_str().unwrap().to_owned();
+    let send = |event_type: &str| json!({ "eventType": event_type, "payload": {} }).to_string();
+    let path = format!("/api/v1/app/{site}/msg");
+    let (status, body) = server
+        .request_with(
+            Method::POST,
+            &path,
+            Some(&send("camera.motion")),
+            Some(&granted),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = server
+        .request_with(
+            Method::POST,
+            &path,
+            Some(&send("invoice.paid")),
+            Some(&granted),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("insufficient_scope")),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("messages:write:invoice.paid")
+    );
+    // A token asked with no scopes holds none.
+    let (status, _) = server
+        .request_with(
+            Method::POST,
+            &path,
+            Some(&send("camera.motion")),
+            Some(&token),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Bad requests, each with its own answer.
+    let (status, body) = self::token(&server, "plsk_wrong", json!({ "app": site })).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = self::token(
+        &server,
+        &credential,
+        json!({ "app": site, "scopes": ["devices:command"] }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("insufficient_scope")),
+        "{body}"
+    );
+    let (status, body) = self::token(
+        &server,
+        &credential,
+        json!({ "app": site, "expiresInSecs": 7200 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let other = server.create_app("other").await;
+    let (status, _) = self::token(&server, &credential, json!({ "app": other })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not installed there");
+    let (status, body) = server
+        .post(
+            "/api/v1/plugin",
+            &json!({ "name": "x", "url": "http://127.0.0.1:9/", "scopes": ["messages:delete"] })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/app/{other}/installation"),
+            &json!({ "plugin": plugin, "scopes": ["messages:write"] }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "beyond the request: {body}"
+    );
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/app/{site}/installation"),
+            &json!({ "plugin": plugin }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "installed twice: {body}");
+    // A plugin's credential is not an API token.
+    let (status, _) = server
+        .request_with(
+            Method::GET,
+            &format!("/api/v1/app/{site}"),
+            None,
+            Some(&credential),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
