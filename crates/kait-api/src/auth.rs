@@ -28,6 +28,7 @@ use kait_core::AppId;
 use kait_core::access::Capability;
 use kait_core::scope::{ScopeKind, Scopes};
 use kait_core::time::now_millis;
+use kait_store::{AuditEntry, InstallationGrant};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -267,9 +268,36 @@ pub async fn require_token(
         let route = route.as_ref().map(MatchedPath::as_str).unwrap_or_default();
         let needed = scope_for(&method, route);
         let app_key = path_app(&path_params);
-        let caller = installation_caller(&state, token_hash, needed, app_key).await?;
-        request.extensions_mut().insert(caller);
-        return Ok(next.run(request).await);
+        let subject = format!("{method} {route}");
+        let grant = state
+            .store
+            .installation_for_token(&token_hash, now_millis())
+            .await?
+            .map_err(|_| ApiError::Unauthorized)?;
+        return match installation_caller(&state, token_hash, &grant, needed, app_key).await {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                let response = next.run(request).await;
+                // A handler refuses only what a narrowed scope does not admit (403).
+                let decision = if response.status() == axum::http::StatusCode::FORBIDDEN {
+                    "refused"
+                } else {
+                    "allowed"
+                };
+                let status = response.status().as_u16().to_string();
+                audit_call(&state, &grant, subject, decision, status).await;
+                Ok(response)
+            }
+            Err(refusal) => {
+                let reason = match &refusal {
+                    ApiError::InsufficientScope(scope) => format!("lacks the scope {scope}"),
+                    ApiError::Forbidden => "outside its application or not open to plugins".into(),
+                    other => format!("{other:?}"),
+                };
+                audit_call(&state, &grant, subject, "refused", reason).await;
+                Err(refusal)
+            }
+        };
     }
     if !presented.starts_with(APP_TOKEN_PREFIX) {
         return Err(ApiError::Unauthorized);
@@ -295,20 +323,17 @@ pub async fn require_token(
     Ok(next.run(request).await)
 }
 
-/// Checks an installation token against the route: valid (401 otherwise: unknown, revoked,
-/// uninstalled or expired, at once on every node, since each request reads the store), the
-/// route's scope granted (403 `insufficient_scope`), the path's application its own (403).
+/// Checks a valid installation token (401 otherwise, before this: unknown, revoked,
+/// uninstalled or expired, at once on every node, since each request reads the store)
+/// against the route: its scope granted (403 `insufficient_scope`), the path's application
+/// its own (403).
 async fn installation_caller(
     state: &ApiState,
     token_hash: String,
+    grant: &InstallationGrant,
     needed: Option<ScopeKind>,
     app_key: Option<String>,
 ) -> Result<Caller, ApiError> {
-    let grant = state
-        .store
-        .installation_for_token(&token_hash, now_millis())
-        .await?
-        .map_err(|_| ApiError::Unauthorized)?;
     let scopes = Scopes::parse(&grant.scopes)
         .map_err(|error| ApiError::Internal(format!("stored scopes: {error}")))?;
     let Some(needed) = needed else {
@@ -323,6 +348,32 @@ async fn installation_caller(
         return Err(ApiError::Forbidden);
     }
     Ok(Caller::Plugin { token_hash, scopes })
+}
+
+/// Records a call made with an installation token in the plugins' audit log; a failure to
+/// record is logged, not turned into the caller's failure.
+async fn audit_call(
+    state: &ApiState,
+    grant: &InstallationGrant,
+    subject: String,
+    decision: &str,
+    detail: String,
+) {
+    let entry = AuditEntry {
+        seq: 0,
+        at: now_millis(),
+        plugin_id: grant.plugin_id.clone(),
+        installation_id: grant.installation_id.clone(),
+        app_id: grant.app_id.clone(),
+        kind: "call".into(),
+        subject,
+        decision: decision.into(),
+        detail,
+        attempt_id: None,
+    };
+    if let Err(error) = state.store.append_audit(vec![entry]).await {
+        tracing::warn!(%error, "recording a plugin's call in the audit log failed");
+    }
 }
 
 /// The `app_id` parameter of the matched route, if it has one.

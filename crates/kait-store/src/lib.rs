@@ -50,7 +50,8 @@ pub use messages::{
 };
 pub use pipes::{IfScheduled, Pipe, PipeRun, Pipes, Timer};
 pub use plugins::{
-    Installation, InstallationGrant, NewInstallationToken, Plugin, Plugins, TokenRefusal,
+    AuditEntry, Installation, InstallationGrant, NewInstallationToken, Plugin, Plugins,
+    TokenRefusal,
 };
 pub use postgres::{PgOptions, PgStore};
 pub use pull::PullPositions;

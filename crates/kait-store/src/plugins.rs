@@ -60,6 +60,28 @@ pub struct InstallationGrant {
     pub expires_at: Millis,
 }
 
+/// One line of the plugins' audit log: a call made with an installation token, or one action
+/// of a plugin's reply, with the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Its place in the log (assigned by the store; 0 when appending).
+    pub seq: i64,
+    pub at: Millis,
+    pub plugin_id: PluginId,
+    pub installation_id: InstallationId,
+    pub app_id: AppId,
+    /// `call` or `action`.
+    pub kind: String,
+    /// The call's method and route (`POST /api/v1/app/{app_id}/msg`), or the action's type.
+    pub subject: String,
+    /// `allowed` (or `done`), or `refused`.
+    pub decision: String,
+    /// The answer's status, or why it was refused, or what the action did.
+    pub detail: String,
+    /// The attempt whose reply held the action.
+    pub attempt_id: Option<String>,
+}
+
 /// Why a token is not valid, for a clear 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRefusal {
@@ -104,4 +126,16 @@ pub trait Plugins: Send + Sync + 'static {
     ) -> StoreResult<Result<InstallationGrant, TokenRefusal>>;
     /// Revokes every token of an installation (the operator's switch). Returns how many.
     async fn revoke_installation_tokens(&self, id: &InstallationId) -> StoreResult<u64>;
+
+    /// Appends to the audit log (kept as long as attempts: `purge_history` ends it too).
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> StoreResult<()>;
+    /// The newest entries first, of one application or one plugin (or both), older than
+    /// `before` (a `seq`) if given: at most `limit`.
+    async fn list_audit(
+        &self,
+        app_id: Option<&AppId>,
+        plugin_id: Option<&PluginId>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>>;
 }

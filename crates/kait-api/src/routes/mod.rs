@@ -114,6 +114,8 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         .routes(routes!(plugin::list_installations, plugin::install))
         .routes(routes!(plugin::uninstall))
         .routes(routes!(plugin::revoke_tokens))
+        .routes(routes!(plugin::app_audit))
+        .routes(routes!(plugin::plugin_audit))
         .routes(routes!(pipe::list, pipe::create))
         .routes(routes!(pipe::get, pipe::patch, pipe::delete))
         .routes(routes!(pipe::list_runs))

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use crate::auth::{Caller, INSTALLATION_TOKEN_PREFIX, PLUGIN_CREDENTIAL_PREFIX};
-use crate::extract::ValidJson;
+use crate::extract::{ListQuery, ValidJson};
 use crate::paths::AppPath;
 use crate::wire::ListResponse;
 use crate::{ApiError, ApiState};
@@ -591,4 +591,119 @@ pub async fn token(
             expires_at: to_datetime(expires_at),
         }),
     ))
+}
+
+/// One line of the plugins' audit log.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntryOut {
+    /// Its place in the log (the `iterator` of the next page).
+    pub seq: i64,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub plugin_id: String,
+    pub installation_id: String,
+    pub app_id: String,
+    /// `call` (an API call with an installation token) or `action` (one action of a reply).
+    pub kind: String,
+    /// The call's method and route, or the action's type.
+    pub subject: String,
+    /// `allowed`, `done` or `refused`.
+    pub decision: String,
+    /// The answer's status, what the action did, or why it was refused.
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<String>,
+}
+
+/// The most audit entries per page.
+const MAX_AUDIT_PAGE: usize = 250;
+
+async fn audit_page(
+    state: &ApiState,
+    app_id: Option<&kait_core::AppId>,
+    plugin_id: Option<&PluginId>,
+    query: &ListQuery,
+) -> Result<Json<ListResponse<AuditEntryOut>>, ApiError> {
+    let before = match query.get("iterator").filter(|text| !text.is_empty()) {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            ApiError::invalid_query("iterator", "the iterator of a previous page of this log")
+        })?),
+    };
+    let limit = match query.get("limit") {
+        None => 50,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=MAX_AUDIT_PAGE).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::invalid_query(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_AUDIT_PAGE}"),
+                ));
+            }
+        },
+    };
+    let mut entries = state
+        .store
+        .list_audit(app_id, plugin_id, before, limit + 1)
+        .await?;
+    let done = entries.len() <= limit;
+    entries.truncate(limit);
+    let data = entries
+        .into_iter()
+        .map(|entry| AuditEntryOut {
+            seq: entry.seq,
+            timestamp: to_datetime(entry.at),
+            plugin_id: entry.plugin_id.into_string(),
+            installation_id: entry.installation_id.into_string(),
+            app_id: entry.app_id.into_string(),
+            kind: entry.kind,
+            subject: entry.subject,
+            decision: entry.decision,
+            detail: entry.detail,
+            attempt_id: entry.attempt_id,
+        })
+        .collect();
+    Ok(Json(ListResponse::new(
+        data,
+        done,
+        |entry: &AuditEntryOut| entry.seq.to_string(),
+    )))
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.plugin.audit.app",
+    path = "/api/v1/app/{app_id}/plugin-audit",
+    tag = "plugin",
+    summary = "The plugins' audit log of an application, newest first (`iterator`: a `seq`)",
+    params(AppPath, crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<AuditEntryOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn app_audit(
+    State(state): State<ApiState>,
+    Path(AppPath { app_id }): Path<AppPath>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<AuditEntryOut>>, ApiError> {
+    let application = super::find_app(&state, &app_id).await?;
+    audit_page(&state, Some(&application.id), None, &query).await
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.plugin.audit.plugin",
+    path = "/api/v1/plugin/{plugin_id}/audit",
+    tag = "plugin",
+    summary = "A plugin's audit log over every application, newest first",
+    params(PluginPath, crate::extract::ListParams),
+    responses((status = 200, body = ListResponse<AuditEntryOut>), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn plugin_audit(
+    State(state): State<ApiState>,
+    Path(PluginPath { plugin_id }): Path<PluginPath>,
+    query: ListQuery,
+) -> Result<Json<ListResponse<AuditEntryOut>>, ApiError> {
+    let plugin = find_plugin(&state, &plugin_id).await?;
+    audit_page(&state, None, Some(&plugin.id), &query).await
 }

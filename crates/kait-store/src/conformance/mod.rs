@@ -57,7 +57,8 @@ macro_rules! for_each_conformance_test {
             devices_go_online_and_offline_once_per_change,
             commands_wait_then_finish_once,
             devices_and_commands_go_with_their_application,
-            plugins_are_installed_and_tokens_live_with_their_installation
+            plugins_are_installed_and_tokens_live_with_their_installation,
+            the_audit_log_lists_newest_first_and_is_purged_with_history
         );
     };
 }

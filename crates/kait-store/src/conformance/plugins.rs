@@ -4,7 +4,9 @@ use kait_core::{EndpointId, InstallationId, PluginId};
 use serde_json::json;
 
 use super::application;
-use crate::{Installation, NewInstallationToken, Plugin, Store, StoreError, TokenRefusal};
+use crate::{
+    AuditEntry, Installation, NewInstallationToken, Plugin, Store, StoreError, TokenRefusal,
+};
 
 fn plugin(uid: &str, credential_hash: &str) -> Plugin {
     Plugin {
@@ -166,4 +168,94 @@ pub async fn plugins_are_installed_and_tokens_live_with_their_installation(store
         store.delete_plugin(&camera.id).await,
         Err(StoreError::NotFound)
     ));
+}
+
+pub async fn the_audit_log_lists_newest_first_and_is_purged_with_history(store: &dyn Store) {
+    let site = store.create_application(application()).await.unwrap();
+    let other = store.create_application(application()).await.unwrap();
+    let (first, second) = (PluginId::generate(), PluginId::generate());
+    let entry = |plugin: &PluginId, app: &kait_core::AppId, at: i64, subject: &str| AuditEntry {
+        seq: 0,
+        at,
+        plugin_id: plugin.clone(),
+        installation_id: InstallationId::generate(),
+        app_id: app.clone(),
+        kind: "call".into(),
+        subject: subject.into(),
+        decision: "allowed".into(),
+        detail: "200".into(),
+        attempt_id: None,
+    };
+    store
+        .append_audit(vec![
+            entry(&first, &site.id, 10, "GET a"),
+            entry(&second, &site.id, 20, "GET b"),
+            entry(&first, &other.id, 30, "GET c"),
+        ])
+        .await
+        .unwrap();
+    let mut action = entry(&first, &site.id, 40, "createMessage");
+    action.kind = "action".into();
+    action.decision = "refused".into();
+    action.detail = "needs messages:write:invoice.paid".into();
+    action.attempt_id = Some("atmpt_1".into());
+    store.append_audit(vec![action.clone()]).await.unwrap();
+
+    let subjects = |entries: Vec<AuditEntry>| -> Vec<String> {
+        entries.into_iter().map(|entry| entry.subject).collect()
+    };
+    let of_site = store
+        .list_audit(Some(&site.id), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(of_site[0].attempt_id.as_deref(), Some("atmpt_1"));
+    assert_eq!(of_site[0].decision, "refused");
+    assert_eq!(
+        subjects(of_site.clone()),
+        ["createMessage", "GET b", "GET a"]
+    );
+    assert_eq!(
+        subjects(
+            store
+                .list_audit(None, Some(&first), None, 10)
+                .await
+                .unwrap()
+        ),
+        ["createMessage", "GET c", "GET a"]
+    );
+    assert_eq!(
+        subjects(
+            store
+                .list_audit(Some(&site.id), Some(&first), None, 10)
+                .await
+                .unwrap()
+        ),
+        ["createMessage", "GET a"]
+    );
+    // Pages: older than the last one seen.
+    let page = store
+        .list_audit(Some(&site.id), None, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(subjects(page.clone()), ["createMessage", "GET b"]);
+    assert_eq!(
+        subjects(
+            store
+                .list_audit(Some(&site.id), None, Some(page[1].seq), 2)
+                .await
+                .unwrap()
+        ),
+        ["GET a"]
+    );
+    // History older than 25 goes; the application going takes the rest of its log.
+    while store.purge_history(None, Some(25), 100).await.unwrap() > 0 {}
+    assert_eq!(
+        subjects(store.list_audit(None, None, None, 10).await.unwrap()),
+        ["createMessage", "GET c"]
+    );
+    store.delete_application(&other.id).await.unwrap();
+    assert_eq!(
+        subjects(store.list_audit(None, None, None, 10).await.unwrap()),
+        ["createMessage"]
+    );
 }

@@ -169,6 +169,7 @@ impl Applications for PgStore {
             "DELETE FROM device_command WHERE app_id = $1",
             "DELETE FROM installation_token WHERE installation_id IN (SELECT id FROM installation WHERE app_id = $1)",
             "DELETE FROM installation WHERE app_id = $1",
+            "DELETE FROM plugin_audit WHERE app_id = $1",
         ] {
             transaction.execute(sql, &[&id]).await?;
         }

@@ -55,6 +55,14 @@ impl Housekeeping for PgStore {
                     &[&before, &(batch as i64)],
                 )
                 .await?;
+            // And the plugins' audit log.
+            purged += client
+                .execute(
+                    "DELETE FROM plugin_audit WHERE seq IN \
+                     (SELECT seq FROM plugin_audit WHERE at < $1 ORDER BY seq LIMIT $2)",
+                    &[&before, &(batch as i64)],
+                )
+                .await?;
         }
         if let Some(before) = messages_before {
             // A message goes with its finished deliveries and its Idempotency-Key; one still

@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::{PgStore, rows};
 use crate::{
-    Installation, InstallationGrant, NewInstallationToken, Plugin, Plugins, StoreError,
+    AuditEntry, Installation, InstallationGrant, NewInstallationToken, Plugin, Plugins, StoreError,
     StoreResult, TokenRefusal,
 };
 
@@ -259,5 +259,72 @@ impl Plugins for PgStore {
                 &[&id.as_str()],
             )
             .await?)
+    }
+
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> StoreResult<()> {
+        let client = self.client().await?;
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO plugin_audit (at, plugin_id, installation_id, app_id, kind, subject, \
+                 decision, detail, attempt_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .await?;
+        for entry in &entries {
+            client
+                .execute(
+                    &insert,
+                    &[
+                        &entry.at,
+                        &entry.plugin_id.as_str(),
+                        &entry.installation_id.as_str(),
+                        &entry.app_id.as_str(),
+                        &entry.kind,
+                        &entry.subject,
+                        &entry.decision,
+                        &entry.detail,
+                        &entry.attempt_id,
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        app_id: Option<&AppId>,
+        plugin_id: Option<&PluginId>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let app_id = app_id.map(AppId::as_str);
+        let plugin_id = plugin_id.map(PluginId::as_str);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, at, plugin_id, installation_id, app_id, kind, subject, decision, \
+                 detail, attempt_id FROM plugin_audit \
+                 WHERE ($1::TEXT IS NULL OR app_id = $1) AND ($2::TEXT IS NULL OR plugin_id = $2) \
+                 AND ($3::BIGINT IS NULL OR seq < $3) ORDER BY seq DESC LIMIT $4",
+                &[&app_id, &plugin_id, &before, &(limit as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    seq: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    plugin_id: PluginId::from_trusted(row.try_get(2)?),
+                    installation_id: InstallationId::from_trusted(row.try_get(3)?),
+                    app_id: AppId::from_trusted(row.try_get(4)?),
+                    kind: row.try_get(5)?,
+                    subject: row.try_get(6)?,
+                    decision: row.try_get(7)?,
+                    detail: row.try_get(8)?,
+                    attempt_id: row.try_get(9)?,
+                })
+            })
+            .collect()
     }
 }

@@ -224,6 +224,7 @@ impl Applications for SqliteStore {
                     [id.as_str()],
                 )?;
                 connection.execute("DELETE FROM installation WHERE app_id = ?1", [id.as_str()])?;
+                connection.execute("DELETE FROM plugin_audit WHERE app_id = ?1", [id.as_str()])?;
                 context.forget_endpoints_of(id.as_str());
                 Ok(())
             })

@@ -58,6 +58,13 @@ impl Housekeeping for SqliteStore {
                              (SELECT id FROM device_command WHERE finished_at < ?1 LIMIT ?2)",
                         )?
                         .execute(params![before, batch as i64])?;
+                    // And the plugins' audit log.
+                    purged += connection
+                        .prepare_cached(
+                            "DELETE FROM plugin_audit WHERE seq IN \
+                             (SELECT seq FROM plugin_audit WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+                        )?
+                        .execute(params![before, batch as i64])?;
                 }
                 if let Some(before) = messages_before {
                     // A message goes with its finished deliveries and its Idempotency-Key; one

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::SqliteStore;
 use super::rows::{conflict_on_unique, from_json};
 use crate::{
-    Installation, InstallationGrant, NewInstallationToken, Plugin, Plugins, StoreError,
+    AuditEntry, Installation, InstallationGrant, NewInstallationToken, Plugin, Plugins, StoreError,
     StoreResult, TokenRefusal,
 };
 
@@ -264,5 +264,67 @@ impl Plugins for SqliteStore {
                 )? as u64)
             })
             .await
+    }
+
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> StoreResult<()> {
+        self.writer
+            .write(move |context| {
+                let mut insert = context.connection.prepare_cached(
+                    "INSERT INTO plugin_audit (at, plugin_id, installation_id, app_id, kind, \
+                     subject, decision, detail, attempt_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for entry in &entries {
+                    insert.execute(params![
+                        entry.at,
+                        entry.plugin_id.as_str(),
+                        entry.installation_id.as_str(),
+                        entry.app_id.as_str(),
+                        entry.kind,
+                        entry.subject,
+                        entry.decision,
+                        entry.detail,
+                        entry.attempt_id
+                    ])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_audit(
+        &self,
+        app_id: Option<&AppId>,
+        plugin_id: Option<&PluginId>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let app_id = app_id.map(|id| id.as_str().to_owned());
+        let plugin_id = plugin_id.map(|id| id.as_str().to_owned());
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached(
+                    "SELECT seq, at, plugin_id, installation_id, app_id, kind, subject, decision, \
+                     detail, attempt_id FROM plugin_audit \
+                     WHERE (?1 IS NULL OR app_id = ?1) AND (?2 IS NULL OR plugin_id = ?2) \
+                     AND (?3 IS NULL OR seq < ?3) ORDER BY seq DESC LIMIT ?4",
+                )?
+                .query_map(params![app_id, plugin_id, before, limit as i64], |row| {
+                    Ok(AuditEntry {
+                        seq: row.get(0)?,
+                        at: row.get(1)?,
+                        plugin_id: PluginId::from_trusted(row.get(2)?),
+                        installation_id: InstallationId::from_trusted(row.get(3)?),
+                        app_id: AppId::from_trusted(row.get(4)?),
+                        kind: row.get(5)?,
+                        subject: row.get(6)?,
+                        decision: row.get(7)?,
+                        detail: row.get(8)?,
+                        attempt_id: row.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 }

@@ -347,6 +347,21 @@ CREATE TABLE installation_token (
     expires_at       INTEGER NOT NULL
 );
 CREATE INDEX installation_token_installation ON installation_token (installation_id);
+CREATE TABLE plugin_audit (
+    seq              INTEGER PRIMARY KEY,
+    at               INTEGER NOT NULL,
+    plugin_id        TEXT NOT NULL,
+    installation_id  TEXT NOT NULL,
+    app_id           TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    subject          TEXT NOT NULL,
+    decision         TEXT NOT NULL,
+    detail           TEXT NOT NULL,
+    attempt_id       TEXT
+);
+CREATE INDEX plugin_audit_app ON plugin_audit (app_id, seq);
+CREATE INDEX plugin_audit_plugin ON plugin_audit (plugin_id, seq);
+CREATE INDEX plugin_audit_at ON plugin_audit (at);
 "#,
 ];
 

@@ -199,6 +199,21 @@ async fn installation_tokens_reach_exactly_their_scopes_on_every_route() {
         }
     }
     assert!(open > 30, "routes open to plugins: {open}");
+    // Every one of those calls is in the audit log, refused by the middleware with its reason.
+    let (status, audit) = server
+        .get(&format!("/api/v1/app/{home}/plugin-audit?limit=250"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["decision"] == "refused")
+        .count();
+    assert!(
+        refused >= open,
+        "{refused} refusals logged for {open} routes"
+    );
 
     // Within its scopes and application, a token works.
     let (status, app) = server
