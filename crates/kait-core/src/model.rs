@@ -83,6 +83,9 @@ pub enum EndpointKind {
     /// A pipe's subscription to its application's events (made and kept by the pipe; hidden
     /// from the endpoint routes): each delivery runs the pipe instead of an HTTP request.
     Pipe,
+    /// A plugin's endpoint, made by installing the plugin: a webhook whose successful
+    /// answers may hold actions for Kait to run within the installation's scopes.
+    Plugin,
 }
 
 impl EndpointKind {
@@ -91,6 +94,7 @@ impl EndpointKind {
             Self::Webhook => "webhook",
             Self::Polling => "polling",
             Self::Pipe => "pipe",
+            Self::Plugin => "plugin",
         }
     }
 
@@ -99,6 +103,7 @@ impl EndpointKind {
             "webhook" => Some(Self::Webhook),
             "polling" => Some(Self::Polling),
             "pipe" => Some(Self::Pipe),
+            "plugin" => Some(Self::Plugin),
             _ => None,
         }
     }

@@ -214,6 +214,13 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         tracing::debug!(msg_id = %delivery.msg_id, endpoint_id = %delivery.endpoint_id, ?next, "attempt failed");
     }
     let attempt = attempt_record(&delivery, started_at, url, &result);
+    if succeeded
+        && endpoint.kind == EndpointKind::Plugin
+        && let (Some(replies), AttemptResult::Response { body, .. }) = (&shared.replies, &result)
+        && !body.trim().is_empty()
+    {
+        replies.run_reply(&delivery, &attempt.id, body).await;
+    }
     Finished {
         outcome: Outcome {
             delivery_id: delivery.delivery_id,

@@ -90,6 +90,7 @@ struct Shared {
     scripts: kait_script::ScriptPool,
     pipes: Option<Arc<dyn PipeRunner>>,
     media: Option<kait_media::Media>,
+    replies: Option<Arc<dyn ReplyRunner>>,
 }
 
 /// What carries deliveries out: HTTP requests, user scripts (transformations) and pipes.
@@ -101,6 +102,22 @@ pub struct Runners {
     /// Signs attachment links (and reads small attachments to send inline); without it a
     /// message with attachments fails (and is retried).
     pub media: Option<kait_media::Media>,
+    /// Runs the actions in plugins' answers; without it they are not read.
+    pub replies: Option<Arc<dyn ReplyRunner>>,
+}
+
+/// Runs the actions a plugin put in its successful answer to one attempt (issue 17). Called
+/// once per attempt, before the attempt is recorded: an attempt's actions never run twice,
+/// and a retry is a new attempt with its own id (from which the actions derive the ids of
+/// what they create, so a crash in between cannot double them either).
+#[async_trait::async_trait]
+pub trait ReplyRunner: Send + Sync + 'static {
+    async fn run_reply(
+        &self,
+        delivery: &ClaimedDelivery,
+        attempt_id: &kait_core::AttemptId,
+        body: &str,
+    );
 }
 
 /// Runs a pipe on one of its events: a delivery to the pipe's endpoint (kind `pipe`), so
@@ -487,6 +504,7 @@ pub async fn run(
         scripts: runners.scripts,
         media: runners.media,
         pipes: runners.pipes,
+        replies: runners.replies,
     });
     let (outcomes, outcome_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let disable_after = config

@@ -248,6 +248,10 @@ pub async fn run(
     let circuit_states = CircuitStates::default();
     let scripts = kait_script::ScriptPool::start(2, kait_script::Limits::default());
     let timers_changed = Arc::new(tokio::sync::Notify::new());
+    let replies = Arc::new(kait_plugins::Replies::new(
+        store.clone(),
+        device_commands.clone(),
+    ));
     let pipes = Arc::new(
         kait_pipe::Engine::new(store.clone(), scripts.clone(), timers_changed.clone())
             .with_devices(device_commands),
@@ -281,6 +285,7 @@ pub async fn run(
             scripts: scripts.clone(),
             pipes: Some(pipes),
             media: media.clone(),
+            replies: Some(replies),
         },
         shutdown.child_token(),
     ));

@@ -46,7 +46,7 @@ async fn report(state: &ApiState, event_type: &str, endpoint: &Endpoint) {
 /// reading the request, and answers them all at once.
 fn check(state: &ApiState, endpoint: &Endpoint, mut problems: Problems) -> Result<(), ApiError> {
     match endpoint.kind {
-        EndpointKind::Webhook => problems.check(
+        EndpointKind::Webhook | EndpointKind::Plugin => problems.check(
             "url",
             validate::endpoint_url(&endpoint.url)
                 .map(drop)
@@ -227,7 +227,10 @@ fn new_endpoint(
         "kind",
         input.kind.as_deref(),
         EndpointKind::Webhook,
-        |text| EndpointKind::parse(text).filter(|kind| *kind != EndpointKind::Pipe),
+        |text| {
+            EndpointKind::parse(text)
+                .filter(|kind| matches!(kind, EndpointKind::Webhook | EndpointKind::Polling))
+        },
         "webhook or polling",
     );
     let secret = given_secret(

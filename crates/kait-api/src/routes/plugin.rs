@@ -184,7 +184,12 @@ pub async fn create(
     if let Some(uid) = &input.uid {
         problems.check("uid", validate::uid(uid));
     }
-    problems.check("url", validate::endpoint_url(&input.url).map(|_| ()));
+    problems.check(
+        "url",
+        validate::endpoint_url(&input.url)
+            .map(drop)
+            .and_then(|()| (state.url_check)(&input.url)),
+    );
     problems.check(
         "eventTypes",
         if input.event_types.len() > MAX_EVENT_TYPES {
@@ -384,7 +389,7 @@ pub async fn install(
         headers: Default::default(),
         ordering: Default::default(),
         format: Default::default(),
-        kind: Default::default(),
+        kind: kait_core::EndpointKind::Plugin,
         created_at: now,
         updated_at: now,
         revision: 0,

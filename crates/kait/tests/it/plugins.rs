@@ -8,6 +8,10 @@ use kait_core::scope::{ScopeKind, Scopes};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+
 use crate::support::TestServer;
 
 /// Routes that take no admin token (their own credentials, or none).
@@ -431,4 +435,163 @@ async fn narrowed_scopes_and_grants_hold_and_bad_requests_are_refused() {
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// The example plugin: a small program that receives camera events and answers each with
+/// actions — open the gate (a device command), raise `camera.person`, and try `invoice.paid`,
+/// which its grant does not allow.
+async fn example_plugin(gate: String) -> crate::support::Receiver {
+    crate::support::Receiver::start_responding(move |received, _| {
+        let event = received.json();
+        let actions = json!({ "actions": [
+            { "type": "sendCommand", "device": gate, "name": "open",
+              "payload": { "because": event["zone"] } },
+            { "type": "createMessage", "eventType": "invoice.paid", "payload": { "amount": 1 } },
+            { "type": "createMessage", "eventType": "camera.person",
+              "payload": { "zone": event["zone"] } },
+        ]});
+        ([("content-type", "application/json")], actions.to_string()).into_response()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_example_plugin_answers_camera_events_with_a_device_command_within_its_grant() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let url =
+        std::env::var("KAIT_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    let broker = kait::mqtt::MqttConfig::parse(&url, None).unwrap();
+    assert!(
+        std::net::TcpStream::connect((broker.host.as_str(), broker.port)).is_ok(),
+        "no MQTT broker at {url}: start Mosquitto or set KAIT_TEST_MQTT_URL"
+    );
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    let server = TestServer::start_with(|config| {
+        config.mqtt =
+            Some(kait::mqtt::MqttConfig::parse(&url, Some(format!("{prefix}-kait"))).unwrap());
+    })
+    .await;
+    let gate = format!("{prefix}-gate");
+    // The gate: a device subscribed to its commands.
+    let (device, mut events) = AsyncClient::new(
+        MqttOptions::new(format!("{prefix}-device"), broker.host.clone(), broker.port),
+        64,
+    );
+    device
+        .subscribe(format!("devices/{gate}/commands/+"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (commands_in, mut commands) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(publish)) = event {
+                let _ = commands_in.send((publish.topic, publish.payload));
+            }
+        }
+    });
+    let plugin_program = example_plugin(gate.clone()).await;
+
+    let site = server.create_app("site").await;
+    let (status, plugin) = server
+        .post(
+            "/api/v1/plugin",
+            &json!({
+                "name": "Camera AI", "uid": format!("{prefix}-camera-ai"),
+                "url": plugin_program.url, "eventTypes": ["camera.motion"],
+                "scopes": ["messages:read", "messages:write:camera.*",
+                           format!("devices:command:{prefix}-gate*")],
+                "replyActions": true
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plugin}");
+    install(&server, &site, plugin["id"].as_str().unwrap(), None).await;
+
+    let motion = server
+        .send(&site, "camera.motion", json!({ "zone": 3 }))
+        .await;
+    // The gate gets its command, once.
+    let (topic, payload) = tokio::time::timeout(Duration::from_secs(20), commands.recv())
+        .await
+        .expect("the gate got a command")
+        .unwrap();
+    assert_eq!(topic, format!("devices/{gate}/commands/open"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&payload).unwrap(),
+        json!({ "because": 3 })
+    );
+    // The reply's three actions are in the audit log under the one attempt: two done, the
+    // message outside the grant refused with the scope it lacks.
+    let attempt = server
+        .first_attempt(&site, &motion, Duration::from_secs(10))
+        .await;
+    let attempt_id = attempt["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let actions = loop {
+        let (_, audit) = server
+            .get(&format!("/api/v1/app/{site}/plugin-audit"))
+            .await;
+        let actions: Vec<Value> = audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["kind"] == "action")
+            .cloned()
+            .collect();
+        if actions.len() >= 3 || tokio::time::Instant::now() > deadline {
+            break actions;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut summary: Vec<(String, String, String)> = actions
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["attemptId"], attempt_id.as_str());
+            (
+                entry["subject"].as_str().unwrap().to_owned(),
+                entry["decision"].as_str().unwrap().to_owned(),
+                entry["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    summary.sort();
+    assert_eq!(summary.len(), 3, "{summary:?}");
+    assert_eq!(
+        (&summary[0].0[..], &summary[0].1[..]),
+        ("0: sendCommand", "done")
+    );
+    assert_eq!(
+        (&summary[1].0[..], &summary[1].1[..], &summary[1].2[..]),
+        (
+            "1: createMessage",
+            "refused",
+            "needs the scope messages:write:invoice.paid"
+        )
+    );
+    assert_eq!(
+        (&summary[2].0[..], &summary[2].1[..]),
+        ("2: createMessage", "done")
+    );
+    // What it was allowed to create exists; what it was refused does not.
+    let (_, people) = server
+        .get(&format!("/api/v1/app/{site}/msg?event_types=camera.person"))
+        .await;
+    assert_eq!(people["data"].as_array().unwrap().len(), 1, "{people}");
+    assert_eq!(people["data"][0]["payload"], json!({ "zone": 3 }));
+    let (_, invoices) = server
+        .get(&format!("/api/v1/app/{site}/msg?event_types=invoice.paid"))
+        .await;
+    assert!(
+        invoices["data"].as_array().unwrap().is_empty(),
+        "{invoices}"
+    );
+    // Exactly once per attempt: nothing more comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(commands.try_recv().is_err(), "one command per attempt");
+    assert_eq!(
+        plugin_program.count(),
+        1,
+        "camera.person is not a camera.motion"
+    );
 }
