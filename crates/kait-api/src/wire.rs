@@ -529,6 +529,12 @@ pub struct EndpointIn {
     )]
     #[schema(minimum = 0, maximum = 1048576)]
     pub inline_attachment_max_bytes: Option<u32>,
+    /// Kait extension: `challenge` proves the receiver owns the URL before the first delivery
+    /// (and after the URL changes): Kait sends a signed `{"type": "endpoint.verification",
+    /// "challenge": …}` that the receiver must echo (`{"challenge": …}` or the bare value);
+    /// until it has, deliveries wait. `none` (default) for ordinary endpoints.
+    #[schema(pattern = "^(none|challenge)$")]
+    pub verification: Option<String>,
 }
 
 #[derive(Clone, Deserialize, Default, utoipa::ToSchema)]
@@ -584,6 +590,12 @@ pub struct EndpointPatch {
     )]
     #[schema(minimum = 0, maximum = 1048576)]
     pub inline_attachment_max_bytes: Option<Option<u32>>,
+    /// Kait extension: `challenge` proves the receiver owns the URL before the first delivery
+    /// (and after the URL changes): Kait sends a signed `{"type": "endpoint.verification",
+    /// "challenge": …}` that the receiver must echo (`{"challenge": …}` or the bare value);
+    /// until it has, deliveries wait. `none` (default) for ordinary endpoints.
+    #[schema(pattern = "^(none|challenge)$")]
+    pub verification: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -619,6 +631,11 @@ pub struct EndpointOut {
         skip_serializing_if = "Option::is_none"
     )]
     pub inline_attachment_max_bytes: Option<u32>,
+    /// Kait extension: `none` or `challenge` (the ownership check).
+    pub verification: &'static str,
+    /// Kait extension: with `challenge`, whether the receiver at `url` has echoed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
     #[serde(rename = "updatedAt")]
@@ -646,6 +663,15 @@ impl From<&Endpoint> for EndpointOut {
             kind: endpoint.kind.as_str(),
             attachment_link_ttl_seconds: endpoint.media.link_ttl_secs,
             inline_attachment_max_bytes: endpoint.media.inline_max_bytes,
+            verification: if endpoint.ownership.required {
+                "challenge"
+            } else {
+                "none"
+            },
+            verified: endpoint
+                .ownership
+                .required
+                .then(|| !endpoint.ownership.pending(&endpoint.url)),
             created_at: to_datetime(endpoint.created_at),
             updated_at: to_datetime(endpoint.updated_at),
         }
@@ -1451,6 +1477,7 @@ impl From<IngestEndpointIn> for EndpointIn {
             format: None,
             attachment_link_ttl_seconds: None,
             inline_attachment_max_bytes: None,
+            verification: None,
         }
     }
 }

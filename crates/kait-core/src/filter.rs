@@ -62,6 +62,7 @@ mod tests {
             revision: 0,
             transformation: Default::default(),
             media: Default::default(),
+            ownership: Default::default(),
         }
     }
 

@@ -168,6 +168,32 @@ pub struct Endpoint {
     pub transformation: TransformationSetting,
     /// How this endpoint receives a message's attachments.
     pub media: MediaSettings,
+    /// Whether Kait first proves the receiver owns the URL (issue 17).
+    pub ownership: OwnershipCheck,
+}
+
+/// The ownership check (`verification: "challenge"`): before the first delivery to a URL,
+/// Kait sends a signed challenge that the receiver must echo; until it has, deliveries wait
+/// (they neither fail nor use up retries). Plugins' endpoints always have it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OwnershipCheck {
+    pub required: bool,
+    /// The URL whose receiver echoed the challenge; a changed URL is checked again.
+    pub verified_url: Option<String>,
+}
+
+impl OwnershipCheck {
+    pub fn challenge() -> Self {
+        Self {
+            required: true,
+            verified_url: None,
+        }
+    }
+
+    /// Whether deliveries to `url` must wait for the check.
+    pub fn pending(&self, url: &str) -> bool {
+        self.required && self.verified_url.as_deref() != Some(url)
+    }
 }
 
 impl Endpoint {
@@ -198,6 +224,7 @@ impl Endpoint {
             revision: 0,
             transformation: TransformationSetting::default(),
             media: MediaSettings::default(),
+            ownership: OwnershipCheck::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use kait_core::{Attempt, AttemptId, DeliveryStatus, EndpointKind, PayloadFormat,
 use kait_deliver::{AttemptResult, Method, SendError, Target, Webhook};
 use kait_store::{ClaimedDelivery, NextStep, Outcome};
 
+use crate::endpoints::PreparedEndpoint;
 use crate::{Shared, transform};
 
 /// What the dispatcher loop learns from a finished attempt.
@@ -99,6 +100,13 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
 
     if endpoint.kind == EndpointKind::Pipe {
         return run_pipe(shared, delivery, started_at, &endpoint.url, hold_retry).await;
+    }
+
+    if endpoint.ownership_pending
+        && let Err(reason) =
+            check_ownership(shared, &delivery.endpoint_id, &endpoint, started_at).await
+    {
+        return waiting(delivery, started_at, &reason, hold_retry);
     }
 
     // Attachments: links signed for this endpoint, fresh at each attempt (a retry hours
@@ -233,6 +241,93 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         gone,
         pause,
     }
+}
+
+/// How long deliveries wait before the ownership challenge is sent again.
+const OWNERSHIP_RECHECK_MS: Millis = 10_000;
+
+/// The ownership check: a signed `endpoint.verification` request with a random challenge,
+/// which the receiver must echo (`{"challenge": …}` or the bare value) in a 2xx answer; then
+/// the URL is recorded as verified. `Err` says why it is not (yet).
+async fn check_ownership(
+    shared: &Shared,
+    endpoint_id: &kait_core::EndpointId,
+    endpoint: &PreparedEndpoint,
+    started_at: Millis,
+) -> Result<(), String> {
+    let target = endpoint
+        .target
+        .as_ref()
+        .map_err(|error| error.to_string())?;
+    let challenge: String = {
+        use rand::Rng as _;
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+            .collect()
+    };
+    let body = serde_json::json!({ "type": "endpoint.verification", "challenge": challenge });
+    let webhook_id = format!("verify_{}", &challenge[..16]);
+    let result = shared
+        .sender
+        .send(Webhook {
+            target,
+            method: Method::POST,
+            msg_id: &webhook_id,
+            timestamp: started_at / 1000,
+            body: Bytes::from(body.to_string()),
+            content_type: HeaderValue::from_static("application/json"),
+            signing_key: &endpoint.signing_key,
+            previous_signing_key: None,
+            custom_headers: &endpoint.headers,
+            message_headers: None,
+        })
+        .await;
+    match &result {
+        AttemptResult::Response { status, body, .. }
+            if (200..300).contains(status) && echoes(body, &challenge) =>
+        {
+            shared
+                .endpoints
+                .verify(endpoint_id, &endpoint.url, now_millis())
+                .await
+                .map_err(|error| format!("recording the check failed: {error}"))?;
+            Ok(())
+        }
+        AttemptResult::Response { status, .. } => Err(format!(
+            "the receiver answered {status} without echoing the challenge"
+        )),
+        AttemptResult::NoResponse { error, .. } => Err(format!("no answer: {error}")),
+    }
+}
+
+/// Whether an answer's body echoes `challenge`.
+fn echoes(body: &str, challenge: &str) -> bool {
+    body.trim() == challenge
+        || serde_json::from_str::<serde_json::Value>(body)
+            .is_ok_and(|answer| answer["challenge"] == challenge)
+}
+
+/// A delivery held back by the ownership check: not an attempt at the receiver (the retry
+/// schedule is not used up), due again after [`OWNERSHIP_RECHECK_MS`], its endpoint's lane
+/// paused until then.
+fn waiting(
+    mut delivery: ClaimedDelivery,
+    started_at: Millis,
+    reason: &str,
+    hold_retry: bool,
+) -> Finished {
+    delivery.attempts_made -= 1;
+    let at = started_at + OWNERSHIP_RECHECK_MS;
+    let next = if hold_retry {
+        NextStep::WaitHeld(at)
+    } else {
+        NextStep::Wait(at)
+    };
+    let reason = format!("waiting for the endpoint's ownership check: {reason}");
+    let mut finished = without_request(delivery, started_at, &reason, next);
+    finished.pause = Some(Duration::from_millis(OWNERSHIP_RECHECK_MS as u64));
+    finished
 }
 
 /// The delivery's payload with its `attachments` array for this endpoint at `now`; `Err`

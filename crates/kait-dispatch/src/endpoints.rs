@@ -32,6 +32,8 @@ pub struct PreparedEndpoint {
     pub transformation: Option<Arc<str>>,
     /// How it receives attachments (link lifetime, inline size).
     pub media: kait_core::MediaSettings,
+    /// Deliveries wait until the receiver echoes the ownership challenge.
+    pub ownership_pending: bool,
 }
 
 impl PreparedEndpoint {
@@ -62,6 +64,7 @@ impl PreparedEndpoint {
             headers,
             transformation: endpoint.transformation.active_code().map(Arc::from),
             media: endpoint.media,
+            ownership_pending: endpoint.ownership.pending(&endpoint.url),
         }
     }
 }
@@ -80,6 +83,12 @@ impl EndpointCache {
     }
 
     /// The endpoint as it is now, or `None` if it was deleted.
+    /// Records that the receiver at `url` echoed the ownership challenge (the epoch moves,
+    /// so the next [`EndpointCache::get`] reloads the endpoint).
+    pub async fn verify(&self, id: &EndpointId, url: &str, at: i64) -> StoreResult<bool> {
+        self.store.verify_endpoint(id, url, at).await
+    }
+
     pub async fn get(&self, id: &EndpointId) -> StoreResult<Option<Arc<PreparedEndpoint>>> {
         // Read the epoch before loading: a change racing with the load moves the epoch past
         // the one recorded, so the next call reloads.

@@ -298,7 +298,7 @@ impl Dispatcher {
             return false;
         };
         let hold_until = match result.outcome.next {
-            NextStep::RetryHeld(at) => Some(instant_of(at, now, now_ms)),
+            NextStep::RetryHeld(at) | NextStep::WaitHeld(at) => Some(instant_of(at, now, now_ms)),
             _ => None,
         };
         let pause_until = result.pause.map(|pause| now + pause);
@@ -429,6 +429,7 @@ fn record_metrics(result: &attempt::Finished) {
         NextStep::RetryAt(_) | NextStep::RetryHeld(_) => "retry",
         NextStep::GiveUp => "failed",
         NextStep::Canceled => "canceled",
+        NextStep::Wait(_) | NextStep::WaitHeld(_) => "waiting",
     };
     metrics::counter!("kait_deliveries_total", "outcome" => outcome).increment(1);
     if result.outcome.reached_endpoint {

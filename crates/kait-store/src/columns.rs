@@ -20,14 +20,14 @@ pub const EVENT_TYPE: &str = "name, description, archived, deprecated, schemas, 
 pub const ENDPOINT: &str = "id, app_id, uid, url, description, version, disabled, \
      event_types, channels, rate_limit, metadata, secret, headers, created_at, updated_at, ordering, \
      previous_secret, previous_secret_expires_at, format, kind, revision, transformation_code, \
-     transformation_enabled, transformation_updated_at, media";
+     transformation_enabled, transformation_updated_at, media, ownership_required, verified_url";
 
 /// The same columns qualified with the `e` alias, for joins.
 pub const ENDPOINT_E: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.version, \
      e.disabled, e.event_types, e.channels, e.rate_limit, e.metadata, e.secret, e.headers, \
      e.created_at, e.updated_at, e.ordering, e.previous_secret, e.previous_secret_expires_at, \
      e.format, e.kind, e.revision, e.transformation_code, e.transformation_enabled, \
-     e.transformation_updated_at, e.media";
+     e.transformation_updated_at, e.media, e.ownership_required, e.verified_url";
 
 pub const SOURCE: &str = "id, uid, name, kind, config, metadata, token, previous_token, \
      previous_token_expires_at, created_at, updated_at, revision";
@@ -213,6 +213,8 @@ pub struct EndpointRow<'a> {
     pub transformation_updated_at: Option<Millis>,
     /// `None` for the default settings (most endpoints).
     pub media: Option<String>,
+    pub ownership_required: bool,
+    pub verified_url: Option<&'a str>,
 }
 
 impl<'a> EndpointRow<'a> {
@@ -247,6 +249,8 @@ impl<'a> EndpointRow<'a> {
             transformation_enabled: endpoint.transformation.enabled,
             transformation_updated_at: endpoint.transformation.updated_at,
             media: (!endpoint.media.is_default()).then(|| to_json(&endpoint.media)),
+            ownership_required: endpoint.ownership.required,
+            verified_url: endpoint.ownership.verified_url.as_deref(),
         }
     }
 }
@@ -259,7 +263,7 @@ pub const ENDPOINT_CREATED_AT: usize = 13;
 pub const ENDPOINT_UPDATE_REVISION: usize = 20;
 
 /// How many values an endpoint row binds (the columns of [`ENDPOINT`]).
-pub const ENDPOINT_VALUES: usize = 25;
+pub const ENDPOINT_VALUES: usize = 27;
 
 /// A source's stored values, in [`SOURCE`] order, its config and tokens sealed.
 pub struct SourceRow<'a> {

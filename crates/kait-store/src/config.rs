@@ -64,6 +64,11 @@ pub trait Endpoints: Send + Sync + 'static {
     /// statement, so it cannot undo a change made meanwhile. `None` if it was already
     /// disabled; `NotFound` if it is gone.
     async fn disable_endpoint(&self, id: &EndpointId, at: Millis) -> StoreResult<Option<Endpoint>>;
+    /// Records that the receiver at `url` echoed the endpoint's ownership challenge, in one
+    /// conditional statement (only while the endpoint still has that URL and the check), so a
+    /// change made meanwhile is neither undone nor wrongly vouched for. Moves the revision and
+    /// the config epoch like any change. Returns whether it was recorded.
+    async fn verify_endpoint(&self, id: &EndpointId, url: &str, at: Millis) -> StoreResult<bool>;
     /// Deletes an endpoint and its pending deliveries; its attempts stay in the log.
     async fn delete_endpoint(&self, app_id: &AppId, id: &EndpointId) -> StoreResult<()>;
     /// A number that changes whenever any application or endpoint changes (on any node), so

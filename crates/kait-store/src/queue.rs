@@ -52,6 +52,12 @@ pub enum NextStep {
     /// nothing behind it on an ordered endpoint overtakes it. It stays `Sending` in the store
     /// (and becomes due again at the next start if the process dies).
     RetryHeld(Millis),
+    /// Not sent: the endpoint's receiver has not yet proven it owns the URL (the ownership
+    /// check). Due again at this time, the attempt not counted against the retry schedule.
+    Wait(Millis),
+    /// The same for an ordered endpoint: the dispatcher keeps the delivery (as with
+    /// [`NextStep::RetryHeld`]) so that nothing behind it overtakes it.
+    WaitHeld(Millis),
 }
 
 /// Whether an endpoint's lane takes new deliveries handed over at accept time.

@@ -173,6 +173,32 @@ fn parse_format(
     )
 }
 
+/// `verification`: `none` or `challenge`; a plugin's endpoint always keeps the check. A
+/// verified URL stays verified while the check stays on.
+fn parse_ownership(
+    problems: &mut Problems,
+    text: Option<&str>,
+    current: &kait_core::OwnershipCheck,
+    kind: EndpointKind,
+) -> kait_core::OwnershipCheck {
+    let required = choice(
+        problems,
+        "verification",
+        text,
+        current.required,
+        |text| match text {
+            "none" => Some(false),
+            "challenge" => Some(true),
+            _ => None,
+        },
+        "none or challenge",
+    ) || kind == EndpointKind::Plugin;
+    kait_core::OwnershipCheck {
+        required,
+        verified_url: current.verified_url.clone().filter(|_| required),
+    }
+}
+
 fn parse_ordering(
     problems: &mut Problems,
     text: Option<&str>,
@@ -238,6 +264,12 @@ fn new_endpoint(
         input.secret.as_deref(),
         &Secret::generate_for(scheme),
     );
+    let ownership = parse_ownership(
+        problems,
+        input.verification.as_deref(),
+        &Default::default(),
+        kind,
+    );
     Endpoint {
         id: EndpointId::generate(),
         app_id,
@@ -264,6 +296,7 @@ fn new_endpoint(
             link_ttl_secs: input.attachment_link_ttl_seconds,
             inline_max_bytes: input.inline_attachment_max_bytes,
         },
+        ownership,
     }
 }
 
@@ -412,6 +445,12 @@ pub async fn upsert_in(
                 link_ttl_secs: input.attachment_link_ttl_seconds,
                 inline_max_bytes: input.inline_attachment_max_bytes,
             },
+            ownership: parse_ownership(
+                &mut problems,
+                input.verification.as_deref(),
+                &existing.ownership,
+                existing.kind,
+            ),
             updated_at: now_millis(),
             ..existing
         };
@@ -482,6 +521,12 @@ pub async fn patch(
                     .inline_attachment_max_bytes
                     .unwrap_or(existing.media.inline_max_bytes),
             },
+            ownership: parse_ownership(
+                &mut problems,
+                input.verification.as_deref(),
+                &existing.ownership,
+                existing.kind,
+            ),
             secret,
             updated_at: now_millis(),
             ..existing

@@ -395,6 +395,7 @@ pub async fn install(
         revision: 0,
         transformation: Default::default(),
         media: Default::default(),
+        ownership: kait_core::OwnershipCheck::challenge(),
     };
     let endpoint = state
         .store

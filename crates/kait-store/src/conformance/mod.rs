@@ -58,7 +58,8 @@ macro_rules! for_each_conformance_test {
             commands_wait_then_finish_once,
             devices_and_commands_go_with_their_application,
             plugins_are_installed_and_tokens_live_with_their_installation,
-            the_audit_log_lists_newest_first_and_is_purged_with_history
+            the_audit_log_lists_newest_first_and_is_purged_with_history,
+            waiting_for_the_ownership_check_uses_no_attempt
         );
     };
 }
@@ -117,6 +118,7 @@ pub fn endpoint(app_id: &AppId, event_types: Option<&[&str]>) -> Endpoint {
         revision: 0,
         transformation: Default::default(),
         media: Default::default(),
+        ownership: Default::default(),
     }
 }
 

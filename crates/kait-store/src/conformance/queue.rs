@@ -519,3 +519,91 @@ pub async fn a_message_for_one_endpoint_goes_there_alone(store: &dyn Store) {
     let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
     assert_eq!(claim.deliveries[0].endpoint_id, open.id);
 }
+
+pub async fn waiting_for_the_ownership_check_uses_no_attempt(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let mut checked = endpoint(&app.id, None);
+    checked.ownership = kait_core::OwnershipCheck::challenge();
+    let checked = store.create_endpoint(checked, 100).await.unwrap();
+    assert!(checked.ownership.pending(&checked.url));
+    store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    let claimed = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    let delivery = claimed.deliveries[0].clone();
+    assert_eq!(delivery.attempts_made, 0);
+
+    // A wait puts it back without counting an attempt; a retry counts one.
+    store
+        .record_outcomes(
+            vec![outcome(
+                delivery.delivery_id,
+                &delivery,
+                NextStep::Wait(now_millis() - 1),
+            )]
+            .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let again = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(again.deliveries.len(), 1, "due again after the wait");
+    assert_eq!(again.deliveries[0].attempts_made, 0, "a wait is no attempt");
+    store
+        .record_outcomes(
+            vec![outcome(
+                delivery.delivery_id,
+                &again.deliveries[0],
+                NextStep::RetryAt(now_millis() - 1),
+            )]
+            .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let retried = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(retried.deliveries[0].attempts_made, 1);
+
+    // The check is recorded only for the URL the endpoint has, and only with the check on.
+    let epoch = store.config_epoch();
+    assert!(
+        !store
+            .verify_endpoint(&checked.id, "http://127.0.0.1:9/elsewhere", now_millis())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .verify_endpoint(&checked.id, &checked.url, now_millis())
+            .await
+            .unwrap()
+    );
+    let verified = store
+        .get_endpoint_by_id(&checked.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!verified.ownership.pending(&verified.url));
+    assert_eq!(verified.revision, checked.revision + 1);
+    assert!(store.config_epoch() > epoch, "caches learn of it");
+    let plain = store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .verify_endpoint(&plain.id, &plain.url, now_millis())
+            .await
+            .unwrap()
+    );
+    // A changed URL is pending again.
+    let moved = store
+        .update_endpoint(kait_core::Endpoint {
+            url: "http://127.0.0.1:9/moved".into(),
+            ..verified
+        })
+        .await
+        .unwrap();
+    assert!(moved.ownership.pending(&moved.url));
+}

@@ -14,7 +14,19 @@ pub fn after_attempt(next: NextStep) -> (DeliveryStatus, Option<Millis>) {
         NextStep::Canceled => (DeliveryStatus::Canceled, None),
         // Still owned by the dispatcher, which retries it in place; it stays `Sending` so no
         // claim takes it (and a restart makes it due again).
-        NextStep::RetryHeld(due_at) => (DeliveryStatus::Sending, Some(due_at)),
+        NextStep::RetryHeld(due_at) | NextStep::WaitHeld(due_at) => {
+            (DeliveryStatus::Sending, Some(due_at))
+        }
+        NextStep::Wait(due_at) => (DeliveryStatus::Pending, Some(due_at)),
+    }
+}
+
+/// How much the step adds to the delivery's count of attempts: a wait for the ownership
+/// check is not an attempt at the receiver.
+pub fn counted(next: NextStep) -> i64 {
+    match next {
+        NextStep::Wait(_) | NextStep::WaitHeld(_) => 0,
+        _ => 1,
     }
 }
 
@@ -37,7 +49,7 @@ pub fn queued_until(status: DeliveryStatus, due_at: Option<Millis>) -> Option<Mi
 
 /// Whether the step puts the delivery back into the queue, so claimers must be woken.
 pub fn requeues(next: NextStep) -> bool {
-    matches!(next, NextStep::RetryAt(_))
+    matches!(next, NextStep::RetryAt(_) | NextStep::Wait(_))
 }
 
 #[cfg(test)]
@@ -71,6 +83,15 @@ mod tests {
         assert_eq!(queued_until(DeliveryStatus::Pending, Some(4)), Some(4));
         assert_eq!(queued_until(DeliveryStatus::Sending, Some(4)), None);
         assert!(requeues(NextStep::RetryAt(5)));
+        assert!(requeues(NextStep::Wait(5)));
+        assert_eq!(
+            after_attempt(NextStep::Wait(5)),
+            (DeliveryStatus::Pending, Some(5))
+        );
+        assert_eq!(
+            (counted(NextStep::Wait(5)), counted(NextStep::RetryAt(5))),
+            (0, 1)
+        );
         assert!(!requeues(NextStep::RetryHeld(5)));
         assert!(!requeues(NextStep::GiveUp));
     }

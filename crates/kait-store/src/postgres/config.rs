@@ -47,6 +47,8 @@ fn endpoint_values<'a>(
         &row.transformation_enabled,
         &row.transformation_updated_at,
         &row.media,
+        &row.ownership_required,
+        &row.verified_url,
     ]
 }
 
@@ -421,6 +423,23 @@ impl Endpoints for PgStore {
         }
         self.config_changed();
         Ok(Some(endpoint))
+    }
+
+    async fn verify_endpoint(&self, id: &EndpointId, url: &str, at: Millis) -> StoreResult<bool> {
+        let verified = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE endpoint SET verified_url = $2, updated_at = $3, revision = revision + 1 \
+                 WHERE id = $1 AND url = $2 AND ownership_required",
+                &[&id.as_str(), &url, &at],
+            )
+            .await?;
+        if verified == 0 {
+            return Ok(false);
+        }
+        self.config_changed();
+        Ok(true)
     }
 
     async fn delete_endpoint(&self, app_id: &AppId, id: &EndpointId) -> StoreResult<()> {

@@ -176,12 +176,14 @@ impl PgStore {
         let mut statuses = Vec::with_capacity(outcomes.len());
         let mut due = Vec::with_capacity(outcomes.len());
         let mut at = Vec::with_capacity(outcomes.len());
+        let mut counted = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let (status, due_at) = transitions::after_attempt(outcome.next);
             ids.push(outcome.delivery_id);
             statuses.push(status.code());
             due.push(due_at);
             at.push(outcome.attempt.created_at);
+            counted.push(transitions::counted(outcome.next));
         }
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
@@ -189,15 +191,16 @@ impl PgStore {
         // belongs to the cluster again and this attempt is not logged (it will be resent).
         let advance = transaction
             .prepare_cached(
-                "UPDATE delivery d SET status = o.status, attempts = d.attempts + 1, due_at = o.due_at, \
+                "UPDATE delivery d SET status = o.status, attempts = d.attempts + o.counted, due_at = o.due_at, \
                  updated_at = o.at, claimed_by = CASE WHEN o.status = 3 THEN d.claimed_by END \
-                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS o(id, status, due_at, at) \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $6::bigint[]) \
+                 AS o(id, status, due_at, at, counted) \
                  WHERE d.id = o.id AND d.status = 3 AND d.claimed_by = $5 RETURNING d.id, d.msg_seq",
             )
             .await?;
         let mut msg_seq_of: HashMap<i64, i64> = HashMap::with_capacity(outcomes.len());
         for row in transaction
-            .query(&advance, &[&ids, &statuses, &due, &at, &node])
+            .query(&advance, &[&ids, &statuses, &due, &at, &node, &counted])
             .await?
         {
             msg_seq_of.insert(row.try_get(0)?, row.try_get(1)?);

@@ -172,6 +172,10 @@ pub fn endpoint_at(row: &Row, base: usize, keys: &SecretKeys) -> StoreResult<End
         },
         media: crate::columns::read_media(row.try_get(base + 24)?)
             .map_err(|error| StoreError::corrupt(format!("endpoint media: {error}")))?,
+        ownership: kait_core::OwnershipCheck {
+            required: row.try_get(base + 25)?,
+            verified_url: row.try_get(base + 26)?,
+        },
     })
 }
 

@@ -85,6 +85,8 @@ fn endpoint_values(row: EndpointRow<'_>) -> [rusqlite::types::Value; columns::EN
         Value::Integer(i64::from(row.transformation_enabled)),
         optional_int(row.transformation_updated_at),
         optional_text(row.media),
+        Value::Integer(i64::from(row.ownership_required)),
+        optional_text(row.verified_url.map(str::to_owned)),
     ]
 }
 
@@ -451,6 +453,27 @@ impl Endpoints for SqliteStore {
                 };
                 context.forget_endpoints_of(&app_id);
                 endpoint_by_key(context.connection, context.keys, &app_id, id.as_str())
+            })
+            .await
+    }
+
+    async fn verify_endpoint(&self, id: &EndpointId, url: &str, at: Millis) -> StoreResult<bool> {
+        let (id, url) = (id.clone(), url.to_owned());
+        self.writer
+            .write(move |context| {
+                let app_id: Option<String> = context
+                    .connection
+                    .prepare_cached(
+                        "UPDATE endpoint SET verified_url = ?2, updated_at = ?3, revision = revision + 1 \
+                         WHERE id = ?1 AND url = ?2 AND ownership_required = 1 RETURNING app_id",
+                    )?
+                    .query_row(params![id.as_str(), url, at], |row| row.get(0))
+                    .optional()?;
+                let Some(app_id) = app_id else {
+                    return Ok(false);
+                };
+                context.forget_endpoints_of(&app_id);
+                Ok(true)
             })
             .await
     }

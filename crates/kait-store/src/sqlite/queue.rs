@@ -118,7 +118,7 @@ impl DeliveryQueue for SqliteStore {
             .write_unisolated(Durability::Unsynced, move |context| {
                 let connection = context.connection;
                 let mut advance = connection.prepare_cached(
-                    "UPDATE delivery SET status = ?2, attempts = attempts + 1, due_at = ?3, updated_at = ?4 \
+                    "UPDATE delivery SET status = ?2, attempts = attempts + ?5, due_at = ?3, updated_at = ?4 \
                      WHERE id = ?1 AND status = 3 RETURNING msg_seq",
                 )?;
                 let mut insert_attempt = connection.prepare_cached(
@@ -132,7 +132,13 @@ impl DeliveryQueue for SqliteStore {
                     let attempt = &outcome.attempt;
                     let msg_seq: Option<i64> = advance
                         .query_row(
-                            params![outcome.delivery_id, status.code(), due_at, attempt.created_at],
+                            params![
+                                outcome.delivery_id,
+                                status.code(),
+                                due_at,
+                                attempt.created_at,
+                                transitions::counted(outcome.next)
+                            ],
                             |row| row.get(0),
                         )
                         .optional()?;

@@ -185,6 +185,10 @@ pub fn endpoint_at(row: &Row<'_>, base: usize, keys: &SecretKeys) -> rusqlite::R
                 error.into(),
             )
         })?,
+        ownership: kait_core::OwnershipCheck {
+            required: row.get(base + 25)?,
+            verified_url: row.get(base + 26)?,
+        },
     })
 }
 

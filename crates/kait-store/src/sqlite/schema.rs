@@ -363,6 +363,11 @@ CREATE INDEX plugin_audit_app ON plugin_audit (app_id, seq);
 CREATE INDEX plugin_audit_plugin ON plugin_audit (plugin_id, seq);
 CREATE INDEX plugin_audit_at ON plugin_audit (at);
 "#,
+    r#"
+-- Issue 17: the endpoint ownership check (a challenge the receiver echoes before deliveries).
+ALTER TABLE endpoint ADD COLUMN ownership_required INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endpoint ADD COLUMN verified_url TEXT;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

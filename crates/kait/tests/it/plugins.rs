@@ -8,6 +8,8 @@ use kait_core::scope::{ScopeKind, Scopes};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::response::IntoResponse;
@@ -443,6 +445,10 @@ async fn narrowed_scopes_and_grants_hold_and_bad_requests_are_refused() {
 async fn example_plugin(gate: String) -> crate::support::Receiver {
     crate::support::Receiver::start_responding(move |received, _| {
         let event = received.json();
+        // The ownership check comes first: echo its challenge.
+        if event["type"] == "endpoint.verification" {
+            return axum::Json(json!({ "challenge": event["challenge"] })).into_response();
+        }
         let actions = json!({ "actions": [
             { "type": "sendCommand", "device": gate, "name": "open",
               "payload": { "because": event["zone"] } },
@@ -589,9 +595,155 @@ async fn an_example_plugin_answers_camera_events_with_a_device_command_within_it
     // Exactly once per attempt: nothing more comes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(commands.try_recv().is_err(), "one command per attempt");
+    // The plugin's endpoint was checked first (its program echoed the challenge), then
+    // got the one camera.motion (camera.person is not among its event types).
+    let bodies: Vec<Value> = plugin_program
+        .received()
+        .iter()
+        .map(|webhook| webhook.json())
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies[0]["type"], "endpoint.verification");
+    assert_eq!(bodies[1], json!({ "zone": 3 }));
+}
+
+/// A receiver that echoes the ownership challenge only once `echo` is set, and answers 200
+/// to everything else.
+async fn challenged_receiver(echo: Arc<AtomicBool>) -> crate::support::Receiver {
+    crate::support::Receiver::start_responding(move |received, _| {
+        let body = received.json();
+        if body["type"] == "endpoint.verification" && echo.load(Ordering::SeqCst) {
+            return axum::Json(json!({ "challenge": body["challenge"] })).into_response();
+        }
+        StatusCode::OK.into_response()
+    })
+    .await
+}
+
+fn verifications(receiver: &crate::support::Receiver) -> usize {
+    receiver
+        .received()
+        .iter()
+        .filter(|webhook| webhook.json()["type"] == "endpoint.verification")
+        .count()
+}
+
+fn deliveries(receiver: &crate::support::Receiver) -> Vec<Value> {
+    receiver
+        .received()
+        .iter()
+        .map(|webhook| webhook.json())
+        .filter(|body| body["type"] != "endpoint.verification")
+        .collect()
+}
+
+#[tokio::test]
+async fn the_ownership_challenge_holds_deliveries_until_the_receiver_echoes_it() {
+    let server = TestServer::start().await;
+    let app = server.create_app("owned").await;
+    let echo = Arc::new(AtomicBool::new(false));
+    let receiver = challenged_receiver(echo.clone()).await;
+    let endpoint = server
+        .create_endpoint(
+            &app,
+            json!({ "url": receiver.url, "verification": "challenge" }),
+        )
+        .await;
     assert_eq!(
-        plugin_program.count(),
-        1,
-        "camera.person is not a camera.motion"
+        (&endpoint["verification"], &endpoint["verified"]),
+        (&json!("challenge"), &json!(false))
     );
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    let secret = server.secret(&app, &endpoint_id).await;
+
+    // The receiver does not echo: the message waits; what it received is the signed check.
+    let first = server.send(&app, "order.paid", json!({ "n": 1 })).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while verifications(&receiver) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ownership check came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    crate::support::assert_signed(&receiver.received()[0], &secret);
+    let attempt = server
+        .first_attempt(&app, &first, Duration::from_secs(10))
+        .await;
+    assert!(
+        attempt["response"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the endpoint's ownership check"),
+        "{attempt}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        deliveries(&receiver).is_empty(),
+        "nothing delivered before the check"
+    );
+
+    // It echoes: at the next check the message goes, and the endpoint says it is verified.
+    echo.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while deliveries(&receiver).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never delivered after the echo"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(deliveries(&receiver), [json!({ "n": 1 })]);
+    let (_, endpoint) = server
+        .get(&format!("/api/v1/app/{app}/endpoint/{endpoint_id}"))
+        .await;
+    assert_eq!(endpoint["verified"], true, "{endpoint}");
+    // The wait used up no retry: the delivery succeeded on its first real attempt.
+    let (_, attempts) = server
+        .get(&format!("/api/v1/app/{app}/attempt/msg/{first}"))
+        .await;
+    let statuses: Vec<i64> = attempts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|attempt| attempt["responseStatusCode"].as_i64().unwrap())
+        .collect();
+    assert!(statuses.contains(&200), "{attempts}");
+    // Verified, the next message goes without a check.
+    let checks = verifications(&receiver);
+    server.send(&app, "order.paid", json!({ "n": 2 })).await;
+    receiver.wait_for(checks + 2, Duration::from_secs(10)).await;
+    assert_eq!(verifications(&receiver), checks, "no check once verified");
+
+    // A new URL is checked again: its receiver does not echo, so the next message waits.
+    let moved = challenged_receiver(Arc::new(AtomicBool::new(false))).await;
+    let (status, patched) = server
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/app/{app}/endpoint/{endpoint_id}"),
+            Some(&json!({ "url": moved.url }).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["verified"], false);
+    server.send(&app, "order.paid", json!({ "n": 3 })).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while verifications(&moved) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new URL was not checked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(deliveries(&moved).is_empty());
+
+    // A bad setting is refused.
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/app/{app}/endpoint"),
+            &json!({ "url": receiver.url, "verification": "sometimes" }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
