@@ -55,6 +55,8 @@ pub enum Caller {
     Plugin {
         token_hash: String,
         scopes: Scopes,
+        /// The installation's application: what the token may see of shared resources.
+        app_id: AppId,
     },
 }
 
@@ -64,6 +66,15 @@ impl Caller {
         match self {
             Caller::Admin => "admin",
             Caller::App { token_hash, .. } | Caller::Plugin { token_hash, .. } => token_hash,
+        }
+    }
+
+    /// The one application a plugin's token may see of resources that are not under an
+    /// application's path (pipes); `None` for everyone else.
+    pub fn confined_to(&self) -> Option<&AppId> {
+        match self {
+            Caller::Plugin { app_id, .. } => Some(app_id),
+            _ => None,
         }
     }
 
@@ -206,6 +217,10 @@ pub fn scope_for(method: &Method, route: &str) -> Option<ScopeKind> {
         | "/app/{app_id}/device/{device}"
         | "/app/{app_id}/device/{device}/command/{command_id}" => (Some(DevicesRead), None),
         "/app/{app_id}/device/{device}/command" => (None, Some(DevicesCommand)),
+        // Pipes are listed by trigger application: a plugin sees only its own application's.
+        "/pipe" | "/pipe/{pipe_id}" | "/pipe/{pipe_id}/run" | "/pipe/{pipe_id}/stats" => {
+            (Some(PipesRead), None)
+        }
         _ => (None, None),
     };
     if reads { read } else { write }
@@ -347,7 +362,11 @@ async fn installation_caller(
     {
         return Err(ApiError::Forbidden);
     }
-    Ok(Caller::Plugin { token_hash, scopes })
+    Ok(Caller::Plugin {
+        token_hash,
+        scopes,
+        app_id: grant.app_id.clone(),
+    })
 }
 
 /// Records a call made with an installation token in the plugins' audit log; a failure to

@@ -33,10 +33,12 @@ pub enum ScopeKind {
     DevicesCommand,
     /// The application's attachments.
     AttachmentsRead,
+    /// The pipes triggered by the application's events, their runs and waits.
+    PipesRead,
 }
 
 impl ScopeKind {
-    pub const ALL: [ScopeKind; 9] = [
+    pub const ALL: [ScopeKind; 10] = [
         ScopeKind::EndpointsRead,
         ScopeKind::EndpointsWrite,
         ScopeKind::MessagesRead,
@@ -46,6 +48,7 @@ impl ScopeKind {
         ScopeKind::DevicesRead,
         ScopeKind::DevicesCommand,
         ScopeKind::AttachmentsRead,
+        ScopeKind::PipesRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl ScopeKind {
             Self::DevicesRead => "devices:read",
             Self::DevicesCommand => "devices:command",
             Self::AttachmentsRead => "attachments:read",
+            Self::PipesRead => "pipes:read",
         }
     }
 
@@ -80,6 +84,7 @@ impl ScopeKind {
             DevicesRead => &[DevicesRead],
             DevicesCommand => &[DevicesCommand],
             AttachmentsRead => &[AttachmentsRead],
+            PipesRead => &[PipesRead],
         }
     }
 }

@@ -7,6 +7,9 @@
 //! await) and delete with it; the endpoint routes do not show it. Every expression
 //! is compiled before the pipe is saved, so a typo is a 422, not a failed run later.
 
+use axum::Extension;
+
+use crate::auth::Caller;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -246,15 +249,30 @@ fn check_names(name: Option<&String>, uid: Option<&String>) -> Result<(), ApiErr
 )]
 pub async fn list(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     query: ListQuery,
 ) -> Result<Json<ListResponse<PipeOut>>, ApiError> {
     let page = state.store.list_pipes(query.page()?).await?;
-    let data = page.items.iter().map(out).collect();
-    Ok(Json(ListResponse::new(
-        data,
+    let mut response = ListResponse::new(
+        page.items.iter().map(out).collect(),
         page.done,
         |pipe: &PipeOut| pipe.id.clone(),
-    )))
+    );
+    // A plugin sees its application's pipes; the page's iterators stay the store's, so a
+    // page filtered down to nothing still leads on.
+    if let Some(app_id) = caller.confined_to() {
+        response.data.retain(|pipe| pipe.app_id == app_id.as_str());
+    }
+    Ok(Json(response))
+}
+
+/// The pipe, if the caller may see it (a plugin: only its application's; 404 otherwise).
+async fn find_for(state: &ApiState, caller: &Caller, key: &str) -> Result<Pipe, ApiError> {
+    let pipe = find(state, key).await?;
+    match caller.confined_to() {
+        Some(app_id) if *app_id != pipe.app_id => Err(ApiError::NotFound("pipe")),
+        _ => Ok(pipe),
+    }
 }
 
 #[utoipa::path(
@@ -320,9 +338,10 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(PipePath { pipe_id }): Path<PipePath>,
 ) -> Result<Json<PipeOut>, ApiError> {
-    Ok(Json(out(&find(&state, &pipe_id).await?)))
+    Ok(Json(out(&find_for(&state, &caller, &pipe_id).await?)))
 }
 
 #[utoipa::path(
@@ -429,10 +448,11 @@ pub async fn delete(
 )]
 pub async fn list_runs(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(PipePath { pipe_id }): Path<PipePath>,
     query: ListQuery,
 ) -> Result<Json<ListResponse<PipeRunOut>>, ApiError> {
-    let pipe = find(&state, &pipe_id).await?;
+    let pipe = find_for(&state, &caller, &pipe_id).await?;
     let page = state.store.list_pipe_runs(&pipe.id, query.page()?).await?;
     let data = page
         .items
@@ -464,9 +484,10 @@ pub async fn list_runs(
 )]
 pub async fn stats(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(PipePath { pipe_id }): Path<PipePath>,
 ) -> Result<Json<PipeStatsOut>, ApiError> {
-    let pipe = find(&state, &pipe_id).await?;
+    let pipe = find_for(&state, &caller, &pipe_id).await?;
     Ok(Json(PipeStatsOut {
         waiting: state.store.count_timers(Some(&pipe.id)).await?,
     }))

@@ -811,3 +811,77 @@ async fn one_node_reads_device_messages_and_the_other_takes_over_in_order() {
     drop(nodes);
     storage.remove().await;
 }
+
+/// Plugins on a cluster (issue 17): a token minted through one node works on the other, and
+/// revoking it through one node ends it on the other at once (every request reads the store).
+#[tokio::test]
+#[ignore = "slow (two nodes): run with -- --ignored; CI does"]
+async fn installation_tokens_work_and_end_on_every_node() {
+    let storage = Storage::new().await;
+    let nodes: Vec<KaitProcess> = (0..2).map(|_| KaitProcess::start(&storage)).collect();
+    let client = reqwest::Client::new();
+    let (first, second) = (&nodes[0].base_url, &nodes[1].base_url);
+    let app = post_json(
+        &client,
+        format!("{first}/api/v1/app"),
+        json!({ "name": "plugged", "uid": "plugged" }).to_string(),
+    )
+    .await
+    .expect("application created");
+    let plugin = post_json(
+        &client,
+        format!("{first}/api/v1/plugin"),
+        json!({ "name": "p", "url": "http://127.0.0.1:9/p", "scopes": ["endpoints:read"] })
+            .to_string(),
+    )
+    .await
+    .expect("plugin registered");
+    let installation = post_json(
+        &client,
+        format!("{second}/api/v1/app/plugged/installation"),
+        json!({ "plugin": plugin["id"] }).to_string(),
+    )
+    .await
+    .expect("installed");
+    let answer = client
+        .post(format!("{first}/api/v1/plugin/token"))
+        .bearer_auth(plugin["credential"].as_str().unwrap())
+        .header("content-type", "application/json")
+        .body(json!({ "app": "plugged" }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    let token = answer["token"].as_str().unwrap().to_owned();
+    let app_path = format!("/api/v1/app/{}", app["id"].as_str().unwrap());
+    let status_on = |base: &str| {
+        let request = client
+            .get(format!("{base}{app_path}"))
+            .bearer_auth(&token)
+            .send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        (status_on(first).await, status_on(second).await),
+        (200, 200)
+    );
+    let revoked = client
+        .post(format!(
+            "{first}/api/v1/app/plugged/installation/{}/revoke-tokens",
+            installation["id"].as_str().unwrap()
+        ))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 204);
+    assert_eq!(
+        (status_on(second).await, status_on(first).await),
+        (401, 401)
+    );
+    drop(nodes);
+    storage.remove().await;
+}

@@ -244,6 +244,50 @@ async fn installation_tokens_reach_exactly_their_scopes_on_every_route() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 
+    // Pipes are not under an application's path: a plugin sees only its application's.
+    let mut pipes = Vec::new();
+    for app in [&home, &elsewhere] {
+        let (status, pipe) = server
+            .post(
+                "/api/v1/pipe",
+                &json!({
+                    "name": "relay",
+                    "trigger": { "app": app, "eventTypes": ["camera.motion"] },
+                    "actions": [{ "type": "emit", "app": app, "eventType": "camera.seen" }]
+                })
+                .to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{pipe}");
+        pipes.push(pipe["id"].as_str().unwrap().to_owned());
+    }
+    let (status, listed) = server
+        .request_with(Method::GET, "/api/v1/pipe", None, Some(&full_home), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let seen: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pipe| pipe["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, [pipes[0].as_str()]);
+    for (pipe, expected) in [
+        (&pipes[0], StatusCode::OK),
+        (&pipes[1], StatusCode::NOT_FOUND),
+    ] {
+        let (status, _) = server
+            .request_with(
+                Method::GET,
+                &format!("/api/v1/pipe/{pipe}/run"),
+                None,
+                Some(&full_home),
+                &[],
+            )
+            .await;
+        assert_eq!(status, expected, "{pipe}");
+    }
+
     // Expired: 401 everywhere.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     for (method, template, _) in &operations {
