@@ -97,6 +97,13 @@ mod strings {
         4096
     );
     string_schema!(
+        /// A plugin scope (`kait_core::scope`): `messages:write` and `devices:command` may be
+        /// narrowed to a name or a `prefix*`, e.g. `messages:write:camera.*`.
+        ScopeText,
+        r"^(endpoints:(read|write)|messages:read|attempts:(read|write)|devices:read|attachments:read|pipes:read|(messages:write|devices:command)(:[^\s*\x00-\x1f\x7f-\x9f]{1,255}\*?)?)$",
+        300
+    );
+    string_schema!(
         /// An ordering key or `eventId`.
         Key,
         r"^[\s\S]+$",
@@ -204,7 +211,7 @@ mod strings {
 
 pub use strings::{
     CapabilityName, Channel, CustomHeaders, CustomHeadersPatch, EventTypeName, Key, Name,
-    SourceType, Uid, WebhookUrl,
+    ScopeText, SourceType, Uid, WebhookUrl,
 };
 
 /// Reads an optional whole number written `5` or `5.0`: JSON does not tell them apart, and

@@ -143,12 +143,12 @@ impl FromStr for Scope {
             Some(pattern) => {
                 let stem = pattern.strip_suffix('*').unwrap_or(pattern);
                 if pattern.is_empty()
-                    || pattern.len() > MAX_PATTERN
+                    || pattern.chars().count() > MAX_PATTERN
                     || stem.contains('*')
                     || pattern.chars().any(|c| c.is_control() || c.is_whitespace())
                 {
                     return Err(ScopeError(format!(
-                        "`{text}`: a narrowing is a name or a prefix ending in `*` (at most {MAX_PATTERN} characters, no spaces)"
+                        "`{text}`: a narrowing is a name or a prefix ending in `*` (at most {MAX_PATTERN} characters, no spaces or control characters)"
                     )));
                 }
                 Some(pattern.to_owned())

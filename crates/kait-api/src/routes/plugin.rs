@@ -25,7 +25,7 @@ use utoipa::IntoParams;
 use crate::auth::{Caller, INSTALLATION_TOKEN_PREFIX, PLUGIN_CREDENTIAL_PREFIX};
 use crate::extract::{ListQuery, ValidJson};
 use crate::paths::AppPath;
-use crate::wire::ListResponse;
+use crate::wire::{EventTypeName, ListResponse, Name, ScopeText, Uid, WebhookUrl};
 use crate::{ApiError, ApiState};
 
 /// How long an installation token lives.
@@ -38,17 +38,21 @@ const MAX_EVENT_TYPES: usize = 64;
 #[derive(Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginIn {
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(value_type = Name)]
     pub name: String,
+    #[schema(value_type = Option<Uid>)]
     pub uid: Option<String>,
     #[serde(default)]
     pub description: String,
     /// Where the plugin receives the events of each application it is installed in.
+    #[schema(value_type = WebhookUrl)]
     pub url: String,
     /// The event types it wants (empty: all).
     #[serde(default)]
+    #[schema(value_type = Vec<EventTypeName>, max_items = 64)]
     pub event_types: Vec<String>,
     /// The scopes it asks for, e.g. `messages:read`, `devices:command:gate-*`.
+    #[schema(value_type = Vec<ScopeText>, max_items = 64)]
     pub scopes: Vec<String>,
     /// Whether it may answer a webhook with actions.
     #[serde(default)]
@@ -59,8 +63,14 @@ pub struct PluginIn {
 #[serde(rename_all = "camelCase")]
 pub struct PluginOut {
     pub id: String,
-    #[serde(flatten)]
-    pub manifest: PluginIn,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    pub description: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub reply_actions: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// The plugin's credential: shown once, at registration.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +83,7 @@ pub struct InstallationIn {
     /// The plugin (id or uid).
     pub plugin: String,
     /// The scopes granted: all those the plugin asked for when absent, else a subset.
+    #[schema(value_type = Option<Vec<ScopeText>>, max_items = 64)]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -95,6 +106,7 @@ pub struct TokenIn {
     /// The application (id or uid) the plugin is installed in.
     pub app: String,
     /// Fewer scopes than the installation's grant (default: all of it).
+    #[schema(value_type = Option<Vec<ScopeText>>, max_items = 64)]
     pub scopes: Option<Vec<String>>,
     /// A shorter life than the hour, in seconds (1 to 3600).
     #[schema(minimum = 1, maximum = 3600)]
@@ -137,9 +149,16 @@ fn manifest_of(plugin: &Plugin) -> Result<PluginIn, ApiError> {
 }
 
 fn plugin_out(plugin: &Plugin, credential: Option<String>) -> Result<PluginOut, ApiError> {
+    let manifest = manifest_of(plugin)?;
     Ok(PluginOut {
         id: plugin.id.to_string(),
-        manifest: manifest_of(plugin)?,
+        name: manifest.name,
+        uid: manifest.uid,
+        description: manifest.description,
+        url: manifest.url,
+        event_types: manifest.event_types,
+        scopes: manifest.scopes,
+        reply_actions: manifest.reply_actions,
         created_at: to_datetime(plugin.created_at),
         credential,
     })
@@ -624,6 +643,19 @@ pub struct AuditEntryOut {
 /// The most audit entries per page.
 const MAX_AUDIT_PAGE: usize = 250;
 
+/// The query of an audit log page: newest first, always.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AuditParams {
+    /// Entries per page (1–250, default 50).
+    #[param(minimum = 1, maximum = 250)]
+    limit: Option<u32>,
+    /// Older than this entry (`iterator` of the previous page: a `seq`).
+    #[param(pattern = "^(-?[0-9]{1,18})?$")]
+    iterator: Option<String>,
+}
+
 async fn audit_page(
     state: &ApiState,
     app_id: Option<&kait_core::AppId>,
@@ -682,7 +714,7 @@ async fn audit_page(
     path = "/api/v1/app/{app_id}/plugin-audit",
     tag = "plugin",
     summary = "The plugins' audit log of an application, newest first (`iterator`: a `seq`)",
-    params(AppPath, crate::extract::ListParams),
+    params(AppPath, AuditParams),
     responses((status = 200, body = ListResponse<AuditEntryOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
@@ -701,7 +733,7 @@ pub async fn app_audit(
     path = "/api/v1/plugin/{plugin_id}/audit",
     tag = "plugin",
     summary = "A plugin's audit log over every application, newest first",
-    params(PluginPath, crate::extract::ListParams),
+    params(PluginPath, AuditParams),
     responses((status = 200, body = ListResponse<AuditEntryOut>), (status = "4XX", body = crate::wire::ErrorOut)),
     security(("bearer" = []))
 )]
