@@ -11,7 +11,7 @@ use kait_core::scope::Scopes;
 use kait_core::time::now_millis;
 use kait_core::{AttemptId, DeviceCommandId, Message, MessageId, validate};
 use kait_dispatch::ReplyRunner;
-use kait_pipe::DeviceCommands;
+use kait_pipe::{DeviceCommands, definition};
 use kait_store::{
     AuditEntry, ClaimedDelivery, CommandStatus, DeviceCommand, Installation, NewMessage, Store,
     StoreError,
@@ -22,9 +22,6 @@ use crate::reply::{self, Action, Reply};
 
 /// How often a change of the plugin's endpoint is tried again when another change won.
 const CHANGE_ATTEMPTS: usize = 8;
-/// The longest device command timeout and queueing a reply may ask for (as the API's).
-const COMMAND_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
-const COMMAND_EXPIRES_IN_MS: std::ops::RangeInclusive<u64> = 1_000..=7 * 24 * 3_600_000;
 
 pub struct Replies {
     store: Arc<dyn Store>,
@@ -115,10 +112,12 @@ impl Replies {
                     .ok_or("device commands need an MQTT broker (--mqtt-url)")?;
                 kait_devices::check_segment("device", &device)?;
                 kait_devices::check_segment("name", &name)?;
-                let timeout_ms = timeout_ms.unwrap_or(10_000);
-                let expires_in_ms = expires_in_ms.unwrap_or(3_600_000);
-                if !COMMAND_TIMEOUT_MS.contains(&timeout_ms)
-                    || !COMMAND_EXPIRES_IN_MS.contains(&expires_in_ms)
+                // The same bounds and defaults as a pipe's `publish`.
+                let timeout_ms = timeout_ms.unwrap_or(definition::DEFAULT_COMMAND_TIMEOUT_MS);
+                let expires_in_ms =
+                    expires_in_ms.unwrap_or(definition::DEFAULT_COMMAND_EXPIRES_IN_MS);
+                if !definition::COMMAND_TIMEOUT_MS.contains(&timeout_ms)
+                    || !definition::COMMAND_EXPIRES_IN_MS.contains(&expires_in_ms)
                 {
                     return Err("timeoutMs: 100 to 300000; expiresInMs: 1 s to 7 days".into());
                 }

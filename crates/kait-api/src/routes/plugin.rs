@@ -17,7 +17,7 @@ use axum::{Extension, Json};
 use kait_core::scope::Scopes;
 use kait_core::signing::Secret;
 use kait_core::time::{now_millis, to_datetime};
-use kait_core::{Endpoint, EndpointId, InstallationId, PluginId, validate};
+use kait_core::{Endpoint, InstallationId, PluginId, validate};
 use kait_store::{Installation, NewInstallationToken, Plugin};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
@@ -386,12 +386,7 @@ pub async fn install(
     // The plugin's webhooks: the event types it asked for, and only if it may read messages.
     let now = now_millis();
     let endpoint = Endpoint {
-        id: EndpointId::generate(),
-        app_id: application.id.clone(),
-        uid: None,
-        url: manifest.url.clone(),
         description: format!("plugin {}", manifest.name),
-        version: 1,
         disabled: !granted.allows(kait_core::scope::ScopeKind::MessagesRead),
         event_types: (!manifest.event_types.is_empty()).then(|| {
             manifest
@@ -400,21 +395,14 @@ pub async fn install(
                 .cloned()
                 .collect::<BTreeSet<_>>()
         }),
-        channels: None,
-        rate_limit: None,
-        metadata: Default::default(),
-        secret: Secret::generate(),
-        previous_secret: None,
-        headers: Default::default(),
-        ordering: Default::default(),
-        format: Default::default(),
         kind: kait_core::EndpointKind::Plugin,
-        created_at: now,
-        updated_at: now,
-        revision: 0,
-        transformation: Default::default(),
-        media: Default::default(),
         ownership: kait_core::OwnershipCheck::challenge(),
+        ..Endpoint::new(
+            application.id.clone(),
+            manifest.url.clone(),
+            Secret::generate(),
+            now,
+        )
     };
     let endpoint = state
         .store
