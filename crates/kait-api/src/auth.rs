@@ -125,6 +125,7 @@ pub fn access_for(method: &Method, route: &str) -> Access {
         | "/app/{app_id}/endpoint/{endpoint_id}/stats"
         | "/app/{app_id}/poller/{endpoint_id}"
         | "/app/{app_id}/poller/{endpoint_id}/stream"
+        | "/app/{app_id}/stream"
         | "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}"
         // The event-type catalog (shared by all applications, so readable by every token).
         | "/event-type"
@@ -135,6 +136,8 @@ pub fn access_for(method: &Method, route: &str) -> Access {
         }
         // Moving a consumer only changes where that consumer reads next.
         "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek" => ViewBase,
+        // Every app token may end itself (the handler ends only the presented token).
+        "/auth/logout" => ViewBase,
         "/app/{app_id}/endpoint" | "/app/{app_id}/endpoint/{endpoint_id}" => {
             if reads {
                 ViewBase
@@ -163,7 +166,9 @@ pub fn access_for(method: &Method, route: &str) -> Access {
         "/app/{app_id}/endpoint/{endpoint_id}/transformation/test" => ManageTransformations,
         "/app/{app_id}/endpoint/{endpoint_id}/recover"
         | "/app/{app_id}/endpoint/{endpoint_id}/replay-missing"
-        | "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend" => CreateAttempts,
+        | "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend"
+        // A message of the caller's choosing, but to one endpoint of its own only.
+        | "/app/{app_id}/endpoint/{endpoint_id}/send-example" => CreateAttempts,
         _ => return Access::AdminOnly,
     };
     Access::App(needed)
@@ -198,6 +203,7 @@ pub fn scope_for(method: &Method, route: &str) -> Option<ScopeKind> {
         | "/app/{app_id}/endpoint/{endpoint_id}/msg"
         | "/app/{app_id}/poller/{endpoint_id}"
         | "/app/{app_id}/poller/{endpoint_id}/stream"
+        | "/app/{app_id}/stream"
         | "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}" => (Some(MessagesRead), None),
         "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek" => {
             (Some(MessagesRead), Some(MessagesRead))
@@ -212,7 +218,8 @@ pub fn scope_for(method: &Method, route: &str) -> Option<ScopeKind> {
         | "/app/{app_id}/attempt/endpoint/{endpoint_id}" => (Some(AttemptsRead), None),
         "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend"
         | "/app/{app_id}/endpoint/{endpoint_id}/recover"
-        | "/app/{app_id}/endpoint/{endpoint_id}/replay-missing" => (None, Some(AttemptsWrite)),
+        | "/app/{app_id}/endpoint/{endpoint_id}/replay-missing"
+        | "/app/{app_id}/endpoint/{endpoint_id}/send-example" => (None, Some(AttemptsWrite)),
         "/app/{app_id}/device"
         | "/app/{app_id}/device/{device}"
         | "/app/{app_id}/device/{device}/command/{command_id}" => (Some(DevicesRead), None),

@@ -36,8 +36,9 @@ const KEY_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 const MAX_REMEMBERED_BODY: usize = 1024 * 1024;
 
 /// Routes whose responses are never remembered because they hold a secret.
-const SECRET_RESPONSES: [&str; 5] = [
+const SECRET_RESPONSES: [&str; 6] = [
     "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
+    "/api/v1/operational-webhook/endpoint/{endpoint_id}/secret/rotate",
     "/ingest/api/v1/source/{source_id}/endpoint/{endpoint_id}/secret/rotate",
     "/api/v1/auth/app-portal-access/{app_id}",
     // A source's receiving URL holds its token.

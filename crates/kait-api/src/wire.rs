@@ -29,6 +29,9 @@ mod strings {
 
     macro_rules! string_schema {
         ($(#[$doc:meta])* $name:ident, $pattern:expr, $max:expr) => {
+            string_schema!($(#[$doc])* $name, $pattern, 1, $max);
+        };
+        ($(#[$doc:meta])* $name:ident, $pattern:expr, $min:expr, $max:expr) => {
             $(#[$doc])*
             pub struct $name;
 
@@ -37,7 +40,7 @@ mod strings {
                     ObjectBuilder::new()
                         .schema_type(Type::String)
                         .pattern(Some($pattern))
-                        .min_length(Some(1))
+                        .min_length(Some($min))
                         .max_length(Some($max))
                         .into()
                 }
@@ -94,6 +97,14 @@ mod strings {
         /// An `http` or `https` URL with a host.
         WebhookUrl,
         r"^[hH][tT][tT][pP][sS]?://[^/?#\s]+([/?#]\S*)?$",
+        4096
+    );
+    string_schema!(
+        /// An endpoint's URL: an `http` or `https` URL with a host, or nothing (a polling
+        /// endpoint has none).
+        EndpointUrl,
+        r"^([hH][tT][tT][pP][sS]?://[^/?#\s]+([/?#]\S*)?)?$",
+        0,
         4096
     );
     string_schema!(
@@ -210,8 +221,8 @@ mod strings {
 }
 
 pub use strings::{
-    CapabilityName, Channel, CustomHeaders, CustomHeadersPatch, EventTypeName, Key, Name,
-    ScopeText, SourceType, Uid, WebhookUrl,
+    CapabilityName, Channel, CustomHeaders, CustomHeadersPatch, EndpointUrl, EventTypeName, Key,
+    Name, ScopeText, SourceType, Uid, WebhookUrl,
 };
 
 /// Reads an optional whole number written `5` or `5.0`: JSON does not tell them apart, and
@@ -473,9 +484,9 @@ impl From<EventType> for EventTypeOut {
 /// Create (POST) and replace (PUT) bodies; PUT ignores `secret`.
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
 pub struct EndpointIn {
-    /// Required for webhook endpoints; absent for polling ones.
+    /// Required for webhook endpoints; absent (or empty) for polling ones.
     #[serde(default)]
-    #[schema(value_type = WebhookUrl, required = false)]
+    #[schema(value_type = EndpointUrl, required = false)]
     pub url: String,
     /// Kait extension: `webhook` (default) or `polling` (read through `/poller/{id}`; then
     /// without `url`).
@@ -688,6 +699,23 @@ impl From<&Endpoint> for EndpointOut {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointSecretOut {
     pub key: String,
+}
+
+/// `POST …/endpoint/{id}/send-example` (Svix's `EventExampleIn`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventExampleIn {
+    #[serde(rename = "eventType")]
+    #[schema(value_type = EventTypeName)]
+    pub event_type: String,
+    /// Which of the event type's schema examples (default the first).
+    #[serde(rename = "exampleIndex", default)]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub example_index: Option<u64>,
+    /// Sent instead of the schema's example, if given (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -1576,4 +1604,104 @@ pub struct ReceivedAck {
     pub msg_id: String,
     /// The sender's event id was seen before: nothing new was forwarded.
     pub duplicate: bool,
+}
+
+// Operational webhook endpoints: where events about Kait itself go. They are endpoints of
+// the reserved application `kait-operational`, so these shapes map onto the endpoint ones.
+
+/// `OperationalWebhookEndpointIn` (POST and PUT; Svix's old `filterTypes`/`rateLimit` too).
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
+pub struct OperationalWebhookEndpointIn {
+    #[schema(value_type = WebhookUrl)]
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(
+        rename = "throttleRate",
+        alias = "rateLimit",
+        default,
+        deserialize_with = "whole"
+    )]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub throttle_rate: Option<u16>,
+    #[schema(value_type = Option<Uid>)]
+    pub uid: Option<String>,
+    pub disabled: Option<bool>,
+    /// The operational events sent to this endpoint (`endpoint.disabled`,
+    /// `message.attempt.exhausted`, …); all of them when absent.
+    #[serde(rename = "eventTypes", alias = "filterTypes")]
+    #[schema(value_type = Option<Vec<EventTypeName>>)]
+    pub event_types: Option<BTreeSet<String>>,
+    #[schema(pattern = "^(whsec_)?([A-Za-z0-9+/]{4}){8,18}$")]
+    pub secret: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<CustomHeaders>)]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+impl From<OperationalWebhookEndpointIn> for EndpointIn {
+    fn from(input: OperationalWebhookEndpointIn) -> Self {
+        Self {
+            url: input.url,
+            kind: None,
+            description: input.description,
+            uid: input.uid,
+            disabled: input.disabled,
+            event_types: input.event_types,
+            channels: None,
+            throttle_rate: input.throttle_rate,
+            secret: input.secret,
+            metadata: input.metadata,
+            headers: input.headers,
+            version: None,
+            ordering: None,
+            signature_scheme: None,
+            format: None,
+            attachment_link_ttl_seconds: None,
+            inline_attachment_max_bytes: None,
+            verification: None,
+        }
+    }
+}
+
+/// `OperationalWebhookEndpointOut`, with the old and new field names as for endpoints.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OperationalWebhookEndpointOut {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    #[serde(rename = "throttleRate")]
+    pub throttle_rate: Option<u16>,
+    #[serde(rename = "rateLimit")]
+    pub rate_limit: Option<u16>,
+    pub uid: Option<String>,
+    pub disabled: bool,
+    #[serde(rename = "eventTypes")]
+    pub event_types: Option<BTreeSet<String>>,
+    #[serde(rename = "filterTypes")]
+    pub filter_types: Option<BTreeSet<String>>,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<EndpointOut> for OperationalWebhookEndpointOut {
+    fn from(endpoint: EndpointOut) -> Self {
+        Self {
+            id: endpoint.id,
+            url: endpoint.url,
+            description: endpoint.description,
+            throttle_rate: endpoint.throttle_rate,
+            rate_limit: endpoint.rate_limit,
+            uid: endpoint.uid,
+            disabled: endpoint.disabled,
+            event_types: endpoint.event_types,
+            filter_types: endpoint.filter_types,
+            metadata: endpoint.metadata,
+            created_at: endpoint.created_at,
+            updated_at: endpoint.updated_at,
+        }
+    }
 }

@@ -39,6 +39,25 @@ pub struct EventType {
     pub updated_at: Millis,
 }
 
+impl EventType {
+    /// The `index`th example of the event type's newest schema (Svix keeps schemas by version,
+    /// `{"1": {…, "examples": [...]}}`), for `send-example`; an object only, since a webhook's
+    /// payload is one.
+    pub fn example(&self, index: usize) -> Option<&serde_json::Value> {
+        let schemas = self.schemas.as_ref()?.as_object()?;
+        let newest = schemas
+            .iter()
+            .filter_map(|(version, schema)| Some((version.parse::<u64>().ok()?, schema)))
+            .max_by_key(|(version, _)| *version)?
+            .1;
+        newest
+            .get("examples")?
+            .as_array()?
+            .get(index)
+            .filter(|example| example.is_object())
+    }
+}
+
 /// How an endpoint's deliveries may overtake each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeliveryOrder {
@@ -325,6 +344,18 @@ pub struct Message {
     pub deliver_at: Option<Millis>,
 }
 
+/// The stored payload of a message whose content was erased (`DELETE …/msg/{id}/content`):
+/// not a JSON text, so it cannot be mistaken for a payload someone sent. Readers show `{}`;
+/// the dispatcher cancels a delivery that finds it instead of sending anything.
+pub const ERASED_PAYLOAD: &str = "";
+
+impl Message {
+    /// Whether the message's content was erased (privacy requests); its record stays.
+    pub fn content_erased(&self) -> bool {
+        self.payload == ERASED_PAYLOAD && self.raw.is_none()
+    }
+}
+
 /// Where a delivery (a message bound for one endpoint) stands. The numbers are Svix's
 /// `MessageStatus` and are stored as such.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -433,4 +464,72 @@ pub struct Source {
     pub updated_at: Millis,
     /// Counts the changes written to this record (see [`Application::revision`]).
     pub revision: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_type(schemas: serde_json::Value) -> EventType {
+        EventType {
+            name: "camera.motion".into(),
+            description: String::new(),
+            archived: false,
+            deprecated: false,
+            schemas: Some(schemas),
+            feature_flag: None,
+            group_name: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn examples_come_from_the_newest_schema_version() {
+        let kind = event_type(serde_json::json!({
+            "1": {"examples": [{"v": 1}]},
+            "10": {"examples": [{"v": 10}, {"v": 11}]},
+            "2": {"examples": [{"v": 2}]},
+            "draft": {"examples": [{"v": 0}]},
+        }));
+        assert_eq!(kind.example(0), Some(&serde_json::json!({"v": 10})));
+        assert_eq!(kind.example(1), Some(&serde_json::json!({"v": 11})));
+        assert_eq!(kind.example(2), None);
+    }
+
+    #[test]
+    fn no_example_without_an_object_to_send() {
+        assert_eq!(
+            event_type(serde_json::json!({"1": {"type": "object"}})).example(0),
+            None
+        );
+        assert_eq!(
+            event_type(serde_json::json!({"1": {"examples": [3]}})).example(0),
+            None
+        );
+        assert_eq!(event_type(serde_json::json!([1])).example(0), None);
+        let mut none = event_type(serde_json::json!({}));
+        none.schemas = None;
+        assert_eq!(none.example(0), None);
+    }
+
+    #[test]
+    fn erased_content_is_told_apart_from_an_empty_object() {
+        let mut message = Message {
+            id: MessageId::generate(),
+            app_id: AppId::generate(),
+            event_type: "a".into(),
+            event_id: None,
+            channels: None,
+            ordering_key: None,
+            payload: "{}".into(),
+            raw: None,
+            attachments: Vec::new(),
+            created_at: 0,
+            deliver_at: None,
+        };
+        assert!(!message.content_erased());
+        message.payload = ERASED_PAYLOAD.into();
+        assert!(message.content_erased());
+    }
 }

@@ -67,6 +67,10 @@ fn raw_parts(raw: Arc<RawPayload>) -> (Bytes, HeaderValue, HeaderMap) {
 pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: bool) -> Finished {
     let started_at = now_millis();
     delivery.attempts_made += 1;
+    if &*delivery.payload == kait_core::ERASED_PAYLOAD && delivery.raw.is_none() {
+        // Erased while this delivery was in flight or held for a retry: nothing to send.
+        return canceled(delivery, started_at, "the message's content was erased");
+    }
     let endpoint = match shared.endpoints.get(&delivery.endpoint_id).await {
         Ok(Some(endpoint)) => endpoint,
         Ok(None) => {
@@ -132,7 +136,13 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
             payload: outgoing.clone(),
         };
         match transform::run(&shared.scripts, job).await {
-            Ok(output) if output.cancel => return canceled(delivery, started_at),
+            Ok(output) if output.cancel => {
+                return canceled(
+                    delivery,
+                    started_at,
+                    "canceled by the endpoint's transformation",
+                );
+            }
             Ok(output) => {
                 if output.method == "PUT" {
                     method = Method::PUT;
@@ -502,9 +512,9 @@ fn failed_here(
     without_request(delivery, started_at, reason, next)
 }
 
-/// The endpoint's transformation dropped this delivery: finished, neither sent nor failed.
-fn canceled(delivery: ClaimedDelivery, started_at: Millis) -> Finished {
-    let reason = "canceled by the endpoint's transformation";
+/// Dropped on purpose (the endpoint's transformation, or the content was erased): finished,
+/// neither sent nor failed.
+fn canceled(delivery: ClaimedDelivery, started_at: Millis, reason: &str) -> Finished {
     let mut finished = without_request(delivery, started_at, reason, NextStep::Canceled);
     finished.outcome.attempt.status = DeliveryStatus::Canceled;
     finished

@@ -72,4 +72,6 @@ pub trait AccessStore: Send + Sync + 'static {
         session_ids: Option<Vec<String>>,
         expires_at: Millis,
     ) -> StoreResult<u64>;
+    /// Ends one token at once (a portal's logout). Returns whether it was there.
+    async fn end_app_token(&self, token_hash: &str) -> StoreResult<bool>;
 }

@@ -135,6 +135,21 @@ pub trait MessageLog: Send + Sync + 'static {
         status: Option<DeliveryStatus>,
         page: PageRequest,
     ) -> StoreResult<Page<EndpointMessage>>;
+    /// Erases a message's content for good (a privacy request): its payload becomes
+    /// [`kait_core::ERASED_PAYLOAD`], its raw body, headers and attachment references go, and
+    /// so does any remembered `Idempotency-Key` response that carried it. The record stays
+    /// (id, event type, times, attempts). Deliveries still pending are canceled; one in flight
+    /// finishes its attempt, and the dispatcher cancels any retry after it. `NotFound` if the
+    /// application has no such message.
+    async fn erase_message_content(&self, app_id: &AppId, msg_id: &MessageId) -> StoreResult<()>;
+    /// Erases the response body stored with one attempt (the attempt stays). `NotFound` if the
+    /// message has no such attempt.
+    async fn erase_attempt_response(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        attempt_id: &AttemptId,
+    ) -> StoreResult<()>;
     /// Counts one endpoint's deliveries by status (`/endpoint/{id}/stats`).
     async fn endpoint_delivery_counts(
         &self,

@@ -5,6 +5,7 @@
 //! library lets integration tests start a real server on a random port in-process.
 
 pub mod bench;
+pub mod client;
 pub mod config;
 pub mod cron;
 pub mod http_server;

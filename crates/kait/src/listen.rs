@@ -289,7 +289,7 @@ fn pretty(body: &[u8]) -> String {
 
 /// `text` with its control characters (C0 but newline and tab, DEL, C1) written as `\u{…}`,
 /// so that received bytes cannot move the cursor, recolour or retitle the terminal.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for character in text.chars() {
         if character.is_control() && character != '\n' && character != '\t' {

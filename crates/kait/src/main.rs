@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Subcommand};
+use kait::client;
+use kait::client::commands::{ListCommand, Listing};
 use kait::config::{LogFormat, ServeArgs, ServeConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +33,26 @@ enum Command {
     Verify(kait::verify::VerifyArgs),
     /// Receive webhooks locally (or follow a polling endpoint) and print them.
     Listen(kait::listen::ListenArgs),
+    /// Send a message: `kait send APP EVENT_TYPE '{"json": "payload"}'` (or the payload on stdin).
+    Send(client::SendArgs),
+    /// Follow an application's messages live, as they are accepted.
+    Tail(client::TailArgs),
+    /// Send again what failed (or, with --missing, what never went) since a time.
+    Replay(client::ReplayArgs),
+    /// Applications.
+    #[command(subcommand)]
+    App(client::commands::ListCommand),
+    /// An application's endpoints: `kait endpoint list APP`.
+    #[command(subcommand)]
+    Endpoint(client::commands::ListCommand),
+    /// Incoming sources.
+    #[command(subcommand)]
+    Source(client::commands::ListCommand),
+    /// Pipes.
+    #[command(subcommand)]
+    Pipe(client::commands::ListCommand),
+    /// Print a link to an application's consumer portal.
+    Portal(client::PortalArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +68,16 @@ fn main() -> ExitCode {
         Command::Bench(args) => kait::bench::run(args),
         Command::Verify(args) => kait::verify::run(args),
         Command::Listen(args) => kait::listen::run(args),
+        Command::Send(args) => client::commands::send(args),
+        Command::Tail(args) => client::commands::tail(args),
+        Command::Replay(args) => client::commands::replay(args),
+        Command::App(ListCommand::List(args)) => client::commands::list(Listing::Apps, args),
+        Command::Endpoint(ListCommand::List(args)) => {
+            client::commands::list(Listing::Endpoints, args)
+        }
+        Command::Source(ListCommand::List(args)) => client::commands::list(Listing::Sources, args),
+        Command::Pipe(ListCommand::List(args)) => client::commands::list(Listing::Pipes, args),
+        Command::Portal(args) => client::commands::portal(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

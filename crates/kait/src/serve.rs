@@ -194,14 +194,15 @@ pub async fn run(
     )
     .context("building the HTTP client")?;
 
-    let ops = match &config.operational_webhook {
-        Some((url, secret)) => {
-            OperationalEvents::setup(&*store, store.clone(), url, secret.clone())
-                .await
-                .context("setting up operational webhooks")?
-        }
-        None => OperationalEvents::off(),
-    };
+    let ops = OperationalEvents::start(
+        store.clone(),
+        config
+            .operational_webhook
+            .as_ref()
+            .map(|(url, secret)| (url.as_str(), secret.clone())),
+    )
+    .await
+    .context("setting up operational webhooks")?;
     let queue_depth = tokio::spawn(publish_queue_depth(store.clone(), shutdown.clone()));
     let purger = tokio::spawn(purge_expired(
         store.clone(),

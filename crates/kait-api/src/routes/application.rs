@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kait_core::time::now_millis;
@@ -300,9 +300,45 @@ pub async fn portal_access(
         })
         .await?;
     Ok(Json(AppPortalAccessOut {
-        url: format!("/api/v1/app/{}", application.id),
+        url: portal_url(&state.public_url, &application.id, &token),
         token,
     }))
+}
+
+/// The consumer portal's link for `token`: the token rides in the fragment, which browsers
+/// never send, so it reaches neither Kait's access log nor a proxy's.
+pub fn portal_url(public_url: &str, app_id: &AppId, token: &str) -> String {
+    format!(
+        "{}/portal/#app={app_id}&token={token}",
+        public_url.trim_end_matches('/')
+    )
+}
+
+#[utoipa::path(
+    post,
+    operation_id = "v1.authentication.logout",
+    path = "/api/v1/auth/logout",
+    tag = "application",
+    summary = "End the app-scoped token this request is made with (a portal's sign-out)",
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// `POST /api/v1/auth/logout`: only the presented token ends; the admin token and plugins'
+/// tokens are not ended this way (400).
+pub async fn logout(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<crate::auth::Caller>,
+) -> Result<StatusCode, ApiError> {
+    let crate::auth::Caller::App { token_hash } = caller else {
+        return Err(ApiError::BadRequest {
+            code: "not_an_app_token",
+            detail: "only an app-scoped (portal) token can be logged out; revoke others \
+                     where they were issued"
+                .to_owned(),
+        });
+    };
+    state.store.end_app_token(&token_hash).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The longest `expire-all` may leave the old tokens working (Svix's bound: 3 days).

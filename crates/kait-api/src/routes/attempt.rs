@@ -33,12 +33,19 @@ async fn message_id(
     app_id: &kait_core::AppId,
     key: &str,
 ) -> Result<MessageId, ApiError> {
-    Ok(state
+    Ok(find_message(state, app_id, key).await?.id)
+}
+
+async fn find_message(
+    state: &ApiState,
+    app_id: &kait_core::AppId,
+    key: &str,
+) -> Result<kait_core::Message, ApiError> {
+    state
         .store
         .get_message(app_id, key)
         .await?
-        .ok_or(ApiError::NotFound("message"))?
-        .id)
+        .ok_or(ApiError::NotFound("message"))
 }
 
 /// Lists attempts of one endpoint or one message, with the query's filters.
@@ -149,6 +156,39 @@ pub async fn get(
 }
 
 #[utoipa::path(
+    delete,
+    operation_id = "v1.message-attempt.expunge-content",
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content",
+    tag = "attempt",
+    summary = "Erase the response body stored with an attempt (the attempt stays)",
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), ("attempt_id" = String, Path, description = "The attempt id (`atmpt_…`)")),
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// `DELETE …/msg/{msg_id}/attempt/{attempt_id}/content`: for a privacy request about what a
+/// receiver answered.
+pub async fn expunge_content(
+    State(state): State<ApiState>,
+    Path((app_key, msg_key, attempt_id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let msg_id = message_id(&state, &application.id, &msg_key).await?;
+    state
+        .store
+        .erase_attempt_response(
+            &application.id,
+            &msg_id,
+            &AttemptId::from_trusted(attempt_id),
+        )
+        .await
+        .map_err(|error| match error {
+            kait_store::StoreError::NotFound => ApiError::NotFound("attempt"),
+            error => error.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
     get,
     operation_id = "v1.attempt.list-message-destinations",
     path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint",
@@ -254,12 +294,17 @@ pub async fn resend(
     Path((app_key, msg_key, endpoint_key)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let application = find_app(&state, &app_key).await?;
-    let msg_id = message_id(&state, &application.id, &msg_key).await?;
+    let message = find_message(&state, &application.id, &msg_key).await?;
+    if message.content_erased() {
+        return Err(ApiError::Conflict(
+            "the message's content was erased; it cannot be sent again".to_owned(),
+        ));
+    }
     let endpoint = find_endpoint(&state, &application.id, &endpoint_key).await?;
     let endpoint_id: EndpointId = endpoint.id;
     state
         .store
-        .resend(&application.id, &msg_id, &endpoint_id)
+        .resend(&application.id, &message.id, &endpoint_id)
         .await?;
     // Svix answers `{}`; its client libraries parse it.
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))

@@ -781,3 +781,120 @@ pub async fn get(
         query.flag("with_content", true)?,
     )))
 }
+
+#[utoipa::path(
+    delete,
+    operation_id = "v1.message.expunge-content",
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/content",
+    tag = "message",
+    summary = "Erase a message's payload for good (the record and its attempts stay)",
+    description = "For privacy requests. The payload, raw body and attachment references go; \
+                   deliveries still pending are canceled, and the message cannot be resent.",
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId")),
+    responses((status = 204), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// `DELETE …/msg/{msg_id}/content`.
+pub async fn expunge_content(
+    State(state): State<ApiState>,
+    Path((app_key, msg_key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let message = state
+        .store
+        .get_message(&application.id, &msg_key)
+        .await?
+        .ok_or(ApiError::NotFound("message"))?;
+    state
+        .store
+        .erase_message_content(&application.id, &message.id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post,
+    operation_id = "v1.endpoint.send-example",
+    path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/send-example",
+    tag = "endpoint",
+    summary = "Send an example of an event type to this endpoint only",
+    description = "The payload is the given one, or the event type's schema example \
+                   `exampleIndex` (default 0, from its newest schema version). The message is \
+                   delivered to this endpoint whatever its filters say, like any other: signed, \
+                   retried and logged.",
+    params(crate::paths::EndpointPath),
+    request_body = crate::wire::EventExampleIn,
+    responses((status = 202, body = MessageOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// `POST …/endpoint/{endpoint_id}/send-example`: what the portal's "send example" button does.
+pub async fn send_example(
+    State(state): State<ApiState>,
+    Path(path): Path<crate::paths::EndpointPath>,
+    crate::extract::ValidJson(input): crate::extract::ValidJson<crate::wire::EventExampleIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut problems = Problems::new();
+    problems.check("eventType", validate::event_type_name(&input.event_type));
+    if let Some(payload) = &input.payload {
+        problems.check(
+            "payload",
+            check_payload(payload.get(), state.limits.max_payload_depth),
+        );
+    }
+    problems.into_result()?;
+    let (application, endpoint) =
+        super::find_app_endpoint(&state, &path.app_id, &path.endpoint_id).await?;
+    if endpoint.disabled {
+        return Err(ApiError::Conflict(
+            "the endpoint is disabled; enable it to send it an example".to_owned(),
+        ));
+    }
+    let payload = match input.payload {
+        Some(payload) => payload.get().to_owned(),
+        None => {
+            let index = input.example_index.unwrap_or(0);
+            let event_type = state
+                .store
+                .get_event_type(&input.event_type)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::invalid("eventType", "no such event type (or send a `payload`)")
+                })?;
+            event_type
+                .example(usize::try_from(index).unwrap_or(usize::MAX))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "exampleIndex",
+                        format!(
+                            "the event type has no example {index} in its schema (or send a `payload`)"
+                        ),
+                    )
+                })?
+                .to_string()
+        }
+    };
+    let accepted = state
+        .store
+        .create_message(NewMessage {
+            only_endpoint: Some(endpoint.id),
+            ..NewMessage::new(Message {
+                id: MessageId::generate(),
+                app_id: application.id,
+                event_type: input.event_type,
+                event_id: None,
+                channels: None,
+                ordering_key: None,
+                payload,
+                raw: None,
+                attachments: Vec::new(),
+                created_at: now_millis(),
+                deliver_at: None,
+            })
+        })
+        .await?;
+    metrics::counter!("kait_messages_accepted_total").increment(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessageOut::new(accepted.message, true)),
+    ))
+}

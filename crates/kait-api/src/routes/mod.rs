@@ -12,6 +12,7 @@ mod ingest_source;
 mod media;
 mod message;
 mod mqtt_route;
+mod operational_endpoint;
 mod pipe;
 mod plugin;
 mod poller;
@@ -36,6 +37,7 @@ pub fn public() -> OpenApiRouter<ApiState> {
         )
         .routes(routes!(media::get))
         .routes(routes!(health))
+        .routes(routes!(ping))
         .routes(routes!(metrics))
         .routes(routes!(crate::openapi::openapi_json))
         // Authenticated by the plugin's credential, in the handler.
@@ -75,6 +77,7 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(ingest_endpoint::test_transformation))
         .routes(routes!(application::portal_access))
+        .routes(routes!(application::logout))
         .routes(routes!(application::expire_all))
         .routes(routes!(
             application::get,
@@ -103,6 +106,21 @@ pub fn protected() -> OpenApiRouter<ApiState> {
             endpoint::set_headers,
             endpoint::patch_headers
         ))
+        .routes(routes!(
+            operational_endpoint::list,
+            operational_endpoint::create
+        ))
+        .routes(routes!(
+            operational_endpoint::get,
+            operational_endpoint::upsert,
+            operational_endpoint::delete
+        ))
+        .routes(routes!(operational_endpoint::get_secret))
+        .routes(routes!(operational_endpoint::rotate_secret))
+        .routes(routes!(
+            operational_endpoint::get_headers,
+            operational_endpoint::set_headers
+        ))
         .routes(routes!(mqtt_route::list, mqtt_route::create))
         .routes(routes!(mqtt_route::get, mqtt_route::delete))
         .routes(routes!(device::list))
@@ -123,21 +141,25 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         .routes(routes!(transformation::get, transformation::patch))
         .routes(routes!(transformation::test))
         .routes(routes!(endpoint::recover))
+        .routes(routes!(message::send_example))
         .routes(routes!(endpoint::replay_missing))
         .routes(routes!(endpoint::stats))
         .routes(routes!(attempt::list_endpoint_messages))
         .routes(routes!(message::list, message::create))
         .routes(routes!(message::create_raw, message::get_raw))
         .routes(routes!(message::get))
+        .routes(routes!(message::expunge_content))
         .routes(routes!(attachment::create))
         .routes(routes!(attachment::get))
         .routes(routes!(poller::poll))
         .routes(routes!(poller::stream))
+        .routes(routes!(poller::tail))
         .routes(routes!(poller::consumer_poll))
         .routes(routes!(poller::consumer_seek))
         .routes(routes!(attempt::list_message_destinations))
         .routes(routes!(attempt::list_by_message))
         .routes(routes!(attempt::get))
+        .routes(routes!(attempt::expunge_content))
         .routes(routes!(attempt::resend))
         .routes(routes!(attempt::list_by_endpoint))
         .routes(routes!(attempt::list_attempts_by_message))
@@ -169,6 +191,20 @@ async fn health(
         )
     });
     (StatusCode::NO_CONTENT, axum::response::AppendHeaders(mqtt))
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.health.ping",
+    path = "/api/v1/health/ping",
+    tag = "health",
+    summary = "204 while the process answers (liveness; checks nothing else)",
+    responses((status = 204))
+)]
+/// `GET /api/v1/health/ping`: the Svix server's liveness probe. Unlike `/api/v1/health` it
+/// looks at nothing but the process, so a load balancer's probe costs no store or broker work.
+async fn ping() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 /// `GET /metrics`: Prometheus text format. It names endpoints and applications, so it needs

@@ -227,69 +227,165 @@ pub async fn stream(
     let slot = state
         .streams
         .take(caller.token_key(), state.limits.streams)?;
+    let after = stream_start(&state, &endpoint.app_id, &headers, &query).await?;
+    Ok(follow(
+        state,
+        endpoint,
+        after,
+        MessageFilter::default(),
+        slot,
+    ))
+}
+
+/// Where a stream starts: after `Last-Event-ID` (a reconnect), else after `iterator`, else
+/// with what is committed from now on.
+async fn stream_start(
+    state: &ApiState,
+    app_id: &kait_core::AppId,
+    headers: &HeaderMap,
+    query: &ListQuery,
+) -> Result<i64, ApiError> {
     let resume = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query.get("iterator").map(str::to_owned));
-    let after = match resume {
-        Some(position) => parse_iterator(&position)?,
-        None => {
-            state
-                .store
-                .position_at(&endpoint.app_id, kait_core::time::now_millis())
-                .await?
-        }
-    };
+        .or_else(|| query.get("iterator"));
+    match resume {
+        Some(position) => parse_iterator(position),
+        None => Ok(state
+            .store
+            .position_at(app_id, kait_core::time::now_millis())
+            .await?),
+    }
+}
+
+/// Server-sent events of the messages of `endpoint`'s filters and `filter` committed after
+/// position `after`, each with its position as the event id, until the client goes or the
+/// server stops (which gives the stream slot back).
+fn follow(
+    state: ApiState,
+    endpoint: Endpoint,
+    after: i64,
+    filter: MessageFilter,
+    slot: StreamSlot,
+) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
     let news = state.store.message_signal(&endpoint.app_id);
     let events = futures_util::stream::unfold(
         (state, endpoint, after, news, slot),
-        |(state, endpoint, mut after, mut news, slot)| async move {
-            loop {
-                news.borrow_and_update();
-                let messages = match state
-                    .store
-                    .poll_messages(&endpoint, after, MessageFilter::default(), STREAM_BATCH)
-                    .await
-                {
-                    Ok(messages) => messages,
-                    // The store is gone (shutting down): end the stream.
-                    Err(_) => return None,
-                };
-                if !messages.is_empty() {
-                    let events: Vec<_> = messages
-                        .into_iter()
-                        .map(|(position, message)| {
-                            after = position;
-                            let event_type = message.event_type.clone();
-                            let data = serde_json::to_string(&MessageOut::for_endpoint(
-                                message,
-                                state.media.as_ref(),
-                                &endpoint,
-                                now_millis(),
-                            ))
-                            .unwrap_or_default();
-                            Ok(Event::default()
-                                .id(position.to_string())
-                                .event(event_type)
-                                .data(data))
-                        })
-                        .collect();
-                    return Some((
-                        futures_util::stream::iter(events),
-                        (state, endpoint, after, news, slot),
-                    ));
-                }
-                let shutdown = state.shutdown.clone();
-                tokio::select! {
-                    changed = news.changed() => if changed.is_err() { return None },
-                    _ = shutdown.cancelled() => return None,
+        move |(state, endpoint, mut after, mut news, slot)| {
+            let filter = filter.clone();
+            async move {
+                loop {
+                    news.borrow_and_update();
+                    let messages = match state
+                        .store
+                        .poll_messages(&endpoint, after, filter.clone(), STREAM_BATCH)
+                        .await
+                    {
+                        Ok(messages) => messages,
+                        // The store is gone (shutting down): end the stream.
+                        Err(_) => return None,
+                    };
+                    if !messages.is_empty() {
+                        let events: Vec<_> = messages
+                            .into_iter()
+                            .map(|(position, message)| {
+                                after = position;
+                                let event_type = message.event_type.clone();
+                                let data = serde_json::to_string(&MessageOut::for_endpoint(
+                                    message,
+                                    state.media.as_ref(),
+                                    &endpoint,
+                                    now_millis(),
+                                ))
+                                .unwrap_or_default();
+                                Ok(Event::default()
+                                    .id(position.to_string())
+                                    .event(event_type)
+                                    .data(data))
+                            })
+                            .collect();
+                        return Some((
+                            futures_util::stream::iter(events),
+                            (state, endpoint, after, news, slot),
+                        ));
+                    }
+                    let shutdown = state.shutdown.clone();
+                    tokio::select! {
+                        changed = news.changed() => if changed.is_err() { return None },
+                        _ = shutdown.cancelled() => return None,
+                    }
                 }
             }
         },
     )
     .flatten();
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// The query of an application's live tail, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TailParams {
+    /// Only these event types (repeated or comma-separated).
+    #[param(value_type = Option<Vec<crate::wire::EventTypeName>>)]
+    event_types: Option<Vec<String>>,
+    /// Only messages on this channel.
+    channel: Option<String>,
+    /// Start after this position (the id of the last event seen); default: from now on.
+    #[param(pattern = "^[0-9]{1,18}$")]
+    iterator: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.message.stream",
+    path = "/api/v1/app/{app_id}/stream",
+    tag = "message",
+    summary = "Follow an application's messages live, as server-sent events (Kait extension)",
+    description = "Every message of the application as it is committed (or of `event_types`, \
+        `channel`), whatever its endpoints; each event's id is its position, so a client that \
+        reconnects with `Last-Event-ID` continues after the last one it got. What `kait tail` \
+        and the dashboard's live view read.",
+    params(crate::paths::AppPath, TailParams),
+    responses((status = 200, content_type = "text/event-stream"), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+pub async fn tail(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(crate::paths::AppPath { app_id: app_key }): Path<crate::paths::AppPath>,
+    headers: HeaderMap,
+    query: ListQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let application = find_app(&state, &app_key).await?;
+    let filter = MessageFilter {
+        event_types: query.list("event_types"),
+        channel: query.get("channel").map(str::to_owned),
+        ..Default::default()
+    };
+    if let Some(types) = &filter.event_types {
+        for name in types {
+            kait_core::validate::event_type_name(name)
+                .map_err(|problem| ApiError::invalid_query("event_types", problem))?;
+        }
+    }
+    let slot = state
+        .streams
+        .take(caller.token_key(), state.limits.streams)?;
+    let after = stream_start(&state, &application.id, &headers, &query).await?;
+    // An endpoint without filters reads every message of its application: the tail is the
+    // polling machinery with no subscription of its own.
+    let everything = Endpoint {
+        kind: EndpointKind::Polling,
+        ..Endpoint::new(
+            application.id,
+            String::new(),
+            kait_core::signing::Secret::generate(),
+            now_millis(),
+        )
+    };
+    Ok(follow(state, everything, after, filter, slot))
 }
 
 #[utoipa::path(

@@ -115,6 +115,32 @@ pub async fn app_tokens_carry_capabilities_and_expire_all(store: &dyn Store) {
     assert!(grant("b-1").await.is_some());
 }
 
+/// `POST /api/v1/auth/logout`: one token ends; the others of its application live on.
+pub async fn a_portal_token_ends_alone(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let later = now_millis() + 3_600_000;
+    for hash in ["t-1", "t-2"] {
+        store
+            .create_app_token(token(&app.id, hash, later, None))
+            .await
+            .unwrap();
+    }
+    assert!(store.end_app_token("t-1").await.unwrap());
+    assert!(!store.end_app_token("t-1").await.unwrap(), "already ended");
+    assert!(!store.end_app_token("unknown").await.unwrap());
+    assert_eq!(
+        store.app_for_token("t-1", now_millis()).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .app_for_token("t-2", now_millis())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 /// Issue 11: a remembered response belongs to its application and goes when it is deleted,
 /// so a new application with the same uid and key is never answered with it.
 pub async fn remembered_responses_go_with_their_application(store: &dyn Store) {

@@ -59,7 +59,9 @@ macro_rules! for_each_conformance_test {
             devices_and_commands_go_with_their_application,
             plugins_are_installed_and_tokens_live_with_their_installation,
             the_audit_log_lists_newest_first_and_is_purged_with_history,
-            waiting_for_the_ownership_check_uses_no_attempt
+            waiting_for_the_ownership_check_uses_no_attempt,
+            erasing_content_keeps_records_and_cancels_pending_work,
+            a_portal_token_ends_alone
         );
     };
 }

@@ -1,10 +1,10 @@
 //! The message log, the delivery queue and housekeeping.
 
 use kait_core::time::now_millis;
-use kait_core::{AppId, DeliveryStatus};
+use kait_core::{AppId, DeliveryStatus, MessageId};
 
 use super::{application, endpoint, message, outcome};
-use crate::{NewMessage, NextStep, Store};
+use crate::{NewMessage, NextStep, Outcome, Store, StoreError};
 
 /// A message fans out to the endpoints whose filters take it; a claim takes each delivery
 /// once; a retry falls due at its time; a success finishes it.
@@ -606,4 +606,135 @@ pub async fn waiting_for_the_ownership_check_uses_no_attempt(store: &dyn Store) 
         .await
         .unwrap();
     assert!(moved.ownership.pending(&moved.url));
+}
+
+/// `DELETE …/msg/{id}/content` and `…/attempt/{id}/content`: the payload and stored response
+/// go, the records stay, pending work is canceled, a remembered response that carried the
+/// message goes, and nothing of another message changes.
+pub async fn erasing_content_keeps_records_and_cancels_pending_work(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let other_app = store.create_application(application()).await.unwrap();
+    store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let mut private = message(&app.id, "user.updated", None);
+    private.message.payload = r#"{"email":"kim@example.com"}"#.into();
+    let private = store.create_message(private).await.unwrap().message;
+    let mut kept = message(&app.id, "user.updated", None);
+    kept.message.payload = r#"{"name":"Kim"}"#.into();
+    let kept = store.create_message(kept).await.unwrap().message;
+    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 2);
+    let later = now_millis() + 60_000;
+    let outcomes: Vec<Outcome> = claim
+        .deliveries
+        .iter()
+        .map(|claimed| {
+            let mut retry = outcome(claimed.delivery_id, claimed, NextStep::RetryAt(later));
+            retry.attempt.response = "the receiver's answer".into();
+            retry
+        })
+        .collect();
+    let private_attempt = outcomes
+        .iter()
+        .find(|outcome| outcome.attempt.msg_id == private.id)
+        .unwrap()
+        .attempt
+        .id
+        .clone();
+    store.record_outcomes(outcomes.into(), None).await.unwrap();
+    for (key, body) in [
+        ("k1", format!(r#"{{"id":"{}"}}"#, private.id)),
+        ("k2", format!(r#"{{"id":"{}"}}"#, kept.id)),
+    ] {
+        store
+            .save_idempotent_response(
+                key,
+                "POST /msg",
+                crate::IdempotentResponse {
+                    app_id: Some(app.id.clone()),
+                    fingerprint: "f".into(),
+                    status: 202,
+                    body: body.into_bytes(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    store
+        .erase_message_content(&app.id, &private.id)
+        .await
+        .unwrap();
+    let erased = store
+        .get_message(&app.id, private.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(erased.content_erased());
+    assert_eq!(erased.event_type, "user.updated", "the record stays");
+    let untouched = store
+        .get_message(&app.id, kept.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(untouched.payload, r#"{"name":"Kim"}"#);
+    let states = store
+        .list_delivery_states(&app.id, &private.id)
+        .await
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Canceled);
+    let due = store.claim_due(later, 10, Vec::new()).await.unwrap();
+    assert_eq!(due.deliveries.len(), 1, "only the other message's retry");
+    assert_eq!(due.deliveries[0].msg_id, kept.id);
+    assert_eq!(
+        store
+            .idempotent_response("k1", "POST /msg", 0)
+            .await
+            .unwrap(),
+        None,
+        "the remembered response carried the payload"
+    );
+    assert!(
+        store
+            .idempotent_response("k2", "POST /msg", 0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    store
+        .erase_attempt_response(&app.id, &private.id, &private_attempt)
+        .await
+        .unwrap();
+    let attempt = store
+        .get_attempt(&app.id, &private.id, &private_attempt)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.response, "");
+    assert_eq!(attempt.response_status_code, 500, "the attempt stays");
+
+    // Another application's ids, or unknown ones, are not found and change nothing.
+    for result in [
+        store.erase_message_content(&other_app.id, &kept.id).await,
+        store
+            .erase_message_content(&app.id, &MessageId::generate())
+            .await,
+        store
+            .erase_attempt_response(&other_app.id, &private.id, &private_attempt)
+            .await,
+        store
+            .erase_attempt_response(&app.id, &kept.id, &private_attempt)
+            .await,
+    ] {
+        assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    }
+    let untouched = store
+        .get_message(&app.id, kept.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(untouched.payload, r#"{"name":"Kim"}"#);
 }

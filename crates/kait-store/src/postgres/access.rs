@@ -128,4 +128,16 @@ impl AccessStore for PgStore {
             )
             .await?)
     }
+
+    async fn end_app_token(&self, token_hash: &str) -> StoreResult<bool> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM app_token WHERE token_hash = $1",
+                &[&token_hash],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
 }

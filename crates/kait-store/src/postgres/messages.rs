@@ -177,6 +177,69 @@ impl MessageLog for PgStore {
         .await
     }
 
+    async fn erase_message_content(&self, app_id: &AppId, msg_id: &MessageId) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let Some(row) = transaction
+            .query_opt(
+                "UPDATE message SET payload = $3, raw_content_type = NULL, raw_body = NULL, \
+                 raw_headers = NULL, attachments = NULL WHERE id = $1 AND app_id = $2 RETURNING seq",
+                &[&msg_id.as_str(), &app_id.as_str(), &kait_core::ERASED_PAYLOAD],
+            )
+            .await?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        let seq: i64 = row.get(0);
+        transaction
+            .execute(
+                "DELETE FROM message_attachment WHERE msg_id = $1",
+                &[&msg_id.as_str()],
+            )
+            .await?;
+        transaction
+            .execute(
+                "UPDATE delivery SET status = $2, updated_at = $3, claimed_by = NULL \
+                 WHERE msg_seq = $1 AND status = $4",
+                &[
+                    &seq,
+                    &DeliveryStatus::Canceled.code(),
+                    &kait_core::time::now_millis(),
+                    &DeliveryStatus::Pending.code(),
+                ],
+            )
+            .await?;
+        transaction
+            .execute(
+                "DELETE FROM idempotent_response WHERE app_id = $1 \
+                 AND position(convert_to($2, 'UTF8') in body) > 0",
+                &[&app_id.as_str(), &msg_id.as_str()],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn erase_attempt_response(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        attempt_id: &AttemptId,
+    ) -> StoreResult<()> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE attempt SET response = '' WHERE id = $1 AND app_id = $2 AND msg_id = $3",
+                &[&attempt_id.as_str(), &app_id.as_str(), &msg_id.as_str()],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn endpoint_delivery_counts(
         &self,
         endpoint_id: &EndpointId,

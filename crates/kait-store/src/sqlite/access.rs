@@ -140,4 +140,17 @@ impl AccessStore for SqliteStore {
             })
             .await
     }
+
+    async fn end_app_token(&self, token_hash: &str) -> StoreResult<bool> {
+        let token_hash = token_hash.to_owned();
+        self.writer
+            .write(move |context| {
+                let changed = context
+                    .connection
+                    .prepare_cached("DELETE FROM app_token WHERE token_hash = ?1")?
+                    .execute([token_hash.as_str()])?;
+                Ok(changed > 0)
+            })
+            .await
+    }
 }

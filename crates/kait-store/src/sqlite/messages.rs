@@ -376,6 +376,66 @@ impl MessageLog for SqliteStore {
         .await
     }
 
+    async fn erase_message_content(&self, app_id: &AppId, msg_id: &MessageId) -> StoreResult<()> {
+        let (app_id, msg_id) = (app_id.clone(), msg_id.clone());
+        self.writer
+            .write(move |context| {
+                let connection = context.connection;
+                let seq = message_seq(connection, app_id.as_str(), msg_id.as_str())?
+                    .ok_or(StoreError::NotFound)?;
+                connection
+                    .prepare_cached(
+                        "UPDATE message SET payload = ?2, raw_content_type = NULL, raw_body = NULL, \
+                         raw_headers = NULL, attachments = NULL WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, kait_core::ERASED_PAYLOAD])?;
+                connection
+                    .prepare_cached("DELETE FROM message_attachment WHERE msg_id = ?1")?
+                    .execute([msg_id.as_str()])?;
+                connection
+                    .prepare_cached(
+                        "UPDATE delivery SET status = ?2, updated_at = ?3 WHERE msg_seq = ?1 AND status = ?4",
+                    )?
+                    .execute(params![
+                        seq,
+                        DeliveryStatus::Canceled.code(),
+                        kait_core::time::now_millis(),
+                        DeliveryStatus::Pending.code()
+                    ])?;
+                connection
+                    .prepare_cached(
+                        "DELETE FROM idempotent_response WHERE app_id = ?1 \
+                         AND instr(body, CAST(?2 AS BLOB)) > 0",
+                    )?
+                    .execute([app_id.as_str(), msg_id.as_str()])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn erase_attempt_response(
+        &self,
+        app_id: &AppId,
+        msg_id: &MessageId,
+        attempt_id: &AttemptId,
+    ) -> StoreResult<()> {
+        let (app_id, msg_id, attempt_id) = (app_id.clone(), msg_id.clone(), attempt_id.clone());
+        self.writer
+            .write(move |context| {
+                let changed = context
+                    .connection
+                    .prepare_cached(
+                        "UPDATE attempt SET response = '' WHERE id = ?1 AND app_id = ?2 AND msg_id = ?3",
+                    )?
+                    .execute([attempt_id.as_str(), app_id.as_str(), msg_id.as_str()])?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn endpoint_delivery_counts(
         &self,
         endpoint_id: &EndpointId,

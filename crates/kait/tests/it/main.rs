@@ -1,8 +1,11 @@
 //! Kait's integration tests: real servers, real sockets, real SQLite and PostgreSQL.
 //!
 //! - `svix_client`: the official Svix Rust library drives every push-core route.
+//! - `svix_rest`: the rest of Svix's routes: operational endpoints, send-example, erasing
+//!   content, logout, ping.
 //! - `delivery`: fan-out, filters, signatures, retries, endpoint changes, the egress guard.
 //! - `cli`: `kait verify` and `kait listen` (push, pull, forward) as the binary.
+//! - `everyday_cli`: `kait send`, `tail`, `replay`, `… list`, `portal` against a server.
 //! - `bad_input`: every kind of bad request gets its status and code, and harms nothing.
 //! - `openapi`: the OpenAPI document matches the routes the server has, both ways.
 //! - `pagination`: iterators over applications, messages and attempts.
@@ -34,6 +37,7 @@ mod cli;
 mod delivery;
 mod devices;
 mod durability;
+mod everyday_cli;
 mod faults;
 mod hardening;
 mod ingest;
@@ -47,5 +51,6 @@ mod races;
 mod raw_messages;
 mod receiving;
 mod svix_client;
+mod svix_rest;
 mod transformations;
 mod xml;

@@ -19,6 +19,7 @@ use crate::support::TestServer;
 /// Routes that take no admin token (their own credentials, or none).
 const PUBLIC: &[&str] = &[
     "/api/v1/health",
+    "/api/v1/health/ping",
     "/api/v1/openapi.json",
     "/metrics",
     "/media/{attachment_id}",

@@ -20,6 +20,8 @@ mod delivery;
 mod devices;
 #[path = "../it/durability.rs"]
 mod durability;
+#[path = "../it/everyday_cli.rs"]
+mod everyday_cli;
 #[path = "../it/faults.rs"]
 mod faults;
 #[path = "../it/hardening.rs"]
@@ -46,6 +48,8 @@ mod raw_messages;
 mod receiving;
 #[path = "../it/svix_client.rs"]
 mod svix_client;
+#[path = "../it/svix_rest.rs"]
+mod svix_rest;
 #[path = "../it/transformations.rs"]
 mod transformations;
 #[path = "../it/xml.rs"]
