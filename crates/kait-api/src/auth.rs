@@ -285,6 +285,30 @@ pub async fn require_token(
         request.extensions_mut().insert(Caller::Admin);
         return Ok(next.run(request).await);
     }
+    // The dashboard's session cookie stands for the admin token: reads with the cookie alone
+    // (SameSite=Strict keeps other sites from sending it), changes only with the session's
+    // CSRF token in its header too.
+    if presented.is_empty()
+        && let Some(expires_at) = crate::ui::session_of(&state, request.headers())
+    {
+        let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+        let csrf = request
+            .headers()
+            .get(crate::ui::session::CSRF_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|presented| {
+                crate::ui::session::csrf_matches(&state.admin_token, expires_at, presented)
+            });
+        if !reads && !csrf {
+            return Err(ApiError::BadRequest {
+                code: "csrf_token_missing",
+                detail: "a change made with the dashboard's session needs its X-Kait-Csrf header"
+                    .to_owned(),
+            });
+        }
+        request.extensions_mut().insert(Caller::Admin);
+        return Ok(next.run(request).await);
+    }
     if presented.starts_with(INSTALLATION_TOKEN_PREFIX) {
         let (token_hash, method) = (token_hash(presented), request.method().clone());
         let route = route.as_ref().map(MatchedPath::as_str).unwrap_or_default();

@@ -20,6 +20,7 @@ mod routes;
 mod source_slots;
 mod sources_cache;
 pub mod streams;
+pub mod ui;
 mod wire;
 
 use std::sync::Arc;
@@ -160,7 +161,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::public())
         .merge(protected)
         .into();
-    api.fallback(routes::not_found).with_state(state)
+    // The portal and dashboard pages are not API routes (and not in the document).
+    api.merge(ui::routes())
+        .fallback(routes::not_found)
+        .with_state(state)
 }
 
 /// The OpenAPI document of the API, as `GET /api/v1/openapi.json` serves it.

@@ -230,7 +230,9 @@ pub async fn metrics(
         .metrics_token
         .as_deref()
         .is_some_and(|token| crate::auth::constant_time_eq(presented.as_bytes(), token.as_bytes()));
-    if !metrics_token && !crate::auth::is_admin(&state, presented) {
+    let dashboard =
+        presented.is_empty() && crate::ui::session_of(&state, request.headers()).is_some();
+    if !metrics_token && !crate::auth::is_admin(&state, presented) && !dashboard {
         return Err(ApiError::Unauthorized);
     }
     Ok((

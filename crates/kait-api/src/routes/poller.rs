@@ -234,6 +234,7 @@ pub async fn stream(
         after,
         MessageFilter::default(),
         slot,
+        true,
     ))
 }
 
@@ -260,13 +261,15 @@ async fn stream_start(
 
 /// Server-sent events of the messages of `endpoint`'s filters and `filter` committed after
 /// position `after`, each with its position as the event id, until the client goes or the
-/// server stops (which gives the stream slot back).
+/// server stops (which gives the stream slot back). `named`: each event named by its event
+/// type (the polling stream's shape).
 fn follow(
     state: ApiState,
     endpoint: Endpoint,
     after: i64,
     filter: MessageFilter,
     slot: StreamSlot,
+    named: bool,
 ) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
     let news = state.store.message_signal(&endpoint.app_id);
     let events = futures_util::stream::unfold(
@@ -298,10 +301,12 @@ fn follow(
                                     now_millis(),
                                 ))
                                 .unwrap_or_default();
-                                Ok(Event::default()
-                                    .id(position.to_string())
-                                    .event(event_type)
-                                    .data(data))
+                                let event = Event::default().id(position.to_string()).data(data);
+                                Ok(if named {
+                                    event.event(event_type)
+                                } else {
+                                    event
+                                })
                             })
                             .collect();
                         return Some((
@@ -385,7 +390,9 @@ pub async fn tail(
             now_millis(),
         )
     };
-    Ok(follow(state, everything, after, filter, slot))
+    // Unnamed events, so a browser's EventSource gets them all through `onmessage` (the
+    // event type is in the data).
+    Ok(follow(state, everything, after, filter, slot, false))
 }
 
 #[utoipa::path(

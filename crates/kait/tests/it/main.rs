@@ -19,6 +19,8 @@
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `attachments`: a 50 MB clip uploaded, referenced, fetched by Range through signed links.
 //! - `devices`: MQTT routes against the real Mosquitto: a device's reading becomes a webhook.
+//! - `ui`: the portal and the dashboard: headers, the session cookie, and (ignored unless
+//!   asked, CI does) the journeys in a real Chromium with screenshots.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
 //! - `durability`: `kill -9` during a burst loses no acknowledged message.
 //! - `cluster` (only in `it_postgres`): three nodes on one PostgreSQL share the work and
@@ -53,4 +55,5 @@ mod receiving;
 mod svix_client;
 mod svix_rest;
 mod transformations;
+mod ui;
 mod xml;

@@ -52,6 +52,8 @@ mod svix_client;
 mod svix_rest;
 #[path = "../it/transformations.rs"]
 mod transformations;
+#[path = "../it/ui.rs"]
+mod ui;
 #[path = "../it/xml.rs"]
 mod xml;
 

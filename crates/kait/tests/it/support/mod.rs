@@ -1,5 +1,6 @@
 //! Test harness: a real Kait server on a random port, and real webhook receivers.
 
+pub mod browser;
 pub mod process;
 pub mod receiver;
 pub mod storage;
