@@ -61,6 +61,7 @@ fn harness() -> &'static Harness {
             }),
             mqtt_routes_changed: Default::default(),
             devices: None,
+            traces: None,
         });
         let app = runtime.block_on(async {
             let app = kait_api::router(state);

@@ -20,6 +20,7 @@ mod routes;
 mod source_slots;
 mod sources_cache;
 pub mod streams;
+mod traces;
 pub mod ui;
 mod wire;
 
@@ -93,6 +94,8 @@ pub struct ApiContext {
     pub mqtt_routes_changed: Arc<tokio::sync::Notify>,
     /// The MQTT bridge, for commands to devices (`None` without `--mqtt-url`).
     pub devices: Option<Arc<dyn DeviceLink>>,
+    /// Where the accepting span of each message goes (`--otlp-endpoint`); `None`: no tracing.
+    pub traces: Option<Arc<dyn kait_core::trace::TraceExport>>,
 }
 
 /// Produces the `/metrics` body.

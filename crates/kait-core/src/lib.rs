@@ -13,6 +13,7 @@ pub mod retry;
 pub mod scope;
 pub mod signing;
 pub mod time;
+pub mod trace;
 pub mod validate;
 pub mod xml;
 

@@ -108,6 +108,8 @@ pub struct Webhook<'a> {
     /// Headers of this message itself (a received request's `svix-ingest-*`), after the
     /// endpoint's; the signature headers still win.
     pub message_headers: Option<&'a HeaderMap>,
+    /// W3C `traceparent` of this attempt, when receivers are given Kait's trace.
+    pub trace_parent: Option<HeaderValue>,
 }
 
 /// Why no HTTP response came back.
@@ -314,6 +316,9 @@ impl Sender {
             for (name, value) in message_headers {
                 headers.insert(name, value.clone());
             }
+        }
+        if let Some(trace_parent) = webhook.trace_parent {
+            headers.insert("traceparent", trace_parent);
         }
         headers.insert(USER_AGENT, self.user_agent.clone());
         headers.insert(CONTENT_TYPE, webhook.content_type);

@@ -49,6 +49,7 @@ async fn an_unanswered_connect_gives_up_at_the_connect_timeout() {
             body: Bytes::from_static(b"{}"),
             content_type: http::HeaderValue::from_static("application/json"),
             message_headers: None,
+            trace_parent: None,
             signing_key: &key,
             previous_signing_key: None,
             custom_headers: &HeaderMap::new(),

@@ -129,6 +129,7 @@ async fn send(sender: &Sender, url: &str, body: &'static str) -> AttemptResult {
             body: Bytes::from_static(body.as_bytes()),
             content_type: http::HeaderValue::from_static("application/json"),
             message_headers: None,
+            trace_parent: None,
             signing_key: &key,
             previous_signing_key: None,
             custom_headers: &HeaderMap::new(),

@@ -1,5 +1,6 @@
 //! One attempt of one delivery: send it, and decide what happens next.
 
+use kait_core::trace::{AttemptSpan, SpanContext};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,6 +184,12 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         Some((url, target)) => (url.clone(), target),
         None => (endpoint.url.clone(), &endpoint.target),
     };
+    // This attempt's span in the message's trace (chosen now, so the receiver can be told).
+    let span_id: [u8; 8] = rand::random();
+    let trace_parent = shared.traceparent_to_receivers.then(|| {
+        let context = SpanContext::of_message(delivery.msg_id.as_str()).child(span_id);
+        HeaderValue::from_str(&context.traceparent()).expect("hex digits and dashes")
+    });
     let result = match target {
         Ok(target) => {
             shared
@@ -202,6 +209,7 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
                         .map(|(key, _)| key),
                     custom_headers: &endpoint.headers,
                     message_headers: raw.as_ref().map(|(_, _, headers)| headers),
+                    trace_parent,
                 })
                 .await
         }
@@ -232,6 +240,20 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
         tracing::debug!(msg_id = %delivery.msg_id, endpoint_id = %delivery.endpoint_id, ?next, "attempt failed");
     }
     let attempt = attempt_record(&delivery, started_at, url, &result);
+    if let Some(traces) = &shared.traces {
+        traces.attempt(AttemptSpan {
+            msg_id: delivery.msg_id.to_string(),
+            span_id,
+            attempt_id: attempt.id.to_string(),
+            endpoint_id: delivery.endpoint_id.to_string(),
+            url: attempt.url.clone(),
+            status_code: attempt.response_status_code,
+            succeeded,
+            attempt: delivery.attempts_made,
+            started_at,
+            ended_at: started_at + attempt.response_duration_ms,
+        });
+    }
     if succeeded
         && endpoint.kind == EndpointKind::Plugin
         && let (Some(replies), AttemptResult::Response { body, .. }) = (&shared.replies, &result)
@@ -291,6 +313,7 @@ async fn check_ownership(
             previous_signing_key: None,
             custom_headers: &endpoint.headers,
             message_headers: None,
+            trace_parent: None,
         })
         .await;
     match &result {

@@ -91,6 +91,8 @@ struct Shared {
     pipes: Option<Arc<dyn PipeRunner>>,
     media: Option<kait_media::Media>,
     replies: Option<Arc<dyn ReplyRunner>>,
+    traces: Option<Arc<dyn kait_core::trace::TraceExport>>,
+    traceparent_to_receivers: bool,
 }
 
 /// What carries deliveries out: HTTP requests, user scripts (transformations) and pipes.
@@ -104,6 +106,10 @@ pub struct Runners {
     pub media: Option<kait_media::Media>,
     /// Runs the actions in plugins' answers; without it they are not read.
     pub replies: Option<Arc<dyn ReplyRunner>>,
+    /// Where each attempt's span goes (`--otlp-endpoint`); `None`: no tracing.
+    pub traces: Option<Arc<dyn kait_core::trace::TraceExport>>,
+    /// Send each attempt's W3C `traceparent` to the receiver.
+    pub traceparent_to_receivers: bool,
 }
 
 /// Runs the actions a plugin put in its successful answer to one attempt (issue 17). Called
@@ -506,6 +512,8 @@ pub async fn run(
         media: runners.media,
         pipes: runners.pipes,
         replies: runners.replies,
+        traces: runners.traces,
+        traceparent_to_receivers: runners.traceparent_to_receivers,
     });
     let (outcomes, outcome_receiver) = mpsc::channel(config.max_in_flight.max(64) * 2);
     let disable_after = config

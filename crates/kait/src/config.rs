@@ -138,6 +138,18 @@ pub struct ServeArgs {
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "KAIT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Export traces (each message's accepting and every attempt, one trace per message) to
+    /// this OpenTelemetry collector's OTLP/HTTP base URL, e.g. http://127.0.0.1:4318 [default:
+    /// no tracing]
+    #[arg(long, env = "KAIT_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP/HTTP encoding [default: protobuf]
+    #[arg(long, env = "KAIT_OTLP_PROTOCOL")]
+    pub otlp_protocol: Option<crate::telemetry::OtlpProtocol>,
+    /// Send each attempt's W3C `traceparent` header to receivers, so their traces join the
+    /// message's [default: false]
+    #[arg(long, env = "KAIT_TRACEPARENT_TO_RECEIVERS", num_args = 0..=1, default_missing_value = "true")]
+    pub traceparent_to_receivers: Option<bool>,
     /// A postgres:// URL: store everything in PostgreSQL (several nodes may share it)
     /// instead of the embedded SQLite in the data dir.
     #[arg(long, env = "KAIT_DATABASE_URL", hide_env_values = true)]
@@ -330,6 +342,10 @@ pub struct ServeConfig {
     /// The operational webhook endpoint and its secret, if configured.
     pub operational_webhook: Option<(String, Secret)>,
     pub log_format: LogFormat,
+    /// `--otlp-endpoint` and its encoding: traces are exported there (`None`: no tracing).
+    pub otlp: Option<(String, crate::telemetry::OtlpProtocol)>,
+    /// `--traceparent-to-receivers`.
+    pub traceparent_to_receivers: bool,
     /// `Some` runs on PostgreSQL; `None` on the SQLite database in `data_dir`.
     pub postgres: Option<PostgresConfig>,
     pub retention: Retention,
@@ -376,6 +392,8 @@ impl ServeConfig {
                 .expect("the dispatcher disables failing endpoints by default"),
             operational_webhook: None,
             log_format: LogFormat::Text,
+            otlp: None,
+            traceparent_to_receivers: false,
             postgres: None,
             retention: Retention::default(),
             connections: crate::http_server::ConnectionLimits::default(),
@@ -673,6 +691,20 @@ impl ServeConfig {
         if let Some(token) = &metrics_token {
             check_token(token).context("--metrics-token")?;
         }
+        let otlp = match settings.otlp_endpoint {
+            Some(endpoint) => {
+                let parsed = url::Url::parse(&endpoint)
+                    .map_err(|error| anyhow::anyhow!("--otlp-endpoint: `{endpoint}`: {error}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    bail!("--otlp-endpoint must be an http:// or https:// URL with a host");
+                }
+                Some((endpoint, settings.otlp_protocol.unwrap_or_default()))
+            }
+            None if settings.otlp_protocol.is_some() => {
+                bail!("--otlp-protocol needs --otlp-endpoint")
+            }
+            None => None,
+        };
         Ok(Self {
             listen: settings.listen.unwrap_or(defaults.listen),
             data_dir: settings.data_dir.unwrap_or(defaults.data_dir),
@@ -693,6 +725,8 @@ impl ServeConfig {
             disable_after,
             operational_webhook,
             log_format: settings.log_format.unwrap_or(defaults.log_format),
+            otlp,
+            traceparent_to_receivers: settings.traceparent_to_receivers.unwrap_or(false),
             postgres,
             retention,
             connections,

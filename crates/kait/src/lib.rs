@@ -14,5 +14,6 @@ pub mod listen;
 pub mod media;
 pub mod mqtt;
 pub mod serve;
+pub mod telemetry;
 pub mod timers;
 pub mod verify;

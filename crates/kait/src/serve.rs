@@ -194,6 +194,16 @@ pub async fn run(
     )
     .context("building the HTTP client")?;
 
+    let otlp = match &config.otlp {
+        Some((endpoint, protocol)) => Some(std::sync::Arc::new(
+            crate::telemetry::OtlpTraces::start(endpoint, *protocol)
+                .context("setting up OTLP trace export")?,
+        )),
+        None => None,
+    };
+    let traces = otlp
+        .clone()
+        .map(|otlp| otlp as std::sync::Arc<dyn kait_core::trace::TraceExport>);
     let ops = OperationalEvents::start(
         store.clone(),
         config
@@ -287,6 +297,8 @@ pub async fn run(
             pipes: Some(pipes),
             media: media.clone(),
             replies: Some(replies),
+            traces: traces.clone(),
+            traceparent_to_receivers: config.traceparent_to_receivers,
         },
         shutdown.child_token(),
     ));
@@ -315,6 +327,7 @@ pub async fn run(
         media,
         mqtt_routes_changed,
         devices,
+        traces,
     });
     let router = kait_api::router(state);
     let app = kait_api::trim_trailing_slash(router);
@@ -347,6 +360,10 @@ pub async fn run(
     }
     if let Err(error) = store.close().await {
         tracing::warn!(%error, "closing the store failed; other nodes take over after the lease");
+    }
+    if let Some(otlp) = otlp {
+        // The batch processor's thread blocks while it sends: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || otlp.flush()).await;
     }
     Ok(())
 }

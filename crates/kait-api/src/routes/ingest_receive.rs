@@ -189,6 +189,7 @@ pub async fn receive(
         .map(|event_id| format!("ingest:{event_id}"));
     let accepted = accept(&state, source, message, idempotency_key, entry.clone()).await?;
     let outcome = if accepted.created {
+        crate::traces::message_accepted(&state, &accepted.message, received_at, Some(&headers));
         "accepted"
     } else {
         "duplicate"

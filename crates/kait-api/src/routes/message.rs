@@ -576,6 +576,7 @@ async fn accept(
         })?;
     if accepted.created {
         metrics::counter!("kait_messages_accepted_total").increment(1);
+        crate::traces::message_accepted(state, &accepted.message, now, Some(headers));
     } else if let Some((event_type, event_id, payload, raw_body)) = repeat_check
         && (!same_message(&accepted.message, &event_type, &event_id, &payload)
             || accepted.message.raw.as_ref().map(|raw| &raw.body) != raw_body.as_ref()
@@ -831,8 +832,10 @@ pub async fn expunge_content(
 pub async fn send_example(
     State(state): State<ApiState>,
     Path(path): Path<crate::paths::EndpointPath>,
+    headers: HeaderMap,
     crate::extract::ValidJson(input): crate::extract::ValidJson<crate::wire::EventExampleIn>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let started_at = now_millis();
     let mut problems = Problems::new();
     problems.check("eventType", validate::event_type_name(&input.event_type));
     if let Some(payload) = &input.payload {
@@ -893,6 +896,7 @@ pub async fn send_example(
         })
         .await?;
     metrics::counter!("kait_messages_accepted_total").increment(1);
+    crate::traces::message_accepted(&state, &accepted.message, started_at, Some(&headers));
     Ok((
         StatusCode::ACCEPTED,
         Json(MessageOut::new(accepted.message, true)),

@@ -19,6 +19,7 @@
 //! - `faults`: isolation, rate limit, ordering, Retry-After, 410, circuit breaker.
 //! - `attachments`: a 50 MB clip uploaded, referenced, fetched by Range through signed links.
 //! - `devices`: MQTT routes against the real Mosquitto: a device's reading becomes a webhook.
+//! - `otlp_traces`: one OpenTelemetry trace per message, exported over OTLP to a collector here.
 //! - `ui`: the portal and the dashboard: headers, the session cookie, and (ignored unless
 //!   asked, CI does) the journeys in a real Chromium with screenshots.
 //! - `xml`: XML endpoints and XML input, read back with an independent parser.
@@ -44,6 +45,7 @@ mod faults;
 mod hardening;
 mod ingest;
 mod openapi;
+mod otlp_traces;
 mod pagination;
 mod pipes;
 mod plugins;

@@ -30,6 +30,8 @@ mod hardening;
 mod ingest;
 #[path = "../it/openapi.rs"]
 mod openapi;
+#[path = "../it/otlp_traces.rs"]
+mod otlp_traces;
 #[path = "../it/pagination.rs"]
 mod pagination;
 #[path = "../it/pipes.rs"]
