@@ -16,11 +16,13 @@
 //! - `media`: attachment upload and ranged download against loopback HTTP (`media.rs`).
 //! - `mqtt`: device messages from the broker to delivered webhooks, flat out and paced
 //!   (`mqtt.rs`).
+//! - `pages`: the portal's and the dashboard's page times over a large log (`pages.rs`).
 
 mod cluster;
 mod load;
 mod media;
 mod mqtt;
+mod pages;
 mod receiver;
 mod scenarios;
 mod streams;
@@ -68,6 +70,9 @@ pub enum Scenario {
     /// Device messages published at QoS 1 to `--mqtt-url`, bridged to webhooks: as fast as
     /// the bridge keeps up (`--messages`), then paced at `--rate` for `--seconds`.
     Mqtt,
+    /// The portal's and the dashboard's pages (their API calls) over `--page-messages`
+    /// delivered messages.
+    Pages,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +116,9 @@ pub struct BenchArgs {
     /// The attachment's size in the `media` scenario, in MiB.
     #[arg(long, default_value_t = 256)]
     pub media_mib: usize,
+    /// Messages delivered before the `pages` scenario times the pages.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub page_messages: usize,
     /// The MQTT broker of the `mqtt` scenarios.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub mqtt_url: String,
@@ -180,6 +188,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     let mut streams_results = Vec::new();
     let mut media_results = Vec::new();
+    let mut pages_results = Vec::new();
     let mut raw_rate = None;
     for scenario in scenarios {
         if scenario == Scenario::Streams {
@@ -188,6 +197,10 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         }
         if scenario == Scenario::Media {
             media_results.push(media::run(&args).await?);
+            continue;
+        }
+        if scenario == Scenario::Pages {
+            pages_results.push(pages::run(&args).await?);
             continue;
         }
         if scenario == Scenario::Mqtt {
@@ -226,6 +239,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             | Scenario::IngestIsolation
             | Scenario::Media
             | Scenario::Mqtt
+            | Scenario::Pages
             | Scenario::Timers => {
                 unreachable!("handled above")
             }
@@ -244,6 +258,31 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         }
         results.push(result);
     }
+    if !results.is_empty() {
+        print_table(&results)?;
+    }
+    for result in &streams_results {
+        streams::report(result);
+    }
+    for result in &media_results {
+        media::report(result);
+    }
+    for result in &pages_results {
+        pages::report(result);
+    }
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|result| result.missing > 0 || result.bad_signatures > 0)
+        .map(|result| result.scenario)
+        .collect();
+    if !failed.is_empty() {
+        bail!("webhooks missing or badly signed in: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// The main table, then each result as a JSON line.
+fn print_table(results: &[BenchResult]) -> anyhow::Result<()> {
     println!(
         "{:<14} {:<8} {:>5} {:>8} {:>4} {:>11} {:>12} {:>8} {:>8} {:>8} {:>7} {:>5} {:>7} {:>9} {:>10}",
         "scenario",
@@ -262,7 +301,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         "peak MiB",
         "cpu us/wh"
     );
-    for result in &results {
+    for result in results {
         println!(
             "{:<14} {:<8} {:>5} {:>8} {:>4} {:>11.0} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>5} {:>7} {:>9} {:>10}",
             result.scenario,
@@ -288,22 +327,8 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
                 .map_or("-".into(), |us| format!("{us:.1}")),
         );
     }
-    for result in &results {
+    for result in results {
         println!("{}", serde_json::to_string(result)?);
-    }
-    for result in &streams_results {
-        streams::report(result);
-    }
-    for result in &media_results {
-        media::report(result);
-    }
-    let failed: Vec<_> = results
-        .iter()
-        .filter(|result| result.missing > 0 || result.bad_signatures > 0)
-        .map(|result| result.scenario)
-        .collect();
-    if !failed.is_empty() {
-        bail!("webhooks missing or badly signed in: {}", failed.join(", "));
     }
     Ok(())
 }
