@@ -12,6 +12,7 @@ pub mod model;
 pub mod retry;
 pub mod scope;
 pub mod signing;
+pub mod sse;
 pub mod time;
 pub mod trace;
 pub mod validate;

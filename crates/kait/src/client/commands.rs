@@ -145,7 +145,7 @@ async fn follow(api: &Api, args: &TailArgs) -> anyhow::Result<()> {
         if seen == 0 && last_id.is_none() {
             eprintln!("following {} (Ctrl-C to stop)", args.app);
         }
-        let mut reader = super::sse::Reader::default();
+        let mut reader = kait_core::sse::Reader::default();
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             let Ok(chunk) = chunk else { break };

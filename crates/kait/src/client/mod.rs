@@ -9,7 +9,6 @@
 pub mod api;
 pub mod commands;
 pub mod profile;
-pub mod sse;
 pub mod table;
 
 pub use commands::{ListArgs, PortalArgs, ReplayArgs, SendArgs, TailArgs};

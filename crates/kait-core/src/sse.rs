@@ -1,7 +1,6 @@
-//! A reader of server-sent events for `kait tail`, bounded: a line longer than
-//! [`MAX_LINE`] ends the stream with an error instead of growing without end.
-
-use anyhow::bail;
+//! A reader of server-sent events (what `kait tail` follows), bounded: a line longer than
+//! [`MAX_LINE`] ends the stream with an error instead of growing without end. Pure: bytes in,
+//! events out, so it is unit-tested and fuzzed without a connection.
 
 /// Longest line accepted (a message with a large payload is one `data:` line).
 pub const MAX_LINE: usize = 8 * 1024 * 1024;
@@ -14,6 +13,11 @@ pub struct Event {
     pub data: String,
 }
 
+/// A line past [`MAX_LINE`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server sent a line longer than {MAX_LINE} bytes")]
+pub struct LineTooLong;
+
 /// Feeds bytes in, takes whole events out.
 #[derive(Default)]
 pub struct Reader {
@@ -24,7 +28,7 @@ pub struct Reader {
 
 impl Reader {
     /// Adds `bytes` and returns the events they completed.
-    pub fn feed(&mut self, bytes: &[u8]) -> anyhow::Result<Vec<Event>> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, LineTooLong> {
         self.pending.extend_from_slice(bytes);
         let mut events = Vec::new();
         while let Some(end) = self.pending.iter().position(|byte| *byte == b'\n') {
@@ -62,7 +66,7 @@ impl Reader {
             }
         }
         if self.pending.len() > MAX_LINE {
-            bail!("the server sent a line longer than {MAX_LINE} bytes");
+            return Err(LineTooLong);
         }
         Ok(events)
     }
