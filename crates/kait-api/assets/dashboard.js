@@ -108,7 +108,9 @@ async function appsView(iterator) {
 async function appView(id) {
   const base = `/api/v1/app/${segment(id)}`;
   const [app, endpoints] = await Promise.all([api.get(base), api.get(`${base}/endpoint?limit=250`)]);
-  const stats = await Promise.all(endpoints.data.map((endpoint) => api.get(`${base}/endpoint/${segment(endpoint.id)}/stats`).catch(() => null)));
+  // Health from each endpoint's last 50 attempts (keyset reads); the full counts and the
+  // circuit state (`/stats`, which counts the whole log) only when asked for.
+  const recent = await Promise.all(endpoints.data.map((endpoint) => api.get(`${base}/attempt/endpoint/${segment(endpoint.id)}?limit=50`).then((page) => page.data).catch(() => [])));
   const lines = h("div", { class: "tail", id: "tail" });
   const portal = h("button", { class: "secondary", type: "button", id: "portal-link" }, "Portal link");
   const link = h("p", { class: "secret", id: "portal-url" });
@@ -130,16 +132,25 @@ async function appView(id) {
       [
         ["URL", (endpoint) => endpoint.url || "(polling)"],
         ["State", (endpoint) => h("span", { class: endpoint.disabled ? "status-2" : "status-0" }, endpoint.disabled ? "disabled" : "enabled")],
-        ["Success", (endpoint) => {
-          const counts = stats[endpoints.data.indexOf(endpoint)];
-          const done = counts ? counts.success + counts.fail : 0;
-          return done ? `${Math.round((100 * counts.success) / done)}%` : "–";
+        ["Recent success", (endpoint) => {
+          const attempts = recent[endpoints.data.indexOf(endpoint)];
+          const ok = attempts.filter((attempt) => attempt.status === 0).length;
+          return attempts.length ? `${Math.round((100 * ok) / attempts.length)}% of ${attempts.length}` : "–";
         }],
-        ["Waiting", (endpoint) => {
-          const counts = stats[endpoints.data.indexOf(endpoint)];
-          return counts ? String(counts.pending + counts.sending) : "–";
+        ["Counts and circuit", (endpoint) => {
+          const cell = h("span", {});
+          const load = h("button", { class: "secondary", type: "button", dataset: { stats: endpoint.id } }, "Show");
+          load.addEventListener("click", async () => {
+            try {
+              const counts = await api.get(`${base}/endpoint/${segment(endpoint.id)}/stats`);
+              show(cell, `${counts.success} ok, ${counts.fail} failed, ${counts.pending + counts.sending} waiting · circuit ${counts.circuitState}`);
+            } catch (error) {
+              notice(main, "error", error.message);
+            }
+          });
+          cell.append(load);
+          return cell;
         }],
-        ["Circuit", (endpoint) => stats[endpoints.data.indexOf(endpoint)]?.circuitState || "–"],
       ],
       endpoints.data,
       { empty: "No endpoints." },

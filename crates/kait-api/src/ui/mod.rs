@@ -69,6 +69,8 @@ pub fn routes() -> Router<ApiState> {
             "/ui/session",
             get(current_session).post(sign_in).delete(sign_out),
         )
+        // A sign-in is a token in a small JSON object; nothing here takes more.
+        .layer(axum::extract::DefaultBodyLimit::max(4096))
 }
 
 fn guarded(content_type: &'static str, body: &'static str, cache: &'static str) -> Response {

@@ -225,7 +225,12 @@ pub fn attempt_filter(query: &mut Query, filter: AttemptFilter) -> bool {
         );
     }
     if let Some(msg_id) = filter.msg_id {
-        query.compare("a.msg_id", "=", SqlValue::Text(msg_id.into_string()));
+        // By the message's row number, which `attempt_msg (msg_seq, seq)` indexes: filtering
+        // on the id column walked the whole attempt log (170 ms at a million attempts).
+        let placeholder = query.bind(SqlValue::Text(msg_id.into_string()));
+        query.condition(format!(
+            "a.msg_seq = (SELECT seq FROM message WHERE id = {placeholder})"
+        ));
     }
     if let Some(status) = filter.status {
         query.compare("a.status", "=", SqlValue::Int(status.code()));

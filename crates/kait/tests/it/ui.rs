@@ -180,6 +180,9 @@ async fn the_dashboard_session_is_the_admin_with_csrf_on_changes() {
     );
     let (status, body) = server.post("/ui/session", "not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let huge = json!({ "token": "x".repeat(10_000) }).to_string();
+    let (status, body) = server.post("/ui/session", &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     server.stop().await;
 }
 
