@@ -348,7 +348,14 @@ pub async fn install(
     ValidJson(input): ValidJson<InstallationIn>,
 ) -> Result<(StatusCode, Json<InstallationOut>), ApiError> {
     let application = super::find_app(&state, &app_id).await?;
-    let plugin = find_plugin(&state, &input.plugin).await?;
+    // The plugin is named in the body: a missing one is a problem of the request (422 at
+    // `plugin`), not a missing path resource (404 would say the application is gone).
+    let plugin = find_plugin(&state, &input.plugin)
+        .await
+        .map_err(|error| match error {
+            ApiError::NotFound(_) => ApiError::invalid("plugin", "no such plugin"),
+            other => other,
+        })?;
     let manifest = manifest_of(&plugin)?;
     let requested = scopes("scopes", &manifest.scopes)?;
     let granted = match &input.scopes {

@@ -471,6 +471,19 @@ async fn narrowed_scopes_and_grants_hold_and_bad_requests_are_refused() {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "installed twice: {body}");
+    // An unknown plugin is the body's problem (422 at `plugin`), not a missing application.
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/app/{site}/installation"),
+            &json!({ "plugin": "plg_none" }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "plugin"]),
+        "{body}"
+    );
     // A plugin's credential is not an API token.
     let (status, _) = server
         .request_with(
