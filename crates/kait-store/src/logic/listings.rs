@@ -111,8 +111,7 @@ pub fn attempts(
     page: &PageRequest,
 ) -> PageQuery {
     let mut query = Query::new(dialect);
-    query.compare("a.app_id", "=", SqlValue::Text(app_id.as_str().to_owned()));
-    let join = if query::attempt_filter(&mut query, filter) {
+    let join = if query::attempt_filter(&mut query, app_id, filter) {
         "JOIN message m ON m.seq = a.msg_seq"
     } else {
         ""

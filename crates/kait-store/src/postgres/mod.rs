@@ -134,9 +134,25 @@ pub async fn migrate(options: &PgOptions) -> StoreResult<usize> {
     let driver = tokio::spawn(connection);
     let applied = schema::migrate(&mut client, &options.schema).await?;
     secrets::reseal(&client, &options.schema, &options.secret_keys).await?;
+    warn_without_autovacuum(&client).await;
     drop(client);
     let _ = driver.await;
     Ok(applied)
+}
+
+/// Kait's delivery and attempt tables churn (a status update per attempt) and grow from
+/// empty: without autovacuum they bloat and the planner keeps the statistics of an empty
+/// table, so keyset reads turn into scans of the whole log (seen: 0.5 s for a page of
+/// attempts at a million). Said once at start; Kait works either way.
+async fn warn_without_autovacuum(client: &tokio_postgres::Client) {
+    if let Ok(row) = client.query_one("SHOW autovacuum", &[]).await
+        && row.get::<_, String>(0) == "off"
+    {
+        tracing::warn!(
+            "PostgreSQL runs with autovacuum off: Kait's tables will bloat and its queries \
+             plan on stale statistics; turn it on, or VACUUM ANALYZE regularly"
+        );
+    }
 }
 
 /// Drops the schema with everything in it (benchmarks and tests clean up with this).

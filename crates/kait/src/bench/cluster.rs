@@ -121,8 +121,9 @@ impl Cluster {
         Ok(Self { servers, schema })
     }
 
-    /// Stops the servers and drops the schema; returns the largest peak RSS of a node.
-    /// Stops the nodes; returns the largest peak RSS and the CPU seconds of all nodes.
+    /// Stops the nodes and drops the schema (kept, and named, when `KAIT_BENCH_KEEP_SCHEMA`
+    /// is set, to look at the data the scenario left, e.g. with `EXPLAIN`); returns the largest
+    /// peak RSS and the CPU seconds of all nodes.
     pub(super) async fn stop(self) -> anyhow::Result<(Option<f64>, Option<f64>)> {
         let peak = max_rss(&self.servers, |(_, peak)| peak);
         let cpu = self
@@ -132,7 +133,11 @@ impl Cluster {
             .sum::<Option<f64>>();
         drop(self.servers);
         if let Some(schema) = self.schema {
-            schema.drop_schema().await?;
+            if std::env::var_os("KAIT_BENCH_KEEP_SCHEMA").is_some() {
+                eprintln!("bench: schema {} kept", schema.options.schema);
+            } else {
+                schema.drop_schema().await?;
+            }
         }
         Ok((peak, cpu))
     }
