@@ -2,7 +2,8 @@
 // who receives its webhooks. The link (`app-portal-access`) carries the application and an
 // app-scoped token in the fragment; the token is kept in this tab's sessionStorage and the
 // fragment is replaced at once, so it is neither in the history nor sent anywhere. The API
-// decides what the token may see and do (its application, its capabilities).
+// decides what the token may see and do (its application, its capabilities); the page asks it
+// (`/api/v1/auth/token`) only to leave out the controls the token could not use.
 
 import { Api, bars, h, notice, page, pretty, segment, show, table, when } from "./dom.js";
 
@@ -25,6 +26,17 @@ function readSession() {
   }
 }
 
+/** The token's capabilities, asked once; `null` (unknown) shows every control. */
+const granted = session.token
+  ? api.get("/api/v1/auth/token").then((told) => new Set(told.capabilities)).catch(() => null)
+  : Promise.resolve(null);
+let capabilities = null;
+
+/** Whether the token may use a control that needs `capability` (Svix's names). */
+function can(capability) {
+  return capabilities === null || capabilities.has(capability);
+}
+
 const statusText = { 0: "succeeded", 1: "pending", 2: "failed", 3: "sending", 4: "canceled" };
 
 async function route() {
@@ -32,6 +44,8 @@ async function route() {
     show(main, h("h2", {}, "This link has no access token"), h("p", {}, "Ask for a new portal link."));
     return;
   }
+  capabilities = await granted;
+  document.body.dataset.capabilities = capabilities ? [...capabilities].join(" ") : "unknown";
   const [view, id, extra] = location.hash.replace(/^#\/?/, "").split("/");
   document.querySelectorAll("#nav a").forEach((link) => link.classList.toggle("current", link.dataset.view === (view || "endpoints").replace(/^(endpoint|message)$/, "$1s")));
   try {
@@ -57,7 +71,7 @@ async function endpointsView() {
   show(
     main,
     h("h2", {}, "Endpoints"),
-    h("div", { class: "actions" }, h("a", { class: "button", href: "#/endpoint/new", id: "add-endpoint" }, "Add endpoint")),
+    can("ManageEndpoint") && h("div", { class: "actions" }, h("a", { class: "button", href: "#/endpoint/new", id: "add-endpoint" }, "Add endpoint")),
     table(
       [
         ["URL", (endpoint) => h("a", { href: `#/endpoint/${endpoint.id}` }, endpoint.url || "(polling)")],
@@ -76,6 +90,10 @@ function lines(text) {
 }
 
 async function endpointForm(id) {
+  if (!can("ManageEndpoint")) {
+    show(main, h("h2", {}, "Not allowed"), h("p", {}, "This portal link may not change endpoints."));
+    return;
+  }
   const [endpoint, headers, types] = await Promise.all([
     id ? api.get(`${base}/endpoint/${segment(id)}`) : null,
     id ? api.get(`${base}/endpoint/${segment(id)}/headers`).catch(() => ({ headers: {} })) : { headers: {} },
@@ -189,8 +207,8 @@ async function endpointView(id) {
     const task = await act(() => api.post(`${path}/recover`, { since: new Date(since.value).toISOString() }));
     if (task) notice(main, "ok", `${task.count} failed deliveries will be sent again.`);
   });
-  const code = h("textarea", { id: "transformation-code" }, transformation?.code || "function handler(webhook) {\n  return webhook;\n}");
-  const enabled = h("input", { type: "checkbox", id: "transformation-enabled", checked: Boolean(transformation?.enabled) });
+  const code = h("textarea", { id: "transformation-code", readonly: !can("ManageTransformations") }, transformation?.code || "function handler(webhook) {\n  return webhook;\n}");
+  const enabled = h("input", { type: "checkbox", id: "transformation-enabled", checked: Boolean(transformation?.enabled), disabled: !can("ManageTransformations") });
   const testPayload = h("textarea", { id: "transformation-payload" }, '{"example": true}');
   const testOutput = h("pre", { id: "transformation-output" }, "");
   const saveCode = h("button", { type: "button", id: "save-transformation" }, "Save transformation");
@@ -212,24 +230,30 @@ async function endpointView(id) {
     main,
     h("h2", {}, endpoint.url || "(polling endpoint)"),
     h("p", {}, endpoint.description),
-    h("div", { class: "actions" }, h("a", { class: "button", href: `#/endpoint/${id}/edit`, id: "edit" }, "Edit"), pause, remove),
+    can("ManageEndpoint") && h("div", { class: "actions" }, h("a", { class: "button", href: `#/endpoint/${id}/edit`, id: "edit" }, "Edit"), pause, remove),
     h("div", { class: "grid" },
       h("div", { class: "card" }, h("div", { class: "figure", id: "success-rate" }, recent ? `${Math.round((100 * recentOk) / recent)}%` : "–"), h("div", { class: "caption" }, `of the last ${recent} attempts succeeded`)),
       h("div", { class: "card" }, h("div", { class: "figure" }, String(recent - recentOk)), h("div", { class: "caption" }, "of them failed")),
       h("div", { class: "card" }, bars(successBuckets(attempts.data), { label: "success rate of the last attempts" }), h("div", { class: "caption" }, "success rate, last attempts"))),
-    h("h3", {}, "Signing secret"),
-    h("p", {}, secretBox),
-    h("div", { class: "actions" }, reveal, rotate),
-    h("h3", {}, "Send an example"),
-    h("div", { class: "actions" }, exampleType, sendExample),
-    h("h3", {}, "Recover"),
-    h("div", { class: "actions" }, since, recover),
+    can("ViewEndpointSecret") && [
+      h("h3", {}, "Signing secret"),
+      h("p", {}, secretBox),
+      h("div", { class: "actions" }, reveal, can("ManageEndpointSecret") && rotate),
+    ],
+    can("CreateAttempts") && [
+      h("h3", {}, "Send an example"),
+      h("div", { class: "actions" }, exampleType, sendExample),
+      h("h3", {}, "Recover"),
+      h("div", { class: "actions" }, since, recover),
+    ],
     h("h3", {}, "Transformation"),
     h("label", {}, h("span", {}, enabled, " enabled")),
     code,
-    h("label", {}, "Test payload", testPayload),
-    h("div", { class: "actions" }, saveCode, testCode),
-    testOutput,
+    can("ManageTransformations") && [
+      h("label", {}, "Test payload", testPayload),
+      h("div", { class: "actions" }, saveCode, testCode),
+      testOutput,
+    ],
     h("h3", {}, "Recent attempts"),
     attemptsTable(attempts.data),
   );
@@ -299,6 +323,7 @@ async function messageView(id) {
         ["Endpoint", (state) => h("a", { href: `#/endpoint/${state.id}` }, state.url || state.id)],
         ["Status", (state) => h("span", { class: `status-${state.status}` }, statusText[state.status] || String(state.status))],
         ["", (state) => {
+          if (!can("CreateAttempts")) return null;
           const resend = h("button", { class: "secondary", type: "button", dataset: { endpoint: state.id } }, "Resend");
           resend.addEventListener("click", () => act(() => api.post(`${base}/msg/${segment(id)}/endpoint/${segment(state.id)}/resend`), "Sent again."));
           return resend;
@@ -315,15 +340,21 @@ async function messageView(id) {
         ["Duration", (attempt) => `${attempt.responseDurationMs} ms`],
         ["", (attempt) => {
           const open = h("button", { class: "secondary", type: "button", dataset: { attempt: attempt.id } }, "Details");
-          open.addEventListener("click", () => show(attemptDetail,
-            h("h3", {}, `Attempt ${attempt.id}`),
-            h("p", {}, `POST ${attempt.url} → ${attempt.responseStatusCode} in ${attempt.responseDurationMs} ms`),
-            h("h3", {}, "Request headers"),
-            h("pre", {}, [`webhook-id: ${message.id}`, "webhook-timestamp: (when sent)", "webhook-signature: v1,…", "content-type: application/json"].join("\n")),
-            h("h3", {}, "Request body"),
-            h("pre", {}, pretty(message.payload)),
-            h("h3", {}, "Response body"),
-            h("pre", { class: "response" }, attempt.response)));
+          open.addEventListener("click", async () => {
+            // The request as sent; none for an attempt that finished without one.
+            const sent = await api.get(`${base}/msg/${segment(id)}/attempt/${segment(attempt.id)}/request`).catch(() => null);
+            show(attemptDetail,
+              h("h3", {}, `Attempt ${attempt.id}`),
+              h("p", {}, `${sent?.method || "—"} ${attempt.url || "(not sent)"} → ${attempt.responseStatusCode} in ${attempt.responseDurationMs} ms`),
+              sent && [
+                h("h3", {}, "Request headers"),
+                h("pre", { id: "request-headers" }, sent.headers.map((header) => `${header.name}: ${header.value}`).join("\n")),
+                h("h3", {}, "Request body"),
+                h("pre", { id: "request-body" }, sent.body),
+              ],
+              h("h3", {}, "Response body"),
+              h("pre", { class: "response" }, attempt.response));
+          });
           return open;
         }],
       ],

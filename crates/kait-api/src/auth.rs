@@ -49,6 +49,8 @@ pub enum Caller {
     App {
         /// Identifies the token (its hash) for per-token limits, without keeping the token.
         token_hash: String,
+        app_id: AppId,
+        capabilities: kait_core::access::Capabilities,
     },
     /// A plugin's installation token, already checked against the route's scope and
     /// application.
@@ -118,6 +120,7 @@ pub fn access_for(method: &Method, route: &str) -> Access {
         | "/app/{app_id}/device/{device}/command/{command_id}"
         | "/app/{app_id}/msg/{msg_id}/attempt"
         | "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}"
+        | "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/request"
         | "/app/{app_id}/msg/{msg_id}/endpoint"
         | "/app/{app_id}/attempt/msg/{msg_id}"
         | "/app/{app_id}/attempt/endpoint/{endpoint_id}"
@@ -136,8 +139,9 @@ pub fn access_for(method: &Method, route: &str) -> Access {
         }
         // Moving a consumer only changes where that consumer reads next.
         "/app/{app_id}/poller/{endpoint_id}/consumer/{consumer_id}/seek" => ViewBase,
-        // Every app token may end itself (the handler ends only the presented token).
-        "/auth/logout" => ViewBase,
+        // Every app token may end itself (the handler ends only the presented token), and
+        // ask what it may do (so a portal shows only the controls it can use).
+        "/auth/logout" | "/auth/token" => ViewBase,
         "/app/{app_id}/endpoint" | "/app/{app_id}/endpoint/{endpoint_id}" => {
             if reads {
                 ViewBase
@@ -213,6 +217,7 @@ pub fn scope_for(method: &Method, route: &str) -> Option<ScopeKind> {
         "/app/{app_id}/attachment/{attachment_id}" => (Some(AttachmentsRead), None),
         "/app/{app_id}/msg/{msg_id}/attempt"
         | "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}"
+        | "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/request"
         | "/app/{app_id}/msg/{msg_id}/endpoint"
         | "/app/{app_id}/attempt/msg/{msg_id}"
         | "/app/{app_id}/attempt/endpoint/{endpoint_id}" => (Some(AttemptsRead), None),
@@ -365,7 +370,11 @@ pub async fn require_token(
     {
         return Err(ApiError::Forbidden);
     }
-    request.extensions_mut().insert(Caller::App { token_hash });
+    request.extensions_mut().insert(Caller::App {
+        token_hash,
+        app_id: grant.app_id,
+        capabilities: grant.capabilities,
+    });
     Ok(next.run(request).await)
 }
 

@@ -1140,6 +1140,29 @@ impl MessageOut {
 
 // Attempts and delivery states.
 
+/// The request an attempt sent (`GET …/attempt/{attempt_id}/request`, Kait's own).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRequestOut {
+    pub method: String,
+    pub url: String,
+    /// In the order sent. Custom header values are not shown (they often carry the
+    /// receiver's credentials), and the signature is not kept: it is HMAC-SHA256 of
+    /// `{webhook-id}.{webhook-timestamp}.{body}` under the endpoint's secret at the time.
+    pub headers: Vec<HeaderOut>,
+    pub body: String,
+    /// `true`: the body was kept with the attempt as sent (a transformation ran, the endpoint
+    /// takes XML, or attachment links were added); `false`: it was the message's own body,
+    /// shown from the message (empty once the message's content is erased).
+    pub body_kept: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HeaderOut {
+    pub name: String,
+    pub value: String,
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MessageAttemptOut {
     pub id: String,
@@ -1314,11 +1337,26 @@ pub struct ApplicationTokenExpireIn {
     pub session_ids: Option<Vec<String>>,
 }
 
-/// `AppPortalAccessOut`: Kait has no hosted portal; `url` is the app's API base.
+/// `AppPortalAccessOut`: `url` opens Kait's consumer portal for the application, with the
+/// token in the fragment.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AppPortalAccessOut {
     pub url: String,
     pub token: String,
+}
+
+/// What a token may do (`GET /api/v1/auth/token`, Kait's own).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenAccessOut {
+    /// `admin`, `app` (an app-scoped token) or `plugin`.
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    /// The one application an app-scoped token is confined to.
+    pub app_id: Option<String>,
+    /// Every capability the token's requests are allowed.
+    #[schema(value_type = Vec<CapabilityName>)]
+    pub capabilities: Vec<kait_core::access::Capability>,
 }
 
 /// Every error: a machine-readable `code` and a `detail` for people (a list of problems,

@@ -434,6 +434,19 @@ pub struct Attempt {
     pub response_duration_ms: i64,
     pub trigger_type: TriggerType,
     pub created_at: Millis,
+    /// The request as sent, kept only when it was not the message's own body: a
+    /// transformation ran, or the endpoint takes XML. Otherwise the message's payload (or raw
+    /// body) is exactly what went out, so nothing more is written on the hot path.
+    pub sent: Option<SentRequest>,
+}
+
+/// What an attempt sent when it differs from the message (see [`Attempt::sent`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SentRequest {
+    pub method: String,
+    pub content_type: String,
+    /// The body as sent (lossily decoded as UTF-8; JSON and XML always are).
+    pub body: String,
 }
 
 /// A message's state at one endpoint, as listed by `/msg/{id}/endpoint`.

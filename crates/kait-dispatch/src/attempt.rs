@@ -8,7 +8,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use kait_core::retry::RetrySchedule;
 use kait_core::time::{Millis, now_millis};
-use kait_core::{Attempt, AttemptId, DeliveryStatus, EndpointKind, PayloadFormat, RawPayload};
+use kait_core::{
+    Attempt, AttemptId, DeliveryStatus, EndpointKind, PayloadFormat, RawPayload, SentRequest,
+};
 use kait_deliver::{AttemptResult, Method, SendError, Target, Webhook};
 use kait_store::{ClaimedDelivery, NextStep, Outcome};
 
@@ -180,6 +182,17 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
             Err(reason) => return without_request(delivery, started_at, &reason, NextStep::GiveUp),
         },
     };
+    // Kept with the attempt only when what goes out is not the message as stored.
+    let rewritten = match (&raw, endpoint.format) {
+        (Some(_), _) if !transformed => method != Method::POST,
+        (_, PayloadFormat::Xml) => true,
+        _ => transformed || delivery.attachments.is_some() || method != Method::POST,
+    };
+    let sent = rewritten.then(|| SentRequest {
+        method: method.to_string(),
+        content_type: content_type.to_str().unwrap_or_default().to_owned(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
     let (url, target) = match &new_target {
         Some((url, target)) => (url.clone(), target),
         None => (endpoint.url.clone(), &endpoint.target),
@@ -239,7 +252,7 @@ pub async fn run(shared: &Shared, mut delivery: ClaimedDelivery, hold_retry: boo
     if !succeeded {
         tracing::debug!(msg_id = %delivery.msg_id, endpoint_id = %delivery.endpoint_id, ?next, "attempt failed");
     }
-    let attempt = attempt_record(&delivery, started_at, url, &result);
+    let attempt = attempt_record(&delivery, started_at, url, &result, sent);
     if let Some(traces) = &shared.traces {
         traces.attempt(AttemptSpan {
             msg_id: delivery.msg_id.to_string(),
@@ -465,6 +478,7 @@ fn attempt_record(
     started_at: Millis,
     url: String,
     result: &AttemptResult,
+    sent: Option<SentRequest>,
 ) -> Attempt {
     Attempt {
         id: AttemptId::generate(),
@@ -482,6 +496,7 @@ fn attempt_record(
         response_duration_ms: result.duration().as_millis() as i64,
         trigger_type: delivery.trigger_type,
         created_at: started_at,
+        sent,
     }
 }
 
@@ -561,6 +576,7 @@ fn without_request(
         response_duration_ms: 0,
         trigger_type: delivery.trigger_type,
         created_at: started_at,
+        sent: None,
     };
     Finished {
         outcome: Outcome {

@@ -112,7 +112,7 @@ pub fn received_request(
 }
 
 pub const ATTEMPT: &str = "a.id, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
-     a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at";
+     a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at, a.sent";
 
 pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("maps and sets of strings serialize")

@@ -15,7 +15,7 @@ use crate::extract::{ListQuery, ValidJson};
 use crate::paths::AppPath;
 use crate::wire::{
     AppPortalAccessIn, AppPortalAccessOut, ApplicationIn, ApplicationOut, ApplicationPatch,
-    ApplicationTokenExpireIn, ListResponse,
+    ApplicationTokenExpireIn, ListResponse, TokenAccessOut,
 };
 use crate::{ApiError, ApiState};
 
@@ -329,7 +329,7 @@ pub async fn logout(
     State(state): State<ApiState>,
     Extension(caller): Extension<crate::auth::Caller>,
 ) -> Result<StatusCode, ApiError> {
-    let crate::auth::Caller::App { token_hash } = caller else {
+    let crate::auth::Caller::App { token_hash, .. } = caller else {
         return Err(ApiError::BadRequest {
             code: "not_an_app_token",
             detail: "only an app-scoped (portal) token can be logged out; revoke others \
@@ -339,6 +339,42 @@ pub async fn logout(
     };
     state.store.end_app_token(&token_hash).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.authentication.token",
+    path = "/api/v1/auth/token",
+    tag = "application",
+    summary = "What the token this request is made with may do (Kait)",
+    description = "The admin token may do everything; an app-scoped token is confined to its \
+        application with the capabilities it was issued with (each listed here once it is \
+        allowed, including those implied by another). The consumer portal reads this to show \
+        only the controls the token can use; the API checks every request regardless.",
+    responses((status = 200, body = TokenAccessOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// `GET /api/v1/auth/token`: the caller's kind, application and capabilities.
+pub async fn token(Extension(caller): Extension<crate::auth::Caller>) -> Json<TokenAccessOut> {
+    use kait_core::access::{Capabilities, Capability};
+    let (kind, app_id, granted) = match caller {
+        crate::auth::Caller::Admin => ("admin", None, Capabilities::all()),
+        crate::auth::Caller::App {
+            app_id,
+            capabilities,
+            ..
+        } => ("app", Some(app_id), capabilities),
+        // Not routed to installation tokens (`scope_for` leaves it out); nothing to claim.
+        crate::auth::Caller::Plugin { app_id, .. } => ("plugin", Some(app_id), Capabilities::NONE),
+    };
+    Json(TokenAccessOut {
+        kind,
+        app_id: app_id.map(|id| id.to_string()),
+        capabilities: Capability::ALL
+            .into_iter()
+            .filter(|capability| granted.allows(*capability))
+            .collect(),
+    })
 }
 
 /// The longest `expire-all` may leave the old tokens working (Svix's bound: 3 days).

@@ -12,7 +12,8 @@ use super::{find_app, find_app_endpoint, find_endpoint};
 use crate::extract::ListQuery;
 use crate::paths::{AppPath, EndpointPath};
 use crate::wire::{
-    EndpointMessageOut, EndpointOut, ListResponse, MessageAttemptOut, MessageEndpointOut,
+    AttemptRequestOut, EndpointMessageOut, EndpointOut, HeaderOut, ListResponse, MessageAttemptOut,
+    MessageEndpointOut,
 };
 use crate::{ApiError, ApiState};
 
@@ -141,8 +142,19 @@ pub async fn get(
     State(state): State<ApiState>,
     Path((app_key, msg_key, attempt_id)): Path<(String, String, String)>,
 ) -> Result<Json<MessageAttemptOut>, ApiError> {
-    let application = find_app(&state, &app_key).await?;
-    let msg_id = message_id(&state, &application.id, &msg_key).await?;
+    let (_, attempt) = find_attempt(&state, &app_key, &msg_key, attempt_id).await?;
+    Ok(Json(attempt.into()))
+}
+
+/// One attempt of one message of one application, each named as the path names it.
+async fn find_attempt(
+    state: &ApiState,
+    app_key: &str,
+    msg_key: &str,
+    attempt_id: String,
+) -> Result<(AppId, kait_core::Attempt), ApiError> {
+    let application = find_app(state, app_key).await?;
+    let msg_id = message_id(state, &application.id, msg_key).await?;
     let attempt = state
         .store
         .get_attempt(
@@ -152,7 +164,113 @@ pub async fn get(
         )
         .await?
         .ok_or(ApiError::NotFound("attempt"))?;
-    Ok(Json(attempt.into()))
+    Ok((application.id, attempt))
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "v1.attempt.get-request",
+    path = "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/request",
+    tag = "attempt",
+    summary = "The request an attempt sent: method, URL, headers and body (Kait)",
+    description = "The body is exact: kept with the attempt when it was not the message's own \
+        (transformed, rendered as XML, attachment links added), otherwise the message's. 404 \
+        for an attempt that sent nothing (the endpoint was disabled, a transformation \
+        canceled it).",
+    params(AppPath, ("msg_id" = String, Path, description = "The message id (`msg_…`) or eventId"), ("attempt_id" = String, Path, description = "The attempt id (`atmpt_…`)")),
+    responses((status = 200, body = AttemptRequestOut), (status = "4XX", body = crate::wire::ErrorOut)),
+    security(("bearer" = []))
+)]
+/// `GET …/msg/{msg_id}/attempt/{attempt_id}/request`: what went over the wire, for a
+/// receiver debugging its signature check or its parser.
+pub async fn request(
+    State(state): State<ApiState>,
+    Path((app_key, msg_key, attempt_id)): Path<(String, String, String)>,
+) -> Result<Json<AttemptRequestOut>, ApiError> {
+    let (app_id, attempt) = find_attempt(&state, &app_key, &msg_key, attempt_id).await?;
+    if attempt.url.is_empty() {
+        // Finished without a request (see the attempt's `response` for why).
+        return Err(ApiError::NotFound("request"));
+    }
+    let message = state
+        .store
+        .get_message(&app_id, attempt.msg_id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound("message"))?;
+    let custom = state
+        .store
+        .get_endpoint(&app_id, attempt.endpoint_id.as_str())
+        .await?
+        .map(|endpoint| endpoint.headers.into_keys().collect())
+        .unwrap_or_default();
+    Ok(Json(sent_request(&attempt, &message, custom)))
+}
+
+/// The request an attempt made, from what the attempt kept and the message.
+fn sent_request(
+    attempt: &kait_core::Attempt,
+    message: &kait_core::Message,
+    custom_header_names: Vec<String>,
+) -> AttemptRequestOut {
+    let (method, content_type, body, body_kept) = match (&attempt.sent, &message.raw) {
+        (Some(sent), _) => (
+            sent.method.clone(),
+            sent.content_type.clone(),
+            sent.body.clone(),
+            true,
+        ),
+        (None, Some(raw)) => (
+            "POST".to_owned(),
+            raw.content_type.clone(),
+            String::from_utf8_lossy(&raw.body).into_owned(),
+            false,
+        ),
+        (None, None) => (
+            "POST".to_owned(),
+            "application/json".to_owned(),
+            message.payload.clone(),
+            false,
+        ),
+    };
+    let header = |name: &str, value: String| HeaderOut {
+        name: name.to_owned(),
+        value,
+    };
+    let mut headers: Vec<HeaderOut> = custom_header_names
+        .into_iter()
+        .map(|name| HeaderOut {
+            name,
+            value: "(not shown)".to_owned(),
+        })
+        .collect();
+    for (name, value) in message.raw.iter().flat_map(|raw| &raw.headers) {
+        headers.push(header(name, value.clone()));
+    }
+    let (id, timestamp) = (
+        message.id.to_string(),
+        (attempt.created_at / 1000).to_string(),
+    );
+    let signature = "v1,(not kept)".to_owned();
+    headers.extend([
+        header(
+            "user-agent",
+            concat!("Kait/", env!("CARGO_PKG_VERSION")).to_owned(),
+        ),
+        header("content-type", content_type),
+        header("webhook-id", id.clone()),
+        header("webhook-timestamp", timestamp.clone()),
+        header("webhook-signature", signature.clone()),
+        header("svix-id", id),
+        header("svix-timestamp", timestamp),
+        header("svix-signature", signature),
+    ]);
+    AttemptRequestOut {
+        method,
+        url: attempt.url.clone(),
+        headers,
+        body,
+        body_kept,
+    }
 }
 
 #[utoipa::path(

@@ -78,6 +78,7 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         .routes(routes!(ingest_endpoint::test_transformation))
         .routes(routes!(application::portal_access))
         .routes(routes!(application::logout))
+        .routes(routes!(application::token))
         .routes(routes!(application::expire_all))
         .routes(routes!(
             application::get,
@@ -160,6 +161,7 @@ pub fn protected() -> OpenApiRouter<ApiState> {
         .routes(routes!(attempt::list_by_message))
         .routes(routes!(attempt::get))
         .routes(routes!(attempt::expunge_content))
+        .routes(routes!(attempt::request))
         .routes(routes!(attempt::resend))
         .routes(routes!(attempt::list_by_endpoint))
         .routes(routes!(attempt::list_attempts_by_message))

@@ -423,7 +423,7 @@ pub async fn install(
         endpoint_id: endpoint.id.clone(),
         granted_by: match &caller {
             Caller::Admin => "admin".to_owned(),
-            Caller::App { token_hash } | Caller::Plugin { token_hash, .. } => {
+            Caller::App { token_hash, .. } | Caller::Plugin { token_hash, .. } => {
                 format!("token:{}", &token_hash[..12.min(token_hash.len())])
             }
         },

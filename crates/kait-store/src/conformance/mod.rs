@@ -164,6 +164,7 @@ pub fn outcome(delivery_id: i64, claimed: &ClaimedDelivery, next: NextStep) -> O
             response_duration_ms: 1,
             trigger_type: TriggerType::Scheduled,
             created_at: now_millis(),
+            sent: None,
         },
         next,
         reached_endpoint: true,

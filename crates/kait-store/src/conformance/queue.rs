@@ -633,9 +633,21 @@ pub async fn erasing_content_keeps_records_and_cancels_pending_work(store: &dyn 
         .map(|claimed| {
             let mut retry = outcome(claimed.delivery_id, claimed, NextStep::RetryAt(later));
             retry.attempt.response = "the receiver's answer".into();
+            // As a transformation would have sent it: the request is kept with the attempt.
+            retry.attempt.sent = Some(kait_core::SentRequest {
+                method: "PUT".into(),
+                content_type: "application/json".into(),
+                body: format!(r#"{{"about":"{}"}}"#, claimed.msg_id),
+            });
             retry
         })
         .collect();
+    let kept_attempt = outcomes
+        .iter()
+        .find(|outcome| outcome.attempt.msg_id == kept.id)
+        .unwrap()
+        .attempt
+        .clone();
     let private_attempt = outcomes
         .iter()
         .find(|outcome| outcome.attempt.msg_id == private.id)
@@ -644,6 +656,12 @@ pub async fn erasing_content_keeps_records_and_cancels_pending_work(store: &dyn 
         .id
         .clone();
     store.record_outcomes(outcomes.into(), None).await.unwrap();
+    let read = store
+        .get_attempt(&app.id, &kept.id, &kept_attempt.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.sent, kept_attempt.sent, "the sent request reads back");
     for (key, body) in [
         ("k1", format!(r#"{{"id":"{}"}}"#, private.id)),
         ("k2", format!(r#"{{"id":"{}"}}"#, kept.id)),
@@ -674,6 +692,24 @@ pub async fn erasing_content_keeps_records_and_cancels_pending_work(store: &dyn 
         .unwrap();
     assert!(erased.content_erased());
     assert_eq!(erased.event_type, "user.updated", "the record stays");
+    let attempt = store
+        .get_attempt(&app.id, &private.id, &private_attempt)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        attempt.sent, None,
+        "what the attempt sent carried the payload"
+    );
+    let other = store
+        .get_attempt(&app.id, &kept.id, &kept_attempt.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        other.sent, kept_attempt.sent,
+        "another message's attempt keeps it"
+    );
     let untouched = store
         .get_message(&app.id, kept.id.as_str())
         .await
@@ -715,6 +751,16 @@ pub async fn erasing_content_keeps_records_and_cancels_pending_work(store: &dyn 
         .unwrap();
     assert_eq!(attempt.response, "");
     assert_eq!(attempt.response_status_code, 500, "the attempt stays");
+    store
+        .erase_attempt_response(&app.id, &kept.id, &kept_attempt.id)
+        .await
+        .unwrap();
+    let attempt = store
+        .get_attempt(&app.id, &kept.id, &kept_attempt.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((attempt.response.as_str(), attempt.sent), ("", None));
 
     // Another application's ids, or unknown ones, are not found and change nothing.
     for result in [

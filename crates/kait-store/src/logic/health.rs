@@ -76,6 +76,7 @@ mod tests {
                 response_duration_ms: 0,
                 trigger_type: TriggerType::Scheduled,
                 created_at: at,
+                sent: None,
             },
             next: NextStep::GiveUp,
             reached_endpoint: reached,

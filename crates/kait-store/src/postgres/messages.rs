@@ -197,6 +197,13 @@ impl MessageLog for PgStore {
                 &[&msg_id.as_str()],
             )
             .await?;
+        // What attempts sent of it (transformed or rendered) goes too.
+        transaction
+            .execute(
+                "UPDATE attempt SET sent = NULL WHERE msg_seq = $1 AND sent IS NOT NULL",
+                &[&seq],
+            )
+            .await?;
         transaction
             .execute(
                 "UPDATE delivery SET status = $2, updated_at = $3, claimed_by = NULL \
@@ -230,7 +237,8 @@ impl MessageLog for PgStore {
             .client()
             .await?
             .execute(
-                "UPDATE attempt SET response = '' WHERE id = $1 AND app_id = $2 AND msg_id = $3",
+                "UPDATE attempt SET response = '', sent = NULL \
+                 WHERE id = $1 AND app_id = $2 AND msg_id = $3",
                 &[&attempt_id.as_str(), &app_id.as_str(), &msg_id.as_str()],
             )
             .await?;

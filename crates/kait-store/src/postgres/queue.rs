@@ -218,9 +218,10 @@ impl PgStore {
             let insert = transaction
                 .prepare_cached(
                     "INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
-                     response_status_code, response, response_duration_ms, trigger_type, created_at) \
+                     response_status_code, response, response_duration_ms, trigger_type, created_at, sent) \
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                     $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[])",
+                     $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], \
+                     $13::text[])",
                 )
                 .await?;
             transaction
@@ -239,6 +240,7 @@ impl PgStore {
                         &columns.response_duration_ms,
                         &columns.trigger_type,
                         &columns.created_at,
+                        &columns.sent,
                     ],
                 )
                 .await?;
@@ -308,6 +310,7 @@ struct AttemptColumns {
     response_duration_ms: Vec<i64>,
     trigger_type: Vec<i64>,
     created_at: Vec<i64>,
+    sent: Vec<Option<String>>,
 }
 
 impl AttemptColumns {
@@ -326,6 +329,8 @@ impl AttemptColumns {
         self.response_duration_ms.push(attempt.response_duration_ms);
         self.trigger_type.push(attempt.trigger_type.code());
         self.created_at.push(attempt.created_at);
+        self.sent
+            .push(attempt.sent.as_ref().map(crate::columns::to_json));
     }
 }
 

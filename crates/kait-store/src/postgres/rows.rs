@@ -235,6 +235,7 @@ pub fn attempt(row: &Row) -> StoreResult<Attempt> {
         response_duration_ms: row.try_get(8)?,
         trigger_type: TriggerType::from_code(row.try_get(9)?),
         created_at: row.try_get(10)?,
+        sent: optional_json(row, 11, "attempt.sent")?,
     })
 }
 

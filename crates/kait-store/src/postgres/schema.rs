@@ -394,6 +394,10 @@ CREATE INDEX plugin_audit_at ON plugin_audit (at);
 ALTER TABLE endpoint ADD COLUMN ownership_required BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE endpoint ADD COLUMN verified_url TEXT;
 "#,
+    r#"
+-- Issue 18: the request an attempt sent, when it was not the message's own body (JSON).
+ALTER TABLE attempt ADD COLUMN sent TEXT;
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

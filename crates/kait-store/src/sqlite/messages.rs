@@ -392,6 +392,12 @@ impl MessageLog for SqliteStore {
                 connection
                     .prepare_cached("DELETE FROM message_attachment WHERE msg_id = ?1")?
                     .execute([msg_id.as_str()])?;
+                // What attempts sent of it (transformed or rendered) goes too.
+                connection
+                    .prepare_cached(
+                        "UPDATE attempt SET sent = NULL WHERE msg_seq = ?1 AND sent IS NOT NULL",
+                    )?
+                    .execute([seq])?;
                 connection
                     .prepare_cached(
                         "UPDATE delivery SET status = ?2, updated_at = ?3 WHERE msg_seq = ?1 AND status = ?4",
@@ -425,7 +431,8 @@ impl MessageLog for SqliteStore {
                 let changed = context
                     .connection
                     .prepare_cached(
-                        "UPDATE attempt SET response = '' WHERE id = ?1 AND app_id = ?2 AND msg_id = ?3",
+                        "UPDATE attempt SET response = '', sent = NULL \
+                         WHERE id = ?1 AND app_id = ?2 AND msg_id = ?3",
                     )?
                     .execute([attempt_id.as_str(), app_id.as_str(), msg_id.as_str()])?;
                 if changed == 0 {

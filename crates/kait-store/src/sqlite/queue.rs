@@ -123,8 +123,8 @@ impl DeliveryQueue for SqliteStore {
                 )?;
                 let mut insert_attempt = connection.prepare_cached(
                     "INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
-                     response_status_code, response, response_duration_ms, trigger_type, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     response_status_code, response, response_duration_ms, trigger_type, created_at, sent) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )?;
                 let mut requeued = false;
                 for outcome in outcomes.iter() {
@@ -158,6 +158,7 @@ impl DeliveryQueue for SqliteStore {
                         attempt.response_duration_ms,
                         attempt.trigger_type.code(),
                         attempt.created_at,
+                        attempt.sent.as_ref().map(crate::columns::to_json),
                     ])?;
                 }
                 if requeued {

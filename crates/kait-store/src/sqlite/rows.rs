@@ -251,6 +251,7 @@ pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         response_duration_ms: row.get(8)?,
         trigger_type: TriggerType::from_code(row.get(9)?),
         created_at: row.get(10)?,
+        sent: optional_json(row, 11)?,
     })
 }
 

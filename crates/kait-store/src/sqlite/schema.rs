@@ -368,6 +368,10 @@ CREATE INDEX plugin_audit_at ON plugin_audit (at);
 ALTER TABLE endpoint ADD COLUMN ownership_required INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE endpoint ADD COLUMN verified_url TEXT;
 "#,
+    r#"
+-- Issue 18: the request an attempt sent, when it was not the message's own body (JSON).
+ALTER TABLE attempt ADD COLUMN sent TEXT;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.

@@ -1,16 +1,22 @@
 //! OpenTelemetry traces over OTLP (issue 18): one trace per message, from the request that
-//! accepted it through every attempt, received by a collector in the test.
+//! accepted it through every attempt, received by a collector in the test, in both of OTLP/HTTP's
+//! encodings.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::http::HeaderMap;
+use kait::telemetry::OtlpProtocol;
+use prost::Message as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{Receiver, TestServer};
 
-/// An OTLP/HTTP collector on loopback that keeps every span it is sent (JSON encoding).
+/// An OTLP/HTTP collector on loopback that keeps every span it is sent. Protobuf requests
+/// are decoded with the OpenTelemetry project's own message types and turned into the OTLP
+/// JSON mapping, so one set of assertions reads both encodings.
 struct Collector {
     url: String,
     spans: Arc<Mutex<Vec<Value>>>,
@@ -22,10 +28,18 @@ impl Collector {
         let kept = spans.clone();
         let app = axum::Router::new().route(
             "/v1/traces",
-            axum::routing::post(move |body: Bytes| {
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 let kept = kept.clone();
                 async move {
-                    let request: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+                    let request: Value = match headers["content-type"].to_str().unwrap() {
+                        "application/json" => serde_json::from_slice(&body).expect("OTLP JSON"),
+                        "application/x-protobuf" => serde_json::to_value(
+                            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)
+                                .expect("OTLP protobuf"),
+                        )
+                        .unwrap(),
+                        other => panic!("an OTLP request as {other}"),
+                    };
                     for resource in request["resourceSpans"].as_array().unwrap() {
                         let service = resource["resource"]["attributes"]
                             .as_array()
@@ -66,11 +80,20 @@ fn attribute<'a>(span: &'a Value, key: &str) -> &'a Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_runs_from_ingest_through_every_attempt() {
+async fn one_trace_runs_from_ingest_through_every_attempt_json() {
+    one_trace_runs_from_ingest_through_every_attempt(OtlpProtocol::Json).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_runs_from_ingest_through_every_attempt_protobuf() {
+    one_trace_runs_from_ingest_through_every_attempt(OtlpProtocol::Protobuf).await;
+}
+
+async fn one_trace_runs_from_ingest_through_every_attempt(protocol: OtlpProtocol) {
     let collector = Collector::start().await;
     let endpoint = collector.url.clone();
     let server = TestServer::start_with(move |config| {
-        config.otlp = Some((endpoint, kait::telemetry::OtlpProtocol::Json));
+        config.otlp = Some((endpoint, protocol));
         config.traceparent_to_receivers = true;
     })
     .await;

@@ -437,6 +437,84 @@ async fn logout_ends_only_the_presented_portal_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_says_what_it_may_do() {
+    let server = TestServer::start().await;
+    let svix = server.svix();
+    let app = server.create_app("portal").await;
+    let (status, admin) = server.get("/api/v1/auth/token").await;
+    assert_eq!(status, StatusCode::OK, "{admin}");
+    assert_eq!(admin["kind"], "admin");
+    assert_eq!(
+        admin["capabilities"].as_array().unwrap().len(),
+        6,
+        "{admin}"
+    );
+
+    let mut read_only = AppPortalAccessIn::new();
+    // Deprecated by Svix in favour of capabilities, still honoured (and still sent).
+    #[allow(deprecated)]
+    {
+        read_only.read_only = Some(true);
+    }
+    let mut secrets = AppPortalAccessIn::new();
+    secrets.capabilities = Some(
+        [svix::models::AppPortalCapability::ManageEndpointSecret]
+            .into_iter()
+            .collect(),
+    );
+    let cases = [
+        (
+            AppPortalAccessIn::new(),
+            json!([
+                "ViewBase",
+                "ViewEndpointSecret",
+                "ManageEndpointSecret",
+                "ManageTransformations",
+                "CreateAttempts",
+                "ManageEndpoint"
+            ]),
+        ),
+        (read_only, json!(["ViewBase"])),
+        // Managing the secret implies seeing it.
+        (
+            secrets,
+            json!(["ViewBase", "ViewEndpointSecret", "ManageEndpointSecret"]),
+        ),
+    ];
+    for (asked, expected) in cases {
+        let access = svix
+            .authentication()
+            .app_portal_access(app.clone(), asked, None)
+            .await
+            .unwrap();
+        let (status, told) = server
+            .request_with(
+                Method::GET,
+                "/api/v1/auth/token",
+                None,
+                Some(&access.token),
+                &[],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{told}");
+        assert_eq!(told["kind"], "app");
+        assert_eq!(told["appId"], app.as_str());
+        assert_eq!(told["capabilities"], expected);
+    }
+    let (status, _) = server
+        .request_with(
+            Method::GET,
+            "/api/v1/auth/token",
+            None,
+            Some("appsk_unknown"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ping_needs_no_token() {
     let server = TestServer::start().await;
     let response = server
@@ -447,5 +525,124 @@ async fn health_ping_needs_no_token() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     server.svix().health().get().await.unwrap();
+    server.stop().await;
+}
+
+/// `GET …/attempt/{id}/request`: the body each receiver got, byte for byte (the message's own,
+/// a transformation's, an XML rendering), with the headers as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_shows_the_request_it_sent() {
+    let server = TestServer::start().await;
+    let (plain, transformed, xml) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    let app = server.create_app("requests").await;
+    let mut endpoint_ids = Vec::new();
+    for body in [
+        json!({"url": plain.url}),
+        json!({"url": transformed.url, "headers": {"x-api-key": "receiver-credential"}}),
+        json!({"url": xml.url, "format": "xml"}),
+    ] {
+        let endpoint = server.create_endpoint(&app, body).await;
+        endpoint_ids.push(endpoint["id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = server
+        .request(
+            Method::PATCH,
+            &format!(
+                "/api/v1/app/{app}/endpoint/{}/transformation",
+                endpoint_ids[1]
+            ),
+            Some(
+                &json!({
+                    "code": "function handler(webhook) { webhook.method = 'PUT'; \
+                             webhook.payload = { wrapped: webhook.payload }; return webhook; }",
+                    "enabled": true
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let msg_id = server.send(&app, "order.paid", json!({"cents": 250})).await;
+
+    let mut kept = Vec::new();
+    for (receiver, endpoint_id) in [&plain, &transformed, &xml].into_iter().zip(&endpoint_ids) {
+        let received = receiver.wait_for(1, WAIT).await.remove(0);
+        let attempts = server
+            .wait_until(
+                &format!("/api/v1/app/{app}/attempt/endpoint/{endpoint_id}"),
+                WAIT,
+                |body| body["data"].as_array().is_some_and(|data| !data.is_empty()),
+            )
+            .await;
+        let attempt_id = attempts["data"][0]["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/app/{app}/msg/{msg_id}/attempt/{attempt_id}/request");
+        let (status, sent) = server.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{sent}");
+        assert_eq!(
+            sent["body"].as_str().unwrap().as_bytes(),
+            &received.body[..],
+            "the body as received"
+        );
+        assert_eq!(sent["method"], received.method.as_str());
+        assert_eq!(sent["url"], attempts["data"][0]["url"]);
+        let header = |name: &str| {
+            sent["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|header| header["name"] == name)
+                .map(|header| header["value"].as_str().unwrap().to_owned())
+        };
+        for name in ["webhook-id", "webhook-timestamp", "content-type"] {
+            assert_eq!(
+                header(name).as_deref(),
+                Some(received.header(name)),
+                "{name}"
+            );
+        }
+        kept.push((
+            path,
+            sent["bodyKept"].as_bool().unwrap(),
+            header("x-api-key"),
+        ));
+    }
+    assert_eq!(
+        kept.iter()
+            .map(|(_, body_kept, _)| *body_kept)
+            .collect::<Vec<_>>(),
+        [false, true, true],
+        "kept only where it was not the message's own body"
+    );
+    assert_eq!(
+        kept[1].2.as_deref(),
+        Some("(not shown)"),
+        "a custom header's value is the receiver's credential"
+    );
+
+    // Erasing the message's content erases what the attempts sent of it too.
+    let (status, _) = server
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/app/{app}/msg/{msg_id}/content"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for (path, _, _) in &kept {
+        let (status, sent) = server.get(path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(sent["body"], "", "{path}: {sent}");
+    }
+
+    let (status, body) = server
+        .get(&format!(
+            "/api/v1/app/{app}/msg/{msg_id}/attempt/atmpt_2Ln3aTxw9CFCKCz3bHjXzYVCBvQ/request"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     server.stop().await;
 }
