@@ -17,11 +17,13 @@
 //! - `mqtt`: device messages from the broker to delivered webhooks, flat out and paced
 //!   (`mqtt.rs`).
 //! - `pages`: the portal's and the dashboard's page times over a large log (`pages.rs`).
+//! - `overload`: twice push-10's delivery rate offered for 30 s, then the drain (`overload.rs`).
 
 mod cluster;
 mod load;
 mod media;
 mod mqtt;
+mod overload;
 mod pages;
 mod receiver;
 mod scenarios;
@@ -73,6 +75,9 @@ pub enum Scenario {
     /// The portal's and the dashboard's pages (their API calls) over `--page-messages`
     /// delivered messages.
     Pages,
+    /// Twice push-10's delivered/s offered for 30 s, then a trickle: how long the backlog
+    /// takes to drain against backlog ÷ capacity, and the trickle's latency.
+    Overload,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +186,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Timers,
             Scenario::Media,
             Scenario::Mqtt,
+            Scenario::Overload,
         ]
     } else {
         args.scenario.clone()
@@ -189,6 +195,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     let mut streams_results = Vec::new();
     let mut media_results = Vec::new();
     let mut pages_results = Vec::new();
+    let mut overload_results = Vec::new();
     let mut raw_rate = None;
     for scenario in scenarios {
         if scenario == Scenario::Streams {
@@ -201,6 +208,10 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
         }
         if scenario == Scenario::Pages {
             pages_results.push(pages::run(&args).await?);
+            continue;
+        }
+        if scenario == Scenario::Overload {
+            overload_results.push(overload::run(&args).await?);
             continue;
         }
         if scenario == Scenario::Mqtt {
@@ -240,6 +251,7 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             | Scenario::Media
             | Scenario::Mqtt
             | Scenario::Pages
+            | Scenario::Overload
             | Scenario::Timers => {
                 unreachable!("handled above")
             }
@@ -270,10 +282,19 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     for result in &pages_results {
         pages::report(result);
     }
+    for result in &overload_results {
+        overload::report(result);
+    }
     let failed: Vec<_> = results
         .iter()
         .filter(|result| result.missing > 0 || result.bad_signatures > 0)
         .map(|result| result.scenario)
+        .chain(
+            overload_results
+                .iter()
+                .filter(|result| result.missing > 0)
+                .map(|result| result.scenario),
+        )
         .collect();
     if !failed.is_empty() {
         bail!("webhooks missing or badly signed in: {}", failed.join(", "));

@@ -17,6 +17,9 @@ pub(super) struct Arrivals {
     /// (endpoint path, webhook id) → how many times it arrived.
     pub(super) counts: HashMap<(String, String), u32>,
     pub(super) latencies_micros: Vec<u64>,
+    /// (sent, arrived) in µs since the epoch, each first arrival: which phase of a run a
+    /// webhook belongs to (the `overload` scenario).
+    pub(super) timeline: Vec<(u64, u64)>,
     pub(super) last_arrival: Option<Instant>,
 }
 
@@ -61,6 +64,7 @@ impl BenchReceiver {
             arrivals: Mutex::new(Arrivals {
                 counts: HashMap::new(),
                 latencies_micros: Vec::new(),
+                timeline: Vec::new(),
                 last_arrival: None,
             }),
             received: AtomicU64::new(0),
@@ -118,15 +122,20 @@ impl ReceiverState {
             self.bad_signatures.fetch_add(1, Ordering::Relaxed);
             return StatusCode::UNAUTHORIZED;
         }
-        let latency = sent_micros(&body)
-            .map(|sent| (now.duration_since(self.epoch).as_micros() as u64).saturating_sub(sent));
+        let arrived = now.duration_since(self.epoch).as_micros() as u64;
+        let sent = sent_micros(&body);
         let mut arrivals = self.arrivals.lock().expect("arrivals lock");
-        *arrivals
+        let count = arrivals
             .counts
             .entry((uri.path().to_owned(), msg_id.to_owned()))
-            .or_default() += 1;
-        if let Some(latency) = latency {
-            arrivals.latencies_micros.push(latency);
+            .or_default();
+        *count += 1;
+        let first = *count == 1;
+        if let Some(sent) = sent {
+            arrivals.latencies_micros.push(arrived.saturating_sub(sent));
+            if first {
+                arrivals.timeline.push((sent, arrived));
+            }
         }
         arrivals.last_arrival = Some(now);
         StatusCode::OK
