@@ -28,6 +28,7 @@ mod pages;
 mod receiver;
 mod scenarios;
 mod streams;
+mod summary;
 mod timers;
 
 use self::cluster::*;
@@ -82,9 +83,12 @@ pub enum Scenario {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (repeatable) [default: all of them].
+    /// Scenarios to run (repeatable) [default: all of them but `pages`].
     #[arg(long, value_enum)]
     pub scenario: Vec<Scenario>,
+    /// Every scenario, `pages` too, and one summary table over them all.
+    #[arg(long, conflicts_with = "scenario")]
+    pub all: bool,
     /// Messages (or raw requests) per scenario.
     #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
@@ -173,7 +177,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
-    let scenarios = if args.scenario.is_empty() {
+    let scenarios = if args.all {
+        Scenario::value_variants().to_vec()
+    } else if args.scenario.is_empty() {
         vec![
             Scenario::Raw,
             Scenario::Push1,
@@ -285,6 +291,17 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     for result in &overload_results {
         overload::report(result);
     }
+    // The table over every scenario (always, so a partial run reads the same way).
+    let mut rows: Vec<summary::SummaryRow> = results.iter().map(summary::of_result).collect();
+    rows.extend(media_results.iter().flat_map(summary::of_media));
+    rows.extend(streams_results.iter().map(summary::of_streams));
+    rows.extend(pages_results.iter().map(summary::of_pages));
+    rows.extend(
+        overload_results
+            .iter()
+            .map(|result| summary::of_overload(result, raw_rate)),
+    );
+    summary::print(&rows);
     let failed: Vec<_> = results
         .iter()
         .filter(|result| result.missing > 0 || result.bad_signatures > 0)
