@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
@@ -43,7 +44,7 @@ const WAITING: usize = 1024;
 pub(super) async fn drive(
     bridge: Arc<Bridge>,
     client: AsyncClient,
-    mut events: EventLoop,
+    events: EventLoop,
     reads: Reads,
     mut routes_seen: watch::Receiver<Arc<Routes>>,
     reconnect: Reconnect,
@@ -63,10 +64,22 @@ pub(super) async fn drive(
     let mut is_up = false;
     let mut ever_up = false;
     let mut failures = 0u32;
+    // `EventLoop::poll` is not cancel-safe while it connects: dropped by another branch of
+    // the select below (a route change at start-up), it left its half-made connection open
+    // and the next poll connected again with the same client id, so the broker closed the
+    // first and, in a run seen, dropped messages queued for this session. Held in a stream,
+    // a poll that loses the race is resumed, not restarted.
+    let mut events = std::pin::pin!(futures_util::stream::unfold(
+        events,
+        |mut events| async move {
+            let event = events.poll().await;
+            Some((event, events))
+        }
+    ));
     connected(false);
     loop {
         tokio::select! {
-            event = events.poll() => match event {
+            Some(event) = events.next() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failures = 0;
                     (is_up, ever_up) = (true, true);

@@ -1282,3 +1282,82 @@ async fn mqtts_to_a_broker_behind_a_private_ca() {
     health_says(&doubting.base_url, "disconnected").await;
     doubting.stop().await;
 }
+
+/// A TCP relay to the broker that counts the connections it accepts and answers each one
+/// only after `delay`, so that whatever the bridge does while it connects happens then.
+async fn slow_counting_relay(
+    host: String,
+    port: u16,
+    delay: Duration,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let host = host.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect((host.as_str(), port)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (relay_port, accepted)
+}
+
+/// A route created while the bridge is still connecting must not make it connect twice: the
+/// broker would close the first connection of the session (and has dropped messages queued
+/// for it when that happened under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_made_while_connecting_keeps_one_connection() {
+    let (host, port) = broker();
+    let prefix = format!("kait-test-{:08x}", rand::random::<u32>());
+    let (relay_port, accepted) = slow_counting_relay(host, port, Duration::from_millis(1500)).await;
+    let client_id = format!("{prefix}-kait");
+    let server = TestServer::start_with(move |config| {
+        config.mqtt = Some(
+            kait::mqtt::MqttConfig::parse(
+                &format!("mqtt://127.0.0.1:{relay_port}"),
+                Some(client_id),
+            )
+            .unwrap(),
+        );
+    })
+    .await;
+    let site = format!("site-{:06x}", rand::random::<u32>() >> 8);
+    let (status, _) = server
+        .post(
+            "/api/v1/app",
+            &json!({ "name": "Site", "uid": site }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    for event in ["a", "b", "c"] {
+        let (status, route) = server
+            .post(
+                "/api/v1/mqtt/route",
+                &json!({
+                    "topic": format!("{prefix}/{event}/{{site}}/{{device}}"),
+                    "appSegment": "site",
+                    "eventType": "device.reading",
+                })
+                .to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{route}");
+    }
+    health_says(&server.base_url, "connected").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the bridge connected more than once"
+    );
+    server.stop().await;
+}
