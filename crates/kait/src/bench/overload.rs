@@ -130,15 +130,6 @@ fn distinct_arrivals(receiver: &BenchReceiver) -> usize {
         .len()
 }
 
-fn percentile_ms(sorted_micros: &[u64], fraction: f64) -> f64 {
-    if sorted_micros.is_empty() {
-        return 0.0;
-    }
-    let index =
-        ((sorted_micros.len() as f64 * fraction).ceil() as usize).clamp(1, sorted_micros.len()) - 1;
-    sorted_micros[index] as f64 / 1000.0
-}
-
 pub fn report(result: &OverloadResult) {
     println!(
         "\noverload ({}): capacity {:.0} deliveries/s; burst offered {:.0}/s ({:.2}× capacity) \

@@ -147,6 +147,16 @@ pub(super) struct Run {
     pub(super) cpu_seconds: Option<f64>,
 }
 
+/// The `fraction` percentile (nearest rank) of latencies sorted ascending, µs in, ms out.
+pub(super) fn percentile_ms(sorted_micros: &[u64], fraction: f64) -> f64 {
+    if sorted_micros.is_empty() {
+        return 0.0;
+    }
+    let index =
+        ((sorted_micros.len() as f64 * fraction).ceil() as usize).clamp(1, sorted_micros.len()) - 1;
+    sorted_micros[index] as f64 / 1000.0
+}
+
 pub(super) fn summarize(receiver: &BenchReceiver, args: &BenchArgs, run: Run) -> BenchResult {
     let mut arrivals = receiver.state.arrivals.lock().expect("arrivals lock");
     let distinct = arrivals.counts.len();
@@ -157,15 +167,7 @@ pub(super) fn summarize(receiver: &BenchReceiver, args: &BenchArgs, run: Run) ->
         .sum();
     let last_arrival = arrivals.last_arrival.unwrap_or(run.delivery_from);
     arrivals.latencies_micros.sort_unstable();
-    let percentile = |fraction: f64| {
-        let latencies = &arrivals.latencies_micros;
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let index =
-            ((latencies.len() as f64 * fraction).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[index] as f64 / 1000.0
-    };
+    let percentile = |fraction: f64| percentile_ms(&arrivals.latencies_micros, fraction);
     let expected = run.messages * run.endpoints;
     BenchResult {
         scenario: run.scenario,
