@@ -21,6 +21,7 @@ pub mod config;
 mod conformance;
 pub mod devices;
 mod error;
+mod handoff;
 pub mod housekeeping;
 mod listing;
 pub mod logic;

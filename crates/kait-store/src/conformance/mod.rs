@@ -28,6 +28,7 @@ macro_rules! for_each_conformance_test {
         $harness!(
             fan_out_claim_and_outcomes,
             a_message_for_one_endpoint_goes_there_alone,
+            new_deliveries_are_handed_off_when_the_dispatcher_takes_them,
             transformations_are_kept_and_cancel_deliveries,
             an_endpoint_failing_too_long_is_disabled,
             purges_history_but_keeps_pending_work,

@@ -12,7 +12,10 @@
 //! **Wake-ups.** A commit that made deliveries due, added messages or changed endpoints wakes
 //! this node directly and asks the notifier to `NOTIFY` the others. The notifier sends outside
 //! any message transaction and coalesces what piled up while it was sending, so the hot path
-//! never waits for the cluster and a burst costs one notification, not one per message.
+//! never waits for the cluster and a burst costs one notification, not one per message. A
+//! node that was alone at its last heartbeat tells nobody about new messages and due work
+//! (its own commits woke it directly); a node that joins is seen within a tick, and wakes
+//! itself once when it starts listening. Endpoint changes are always sent.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -44,6 +47,8 @@ pub struct Signals {
     /// Applications with new messages other nodes still have to hear about.
     pending_apps: std::sync::Mutex<std::collections::HashSet<AppId>>,
     notifier: Notify,
+    /// No other node was alive at the last heartbeat.
+    alone: std::sync::atomic::AtomicBool,
 }
 
 impl Signals {
@@ -55,6 +60,7 @@ impl Signals {
             pending: AtomicU8::new(0),
             pending_apps: Default::default(),
             notifier: Notify::new(),
+            alone: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -153,9 +159,19 @@ pub async fn notify(shared: Arc<Shared>, stop: CancellationToken) {
             _ = shared.signals.notifier.notified() => {}
             _ = stop.cancelled() => return,
         }
-        let kinds = shared.signals.pending.swap(0, Ordering::SeqCst);
+        let mut kinds = shared.signals.pending.swap(0, Ordering::SeqCst);
+        if shared.signals.alone.load(Ordering::SeqCst) {
+            // Nobody to tell about messages and due work; endpoint changes still go out, in
+            // case a node joined since the last heartbeat.
+            shared.signals.take_pending_apps();
+            kinds &= CONFIG;
+            if kinds == 0 {
+                continue;
+            }
+        }
         let result: StoreResult<()> = async {
             let client = shared.pool.get().await?;
+            let notify = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
             for kind in [DUE, MESSAGES, CONFIG] {
                 if kinds & kind == 0 {
                     continue;
@@ -167,10 +183,7 @@ pub async fn notify(shared: Arc<Shared>, stop: CancellationToken) {
                 };
                 for payload in payloads {
                     client
-                        .execute(
-                            "SELECT pg_notify($1, $2)",
-                            &[&channel(&shared.options.schema, kind), &payload],
-                        )
+                        .execute(&notify, &[&channel(&shared.options.schema, kind), &payload])
                         .await?;
                 }
             }
@@ -339,16 +352,21 @@ pub async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
 
 async fn heartbeat(shared: &Shared) -> StoreResult<()> {
     let id = shared.node.get();
-    let renewed = shared
+    let nodes = shared
         .pool
         .get()
         .await?
-        .execute(
-            "UPDATE kait_node SET heartbeat_at = $2 WHERE id = $1",
+        .query_opt(
+            "UPDATE kait_node SET heartbeat_at = $2 WHERE id = $1 \
+             RETURNING (SELECT count(*) FROM kait_node)",
             &[&&*id, &now_millis()],
         )
         .await?;
-    if renewed == 0 {
+    let alone = nodes
+        .as_ref()
+        .is_some_and(|row| row.try_get::<_, i64>(0).is_ok_and(|count| count <= 1));
+    shared.signals.alone.store(alone, Ordering::SeqCst);
+    if nodes.is_none() {
         let id = shared.node.renew();
         tracing::warn!(
             node = &*id,
@@ -395,6 +413,38 @@ async fn reap(shared: &Shared) -> StoreResult<u64> {
     transaction.commit().await?;
     tracing::warn!(dead, "nodes stopped renewing their lease and were removed");
     Ok(freed)
+}
+
+/// Takes ownership of those of `endpoint_ids` that no other live node runs, for `node`, and
+/// returns every one of them this node runs now. Rows are locked in id order, so that two
+/// nodes taking the same endpoints cannot deadlock; this node's own row is held `FOR KEY
+/// SHARE` to the end of the transaction, so a node that was declared dead (its row deleted)
+/// takes nothing, and the reaper cannot delete it meanwhile.
+pub async fn take_endpoints(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    endpoint_ids: &[String],
+    node: &str,
+) -> StoreResult<Vec<String>> {
+    if endpoint_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let take = transaction
+        .prepare_cached(
+            "WITH alive AS (SELECT id FROM kait_node WHERE id = $2 FOR KEY SHARE) \
+             INSERT INTO endpoint_owner (endpoint_id, node_id) \
+             SELECT c, alive.id FROM unnest($1::text[]) AS c, alive ORDER BY c \
+             ON CONFLICT (endpoint_id) DO UPDATE SET node_id = EXCLUDED.node_id \
+             WHERE endpoint_owner.node_id = EXCLUDED.node_id \
+                OR NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = endpoint_owner.node_id) \
+             RETURNING endpoint_id",
+        )
+        .await?;
+    Ok(transaction
+        .query(&take, &[&endpoint_ids, &node])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Endpoints whose lane went idle on this node: candidates to hand back to the cluster.

@@ -10,16 +10,25 @@
 //! order (the pull API's guarantee), and the `Idempotency-Key` and `eventId` checks made under
 //! the lock cannot race with another node. Because conflicts are found before the inserts, the
 //! inserts themselves do not fail on them, and one job's conflict never aborts the batch.
+//!
+//! New deliveries to unordered endpoints skip the claim when this node's dispatcher has room
+//! for them (see [`crate::handoff`]): the commit takes ownership of their endpoints as a claim
+//! would (only if no other live node runs them) and writes them `Sending` for this node; the
+//! rest are written pending, and the claim finds them. A message's latency on one node is
+//! then this commit's two round trips, not a commit, a wake-up and a claim transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use kait_core::Endpoint;
+use kait_core::{Endpoint, EndpointId};
+use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Shared;
-use super::rows;
-use crate::{AcceptedMessage, NewMessage, ReceivedOutcome, StoreError, StoreResult};
+use super::{Shared, rows};
+use crate::handoff::{FreshDeliveries, may_hand_off};
+use crate::{
+    AcceptedMessage, ClaimedDelivery, NewMessage, ReceivedOutcome, StoreError, StoreResult,
+};
 
 /// Most messages written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -50,27 +59,31 @@ pub async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>) {
         if result.is_err() && batch.len() > 1 {
             // Something unforeseen failed the whole batch: write each alone, so that only the
             // job at fault gets the error.
-            let mut results = Vec::with_capacity(batch.len());
+            let mut each = Committed::default();
             for message in &messages {
-                results.push(match commit_with_retries(&shared, &[message]).await {
-                    Ok(mut one) => one.pop().expect("one result per message"),
-                    Err(error) => Err(error),
-                });
+                match commit_with_retries(&shared, &[message]).await {
+                    Ok(one) => each.absorb(one),
+                    Err(error) => each.results.push(Err(error)),
+                }
             }
-            result = Ok(results);
+            result = Ok(each);
         }
         metrics::histogram!("kait_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("kait_store_commit_jobs").record(batch.len() as f64);
         let mut became_due = false;
         match result {
-            Ok(results) => {
+            Ok(committed) => {
+                became_due = committed.became_due;
+                // Handed over before the callers hear back, as the SQLite writer does.
+                for (permit, delivery) in committed.handed_off {
+                    permit.send(delivery);
+                }
                 let mut apps_with_messages = Vec::new();
-                for (job, result) in batch.drain(..).zip(results) {
-                    if let Ok(accepted) = &result {
-                        became_due |= accepted.deliveries > 0;
-                        if accepted.created {
-                            apps_with_messages.push(accepted.message.app_id.clone());
-                        }
+                for (job, result) in batch.drain(..).zip(committed.results) {
+                    if let Ok(accepted) = &result
+                        && accepted.created
+                    {
+                        apps_with_messages.push(accepted.message.app_id.clone());
                     }
                     let _ = job.reply.send(result);
                 }
@@ -88,10 +101,27 @@ pub async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-async fn commit_with_retries(
-    shared: &Shared,
-    messages: &[&NewMessage],
-) -> StoreResult<Vec<StoreResult<AcceptedMessage>>> {
+/// What one transaction wrote.
+#[derive(Default)]
+struct Committed {
+    /// One per message, in order.
+    results: Vec<StoreResult<AcceptedMessage>>,
+    /// Deliveries written `Sending` for this node, each with its reserved room in the
+    /// dispatcher's hand-off queue (see [`crate::handoff`]).
+    handed_off: Vec<(OwnedPermit<ClaimedDelivery>, ClaimedDelivery)>,
+    /// Whether pending deliveries were written, which the claim has to find.
+    became_due: bool,
+}
+
+impl Committed {
+    fn absorb(&mut self, other: Committed) {
+        self.results.extend(other.results);
+        self.handed_off.extend(other.handed_off);
+        self.became_due |= other.became_due;
+    }
+}
+
+async fn commit_with_retries(shared: &Shared, messages: &[&NewMessage]) -> StoreResult<Committed> {
     let mut tries = 0;
     loop {
         match commit(shared, messages).await {
@@ -104,6 +134,7 @@ async fn commit_with_retries(
 /// Columns of the messages to insert, one vector per column (for `unnest`).
 #[derive(Default)]
 struct MessageColumns {
+    seq: Vec<i64>,
     id: Vec<String>,
     app_id: Vec<String>,
     pos: Vec<i64>,
@@ -122,6 +153,54 @@ struct MessageColumns {
     references: (Vec<String>, Vec<String>),
 }
 
+impl MessageColumns {
+    fn push(&mut self, seq: i64, pos: i64, message: &kait_core::Message) {
+        self.seq.push(seq);
+        self.id.push(message.id.as_str().to_owned());
+        self.app_id.push(message.app_id.as_str().to_owned());
+        self.pos.push(pos);
+        self.event_type.push(message.event_type.clone());
+        self.event_id.push(message.event_id.clone());
+        self.channels
+            .push(crate::columns::optional_set_json(&message.channels));
+        self.payload.push(message.payload.clone());
+        self.created_at.push(message.created_at);
+        self.ordering_key.push(message.ordering_key.clone());
+        let raw = crate::columns::RawColumns::of(message.raw.as_ref());
+        self.raw_content_type.push(raw.content_type);
+        self.raw_body.push(raw.body);
+        self.raw_headers.push(raw.headers);
+        self.deliver_at.push(message.deliver_at);
+        self.attachments
+            .push(crate::columns::attachments_json(&message.attachments));
+        for attachment in &message.attachments {
+            self.references.0.push(attachment.id.as_str().to_owned());
+            self.references.1.push(message.id.as_str().to_owned());
+        }
+    }
+
+    /// The parameters of [`INSERT_MESSAGES`].
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 15] {
+        [
+            &self.seq,
+            &self.id,
+            &self.app_id,
+            &self.pos,
+            &self.event_type,
+            &self.event_id,
+            &self.channels,
+            &self.payload,
+            &self.created_at,
+            &self.ordering_key,
+            &self.raw_content_type,
+            &self.raw_body,
+            &self.raw_headers,
+            &self.deliver_at,
+            &self.attachments,
+        ]
+    }
+}
+
 /// What the batch decided for one job before writing.
 enum Decision {
     Insert { deliveries: usize },
@@ -131,35 +210,77 @@ enum Decision {
     NoApplication,
 }
 
-async fn commit(
-    shared: &Shared,
-    messages: &[&NewMessage],
-) -> StoreResult<Vec<StoreResult<AcceptedMessage>>> {
-    let mut client = shared.pool.get().await?;
-    let transaction = client.transaction().await?;
+async fn commit(shared: &Shared, messages: &[&NewMessage]) -> StoreResult<Committed> {
+    let client = shared.pool.get().await?;
+    let result = write(shared, &client, messages).await;
+    if result.is_err() {
+        // However it failed, the connection goes back to the pool outside any transaction
+        // (after a failed statement the pipelined `COMMIT` has already rolled back, and this
+        // only draws a warning; a broken connection is dropped by the pool).
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result
+}
 
+/// Statements of the group commit, prepared once per connection.
+const LOCK_POSITIONS: &str = "WITH live AS (SELECT id FROM application WHERE id = ANY($1) ORDER BY id FOR KEY SHARE) \
+     INSERT INTO app_position (app_id, last) SELECT id, 0 FROM live ORDER BY id \
+     ON CONFLICT (app_id) DO UPDATE SET last = app_position.last RETURNING app_id, last";
+const TAKEN_EVENT_IDS: &str = "SELECT app_id, event_id FROM message \
+     WHERE (app_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
+const RESERVE_SEQS: &str =
+    "SELECT nextval(pg_get_serial_sequence('message', 'seq')) FROM generate_series(1, $1::bigint)";
+const INSERT_MESSAGES: &str = "INSERT INTO message (seq, id, app_id, pos, event_type, event_id, channels, payload, \
+     created_at, ordering_key, raw_content_type, raw_body, raw_headers, deliver_at, attachments) \
+     SELECT seq, id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh, da, att \
+     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], \
+     $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bytea[], $13::text[], $14::bigint[], $15::text[]) \
+     AS t(seq, id, app, pos, et, eid, ch, pl, ca, ok, rct, rb, rh, da, att)";
+/// The references keep the blobs until their last message is purged.
+const REFERENCE_ATTACHMENTS: &str = "WITH referenced AS (INSERT INTO message_attachment (attachment_id, msg_id) \
+     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING) \
+     UPDATE attachment SET referenced = 1 WHERE id = ANY($1) AND referenced = 0";
+const ADVANCE_POSITIONS: &str = "UPDATE app_position p SET last = u.last \
+     FROM unnest($1::text[], $2::bigint[]) AS u(app_id, last) WHERE p.app_id = u.app_id";
+const INSERT_KEYS: &str = "INSERT INTO idempotency_key (app_id, key, msg_seq, created_at) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])";
+/// Takes the endpoints this node would hand deliveries over for (`$6`, sorted) as
+/// [`super::cluster::take_endpoints`] does, then writes the deliveries: `Sending` for this node
+/// where it may hand over (`$7`) and owns the endpoint now, pending otherwise. Returns the
+/// ones written `Sending`.
+const INSERT_DELIVERIES: &str = "WITH alive AS (SELECT id FROM kait_node WHERE id = $8 FOR KEY SHARE), \
+     taken AS (INSERT INTO endpoint_owner (endpoint_id, node_id) \
+       SELECT c, alive.id FROM unnest($6::text[]) AS c, alive ORDER BY c \
+       ON CONFLICT (endpoint_id) DO UPDATE SET node_id = EXCLUDED.node_id \
+       WHERE endpoint_owner.node_id = EXCLUDED.node_id \
+          OR NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = endpoint_owner.node_id) \
+       RETURNING endpoint_id), \
+     rows AS (SELECT s, e, d, w, h AND e IN (SELECT endpoint_id FROM taken) AS sending \
+       FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $7::bool[]) AS t(s, e, d, w, h)), \
+     inserted AS (INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at, claimed_by) \
+       SELECT s, e, CASE WHEN sending THEN 3 ELSE 1 END, d, w, CASE WHEN sending THEN $5::text END FROM rows \
+       RETURNING id, msg_seq, endpoint_id, status) \
+     SELECT id, msg_seq, endpoint_id FROM inserted WHERE status = 3";
+
+/// One batch in one transaction, in two round trips. The statements are pipelined (each
+/// sent without waiting for the answers before it; PostgreSQL runs them in order, and one
+/// that fails makes the rest of the transaction fail with it): `BEGIN` goes out with the
+/// reads, the position locks first, and `COMMIT` with the writes. Every statement is
+/// prepared before a round trip starts, so each one is sent when first polled and the
+/// `biased` joins send them in the order written: nothing can reach the server after its
+/// `COMMIT`.
+async fn write(
+    shared: &Shared,
+    client: &deadpool_postgres::ClientWrapper,
+    messages: &[&NewMessage],
+) -> StoreResult<Committed> {
+    let mut committed = Committed::default();
     let mut app_ids: Vec<String> = messages
         .iter()
         .map(|new| new.message.app_id.as_str().to_owned())
         .collect();
     app_ids.sort_unstable();
     app_ids.dedup();
-    // Only applications that still exist get a row: the API may have found the application
-    // in its cache, and its messages must not outlive a concurrent delete. The application
-    // rows are share-locked first (the order `delete_application` takes them in), so a
-    // delete either commits before this statement and hides the application, or waits.
-    let lock = transaction
-        .prepare_cached(
-            "WITH live AS (SELECT id FROM application WHERE id = ANY($1) ORDER BY id FOR KEY SHARE) \
-             INSERT INTO app_position (app_id, last) SELECT id, 0 FROM live ORDER BY id \
-             ON CONFLICT (app_id) DO UPDATE SET last = app_position.last RETURNING app_id, last",
-        )
-        .await?;
-    let mut last_position: HashMap<String, i64> = HashMap::new();
-    for row in transaction.query(&lock, &[&app_ids]).await? {
-        last_position.insert(row.try_get(0)?, row.try_get(1)?);
-    }
-
     // Earlier messages with the same Idempotency-Key, and eventIds already taken.
     let (key_apps, keys): (Vec<String>, Vec<String>) = messages
         .iter()
@@ -169,18 +290,6 @@ async fn commit(
                 .map(|key| (new.message.app_id.as_str().to_owned(), key.clone()))
         })
         .unzip();
-    let mut earlier: HashMap<(String, String), kait_core::Message> = HashMap::new();
-    if !keys.is_empty() {
-        let sql = format!(
-            "SELECT i.app_id, i.key, {} FROM idempotency_key i JOIN message m ON m.seq = i.msg_seq \
-             WHERE (i.app_id, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-            rows::MESSAGE_COLUMNS
-        );
-        for row in transaction.query(&sql, &[&key_apps, &keys]).await? {
-            let message = rows::message_at(&row, 2)?;
-            earlier.insert((row.try_get(0)?, row.try_get(1)?), message);
-        }
-    }
     let (event_apps, event_ids): (Vec<String>, Vec<String>) = messages
         .iter()
         .filter_map(|new| {
@@ -190,26 +299,82 @@ async fn commit(
                 .map(|id| (new.message.app_id.as_str().to_owned(), id.clone()))
         })
         .unzip();
-    let mut taken_event_ids: std::collections::HashSet<(String, String)> = Default::default();
-    if !event_ids.is_empty() {
-        let rows = transaction
-            .query(
-                "SELECT app_id, event_id FROM message \
-                 WHERE (app_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-                &[&event_apps, &event_ids],
-            )
-            .await?;
-        for row in rows {
-            taken_event_ids.insert((row.try_get(0)?, row.try_get(1)?));
-        }
-    }
 
-    let endpoints = endpoints_of(&transaction, &app_ids, &shared.options.secret_keys).await?;
+    let lock = client.prepare_cached(LOCK_POSITIONS).await?;
+    let earlier_keys = client
+        .prepare_cached(&format!(
+            "SELECT i.app_id, i.key, {} FROM idempotency_key i JOIN message m ON m.seq = i.msg_seq \
+             WHERE (i.app_id, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            rows::MESSAGE_COLUMNS
+        ))
+        .await?;
+    let taken_events = client.prepare_cached(TAKEN_EVENT_IDS).await?;
+    let select_endpoints = client
+        .prepare_cached(&format!(
+            "SELECT {} FROM endpoint WHERE app_id = ANY($1)",
+            crate::columns::ENDPOINT
+        ))
+        .await?;
+    let reserve_seqs = client.prepare_cached(RESERVE_SEQS).await?;
+    let batch_size = messages.len() as i64;
+    // Only applications that still exist get a position row: the API may have found the
+    // application in its cache, and its messages must not outlive a concurrent delete. The
+    // application rows are share-locked first (the order `delete_application` takes them
+    // in), so a delete either commits before this statement and hides the application, or
+    // waits. The reads after it run under these locks.
+    let (_, positions, earlier_rows, taken_rows, endpoint_rows, seq_rows) = tokio::try_join!(
+        biased;
+        client.batch_execute("BEGIN"),
+        async { client.query(&lock, &[&app_ids]).await },
+        async {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            client.query(&earlier_keys, &[&key_apps, &keys]).await
+        },
+        async {
+            if event_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            client.query(&taken_events, &[&event_apps, &event_ids]).await
+        },
+        async { client.query(&select_endpoints, &[&app_ids]).await },
+        async { client.query(&reserve_seqs, &[&batch_size]).await },
+    )?;
+    let mut last_position: HashMap<String, i64> = HashMap::new();
+    for row in positions {
+        last_position.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    let mut earlier: HashMap<(String, String), kait_core::Message> = HashMap::new();
+    for row in earlier_rows {
+        let message = rows::message_at(&row, 2)?;
+        earlier.insert((row.try_get(0)?, row.try_get(1)?), message);
+    }
+    let mut taken_event_ids: std::collections::HashSet<(String, String)> = Default::default();
+    for row in taken_rows {
+        taken_event_ids.insert((row.try_get(0)?, row.try_get(1)?));
+    }
+    let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
+    for row in endpoint_rows {
+        let endpoint = rows::endpoint(&row, &shared.options.secret_keys)?;
+        endpoints
+            .entry(endpoint.app_id.as_str().to_owned())
+            .or_default()
+            .push(endpoint);
+    }
+    let mut seqs = Vec::with_capacity(seq_rows.len());
+    for row in seq_rows {
+        seqs.push(row.try_get::<_, i64>(0)?);
+    }
+    // In message order, so that each message's deliveries are found by binary search.
+    seqs.sort_unstable();
+    let mut seqs = seqs.into_iter();
 
     let mut columns = MessageColumns::default();
     let mut decisions = Vec::with_capacity(messages.len());
     let mut keys_in_batch: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut delivery_targets: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut key_rows: (Vec<String>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
+    let mut deliveries = DeliveryRows::default();
     for (index, new) in messages.iter().enumerate() {
         let message = &new.message;
         let app_id = message.app_id.as_str();
@@ -233,172 +398,138 @@ async fn commit(
             decisions.push(Decision::Conflict);
             continue;
         }
+        let seq = seqs.next().ok_or_else(|| StoreError::Database {
+            kind: crate::DatabaseFailure::Other,
+            context: "fewer sequence numbers than messages".to_owned(),
+            source: None,
+        })?;
         if let Some(key) = new.idempotency_key.as_deref() {
             keys_in_batch.insert((app_id, key), index);
+            key_rows.0.push(app_id.to_owned());
+            key_rows.1.push(key.to_owned());
+            key_rows.2.push(seq);
+            key_rows.3.push(message.created_at);
         }
         let position = last_position.entry(app_id.to_owned()).or_insert(0);
         *position += 1;
-        columns.id.push(message.id.as_str().to_owned());
-        columns.app_id.push(app_id.to_owned());
-        columns.pos.push(*position);
-        columns.event_type.push(message.event_type.clone());
-        columns.event_id.push(message.event_id.clone());
-        columns
-            .channels
-            .push(crate::columns::optional_set_json(&message.channels));
-        columns.payload.push(message.payload.clone());
-        columns.created_at.push(message.created_at);
-        columns.ordering_key.push(message.ordering_key.clone());
-        let raw = crate::columns::RawColumns::of(message.raw.as_ref());
-        columns.raw_content_type.push(raw.content_type);
-        columns.raw_body.push(raw.body);
-        columns.raw_headers.push(raw.headers);
-        columns.deliver_at.push(message.deliver_at);
-        columns
-            .attachments
-            .push(crate::columns::attachments_json(&message.attachments));
-        for attachment in &message.attachments {
-            columns.references.0.push(attachment.id.as_str().to_owned());
-            columns.references.1.push(message.id.as_str().to_owned());
-        }
-        let targets: Vec<String> = endpoints
+        columns.push(seq, *position, message);
+        let mut count = 0;
+        for endpoint in endpoints
             .get(app_id)
-            .map(|endpoints| {
-                endpoints
-                    .iter()
-                    .filter(|endpoint| new.goes_to(endpoint))
-                    .map(|endpoint| endpoint.id.as_str().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        decisions.push(Decision::Insert {
-            deliveries: targets.len(),
-        });
-        delivery_targets.push((index, targets));
+            .into_iter()
+            .flatten()
+            .filter(|endpoint| new.goes_to(endpoint))
+        {
+            count += 1;
+            // Room first: without it the delivery is pending whatever else holds.
+            let room = may_hand_off(message, endpoint.ordering)
+                .then(|| shared.handoff.reserve(&endpoint.id))
+                .flatten();
+            deliveries.push(index, seq, &endpoint.id, message, room);
+        }
+        decisions.push(Decision::Insert { deliveries: count });
     }
+    committed.became_due = deliveries.room.iter().any(Option::is_none);
+    let received = ReceivedColumns::of(messages, &decisions);
 
-    if !columns.id.is_empty() {
-        let insert = transaction
-            .prepare_cached(
-                "INSERT INTO message (id, app_id, pos, event_type, event_id, channels, payload, created_at, ordering_key, \
-                 raw_content_type, raw_body, raw_headers, deliver_at, attachments) \
-                 SELECT id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh, da, att FROM unnest($1::text[], $2::text[], \
-                 $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], \
-                 $10::text[], $11::bytea[], $12::text[], $13::bigint[], $14::text[]) \
-                 AS t(id, app, pos, et, eid, ch, pl, ca, ok, rct, rb, rh, da, att) RETURNING id, seq",
-            )
-            .await?;
-        let inserted = transaction
-            .query(
-                &insert,
-                &[
-                    &columns.id,
-                    &columns.app_id,
-                    &columns.pos,
-                    &columns.event_type,
-                    &columns.event_id,
-                    &columns.channels,
-                    &columns.payload,
-                    &columns.created_at,
-                    &columns.ordering_key,
-                    &columns.raw_content_type,
-                    &columns.raw_body,
-                    &columns.raw_headers,
-                    &columns.deliver_at,
-                    &columns.attachments,
-                ],
-            )
-            .await?;
-        if !columns.references.0.is_empty() {
-            // The references keep the blobs until their last message is purged.
-            transaction
-                .execute(
-                    "INSERT INTO message_attachment (attachment_id, msg_id) \
-                     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-                    &[&columns.references.0, &columns.references.1],
-                )
-                .await?;
-            transaction
-                .execute(
-                    "UPDATE attachment SET referenced = 1 WHERE id = ANY($1) AND referenced = 0",
-                    &[&columns.references.0],
-                )
-                .await?;
-        }
-        let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(inserted.len());
-        for row in inserted {
-            seq_of.insert(row.try_get(0)?, row.try_get(1)?);
-        }
-
-        let (counter_apps, counter_values): (Vec<String>, Vec<i64>) = last_position
-            .iter()
-            .map(|(app, last)| (app.clone(), *last))
-            .unzip();
-        transaction
-            .execute(
-                "UPDATE app_position p SET last = u.last FROM unnest($1::text[], $2::bigint[]) AS u(app_id, last) \
-                 WHERE p.app_id = u.app_id",
-                &[&counter_apps, &counter_values],
-            )
-            .await?;
-
-        let mut key_rows: (Vec<String>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
-        // Sequence, endpoint, due (`deliverAt` or now), written.
-        let mut delivery_rows: (Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
-        for (index, targets) in delivery_targets {
-            let new = messages[index];
-            let seq = seq_of[new.message.id.as_str()];
-            if let Some(key) = &new.idempotency_key {
-                key_rows.0.push(new.message.app_id.as_str().to_owned());
-                key_rows.1.push(key.clone());
-                key_rows.2.push(seq);
-                key_rows.3.push(new.message.created_at);
+    let insert_messages = client.prepare_cached(INSERT_MESSAGES).await?;
+    let reference = client.prepare_cached(REFERENCE_ATTACHMENTS).await?;
+    let advance = client.prepare_cached(ADVANCE_POSITIONS).await?;
+    let insert_keys = client.prepare_cached(INSERT_KEYS).await?;
+    let insert_deliveries = client.prepare_cached(INSERT_DELIVERIES).await?;
+    let insert_received = client
+        .prepare_cached(&format!(
+            "INSERT INTO received_request ({}) SELECT * FROM unnest($1::text[], $2::text[], \
+             $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[])",
+            crate::columns::RECEIVED
+        ))
+        .await?;
+    let node = shared.node.get();
+    let wanted = deliveries.wanted();
+    let (counter_apps, counter_values): (Vec<String>, Vec<i64>) = last_position.into_iter().unzip();
+    let written = !columns.id.is_empty();
+    let (_, _, _, _, sending, _, _) = tokio::try_join!(
+        biased;
+        async {
+            if !written {
+                return Ok(0);
             }
-            for endpoint_id in targets {
-                delivery_rows.0.push(seq);
-                delivery_rows.1.push(endpoint_id);
-                delivery_rows
-                    .2
-                    .push(new.message.deliver_at.unwrap_or(new.message.created_at));
-                delivery_rows.3.push(new.message.created_at);
+            client.execute(&insert_messages, &columns.params()).await
+        },
+        async {
+            if columns.references.0.is_empty() {
+                return Ok(0);
             }
-        }
-        if !key_rows.0.is_empty() {
-            transaction
-                .execute(
-                    "INSERT INTO idempotency_key (app_id, key, msg_seq, created_at) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])",
-                    &[&key_rows.0, &key_rows.1, &key_rows.2, &key_rows.3],
-                )
-                .await?;
-        }
-        if !delivery_rows.0.is_empty() {
-            let insert = transaction
-                .prepare_cached(
-                    "INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at) \
-                     SELECT s, e, 1, d, w FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) \
-                     AS t(s, e, d, w)",
-                )
-                .await?;
-            transaction
-                .execute(
-                    &insert,
+            let (attachments, msg_ids) = &columns.references;
+            client.execute(&reference, &[attachments, msg_ids]).await
+        },
+        async {
+            if !written {
+                return Ok(0);
+            }
+            client.execute(&advance, &[&counter_apps, &counter_values]).await
+        },
+        async {
+            if key_rows.0.is_empty() {
+                return Ok(0);
+            }
+            let (apps, keys, seqs, at) = &key_rows;
+            client.execute(&insert_keys, &[apps, keys, seqs, at]).await
+        },
+        async {
+            if deliveries.seq.is_empty() {
+                return Ok(Vec::new());
+            }
+            client
+                .query(
+                    &insert_deliveries,
                     &[
-                        &delivery_rows.0,
-                        &delivery_rows.1,
-                        &delivery_rows.2,
-                        &delivery_rows.3,
+                        &deliveries.seq,
+                        &deliveries.endpoint_id,
+                        &deliveries.due_at,
+                        &deliveries.written_at,
+                        &&*node,
+                        &wanted,
+                        &deliveries.may_hand_off,
+                        &&*node,
                     ],
                 )
-                .await?;
-        }
-    }
-    insert_received(&transaction, messages, &decisions).await?;
-    transaction.commit().await?;
+                .await
+        },
+        async {
+            let Some(received) = &received else {
+                return Ok(0);
+            };
+            client.execute(&insert_received, &received.params()).await
+        },
+        client.batch_execute("COMMIT"),
+    )?;
 
-    let mut results: Vec<StoreResult<AcceptedMessage>> = Vec::with_capacity(messages.len());
+    // Handed over: those written `Sending`; the room of the others goes back.
+    let mut fresh: HashMap<usize, FreshDeliveries> = HashMap::new();
+    let mut owned: Vec<String> = Vec::new();
+    for row in sending {
+        let (delivery_id, seq, endpoint_id): (i64, i64, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let Some((index, room)) = deliveries.hand_over(seq, &endpoint_id) else {
+            continue;
+        };
+        let delivery = fresh
+            .entry(index)
+            .or_insert_with(|| FreshDeliveries::of(&messages[index].message))
+            .delivery(delivery_id, EndpointId::from_trusted(endpoint_id.clone()));
+        committed.handed_off.push((room, delivery));
+        owned.push(endpoint_id);
+    }
+    // Rows that had room but were written pending (another node runs their endpoint).
+    committed.became_due |= deliveries.room.iter().any(Option::is_some);
+    if !owned.is_empty() {
+        shared.idle.remove_all(&owned);
+    }
+
+    committed.results.reserve(messages.len());
     for (index, decision) in decisions.into_iter().enumerate() {
-        results.push(match decision {
+        committed.results.push(match decision {
             Decision::Insert { deliveries } => Ok(AcceptedMessage {
                 message: messages[index].message.clone(),
                 created: true,
@@ -420,102 +551,134 @@ async fn commit(
             Decision::NoApplication => Err(StoreError::NotFound),
         });
     }
-    Ok(results)
+    Ok(committed)
+}
+
+/// The deliveries of a batch, one vector per column (for `unnest`), and the room reserved
+/// in the hand-off queue for those that may skip the claim.
+#[derive(Default)]
+struct DeliveryRows {
+    seq: Vec<i64>,
+    endpoint_id: Vec<String>,
+    due_at: Vec<i64>,
+    written_at: Vec<i64>,
+    /// Per row: whether it has room in the hand-off queue (written `Sending` if this node
+    /// owns the endpoint once the statement has taken it).
+    may_hand_off: Vec<bool>,
+    /// Per row: the message's index in the batch.
+    message: Vec<usize>,
+    /// Per row: the room in the hand-off queue, until handed over.
+    room: Vec<Option<OwnedPermit<ClaimedDelivery>>>,
+}
+
+impl DeliveryRows {
+    fn push(
+        &mut self,
+        index: usize,
+        seq: i64,
+        endpoint_id: &EndpointId,
+        message: &kait_core::Message,
+        room: Option<OwnedPermit<ClaimedDelivery>>,
+    ) {
+        self.seq.push(seq);
+        self.endpoint_id.push(endpoint_id.as_str().to_owned());
+        // Held back by `deliverAt`: due then.
+        self.due_at
+            .push(message.deliver_at.unwrap_or(message.created_at));
+        self.written_at.push(message.created_at);
+        self.may_hand_off.push(room.is_some());
+        self.message.push(index);
+        self.room.push(room);
+    }
+
+    /// The endpoints this node would take deliveries of straight from the commit, sorted.
+    fn wanted(&self) -> Vec<String> {
+        let mut wanted: Vec<String> = self
+            .may_hand_off
+            .iter()
+            .zip(&self.endpoint_id)
+            .filter(|(may, _)| **may)
+            .map(|(_, endpoint_id)| endpoint_id.clone())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+
+    /// A delivery written `Sending`, now that it has its id: the message's index in the
+    /// batch and the room to hand it over with.
+    fn hand_over(
+        &mut self,
+        seq: i64,
+        endpoint_id: &str,
+    ) -> Option<(usize, OwnedPermit<ClaimedDelivery>)> {
+        // A message's deliveries are adjacent rows in sequence order: search, then scan.
+        let first = self.seq.partition_point(|row_seq| *row_seq < seq);
+        let row = (first..self.seq.len())
+            .take_while(|row| self.seq[*row] == seq)
+            .find(|row| self.endpoint_id[*row] == endpoint_id)?;
+        Some((self.message[row], self.room[row].take()?))
+    }
 }
 
 /// The sources' log entries of the jobs that carry one: accepted as their own message, or a
 /// duplicate of the earlier one; in the messages' transaction, one statement for the batch.
-async fn insert_received(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    messages: &[&NewMessage],
-    decisions: &[Decision],
-) -> StoreResult<()> {
-    #[derive(Default)]
-    struct Columns {
-        id: Vec<String>,
-        source_id: Vec<String>,
-        received_at: Vec<i64>,
-        outcome: Vec<&'static str>,
-        reason: Vec<Option<String>>,
-        content_type: Vec<Option<String>>,
-        size: Vec<i64>,
-        event_id: Vec<Option<String>>,
-        msg_id: Vec<String>,
-    }
-    let mut columns = Columns::default();
-    for (new, decision) in messages.iter().zip(decisions) {
-        let Some(received) = &new.received else {
-            continue;
-        };
-        let (outcome, msg_id) = match decision {
-            Decision::Insert { .. } => (ReceivedOutcome::Accepted, &new.message.id),
-            Decision::Earlier(earlier) => (ReceivedOutcome::Duplicate, &earlier.id),
-            Decision::EarlierInBatch(first) => {
-                (ReceivedOutcome::Duplicate, &messages[*first].message.id)
-            }
-            Decision::Conflict | Decision::NoApplication => continue,
-        };
-        let row = crate::columns::ReceivedRow::of(received);
-        columns.id.push(row.id.to_owned());
-        columns.source_id.push(row.source_id.to_owned());
-        columns.received_at.push(row.received_at);
-        columns.outcome.push(outcome.as_str());
-        columns.reason.push(row.reason.map(str::to_owned));
-        columns
-            .content_type
-            .push(row.content_type.map(str::to_owned));
-        columns.size.push(row.size);
-        columns.event_id.push(row.event_id.map(str::to_owned));
-        columns.msg_id.push(msg_id.as_str().to_owned());
-    }
-    if columns.id.is_empty() {
-        return Ok(());
-    }
-    let statement = transaction
-        .prepare_cached(&format!(
-            "INSERT INTO received_request ({}) SELECT * FROM unnest($1::text[], $2::text[], \
-             $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[])",
-            crate::columns::RECEIVED
-        ))
-        .await?;
-    transaction
-        .execute(
-            &statement,
-            &[
-                &columns.id,
-                &columns.source_id,
-                &columns.received_at,
-                &columns.outcome,
-                &columns.reason,
-                &columns.content_type,
-                &columns.size,
-                &columns.event_id,
-                &columns.msg_id,
-            ],
-        )
-        .await?;
-    Ok(())
+#[derive(Default)]
+struct ReceivedColumns {
+    id: Vec<String>,
+    source_id: Vec<String>,
+    received_at: Vec<i64>,
+    outcome: Vec<&'static str>,
+    reason: Vec<Option<String>>,
+    content_type: Vec<Option<String>>,
+    size: Vec<i64>,
+    event_id: Vec<Option<String>>,
+    msg_id: Vec<String>,
 }
 
-/// The endpoints of each application, for fan-out.
-async fn endpoints_of(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    app_ids: &[String],
-    keys: &crate::sealing::SecretKeys,
-) -> StoreResult<BTreeMap<String, Vec<Endpoint>>> {
-    let select = transaction
-        .prepare_cached(&format!(
-            "SELECT {} FROM endpoint WHERE app_id = ANY($1)",
-            crate::columns::ENDPOINT
-        ))
-        .await?;
-    let mut by_app: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
-    for row in transaction.query(&select, &[&app_ids]).await? {
-        let endpoint = rows::endpoint(&row, keys)?;
-        by_app
-            .entry(endpoint.app_id.as_str().to_owned())
-            .or_default()
-            .push(endpoint);
+impl ReceivedColumns {
+    /// The batch's log entries; `None` when no job carries one.
+    fn of(messages: &[&NewMessage], decisions: &[Decision]) -> Option<Self> {
+        let mut columns = Self::default();
+        for (new, decision) in messages.iter().zip(decisions) {
+            let Some(received) = &new.received else {
+                continue;
+            };
+            let (outcome, msg_id) = match decision {
+                Decision::Insert { .. } => (ReceivedOutcome::Accepted, &new.message.id),
+                Decision::Earlier(earlier) => (ReceivedOutcome::Duplicate, &earlier.id),
+                Decision::EarlierInBatch(first) => {
+                    (ReceivedOutcome::Duplicate, &messages[*first].message.id)
+                }
+                Decision::Conflict | Decision::NoApplication => continue,
+            };
+            let row = crate::columns::ReceivedRow::of(received);
+            columns.id.push(row.id.to_owned());
+            columns.source_id.push(row.source_id.to_owned());
+            columns.received_at.push(row.received_at);
+            columns.outcome.push(outcome.as_str());
+            columns.reason.push(row.reason.map(str::to_owned));
+            columns
+                .content_type
+                .push(row.content_type.map(str::to_owned));
+            columns.size.push(row.size);
+            columns.event_id.push(row.event_id.map(str::to_owned));
+            columns.msg_id.push(msg_id.as_str().to_owned());
+        }
+        (!columns.id.is_empty()).then_some(columns)
     }
-    Ok(by_app)
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            &self.id,
+            &self.source_id,
+            &self.received_at,
+            &self.outcome,
+            &self.reason,
+            &self.content_type,
+            &self.size,
+            &self.event_id,
+            &self.msg_id,
+        ]
+    }
 }

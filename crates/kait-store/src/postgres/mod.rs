@@ -1,7 +1,9 @@
 //! The PostgreSQL store: many `kait serve` nodes on one database.
 //!
 //! Reads and writes go through a connection pool. Messages are accepted through a group
-//! commit ([`ingest`]); claims, outcomes and everything else are plain transactions.
+//! commit ([`ingest`]), which also hands new deliveries straight to this node's dispatcher;
+//! the group commit and outcome batches pipeline their statements (one or two round trips
+//! per transaction); claims and everything else are plain transactions.
 //! [`cluster`] holds what ties the nodes together: leases, wake-ups and endpoint hand-back.
 //!
 //! **Claiming** (see [`PgStore::claim_once`]) is where many nodes meet. Each endpoint's lane
@@ -108,6 +110,8 @@ pub struct Shared {
     signals: Signals,
     node: NodeIdentity,
     idle: IdleEndpoints,
+    /// New deliveries the group commit hands straight to this node's dispatcher.
+    handoff: crate::handoff::Handoff,
 }
 
 pub struct PgStore {
@@ -194,6 +198,7 @@ impl PgStore {
             signals: Signals::new(),
             node: NodeIdentity::new(),
             idle: IdleEndpoints::default(),
+            handoff: Default::default(),
         });
         cluster::register(&shared, &shared.node.get()).await?;
         tracing::info!(node = &*shared.node.get(), schema = %shared.options.schema, "joined the cluster");

@@ -10,7 +10,7 @@ use kait_core::time::{Millis, now_millis};
 use kait_core::{AppId, Attempt, EndpointId, MessageId};
 use tokio::sync::Notify;
 
-use super::{PgStore, TRANSIENT_RETRIES, rows};
+use super::{PgStore, TRANSIENT_RETRIES, cluster, rows};
 use crate::logic::claims::{self, ClaimedMessage, ClaimedRow};
 use crate::logic::{health, redelivery, transitions};
 use crate::{
@@ -68,28 +68,8 @@ impl PgStore {
             .take(limit)
             .map(|(id, _)| id.clone())
             .collect();
-        // Take ownership of those no live node (but maybe this one) owns, in id order so
-        // that two nodes taking the same ones cannot deadlock.
-        let take = transaction
-            .prepare_cached(
-                "INSERT INTO endpoint_owner (endpoint_id, node_id) \
-                 SELECT c, $2 FROM unnest($1::text[]) AS c ORDER BY c \
-                 ON CONFLICT (endpoint_id) DO UPDATE SET node_id = EXCLUDED.node_id \
-                 WHERE endpoint_owner.node_id = EXCLUDED.node_id \
-                    OR NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = endpoint_owner.node_id) \
-                 RETURNING endpoint_id",
-            )
-            .await?;
-        let owned: Vec<String> = if candidates.is_empty() {
-            Vec::new()
-        } else {
-            transaction
-                .query(&take, &[&candidates, &node])
-                .await?
-                .iter()
-                .map(|row| row.try_get(0))
-                .collect::<Result<_, _>>()?
-        };
+        // Take ownership of those no live node (but maybe this one) owns.
+        let owned = cluster::take_endpoints(&transaction, &candidates, node).await?;
         let mut deliveries = Vec::new();
         if !owned.is_empty() {
             self.shared.idle.remove_all(&owned);
@@ -170,122 +150,17 @@ impl PgStore {
         outcomes: &[Outcome],
         disable_after: Option<Millis>,
     ) -> StoreResult<Vec<DisabledEndpoint>> {
-        let node = self.shared.node.get();
-        let node: &str = &node;
-        let mut ids = Vec::with_capacity(outcomes.len());
-        let mut statuses = Vec::with_capacity(outcomes.len());
-        let mut due = Vec::with_capacity(outcomes.len());
-        let mut at = Vec::with_capacity(outcomes.len());
-        let mut counted = Vec::with_capacity(outcomes.len());
-        for outcome in outcomes {
-            let (status, due_at) = transitions::after_attempt(outcome.next);
-            ids.push(outcome.delivery_id);
-            statuses.push(status.code());
-            due.push(due_at);
-            at.push(outcome.attempt.created_at);
-            counted.push(transitions::counted(outcome.next));
+        let client = self.client().await?;
+        let result = self.record_on(&client, outcomes, disable_after).await;
+        if result.is_err() {
+            // Back to the pool outside any transaction, however it failed.
+            let _ = client.batch_execute("ROLLBACK").await;
         }
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await?;
-        // Only this node's own claims move on: if its lease expired meanwhile, the delivery
-        // belongs to the cluster again and this attempt is not logged (it will be resent).
-        let advance = transaction
-            .prepare_cached(
-                "UPDATE delivery d SET status = o.status, attempts = d.attempts + o.counted, due_at = o.due_at, \
-                 updated_at = o.at, claimed_by = CASE WHEN o.status = 3 THEN d.claimed_by END \
-                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $6::bigint[]) \
-                 AS o(id, status, due_at, at, counted) \
-                 WHERE d.id = o.id AND d.status = 3 AND d.claimed_by = $5 RETURNING d.id, d.msg_seq",
-            )
-            .await?;
-        let mut msg_seq_of: HashMap<i64, i64> = HashMap::with_capacity(outcomes.len());
-        for row in transaction
-            .query(&advance, &[&ids, &statuses, &due, &at, &node, &counted])
-            .await?
+        let disabled = result?;
+        if outcomes
+            .iter()
+            .any(|outcome| transitions::requeues(outcome.next))
         {
-            msg_seq_of.insert(row.try_get(0)?, row.try_get(1)?);
-        }
-        let mut columns: AttemptColumns = AttemptColumns::default();
-        let mut retried = false;
-        for outcome in outcomes {
-            let Some(msg_seq) = msg_seq_of.get(&outcome.delivery_id) else {
-                continue;
-            };
-            retried |= transitions::requeues(outcome.next);
-            columns.push(*msg_seq, &outcome.attempt);
-        }
-        if !columns.id.is_empty() {
-            let insert = transaction
-                .prepare_cached(
-                    "INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
-                     response_status_code, response, response_duration_ms, trigger_type, created_at, sent) \
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                     $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], \
-                     $13::text[])",
-                )
-                .await?;
-            transaction
-                .execute(
-                    &insert,
-                    &[
-                        &columns.id,
-                        &columns.msg_seq,
-                        &columns.msg_id,
-                        &columns.endpoint_id,
-                        &columns.app_id,
-                        &columns.url,
-                        &columns.status,
-                        &columns.response_status_code,
-                        &columns.response,
-                        &columns.response_duration_ms,
-                        &columns.trigger_type,
-                        &columns.created_at,
-                        &columns.sent,
-                    ],
-                )
-                .await?;
-        }
-
-        let now = now_millis();
-        let mut disabled = Vec::new();
-        for (endpoint_id, verdict) in health::fold(outcomes) {
-            let health::Health::Failing(at) = verdict else {
-                transaction
-                    .execute(
-                        "UPDATE endpoint SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-                        &[&endpoint_id.as_str()],
-                    )
-                    .await?;
-                continue;
-            };
-            let Some(state) = transaction
-                .query_opt(
-                    "UPDATE endpoint SET failing_since = COALESCE(failing_since, $2) WHERE id = $1 \
-                     RETURNING app_id, failing_since, disabled",
-                    &[&endpoint_id.as_str(), &at],
-                )
-                .await?
-            else {
-                continue;
-            };
-            let failing_since: Millis = state.try_get(1)?;
-            if health::should_disable(failing_since, state.try_get(2)?, now, disable_after) {
-                transaction
-                    .execute(
-                        "UPDATE endpoint SET disabled = TRUE, updated_at = $2, revision = revision + 1 \
-                         WHERE id = $1",
-                        &[&endpoint_id.as_str(), &now],
-                    )
-                    .await?;
-                disabled.push(DisabledEndpoint {
-                    endpoint_id: endpoint_id.clone(),
-                    app_id: AppId::from_trusted(state.try_get(0)?),
-                    failing_since,
-                });
-            }
-        }
-        transaction.commit().await?;
-        if retried {
             self.shared.signals.deliveries_due();
         }
         if !disabled.is_empty() {
@@ -293,13 +168,165 @@ impl PgStore {
         }
         Ok(disabled)
     }
+
+    /// One outcome batch in one transaction, pipelined like the group commit (see
+    /// `ingest::write`): one round trip, or two when an endpoint is failing and may have to
+    /// be disabled.
+    async fn record_on(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        outcomes: &[Outcome],
+        disable_after: Option<Millis>,
+    ) -> StoreResult<Vec<DisabledEndpoint>> {
+        let node = self.shared.node.get();
+        let node: &str = &node;
+        let mut moves = DeliveryMoves::default();
+        let mut columns = AttemptColumns::default();
+        for outcome in outcomes {
+            moves.push(outcome);
+            columns.push(&outcome.attempt);
+        }
+        // Endpoints that answered, and those failing since when; in id order each, so that
+        // concurrent batches lock endpoint rows in the same order.
+        let (mut recovered, mut failing, mut failing_at): (Vec<&str>, Vec<&str>, Vec<Millis>) =
+            Default::default();
+        for (endpoint_id, verdict) in health::fold(outcomes) {
+            match verdict {
+                health::Health::Recovered => recovered.push(endpoint_id.as_str()),
+                health::Health::Failing(at) => {
+                    failing.push(endpoint_id.as_str());
+                    failing_at.push(at);
+                }
+            }
+        }
+        let record = client.prepare_cached(RECORD_OUTCOMES).await?;
+        let recover = client.prepare_cached(RECOVER_ENDPOINTS).await?;
+        let fail = client.prepare_cached(FAIL_ENDPOINTS).await?;
+        let mut params = moves.params(&node);
+        params.extend(columns.params());
+        let (_, _, _, failing_rows, _) = tokio::try_join!(
+            biased;
+            client.batch_execute("BEGIN"),
+            // Only this node's own claims move on: if its lease expired meanwhile, the
+            // delivery belongs to the cluster again and this attempt is not logged (it will
+            // be resent).
+            async { client.execute(&record, &params).await },
+            async {
+                if recovered.is_empty() {
+                    return Ok(0);
+                }
+                client.execute(&recover, &[&recovered]).await
+            },
+            async {
+                if failing.is_empty() {
+                    return Ok(Vec::new());
+                }
+                client.query(&fail, &[&failing, &failing_at]).await
+            },
+            async {
+                if !failing.is_empty() {
+                    return Ok(());
+                }
+                client.batch_execute("COMMIT").await
+            },
+        )?;
+        if failing.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let now = now_millis();
+        let mut disabled = Vec::new();
+        for row in failing_rows {
+            let failing_since: Millis = row.try_get(2)?;
+            if health::should_disable(failing_since, row.try_get(3)?, now, disable_after) {
+                disabled.push(DisabledEndpoint {
+                    endpoint_id: EndpointId::from_trusted(row.try_get(0)?),
+                    app_id: AppId::from_trusted(row.try_get(1)?),
+                    failing_since,
+                });
+            }
+        }
+        if !disabled.is_empty() {
+            let ids: Vec<&str> = disabled.iter().map(|d| d.endpoint_id.as_str()).collect();
+            client
+                .execute(
+                    "UPDATE endpoint SET disabled = TRUE, updated_at = $2, revision = revision + 1 \
+                     WHERE id = ANY($1)",
+                    &[&ids, &now],
+                )
+                .await?;
+        }
+        client.batch_execute("COMMIT").await?;
+        Ok(disabled)
+    }
 }
 
-/// The columns of attempts to insert, one vector per column (for `unnest`).
+/// Moves each delivery on after its attempt and logs the attempts of those that moved. Only
+/// the deliveries this node (`$5`) still has claimed move.
+const RECORD_OUTCOMES: &str = "WITH advanced AS (UPDATE delivery d SET status = o.status, \
+     attempts = d.attempts + o.counted, due_at = o.due_at, updated_at = o.at, \
+     claimed_by = CASE WHEN o.status = 3 THEN d.claimed_by END \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $6::bigint[]) \
+     AS o(id, status, due_at, at, counted) \
+     WHERE d.id = o.id AND d.status = 3 AND d.claimed_by = $5 RETURNING d.id, d.msg_seq) \
+     INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
+     response_status_code, response, response_duration_ms, trigger_type, created_at, sent) \
+     SELECT a.id, advanced.msg_seq, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
+     a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at, a.sent \
+     FROM unnest($1::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+     $12::bigint[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[]) \
+     AS a(delivery_id, id, msg_id, endpoint_id, app_id, url, status, response_status_code, response, \
+     response_duration_ms, trigger_type, created_at, sent) \
+     JOIN advanced ON advanced.id = a.delivery_id";
+/// Endpoints whose last attempt in a batch succeeded (writes only those that were failing).
+const RECOVER_ENDPOINTS: &str =
+    "UPDATE endpoint SET failing_since = NULL WHERE id = ANY($1) AND failing_since IS NOT NULL";
+/// Endpoints whose last attempt in a batch failed: failing since then, unless they already were.
+const FAIL_ENDPOINTS: &str = "UPDATE endpoint e SET failing_since = COALESCE(e.failing_since, f.at) \
+     FROM unnest($1::text[], $2::bigint[]) AS f(id, at) WHERE e.id = f.id \
+     RETURNING e.id, e.app_id, e.failing_since, e.disabled";
+
+/// How each delivery moves on after its attempt, one vector per column (for `unnest`).
+#[derive(Default)]
+struct DeliveryMoves {
+    id: Vec<i64>,
+    status: Vec<i64>,
+    due_at: Vec<Option<Millis>>,
+    at: Vec<Millis>,
+    counted: Vec<i64>,
+}
+
+impl DeliveryMoves {
+    fn push(&mut self, outcome: &Outcome) {
+        let (status, due_at) = transitions::after_attempt(outcome.next);
+        self.id.push(outcome.delivery_id);
+        self.status.push(status.code());
+        self.due_at.push(due_at);
+        self.at.push(outcome.attempt.created_at);
+        self.counted.push(transitions::counted(outcome.next));
+    }
+
+    /// `$1`–`$6` of [`RECORD_OUTCOMES`].
+    fn params<'a>(
+        &'a self,
+        node: &'a &'a str,
+    ) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+        vec![
+            &self.id,
+            &self.status,
+            &self.due_at,
+            &self.at,
+            node,
+            &self.counted,
+        ]
+    }
+}
+
+/// The columns of attempts to insert, one vector per column (for `unnest`), in the order
+/// of their outcomes.
 #[derive(Default)]
 struct AttemptColumns {
     id: Vec<String>,
-    msg_seq: Vec<i64>,
     msg_id: Vec<String>,
     endpoint_id: Vec<String>,
     app_id: Vec<String>,
@@ -314,9 +341,8 @@ struct AttemptColumns {
 }
 
 impl AttemptColumns {
-    fn push(&mut self, msg_seq: i64, attempt: &Attempt) {
+    fn push(&mut self, attempt: &Attempt) {
         self.id.push(attempt.id.as_str().to_owned());
-        self.msg_seq.push(msg_seq);
         self.msg_id.push(attempt.msg_id.as_str().to_owned());
         self.endpoint_id
             .push(attempt.endpoint_id.as_str().to_owned());
@@ -331,6 +357,24 @@ impl AttemptColumns {
         self.created_at.push(attempt.created_at);
         self.sent
             .push(attempt.sent.as_ref().map(crate::columns::to_json));
+    }
+
+    /// `$7`–`$18` of [`RECORD_OUTCOMES`].
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.id,
+            &self.msg_id,
+            &self.endpoint_id,
+            &self.app_id,
+            &self.url,
+            &self.status,
+            &self.response_status_code,
+            &self.response,
+            &self.response_duration_ms,
+            &self.trigger_type,
+            &self.created_at,
+            &self.sent,
+        ]
     }
 }
 
@@ -463,5 +507,12 @@ impl DeliveryQueue for PgStore {
 
     fn endpoint_idle(&self, endpoint_id: &EndpointId) {
         self.shared.idle.add(endpoint_id.as_str());
+    }
+
+    fn handoff(
+        &self,
+        accepts: crate::HandoffFilter,
+    ) -> Option<tokio::sync::mpsc::Receiver<crate::ClaimedDelivery>> {
+        Some(self.shared.handoff.open(accepts))
     }
 }

@@ -375,6 +375,78 @@ async fn an_idle_endpoint_is_handed_back() {
     schema.drop_schema().await;
 }
 
+/// A node hands a new delivery to its own dispatcher only when it runs the endpoint (taking
+/// it in the commit if no live node does): while another node runs it, the delivery waits
+/// for that node's claim, so one endpoint is never sent to from two nodes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_endpoints_owner_takes_hand_offs() {
+    let schema = TestSchema::create().await;
+    let first = schema.open().await;
+    let second = schema.open().await;
+    let app = first.create_application(application()).await.unwrap();
+    let target = first
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let mut first_queue = first.handoff(std::sync::Arc::new(|_: &_| true)).unwrap();
+    let mut second_queue = second.handoff(std::sync::Arc::new(|_: &_| true)).unwrap();
+
+    // The first node's commit takes the endpoint and hands the delivery over.
+    first
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    let handed = first_queue
+        .try_recv()
+        .expect("the owner's commit hands over");
+    assert_eq!(handed.endpoint_id, target.id);
+
+    // The second node's commit may not: its delivery is pending, and only the owner claims it.
+    let accepted = second
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    assert_eq!(accepted.deliveries, 1);
+    assert!(second_queue.try_recv().is_err(), "not the owner");
+    assert!(
+        second
+            .claim_due(now_millis(), 10, Vec::new())
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty(),
+        "another live node runs the endpoint"
+    );
+    let claim = first.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 1);
+    assert_eq!(claim.deliveries[0].msg_id, accepted.message.id);
+
+    // Once the owner has recorded everything and handed the idle endpoint back, the second
+    // node's next commit takes it.
+    let outcomes: Vec<_> = [&handed, &claim.deliveries[0]]
+        .into_iter()
+        .map(|delivery| outcome(delivery.delivery_id, delivery, NextStep::Succeeded))
+        .collect();
+    first.record_outcomes(outcomes.into(), None).await.unwrap();
+    first.endpoint_idle(&target.id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        second
+            .create_message(message(&app.id, "a.b", None))
+            .await
+            .unwrap();
+        if let Ok(handed) = second_queue.try_recv() {
+            assert_eq!(handed.endpoint_id, target.id);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never handed back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(first_queue.try_recv().is_err());
+    drop((first, second));
+    schema.drop_schema().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_changes_on_one_node_move_the_epoch_on_another() {
     let schema = TestSchema::create().await;

@@ -1,13 +1,8 @@
 //! The message log on SQLite: accepting a message with its fan-out, and reading messages,
 //! attempts and delivery states back. SQL and row mapping only.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use kait_core::{
-    AppId, Attempt, AttemptId, DeliveryState, DeliveryStatus, EndpointId, MessageId, RawPayload,
-    TriggerType,
-};
+use kait_core::{AppId, Attempt, AttemptId, DeliveryState, DeliveryStatus, EndpointId, MessageId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
@@ -16,11 +11,12 @@ use super::rows;
 use super::sources::insert_received;
 use super::writer::Durability;
 use crate::columns;
+use crate::handoff::{FreshDeliveries, may_hand_off};
 use crate::logic::query::Dialect;
 use crate::logic::{listings, transitions};
 use crate::{
-    AcceptedMessage, AttemptFilter, ClaimedDelivery, EndpointMessage, MessageFilter, MessageLog,
-    NewMessage, Page, PageRequest, ReceivedOutcome, ReceivedRequest, StoreError, StoreResult,
+    AcceptedMessage, AttemptFilter, EndpointMessage, MessageFilter, MessageLog, NewMessage, Page,
+    PageRequest, ReceivedOutcome, ReceivedRequest, StoreError, StoreResult,
 };
 
 pub(super) fn message_by_seq(connection: &Connection, seq: i64) -> StoreResult<kait_core::Message> {
@@ -161,23 +157,13 @@ impl MessageLog for SqliteStore {
                 let mut deliveries = 0;
                 // Held back by `deliverAt`: due then, through the claim (no hand-off now).
                 let due_at = message.deliver_at.unwrap_or(message.created_at);
-                let held = due_at > message.created_at;
-                type Shared = (
-                    Arc<str>,
-                    Arc<str>,
-                    Option<Arc<str>>,
-                    Option<Arc<RawPayload>>,
-                    Option<Arc<[kait_core::Attachment]>>,
-                );
-                let mut shared: Option<Shared> = None;
+                let mut fresh = FreshDeliveries::of(&message);
                 let mut handed_off = Vec::new();
                 for endpoint in endpoints.iter().filter(|endpoint| {
                     crate::messages::goes_to(&message, only_endpoint.as_ref(), endpoint)
                 }) {
                     deliveries += 1;
-                    // Unordered endpoints take new deliveries straight from this commit;
-                    // ordered ones go through the claim, which keeps their queue order.
-                    let permit = (!held && endpoint.ordering == kait_core::DeliveryOrder::Concurrent)
+                    let permit = may_hand_off(&message, endpoint.ordering)
                         .then(|| context.reserve_handoff(&endpoint.id))
                         .flatten();
                     let Some(permit) = permit else {
@@ -196,35 +182,7 @@ impl MessageLog for SqliteStore {
                         message.created_at
                     ])?;
                     let delivery_id = context.connection.last_insert_rowid();
-                    let (event_type, payload, ordering_key, raw, attachments) = shared
-                        .get_or_insert_with(|| {
-                            (
-                                Arc::from(message.event_type.as_str()),
-                                Arc::from(message.payload.as_str()),
-                                message.ordering_key.as_deref().map(Arc::from),
-                                message.raw.clone().map(Arc::new),
-                                (!message.attachments.is_empty())
-                                    .then(|| Arc::from(message.attachments.as_slice())),
-                            )
-                        })
-                        .clone();
-                    handed_off.push((
-                        permit,
-                        ClaimedDelivery {
-                            delivery_id,
-                            endpoint_id: endpoint.id.clone(),
-                            app_id: message.app_id.clone(),
-                            msg_id: message.id.clone(),
-                            event_type,
-                            payload,
-                            raw,
-                            attachments,
-                            ordering_key,
-                            created_at: message.created_at,
-                            attempts_made: 0,
-                            trigger_type: TriggerType::Scheduled,
-                        },
-                    ));
+                    handed_off.push((permit, fresh.delivery(delivery_id, endpoint.id.clone())));
                 }
                 drop((insert, insert_sending));
                 for (permit, delivery) in handed_off {

@@ -32,7 +32,8 @@ use kait_core::time::now_millis;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Notify;
 
-use self::writer::{Handoff, WriterHandle, WriterSignals};
+use self::writer::{WriterHandle, WriterSignals};
+use crate::handoff::Handoff;
 use crate::sealing::SecretKeys;
 use crate::{DatabaseFailure, StoreError, StoreResult};
 

@@ -21,9 +21,6 @@ use crate::{
     StoreResult,
 };
 
-/// New deliveries that may wait in the hand-off queue; past that they go through the claim.
-const HANDOFF_CAPACITY: usize = 2048;
-
 /// The columns a claim returns, in [`claimed_row`] order.
 const CLAIMED: &str = "id, msg_seq, endpoint_id, attempts, trigger_type, due_at";
 
@@ -315,9 +312,7 @@ impl DeliveryQueue for SqliteStore {
         &self,
         accepts: crate::HandoffFilter,
     ) -> Option<tokio::sync::mpsc::Receiver<ClaimedDelivery>> {
-        let (sender, receiver) = tokio::sync::mpsc::channel(HANDOFF_CAPACITY);
-        *self.handoff.queue.lock().expect("hand-off lock") = Some((sender, accepts));
-        Some(receiver)
+        Some(self.handoff.open(accepts))
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use kait_core::DeliveryStatus;
 use kait_core::time::now_millis;
 
 use super::{MAX_READERS, SqliteOptions, SqliteStore};
@@ -109,95 +108,6 @@ async fn a_second_process_cannot_open_the_same_data_dir() {
         Err(other) => panic!("unexpected {other}"),
         Ok(_) => panic!("two stores opened one data dir"),
     }
-}
-
-/// New deliveries to unordered endpoints go straight to the dispatcher's hand-off queue as
-/// `Sending` (no claim needed); ordered endpoints and a full queue fall back to the claim.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_deliveries_are_handed_off_when_the_dispatcher_takes_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let app = store.create_application(application()).await.unwrap();
-    let concurrent = store
-        .create_endpoint(endpoint(&app.id, Some(&["a.b"])), 100)
-        .await
-        .unwrap();
-    let mut fifo = endpoint(&app.id, Some(&["a.b"]));
-    fifo.ordering = kait_core::DeliveryOrder::Fifo;
-    let fifo = store.create_endpoint(fifo, 100).await.unwrap();
-
-    // Nobody took the queue yet: everything waits for a claim.
-    store
-        .create_message(message(&app.id, "a.b", None))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.delivery_counts().await.unwrap(),
-        vec![(DeliveryStatus::Pending, 2)]
-    );
-    let claimed = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
-    assert_eq!(claimed.deliveries.len(), 2);
-
-    let closed: std::sync::Arc<std::sync::Mutex<Vec<kait_core::EndpointId>>> = Default::default();
-    let gate = closed.clone();
-    let mut queue = store
-        .handoff(std::sync::Arc::new(move |id: &kait_core::EndpointId| {
-            !gate.lock().unwrap().contains(id)
-        }))
-        .expect("SQLite hands off");
-    let accepted = store
-        .create_message(message(&app.id, "a.b", None))
-        .await
-        .unwrap();
-    let handed = queue.try_recv().expect("handed over with the commit");
-    assert_eq!(handed.endpoint_id, concurrent.id);
-    assert_eq!(handed.msg_id, accepted.message.id);
-    assert_eq!(&*handed.payload, "{}");
-    assert!(
-        queue.try_recv().is_err(),
-        "the FIFO endpoint's goes through the claim"
-    );
-    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
-    assert_eq!(claim.deliveries.len(), 1);
-    assert_eq!(claim.deliveries[0].endpoint_id, fifo.id);
-
-    // A failed job hands nothing over: its rows were rolled back.
-    let duplicate = store
-        .create_message(message(&app.id, "a.b", Some("evt")))
-        .await
-        .unwrap();
-    let _ = queue.try_recv().expect("the first with this eventId");
-    let again = store
-        .create_message(message(&app.id, "a.b", Some("evt")))
-        .await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))));
-    assert!(queue.try_recv().is_err());
-    drop(duplicate);
-
-    // A lane that takes no hand-offs now (full, paused, breaker open) gets its deliveries
-    // through the claim.
-    closed.lock().unwrap().push(concurrent.id.clone());
-    store
-        .create_message(message(&app.id, "a.b", None))
-        .await
-        .unwrap();
-    assert!(queue.try_recv().is_err(), "the closed lane is skipped");
-    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
-    assert_eq!(
-        claim.deliveries.len(),
-        3,
-        "the FIFO one of evt, and both of the last"
-    );
-    closed.lock().unwrap().clear();
-
-    // When the dispatcher is gone, new deliveries wait for a claim again.
-    drop(queue);
-    store
-        .create_message(message(&app.id, "a.b", None))
-        .await
-        .unwrap();
-    let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
-    assert_eq!(claim.deliveries.len(), 2, "both of the last message");
 }
 
 /// Every file of the data dir as one byte string, for looking for plain text.

@@ -24,8 +24,9 @@ use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::rows;
+use crate::handoff::Handoff;
 use crate::sealing::SecretKeys;
-use crate::{ClaimedDelivery, HandoffFilter, StoreError, StoreResult};
+use crate::{ClaimedDelivery, StoreError, StoreResult};
 
 /// Most jobs committed in one transaction; bounds the latency a large batch adds.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
@@ -88,12 +89,7 @@ impl WriteContext<'_> {
         &self,
         endpoint_id: &EndpointId,
     ) -> Option<OwnedPermit<ClaimedDelivery>> {
-        let queue = self.handoff.queue.lock().expect("hand-off lock");
-        let (sender, accepts) = queue.as_ref()?;
-        if !accepts(endpoint_id) {
-            return None;
-        }
-        sender.clone().try_reserve_owned().ok()
+        self.handoff.reserve(endpoint_id)
     }
 
     /// Queues a delivery for the dispatcher; it is sent only if the transaction commits.
@@ -106,12 +102,6 @@ impl WriteContext<'_> {
         self.endpoints_by_app.remove(app_id);
         self.config_changed = true;
     }
-}
-
-/// Where new deliveries go when they skip the claim: set once the dispatcher asks for them.
-#[derive(Default)]
-pub struct Handoff {
-    pub queue: std::sync::Mutex<Option<(mpsc::Sender<ClaimedDelivery>, HandoffFilter)>>,
 }
 
 /// Runs after the commit with its outcome, and answers the job's caller.
