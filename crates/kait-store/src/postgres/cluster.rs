@@ -415,38 +415,6 @@ async fn reap(shared: &Shared) -> StoreResult<u64> {
     Ok(freed)
 }
 
-/// Takes ownership of those of `endpoint_ids` that no other live node runs, for `node`, and
-/// returns every one of them this node runs now. Rows are locked in id order, so that two
-/// nodes taking the same endpoints cannot deadlock; this node's own row is held `FOR KEY
-/// SHARE` to the end of the transaction, so a node that was declared dead (its row deleted)
-/// takes nothing, and the reaper cannot delete it meanwhile.
-pub async fn take_endpoints(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    endpoint_ids: &[String],
-    node: &str,
-) -> StoreResult<Vec<String>> {
-    if endpoint_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let take = transaction
-        .prepare_cached(
-            "WITH alive AS (SELECT id FROM kait_node WHERE id = $2 FOR KEY SHARE) \
-             INSERT INTO endpoint_owner (endpoint_id, node_id) \
-             SELECT c, alive.id FROM unnest($1::text[]) AS c, alive ORDER BY c \
-             ON CONFLICT (endpoint_id) DO UPDATE SET node_id = EXCLUDED.node_id \
-             WHERE endpoint_owner.node_id = EXCLUDED.node_id \
-                OR NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = endpoint_owner.node_id) \
-             RETURNING endpoint_id",
-        )
-        .await?;
-    Ok(transaction
-        .query(&take, &[&endpoint_ids, &node])
-        .await?
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?)
-}
-
 /// Endpoints whose lane went idle on this node: candidates to hand back to the cluster.
 #[derive(Default)]
 pub struct IdleEndpoints {

@@ -4,12 +4,17 @@
 //! that moment and writes them in one transaction with multi-row inserts, so one commit (one
 //! WAL flush) serves the whole batch.
 //!
-//! The transaction first locks the `app_position` row of each application in the batch (in id
-//! order, so nodes never deadlock). Every node takes the same locks before writing messages,
-//! which gives two things at once: positions are handed out and become visible in commit
-//! order (the pull API's guarantee), and the `Idempotency-Key` and `eventId` checks made under
-//! the lock cannot race with another node. Because conflicts are found before the inserts, the
-//! inserts themselves do not fail on them, and one job's conflict never aborts the batch.
+//! Positions: the statement that writes the messages first advances each application's
+//! `app_position` row by its messages in the batch (locking the rows in id order, so nodes
+//! never deadlock) and numbers them from there; the row stays locked until the commit, so
+//! positions are handed out and become visible in commit order (the pull API's guarantee).
+//! It is the last statement before `COMMIT`, so that nodes writing to one application wait
+//! for each other only as long as a commit takes, not for a round trip to the client.
+//!
+//! The `Idempotency-Key` and `eventId` checks are reads at the start of the transaction, so
+//! conflicts found there do not fail the inserts, and one job's conflict never aborts the
+//! batch. Two nodes can still race on the same key; the unique indexes then fail the later
+//! batch, which is written again one message at a time and finds the earlier message.
 //!
 //! New deliveries to unordered endpoints skip the claim when this node's dispatcher has room
 //! for them (see [`crate::handoff`]): the commit takes ownership of their endpoints as a claim
@@ -125,10 +130,22 @@ async fn commit_with_retries(shared: &Shared, messages: &[&NewMessage]) -> Store
     let mut tries = 0;
     loop {
         match commit(shared, messages).await {
-            Err(error) if error.is_retryable() && tries < TRANSIENT_RETRIES => tries += 1,
+            Err(error)
+                if (error.is_retryable() || lost_a_race(&error)) && tries < TRANSIENT_RETRIES =>
+            {
+                tries += 1
+            }
             other => return other,
         }
     }
+}
+
+/// Whether another node committed the same `Idempotency-Key` or `eventId` between this
+/// batch's reads and its writes (a unique index refused the batch): written again, the
+/// batch reads that message and answers with it, or with the conflict.
+fn lost_a_race(error: &StoreError) -> bool {
+    matches!(error, StoreError::Database { context, .. }
+        if context.starts_with(tokio_postgres::error::SqlState::UNIQUE_VIOLATION.code()))
 }
 
 /// Columns of the messages to insert, one vector per column (for `unnest`).
@@ -137,7 +154,9 @@ struct MessageColumns {
     seq: Vec<i64>,
     id: Vec<String>,
     app_id: Vec<String>,
-    pos: Vec<i64>,
+    /// How many messages of the same application come after this one in the batch: its
+    /// position is the application's new last position minus this.
+    behind: Vec<i64>,
     event_type: Vec<String>,
     event_id: Vec<Option<String>>,
     channels: Vec<Option<String>>,
@@ -154,11 +173,13 @@ struct MessageColumns {
 }
 
 impl MessageColumns {
-    fn push(&mut self, seq: i64, pos: i64, message: &kait_core::Message) {
+    /// Adds a message, the `rank`th of its application in the batch (from 1); [`Self::number`]
+    /// turns ranks into counts behind once the batch is complete.
+    fn push(&mut self, seq: i64, rank: i64, message: &kait_core::Message) {
         self.seq.push(seq);
         self.id.push(message.id.as_str().to_owned());
         self.app_id.push(message.app_id.as_str().to_owned());
-        self.pos.push(pos);
+        self.behind.push(rank);
         self.event_type.push(message.event_type.clone());
         self.event_id.push(message.event_id.clone());
         self.channels
@@ -179,13 +200,21 @@ impl MessageColumns {
         }
     }
 
-    /// The parameters of [`INSERT_MESSAGES`].
+    /// Turns each message's rank into how many of its application come after it, given each
+    /// application's count in the batch.
+    fn number(&mut self, counts: &HashMap<String, i64>) {
+        for (behind, app_id) in self.behind.iter_mut().zip(&self.app_id) {
+            *behind = counts[app_id] - *behind;
+        }
+    }
+
+    /// `$1`–`$15` of [`INSERT_MESSAGES`].
     fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 15] {
         [
             &self.seq,
             &self.id,
             &self.app_id,
-            &self.pos,
+            &self.behind,
             &self.event_type,
             &self.event_id,
             &self.channels,
@@ -223,49 +252,59 @@ async fn commit(shared: &Shared, messages: &[&NewMessage]) -> StoreResult<Commit
 }
 
 /// Statements of the group commit, prepared once per connection.
-const LOCK_POSITIONS: &str = "WITH live AS (SELECT id FROM application WHERE id = ANY($1) ORDER BY id FOR KEY SHARE) \
-     INSERT INTO app_position (app_id, last) SELECT id, 0 FROM live ORDER BY id \
-     ON CONFLICT (app_id) DO UPDATE SET last = app_position.last RETURNING app_id, last";
+/// The batch's applications that still exist, share-locked (the order `delete_application`
+/// takes them in) so that a delete waits for this commit: the API may have found an
+/// application in its cache, and its messages must not outlive a concurrent delete.
+const LIVE_APPS: &str = "SELECT id FROM application WHERE id = ANY($1) ORDER BY id FOR KEY SHARE";
+/// The endpoints of the batch's applications (`$1`) that another live node (not `$2`) runs:
+/// their new deliveries are written pending at once, without trying to take the endpoint
+/// (which would wait on its owner row behind the owner's own commits).
+const RUN_ELSEWHERE: &str = "SELECT o.endpoint_id FROM endpoint_owner o \
+     JOIN endpoint e ON e.id = o.endpoint_id JOIN kait_node n ON n.id = o.node_id \
+     WHERE e.app_id = ANY($1) AND o.node_id <> $2";
 const TAKEN_EVENT_IDS: &str = "SELECT app_id, event_id FROM message \
      WHERE (app_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
 const RESERVE_SEQS: &str =
     "SELECT nextval(pg_get_serial_sequence('message', 'seq')) FROM generate_series(1, $1::bigint)";
-const INSERT_MESSAGES: &str = "INSERT INTO message (seq, id, app_id, pos, event_type, event_id, channels, payload, \
+/// Advances each application's last position by its count in the batch (`$16`, `$17`,
+/// sorted by application), locking its row to the end of the transaction, and writes the
+/// messages numbered from there.
+const INSERT_MESSAGES: &str = "WITH advanced AS (INSERT INTO app_position (app_id, last) \
+       SELECT * FROM unnest($16::text[], $17::bigint[]) ORDER BY 1 \
+       ON CONFLICT (app_id) DO UPDATE SET last = app_position.last + EXCLUDED.last \
+       RETURNING app_id, last) \
+     INSERT INTO message (seq, id, app_id, pos, event_type, event_id, channels, payload, \
      created_at, ordering_key, raw_content_type, raw_body, raw_headers, deliver_at, attachments) \
-     SELECT seq, id, app, pos, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh, da, att \
+     SELECT seq, id, app, a.last - behind, et, eid, CAST(ch AS jsonb), pl, ca, ok, rct, rb, rh, da, att \
      FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], \
      $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bytea[], $13::text[], $14::bigint[], $15::text[]) \
-     AS t(seq, id, app, pos, et, eid, ch, pl, ca, ok, rct, rb, rh, da, att)";
+     AS t(seq, id, app, behind, et, eid, ch, pl, ca, ok, rct, rb, rh, da, att) \
+     JOIN advanced a ON a.app_id = t.app";
 /// The references keep the blobs until their last message is purged.
 const REFERENCE_ATTACHMENTS: &str = "WITH referenced AS (INSERT INTO message_attachment (attachment_id, msg_id) \
      SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING) \
      UPDATE attachment SET referenced = 1 WHERE id = ANY($1) AND referenced = 0";
-const ADVANCE_POSITIONS: &str = "UPDATE app_position p SET last = u.last \
-     FROM unnest($1::text[], $2::bigint[]) AS u(app_id, last) WHERE p.app_id = u.app_id";
 const INSERT_KEYS: &str = "INSERT INTO idempotency_key (app_id, key, msg_seq, created_at) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])";
 /// Takes the endpoints this node would hand deliveries over for (`$6`, sorted) as
-/// [`super::cluster::take_endpoints`] does, then writes the deliveries: `Sending` for this node
+/// a claim does (`take_endpoints_sql!`), then writes the deliveries: `Sending` for this node
 /// where it may hand over (`$7`) and owns the endpoint now, pending otherwise. Returns the
 /// ones written `Sending`.
-const INSERT_DELIVERIES: &str = "WITH alive AS (SELECT id FROM kait_node WHERE id = $8 FOR KEY SHARE), \
-     taken AS (INSERT INTO endpoint_owner (endpoint_id, node_id) \
-       SELECT c, alive.id FROM unnest($6::text[]) AS c, alive ORDER BY c \
-       ON CONFLICT (endpoint_id) DO UPDATE SET node_id = EXCLUDED.node_id \
-       WHERE endpoint_owner.node_id = EXCLUDED.node_id \
-          OR NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = endpoint_owner.node_id) \
-       RETURNING endpoint_id), \
-     rows AS (SELECT s, e, d, w, h AND e IN (SELECT endpoint_id FROM taken) AS sending \
+const INSERT_DELIVERIES: &str = concat!(
+    "WITH ",
+    take_endpoints_sql!("$6", "$5"),
+    ", rows AS (SELECT s, e, d, w, h AND e IN (SELECT endpoint_id FROM taken) AS sending \
        FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $7::bool[]) AS t(s, e, d, w, h)), \
      inserted AS (INSERT INTO delivery (msg_seq, endpoint_id, status, due_at, updated_at, claimed_by) \
        SELECT s, e, CASE WHEN sending THEN 3 ELSE 1 END, d, w, CASE WHEN sending THEN $5::text END FROM rows \
        RETURNING id, msg_seq, endpoint_id, status) \
-     SELECT id, msg_seq, endpoint_id FROM inserted WHERE status = 3";
+     SELECT id, msg_seq, endpoint_id FROM inserted WHERE status = 3"
+);
 
 /// One batch in one transaction, in two round trips. The statements are pipelined (each
 /// sent without waiting for the answers before it; PostgreSQL runs them in order, and one
 /// that fails makes the rest of the transaction fail with it): `BEGIN` goes out with the
-/// reads, the position locks first, and `COMMIT` with the writes. Every statement is
+/// reads, and `COMMIT` with the writes (the messages and their positions last). Every statement is
 /// prepared before a round trip starts, so each one is sent when first polled and the
 /// `biased` joins send them in the order written: nothing can reach the server after its
 /// `COMMIT`.
@@ -300,7 +339,8 @@ async fn write(
         })
         .unzip();
 
-    let lock = client.prepare_cached(LOCK_POSITIONS).await?;
+    let live_apps = client.prepare_cached(LIVE_APPS).await?;
+    let run_elsewhere = client.prepare_cached(RUN_ELSEWHERE).await?;
     let earlier_keys = client
         .prepare_cached(&format!(
             "SELECT i.app_id, i.key, {} FROM idempotency_key i JOIN message m ON m.seq = i.msg_seq \
@@ -317,15 +357,11 @@ async fn write(
         .await?;
     let reserve_seqs = client.prepare_cached(RESERVE_SEQS).await?;
     let batch_size = messages.len() as i64;
-    // Only applications that still exist get a position row: the API may have found the
-    // application in its cache, and its messages must not outlive a concurrent delete. The
-    // application rows are share-locked first (the order `delete_application` takes them
-    // in), so a delete either commits before this statement and hides the application, or
-    // waits. The reads after it run under these locks.
-    let (_, positions, earlier_rows, taken_rows, endpoint_rows, seq_rows) = tokio::try_join!(
+    let node = shared.node.get();
+    let (_, live_rows, earlier_rows, taken_rows, endpoint_rows, seq_rows, elsewhere_rows) = tokio::try_join!(
         biased;
-        client.batch_execute("BEGIN"),
-        async { client.query(&lock, &[&app_ids]).await },
+        client.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"),
+        async { client.query(&live_apps, &[&app_ids]).await },
         async {
             if keys.is_empty() {
                 return Ok(Vec::new());
@@ -340,10 +376,15 @@ async fn write(
         },
         async { client.query(&select_endpoints, &[&app_ids]).await },
         async { client.query(&reserve_seqs, &[&batch_size]).await },
+        async { client.query(&run_elsewhere, &[&app_ids, &&*node]).await },
     )?;
-    let mut last_position: HashMap<String, i64> = HashMap::new();
-    for row in positions {
-        last_position.insert(row.try_get(0)?, row.try_get(1)?);
+    let mut live: std::collections::HashSet<String> = Default::default();
+    for row in live_rows {
+        live.insert(row.try_get(0)?);
+    }
+    let mut elsewhere: std::collections::HashSet<String> = Default::default();
+    for row in elsewhere_rows {
+        elsewhere.insert(row.try_get(0)?);
     }
     let mut earlier: HashMap<(String, String), kait_core::Message> = HashMap::new();
     for row in earlier_rows {
@@ -373,12 +414,14 @@ async fn write(
     let mut columns = MessageColumns::default();
     let mut decisions = Vec::with_capacity(messages.len());
     let mut keys_in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+    // Each application's messages in the batch so far.
+    let mut counts: HashMap<String, i64> = HashMap::new();
     let mut key_rows: (Vec<String>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
     let mut deliveries = DeliveryRows::default();
     for (index, new) in messages.iter().enumerate() {
         let message = &new.message;
         let app_id = message.app_id.as_str();
-        if !last_position.contains_key(app_id) {
+        if !live.contains(app_id) {
             decisions.push(Decision::NoApplication);
             continue;
         }
@@ -410,9 +453,9 @@ async fn write(
             key_rows.2.push(seq);
             key_rows.3.push(message.created_at);
         }
-        let position = last_position.entry(app_id.to_owned()).or_insert(0);
-        *position += 1;
-        columns.push(seq, *position, message);
+        let rank = counts.entry(app_id.to_owned()).or_insert(0);
+        *rank += 1;
+        columns.push(seq, *rank, message);
         let mut count = 0;
         for endpoint in endpoints
             .get(app_id)
@@ -422,19 +465,20 @@ async fn write(
         {
             count += 1;
             // Room first: without it the delivery is pending whatever else holds.
-            let room = may_hand_off(message, endpoint.ordering)
-                .then(|| shared.handoff.reserve(&endpoint.id))
-                .flatten();
+            let room = (may_hand_off(message, endpoint.ordering)
+                && !elsewhere.contains(endpoint.id.as_str()))
+            .then(|| shared.handoff.reserve(&endpoint.id))
+            .flatten();
             deliveries.push(index, seq, &endpoint.id, message, room);
         }
         decisions.push(Decision::Insert { deliveries: count });
     }
+    columns.number(&counts);
     committed.became_due = deliveries.room.iter().any(Option::is_none);
     let received = ReceivedColumns::of(messages, &decisions);
 
     let insert_messages = client.prepare_cached(INSERT_MESSAGES).await?;
     let reference = client.prepare_cached(REFERENCE_ATTACHMENTS).await?;
-    let advance = client.prepare_cached(ADVANCE_POSITIONS).await?;
     let insert_keys = client.prepare_cached(INSERT_KEYS).await?;
     let insert_deliveries = client.prepare_cached(INSERT_DELIVERIES).await?;
     let insert_received = client
@@ -444,30 +488,24 @@ async fn write(
             crate::columns::RECEIVED
         ))
         .await?;
-    let node = shared.node.get();
     let wanted = deliveries.wanted();
-    let (counter_apps, counter_values): (Vec<String>, Vec<i64>) = last_position.into_iter().unzip();
+    let mut counts: Vec<(String, i64)> = counts.into_iter().collect();
+    counts.sort_unstable();
+    let (count_apps, count_values): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
     let written = !columns.id.is_empty();
-    let (_, _, _, _, sending, _, _) = tokio::try_join!(
+    let mut message_params = columns.params().to_vec();
+    message_params.push(&count_apps);
+    message_params.push(&count_values);
+    // The messages and their positions last: the position rows stay locked only from there
+    // to the commit.
+    let (_, _, sending, _, _, _) = tokio::try_join!(
         biased;
-        async {
-            if !written {
-                return Ok(0);
-            }
-            client.execute(&insert_messages, &columns.params()).await
-        },
         async {
             if columns.references.0.is_empty() {
                 return Ok(0);
             }
             let (attachments, msg_ids) = &columns.references;
             client.execute(&reference, &[attachments, msg_ids]).await
-        },
-        async {
-            if !written {
-                return Ok(0);
-            }
-            client.execute(&advance, &[&counter_apps, &counter_values]).await
         },
         async {
             if key_rows.0.is_empty() {
@@ -491,7 +529,6 @@ async fn write(
                         &&*node,
                         &wanted,
                         &deliveries.may_hand_off,
-                        &&*node,
                     ],
                 )
                 .await
@@ -501,6 +538,12 @@ async fn write(
                 return Ok(0);
             };
             client.execute(&insert_received, &received.params()).await
+        },
+        async {
+            if !written {
+                return Ok(0);
+            }
+            client.execute(&insert_messages, &message_params).await
         },
         client.batch_execute("COMMIT"),
     )?;

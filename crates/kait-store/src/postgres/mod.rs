@@ -15,6 +15,30 @@
 //! endpoints spread over the nodes that have capacity. A claim holds its node row
 //! `FOR SHARE`, so a node that was declared dead cannot slip a claim past the reaper.
 
+/// The SQL of two common table expressions that take ownership of endpoints for a node, as a
+/// claim and a hand-off do: `alive` holds the node's row `FOR KEY SHARE` (a node that was
+/// declared dead, its row deleted, takes nothing, and the reaper cannot delete it meanwhile),
+/// and `taken` takes those of the endpoints (a `text[]` parameter, sorted) that no other live
+/// node runs, locking their rows in id order so that two nodes taking the same ones cannot
+/// deadlock, and returns every one this node runs now.
+macro_rules! take_endpoints_sql {
+    ($endpoints:literal, $node:literal) => {
+        concat!(
+            "alive AS (SELECT id FROM kait_node WHERE id = ",
+            $node,
+            " FOR KEY SHARE), ",
+            "taken AS (INSERT INTO endpoint_owner (endpoint_id, node_id) ",
+            "SELECT c, alive.id FROM unnest(",
+            $endpoints,
+            "::text[]) AS c, alive ORDER BY c ",
+            "ON CONFLICT (endpoint_id) DO UPDATE SET node_id = EXCLUDED.node_id ",
+            "WHERE endpoint_owner.node_id = EXCLUDED.node_id ",
+            "OR NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = endpoint_owner.node_id) ",
+            "RETURNING endpoint_id)"
+        )
+    };
+}
+
 mod access;
 mod attachments;
 mod cluster;

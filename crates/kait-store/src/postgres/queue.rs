@@ -10,7 +10,7 @@ use kait_core::time::{Millis, now_millis};
 use kait_core::{AppId, Attempt, EndpointId, MessageId};
 use tokio::sync::Notify;
 
-use super::{PgStore, TRANSIENT_RETRIES, cluster, rows};
+use super::{PgStore, TRANSIENT_RETRIES, rows};
 use crate::logic::claims::{self, ClaimedMessage, ClaimedRow};
 use crate::logic::{health, redelivery, transitions};
 use crate::{
@@ -20,13 +20,42 @@ use crate::{
 impl PgStore {
     /// One claim transaction; see the module documentation of [`super`].
     async fn claim_once(&self, now: Millis, limit: usize, skip: &[String]) -> StoreResult<Claim> {
+        let client = self.client().await?;
+        let result = self.claim_on(&client, now, limit, skip).await;
+        if result.is_err() {
+            // Back to the pool outside any transaction, however it failed.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    /// The claim in two pipelined round trips (see `ingest::write`): the lease check and
+    /// the endpoints with pending work go out with `BEGIN`; taking the endpoints, marking
+    /// their due deliveries and reading their messages (one statement), and the next due
+    /// time, with `COMMIT`. The commit is not waited on for the disk, as on SQLite: a claim
+    /// lost in a crash only makes its deliveries pending again (sent again, as any delivery
+    /// in flight at a crash is), and the outcome written after it flushes it anyway.
+    async fn claim_on(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        now: Millis,
+        limit: usize,
+        skip: &[String],
+    ) -> StoreResult<Claim> {
         let node = self.shared.node.get();
         let node: &str = &node;
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await?;
-        let alive = transaction
-            .query_opt("SELECT 1 FROM kait_node WHERE id = $1 FOR SHARE", &[&node])
-            .await?;
+        let alive = client.prepare_cached(NODE_ALIVE).await?;
+        let heads = client.prepare_cached(PENDING_HEADS).await?;
+        let take = client.prepare_cached(CLAIM).await?;
+        let next = client.prepare_cached(NEXT_DUE).await?;
+        let (_, alive, heads) = tokio::try_join!(
+            biased;
+            client.batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan",
+            ),
+            async { client.query_opt(&alive, &[&node]).await },
+            async { client.query(&heads, &[&skip, &node]).await },
+        )?;
         if alive.is_none() {
             return Err(StoreError::Database {
                 kind: crate::DatabaseFailure::Unavailable,
@@ -35,28 +64,7 @@ impl PgStore {
                 source: None,
             });
         }
-        // The endpoints with pending deliveries, found with a skip scan of
-        // `delivery_endpoint_due` (one index seek per endpoint, however long each backlog
-        // is), with the due time of each one's head; minus those this node's lanes are too
-        // full for and those another live node runs.
-        let heads = transaction
-            .prepare_cached(
-                "WITH RECURSIVE e AS ( \
-                   (SELECT endpoint_id FROM delivery WHERE status = 1 ORDER BY endpoint_id LIMIT 1) \
-                   UNION ALL \
-                   SELECT (SELECT d.endpoint_id FROM delivery d WHERE d.status = 1 \
-                           AND d.endpoint_id > e.endpoint_id ORDER BY d.endpoint_id LIMIT 1) \
-                   FROM e WHERE e.endpoint_id IS NOT NULL) \
-                 SELECT e.endpoint_id, (SELECT d.due_at FROM delivery d WHERE d.status = 1 \
-                   AND d.endpoint_id = e.endpoint_id ORDER BY d.due_at LIMIT 1) AS head \
-                 FROM e WHERE e.endpoint_id IS NOT NULL AND e.endpoint_id <> ALL($1) \
-                 AND NOT EXISTS (SELECT 1 FROM endpoint_owner o JOIN kait_node n ON n.id = o.node_id \
-                                 WHERE o.endpoint_id = e.endpoint_id AND o.node_id <> $2)",
-            )
-            .await?;
-        let mut heads: Vec<(String, Millis)> = transaction
-            .query(&heads, &[&skip, &node])
-            .await?
+        let mut heads: Vec<(String, Millis)> = heads
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect::<StoreResult<_>>()?;
@@ -68,79 +76,57 @@ impl PgStore {
             .take(limit)
             .map(|(id, _)| id.clone())
             .collect();
-        // Take ownership of those no live node (but maybe this one) owns.
-        let owned = cluster::take_endpoints(&transaction, &candidates, node).await?;
-        let mut deliveries = Vec::new();
-        if !owned.is_empty() {
-            self.shared.idle.remove_all(&owned);
-            let mark = transaction
-                .prepare_cached(
-                    // Each owned endpoint's oldest due rows through the per-endpoint index,
-                    // then the oldest of those overall.
-                    "UPDATE delivery d SET status = 3, claimed_by = $3, updated_at = $1 \
-                     FROM (SELECT c.id FROM unnest($2::text[]) AS o(endpoint_id) \
-                           CROSS JOIN LATERAL (SELECT id, due_at FROM delivery \
-                             WHERE status = 1 AND endpoint_id = o.endpoint_id AND due_at <= $1 \
-                             ORDER BY due_at, id LIMIT $4 FOR UPDATE) c \
-                           ORDER BY c.due_at, c.id LIMIT $4) c \
-                     WHERE d.id = c.id \
-                     RETURNING d.id, d.msg_seq, d.endpoint_id, d.attempts, d.trigger_type, d.due_at",
-                )
-                .await?;
-            let claimed = transaction
-                .query(&mark, &[&now, &owned, &node, &(limit as i64)])
-                .await?
-                .iter()
-                .map(|row| {
-                    Ok(ClaimedRow {
-                        delivery_id: row.try_get(0)?,
-                        msg_seq: row.try_get(1)?,
-                        endpoint_id: row.try_get(2)?,
-                        attempts_made: row.try_get::<_, i64>(3)? as u32,
-                        trigger_type: row.try_get(4)?,
-                        due_at: row.try_get::<_, Option<i64>>(5)?.unwrap_or(now),
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            let seqs = claims::message_seqs(&claimed);
-            let load = transaction
-                .prepare_cached(
-                    "SELECT seq, id, app_id, event_type, payload, ordering_key, created_at, \
-                     raw_content_type, raw_body, raw_headers, attachments FROM message WHERE seq = ANY($1)",
-                )
-                .await?;
-            let mut messages: HashMap<i64, ClaimedMessage> = HashMap::with_capacity(seqs.len());
-            for row in transaction.query(&load, &[&seqs]).await? {
-                messages.insert(
-                    row.try_get(0)?,
-                    ClaimedMessage {
-                        msg_id: MessageId::from_trusted(row.try_get(1)?),
-                        app_id: AppId::from_trusted(row.try_get(2)?),
-                        event_type: Arc::from(row.try_get::<_, &str>(3)?),
-                        payload: Arc::from(row.try_get::<_, &str>(4)?),
-                        ordering_key: row.try_get::<_, Option<&str>>(5)?.map(Arc::from),
-                        created_at: row.try_get(6)?,
-                        raw: rows::raw_payload(&row, 7)?.map(Arc::new),
-                        attachments: claims::shared_attachments(rows::attachments_at(&row, 10)?),
-                    },
-                );
+        let (claimed, next_due) = tokio::try_join!(
+            biased;
+            async {
+                if candidates.is_empty() {
+                    return Ok(Vec::new());
+                }
+                client
+                    .query(&take, &[&now, &candidates, &node, &(limit as i64)])
+                    .await
+            },
+            async { client.query_one(&next, &[&eligible]).await },
+            // The next due time is read after the marking, so it leaves out what was claimed.
+            async { client.batch_execute("COMMIT").await },
+        )
+        .map(|(claimed, next_due, ())| (claimed, next_due))?;
+        let next_due_at: Option<Millis> = next_due.try_get(0)?;
+
+        let mut rows = Vec::new();
+        let mut messages: HashMap<i64, ClaimedMessage> = HashMap::new();
+        for row in &claimed {
+            if row.try_get::<_, i64>(0)? == CLAIMED_DELIVERY {
+                rows.push(ClaimedRow {
+                    delivery_id: row.try_get(1)?,
+                    msg_seq: row.try_get(2)?,
+                    endpoint_id: row.try_get(3)?,
+                    attempts_made: row.try_get::<_, i64>(4)? as u32,
+                    trigger_type: row.try_get(5)?,
+                    due_at: row.try_get::<_, Option<i64>>(6)?.unwrap_or(now),
+                });
+                continue;
             }
-            deliveries = claims::assemble(claimed, &messages);
+            messages.insert(
+                row.try_get(2)?,
+                ClaimedMessage {
+                    msg_id: MessageId::from_trusted(row.try_get(7)?),
+                    app_id: AppId::from_trusted(row.try_get(8)?),
+                    event_type: Arc::from(row.try_get::<_, &str>(9)?),
+                    payload: Arc::from(row.try_get::<_, &str>(10)?),
+                    ordering_key: row.try_get::<_, Option<&str>>(11)?.map(Arc::from),
+                    created_at: row.try_get(12)?,
+                    raw: rows::raw_payload(row, 13)?.map(Arc::new),
+                    attachments: claims::shared_attachments(rows::attachments_at(row, 16)?),
+                },
+            );
         }
-        let next = transaction
-            .prepare_cached(
-                "SELECT MIN(h.due_at) FROM unnest($1::text[]) AS e(endpoint_id) \
-                 CROSS JOIN LATERAL (SELECT due_at FROM delivery \
-                   WHERE status = 1 AND endpoint_id = e.endpoint_id ORDER BY due_at LIMIT 1) h",
-            )
-            .await?;
-        let next_due_at: Option<Millis> = transaction
-            .query_one(&next, &[&eligible])
-            .await?
-            .try_get(0)?;
-        transaction.commit().await?;
+        let mut owned: Vec<String> = rows.iter().map(|row| row.endpoint_id.clone()).collect();
+        owned.sort_unstable();
+        owned.dedup();
+        self.shared.idle.remove_all(&owned);
         Ok(Claim {
-            deliveries,
+            deliveries: claims::assemble(rows, &messages),
             next_due_at,
         })
     }
@@ -171,7 +157,8 @@ impl PgStore {
 
     /// One outcome batch in one transaction, pipelined like the group commit (see
     /// `ingest::write`): one round trip, or two when an endpoint is failing and may have to
-    /// be disabled.
+    /// be disabled. Not waited on for the disk, like a claim: a batch lost in a crash leaves
+    /// its deliveries `Sending` for the dead node, and the reaper makes them due again.
     async fn record_on(
         &self,
         client: &deadpool_postgres::ClientWrapper,
@@ -206,7 +193,9 @@ impl PgStore {
         params.extend(columns.params());
         let (_, _, _, failing_rows, _) = tokio::try_join!(
             biased;
-            client.batch_execute("BEGIN"),
+            client.batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan",
+            ),
             // Only this node's own claims move on: if its lease expired meanwhile, the
             // delivery belongs to the cluster again and this attempt is not logged (it will
             // be resent).
@@ -260,6 +249,57 @@ impl PgStore {
         Ok(disabled)
     }
 }
+
+/// This node's row, held `FOR SHARE` to the end of a claim, so that a node that was declared
+/// dead (its row deleted) claims nothing and the reaper waits for a claim in progress.
+const NODE_ALIVE: &str = "SELECT 1 FROM kait_node WHERE id = $1 FOR SHARE";
+/// The endpoints with pending deliveries, found with a skip scan of `delivery_endpoint_due`
+/// (one index seek per endpoint, however long each backlog is), with the due time of each
+/// one's head; minus those this node's lanes are too full for (`$1`) and those another live
+/// node runs.
+const PENDING_HEADS: &str = "WITH RECURSIVE e AS ( \
+       (SELECT endpoint_id FROM delivery WHERE status = 1 ORDER BY endpoint_id LIMIT 1) \
+       UNION ALL \
+       SELECT (SELECT d.endpoint_id FROM delivery d WHERE d.status = 1 \
+               AND d.endpoint_id > e.endpoint_id ORDER BY d.endpoint_id LIMIT 1) \
+       FROM e WHERE e.endpoint_id IS NOT NULL) \
+     SELECT e.endpoint_id, (SELECT d.due_at FROM delivery d WHERE d.status = 1 \
+       AND d.endpoint_id = e.endpoint_id ORDER BY d.due_at LIMIT 1) AS head \
+     FROM e WHERE e.endpoint_id IS NOT NULL AND e.endpoint_id <> ALL($1) \
+     AND NOT EXISTS (SELECT 1 FROM endpoint_owner o JOIN kait_node n ON n.id = o.node_id \
+                     WHERE o.endpoint_id = e.endpoint_id AND o.node_id <> $2)";
+/// A [`CLAIM`] row that is a delivery; the others are the claimed deliveries' messages.
+const CLAIMED_DELIVERY: i64 = 0;
+/// Takes ownership of the candidate endpoints (`$2`) that no other live node runs (in id
+/// order, so that two nodes taking the same ones cannot deadlock), marks the oldest due
+/// deliveries of those it took `Sending` for this node (`$3`; each endpoint's through its
+/// own index range, then the oldest `$4` of those overall), and returns them, then each of
+/// their messages once: rows of kind 0 (delivery id, message sequence, endpoint, attempts,
+/// trigger, due) and kind 1 (message sequence at 2, then its fields from 7 on).
+const CLAIM: &str = concat!(
+    "WITH ",
+    take_endpoints_sql!("$2", "$3"),
+    ", marked AS (UPDATE delivery d SET status = 3, claimed_by = $3, updated_at = $1 \
+       FROM (SELECT c.id FROM taken AS o \
+             CROSS JOIN LATERAL (SELECT id, due_at FROM delivery \
+               WHERE status = 1 AND endpoint_id = o.endpoint_id AND due_at <= $1 \
+               ORDER BY due_at, id LIMIT $4 FOR UPDATE) c \
+             ORDER BY c.due_at, c.id LIMIT $4) c \
+       WHERE d.id = c.id \
+       RETURNING d.id, d.msg_seq, d.endpoint_id, d.attempts, d.trigger_type, d.due_at) \
+     SELECT 0::bigint, id, msg_seq, endpoint_id, attempts, trigger_type, due_at, \
+       NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::bigint, \
+       NULL::text, NULL::bytea, NULL::text, NULL::text FROM marked \
+     UNION ALL \
+     SELECT 1::bigint, NULL::bigint, seq, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, \
+       id, app_id, event_type, payload, ordering_key, created_at, \
+       raw_content_type, raw_body, raw_headers, attachments \
+     FROM message WHERE seq IN (SELECT msg_seq FROM marked)"
+);
+/// The earliest due time among the pending deliveries of the endpoints this node may run.
+const NEXT_DUE: &str = "SELECT MIN(h.due_at) FROM unnest($1::text[]) AS e(endpoint_id) \
+     CROSS JOIN LATERAL (SELECT due_at FROM delivery \
+       WHERE status = 1 AND endpoint_id = e.endpoint_id ORDER BY due_at LIMIT 1) h";
 
 /// Moves each delivery on after its attempt and logs the attempts of those that moved. Only
 /// the deliveries this node (`$5`) still has claimed move.

@@ -375,6 +375,33 @@ async fn an_idle_endpoint_is_handed_back() {
     schema.drop_schema().await;
 }
 
+/// Two nodes given one `Idempotency-Key` at the same moment accept one message between them:
+/// a commit that loses the race on the unique index is written again and answers with the
+/// earlier message, never with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_on_two_nodes_makes_one_message() {
+    let schema = TestSchema::create().await;
+    let first = schema.open().await;
+    let second = schema.open().await;
+    let app = first.create_application(application()).await.unwrap();
+    for round in 0..30 {
+        let key = format!("key-{round}");
+        let mut one = message(&app.id, "a.b", None);
+        one.idempotency_key = Some(key.clone());
+        let mut other = message(&app.id, "a.b", None);
+        other.idempotency_key = Some(key);
+        let (one, other) = tokio::join!(first.create_message(one), second.create_message(other));
+        let (one, other) = (one.unwrap(), other.unwrap());
+        assert_eq!(one.message.id, other.message.id, "round {round}");
+        assert_ne!(
+            one.created, other.created,
+            "round {round}: one of them created it"
+        );
+    }
+    drop((first, second));
+    schema.drop_schema().await;
+}
+
 /// A node hands a new delivery to its own dispatcher only when it runs the endpoint (taking
 /// it in the commit if no live node does): while another node runs it, the delivery waits
 /// for that node's claim, so one endpoint is never sent to from two nodes at once.
