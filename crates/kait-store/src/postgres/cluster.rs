@@ -15,7 +15,9 @@
 //! never waits for the cluster and a burst costs one notification, not one per message. A
 //! node that was alone at its last heartbeat tells nobody about new messages and due work
 //! (its own commits woke it directly); a node that joins is seen within a tick, and wakes
-//! itself once when it starts listening. Endpoint changes are always sent.
+//! itself once when it starts listening. Endpoint changes are always sent. Due work for
+//! endpoints other nodes run names those nodes, and only they wake: no other node may claim
+//! it, so waking the rest would only cost each of them an empty claim.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -46,6 +48,8 @@ pub struct Signals {
     pending: AtomicU8,
     /// Applications with new messages other nodes still have to hear about.
     pending_apps: std::sync::Mutex<std::collections::HashSet<AppId>>,
+    /// Which nodes still have to hear about due work.
+    pending_due: std::sync::Mutex<DueTargets>,
     notifier: Notify,
     /// No other node was alive at the last heartbeat.
     alone: std::sync::atomic::AtomicBool,
@@ -59,14 +63,38 @@ impl Signals {
             messages: Default::default(),
             pending: AtomicU8::new(0),
             pending_apps: Default::default(),
+            pending_due: Default::default(),
             notifier: Notify::new(),
             alone: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
+    /// New due work any node may take: wakes this node and every other.
     pub fn deliveries_due(&self) {
         self.due.notify_one();
+        self.pending_due.lock().expect("pending due lock").everyone = true;
         self.tell_cluster(DUE);
+    }
+
+    /// New due work for endpoints these other nodes run: wakes them alone, since no other
+    /// node may claim it (a claim skips endpoints another live node runs).
+    pub fn deliveries_due_on(&self, nodes: impl IntoIterator<Item = String>) {
+        self.pending_due
+            .lock()
+            .expect("pending due lock")
+            .nodes
+            .extend(nodes);
+        self.tell_cluster(DUE);
+    }
+
+    /// The payload of the due notification: the nodes to wake, joined by commas, or empty
+    /// for every node.
+    fn take_due_payload(&self) -> String {
+        let targets = std::mem::take(&mut *self.pending_due.lock().expect("pending due lock"));
+        if targets.everyone || targets.nodes.len() > MAX_LISTED_NODES {
+            return String::new();
+        }
+        targets.nodes.into_iter().collect::<Vec<_>>().join(",")
     }
 
     pub fn messages_added(&self, app_ids: &[AppId]) {
@@ -134,6 +162,22 @@ impl Signals {
     }
 }
 
+/// Who is owed a due notification.
+#[derive(Default)]
+struct DueTargets {
+    everyone: bool,
+    nodes: HashSet<String>,
+}
+
+/// Whether a due notification is for this node: it names no node (everyone) or names it.
+fn due_for(payload: &str, node: &str) -> bool {
+    payload.is_empty() || payload.split(',').any(|named| named == node)
+}
+
+/// Past this many nodes in one due notification, it wakes every node (node ids are about 21
+/// bytes; PostgreSQL's payload limit is 8,000).
+const MAX_LISTED_NODES: usize = 300;
+
 /// The payload that wakes every application's streams.
 const EVERY_APP: &str = "*";
 /// Application ids per notification: about 3 KB, well within PostgreSQL's 8,000-byte payload.
@@ -164,6 +208,7 @@ pub async fn notify(shared: Arc<Shared>, stop: CancellationToken) {
             // Nobody to tell about messages and due work; endpoint changes still go out, in
             // case a node joined since the last heartbeat.
             shared.signals.take_pending_apps();
+            shared.signals.take_due_payload();
             kinds &= CONFIG;
             if kinds == 0 {
                 continue;
@@ -176,10 +221,10 @@ pub async fn notify(shared: Arc<Shared>, stop: CancellationToken) {
                 if kinds & kind == 0 {
                     continue;
                 }
-                let payloads = if kind == MESSAGES {
-                    shared.signals.take_pending_apps()
-                } else {
-                    vec![String::new()]
+                let payloads = match kind {
+                    MESSAGES => shared.signals.take_pending_apps(),
+                    DUE => vec![shared.signals.take_due_payload()],
+                    _ => vec![String::new()],
                 };
                 for payload in payloads {
                     client
@@ -254,6 +299,7 @@ async fn listen_once(shared: &Shared, stop: &CancellationToken) -> StoreResult<(
                 let Some((name, payload)) = heard else { break };
                 match names.iter().position(|known| *known == name).map(|index| kinds[index]) {
                     Some(MESSAGES) => shared.signals.heard_messages(&payload),
+                    Some(DUE) if !due_for(&payload, &shared.node.get()) => {}
                     Some(kind) => shared.signals.heard(kind),
                     None => {}
                 }
@@ -530,5 +576,29 @@ impl PgOptions {
             config.application_name("kait");
         }
         config
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn due_work_goes_to_the_nodes_named_or_to_all() {
+        let signals = Signals::new();
+        signals.deliveries_due_on(["node_a".to_owned(), "node_b".to_owned()]);
+        let payload = signals.take_due_payload();
+        assert!(due_for(&payload, "node_a") && due_for(&payload, "node_b"));
+        assert!(!due_for(&payload, "node_c"), "{payload}");
+        assert!(!due_for(&payload, "node_"), "whole ids only");
+
+        signals.deliveries_due_on(["node_a".to_owned()]);
+        signals.deliveries_due();
+        assert_eq!(signals.take_due_payload(), "", "any node may take it: all");
+        assert!(due_for("", "node_c"));
+
+        let many = (0..=MAX_LISTED_NODES).map(|index| format!("node_{index}"));
+        signals.deliveries_due_on(many);
+        assert_eq!(signals.take_due_payload(), "", "too many to list");
     }
 }

@@ -76,9 +76,11 @@ pub async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>) {
         metrics::histogram!("kait_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("kait_store_commit_jobs").record(batch.len() as f64);
         let mut became_due = false;
+        let mut due_on = Vec::new();
         match result {
             Ok(committed) => {
                 became_due = committed.became_due;
+                due_on = committed.due_on.into_iter().collect();
                 // Handed over before the callers hear back, as the SQLite writer does.
                 for (permit, delivery) in committed.handed_off {
                     permit.send(delivery);
@@ -103,6 +105,9 @@ pub async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>) {
         if became_due {
             shared.signals.deliveries_due();
         }
+        if !due_on.is_empty() {
+            shared.signals.deliveries_due_on(due_on);
+        }
     }
 }
 
@@ -114,8 +119,11 @@ struct Committed {
     /// Deliveries written `Sending` for this node, each with its reserved room in the
     /// dispatcher's hand-off queue (see [`crate::handoff`]).
     handed_off: Vec<(OwnedPermit<ClaimedDelivery>, ClaimedDelivery)>,
-    /// Whether pending deliveries were written, which the claim has to find.
+    /// Whether pending deliveries were written that any node may claim.
     became_due: bool,
+    /// The other nodes that run endpoints pending deliveries were written for: only they
+    /// can claim them.
+    due_on: std::collections::HashSet<String>,
 }
 
 impl Committed {
@@ -123,6 +131,7 @@ impl Committed {
         self.results.extend(other.results);
         self.handed_off.extend(other.handed_off);
         self.became_due |= other.became_due;
+        self.due_on.extend(other.due_on);
     }
 }
 
@@ -259,7 +268,7 @@ const LIVE_APPS: &str = "SELECT id FROM application WHERE id = ANY($1) ORDER BY 
 /// The endpoints of the batch's applications (`$1`) that another live node (not `$2`) runs:
 /// their new deliveries are written pending at once, without trying to take the endpoint
 /// (which would wait on its owner row behind the owner's own commits).
-const RUN_ELSEWHERE: &str = "SELECT o.endpoint_id FROM endpoint_owner o \
+const RUN_ELSEWHERE: &str = "SELECT o.endpoint_id, o.node_id FROM endpoint_owner o \
      JOIN endpoint e ON e.id = o.endpoint_id JOIN kait_node n ON n.id = o.node_id \
      WHERE e.app_id = ANY($1) AND o.node_id <> $2";
 const TAKEN_EVENT_IDS: &str = "SELECT app_id, event_id FROM message \
@@ -382,9 +391,10 @@ async fn write(
     for row in live_rows {
         live.insert(row.try_get(0)?);
     }
-    let mut elsewhere: std::collections::HashSet<String> = Default::default();
+    // Endpoint → the other live node that runs it.
+    let mut elsewhere: HashMap<String, String> = HashMap::new();
     for row in elsewhere_rows {
-        elsewhere.insert(row.try_get(0)?);
+        elsewhere.insert(row.try_get(0)?, row.try_get(1)?);
     }
     let mut earlier: HashMap<(String, String), kait_core::Message> = HashMap::new();
     for row in earlier_rows {
@@ -466,7 +476,7 @@ async fn write(
             count += 1;
             // Room first: without it the delivery is pending whatever else holds.
             let room = (may_hand_off(message, endpoint.ordering)
-                && !elsewhere.contains(endpoint.id.as_str()))
+                && !elsewhere.contains_key(endpoint.id.as_str()))
             .then(|| shared.handoff.reserve(&endpoint.id))
             .flatten();
             deliveries.push(index, seq, &endpoint.id, message, room);
@@ -474,7 +484,18 @@ async fn write(
         decisions.push(Decision::Insert { deliveries: count });
     }
     columns.number(&counts);
-    committed.became_due = deliveries.room.iter().any(Option::is_none);
+    // Pending at once: those another node runs wake that node; the rest, every node.
+    for (row, room) in deliveries.room.iter().enumerate() {
+        if room.is_some() {
+            continue;
+        }
+        match elsewhere.get(&deliveries.endpoint_id[row]) {
+            Some(node) => {
+                committed.due_on.insert(node.clone());
+            }
+            None => committed.became_due = true,
+        }
+    }
     let received = ReceivedColumns::of(messages, &decisions);
 
     let insert_messages = client.prepare_cached(INSERT_MESSAGES).await?;

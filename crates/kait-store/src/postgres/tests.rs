@@ -474,6 +474,56 @@ async fn only_the_endpoints_owner_takes_hand_offs() {
     schema.drop_schema().await;
 }
 
+/// Due work for an endpoint another node runs wakes that node alone: a message accepted by a
+/// node that does not run its endpoint is pending, its owner is told, and the others sleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_work_wakes_only_the_endpoints_owner() {
+    let schema = TestSchema::create().await;
+    let owner = schema.open().await;
+    let other = schema.open().await;
+    let third = schema.open().await;
+    let app = owner.create_application(application()).await.unwrap();
+    let mut fifo = endpoint(&app.id, None);
+    fifo.ordering = kait_core::DeliveryOrder::Fifo;
+    owner.create_endpoint(fifo, 100).await.unwrap();
+    owner
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        owner
+            .claim_due(now_millis(), 10, Vec::new())
+            .await
+            .unwrap()
+            .deliveries
+            .len(),
+        1,
+        "the owner runs the endpoint now"
+    );
+    // Wake-ups stored before this point (start-up, the first message) are used up.
+    let quiet = Duration::from_millis(300);
+    let (owner_due, third_due) = (owner.due_signal(), third.due_signal());
+    let _ = tokio::time::timeout(quiet, owner_due.notified()).await;
+    let _ = tokio::time::timeout(quiet, third_due.notified()).await;
+
+    let accepted = other
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    assert_eq!(accepted.deliveries, 1);
+    tokio::time::timeout(Duration::from_secs(5), owner_due.notified())
+        .await
+        .expect("the owner is told");
+    assert!(
+        tokio::time::timeout(quiet, third_due.notified())
+            .await
+            .is_err(),
+        "a node that does not run the endpoint is not woken"
+    );
+    drop((owner, other, third));
+    schema.drop_schema().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_changes_on_one_node_move_the_epoch_on_another() {
     let schema = TestSchema::create().await;
