@@ -12,6 +12,8 @@ use kait_store::{DeliveryQueue, Outcome};
 use tokio::sync::mpsc;
 
 const MAX_OUTCOMES_PER_BATCH: usize = 2048;
+/// How long the first outcome of a batch waits for others.
+const LINGER: Duration = Duration::from_millis(5);
 const RETRY_DELAY: Duration = Duration::from_millis(200);
 const MAX_TRIES: u32 = 50;
 
@@ -23,6 +25,16 @@ pub async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_OUTCOMES_PER_BATCH);
     while outcomes.recv_many(&mut batch, MAX_OUTCOMES_PER_BATCH).await > 0 {
+        // At a trickle every outcome would be a transaction of its own; waiting a moment for
+        // more makes batches of them. The webhook has arrived already: only the log waits.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_OUTCOMES_PER_BATCH {
+            let room = MAX_OUTCOMES_PER_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, outcomes.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
         let pending: Arc<[Outcome]> = batch.drain(..).collect();
         let mut tries = 0;
         loop {
