@@ -23,7 +23,7 @@
 //! then this commit's two round trips, not a commit, a wake-up and a claim transaction.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use kait_core::{Endpoint, EndpointId};
 use tokio::sync::mpsc::OwnedPermit;
@@ -271,6 +271,30 @@ const LIVE_APPS: &str = "SELECT id FROM application WHERE id = ANY($1) ORDER BY 
 const RUN_ELSEWHERE: &str = "SELECT o.endpoint_id, o.node_id FROM endpoint_owner o \
      JOIN endpoint e ON e.id = o.endpoint_id JOIN kait_node n ON n.id = o.node_id \
      WHERE e.app_id = ANY($1) AND o.node_id <> $2";
+/// Earlier messages with the batch's `Idempotency-Key`s. The statements built from column
+/// lists are built once, not on every batch.
+static EARLIER_KEYS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT i.app_id, i.key, {} FROM idempotency_key i JOIN message m ON m.seq = i.msg_seq \
+         WHERE (i.app_id, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        rows::MESSAGE_COLUMNS
+    )
+});
+/// The endpoints of the batch's applications, for fan-out.
+static SELECT_ENDPOINTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM endpoint WHERE app_id = ANY($1)",
+        crate::columns::ENDPOINT
+    )
+});
+/// The sources' log entries of the batch.
+static INSERT_RECEIVED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO received_request ({}) SELECT * FROM unnest($1::text[], $2::text[], \
+         $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[])",
+        crate::columns::RECEIVED
+    )
+});
 const TAKEN_EVENT_IDS: &str = "SELECT app_id, event_id FROM message \
      WHERE (app_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
 const RESERVE_SEQS: &str =
@@ -350,20 +374,9 @@ async fn write(
 
     let live_apps = client.prepare_cached(LIVE_APPS).await?;
     let run_elsewhere = client.prepare_cached(RUN_ELSEWHERE).await?;
-    let earlier_keys = client
-        .prepare_cached(&format!(
-            "SELECT i.app_id, i.key, {} FROM idempotency_key i JOIN message m ON m.seq = i.msg_seq \
-             WHERE (i.app_id, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-            rows::MESSAGE_COLUMNS
-        ))
-        .await?;
+    let earlier_keys = client.prepare_cached(&EARLIER_KEYS).await?;
     let taken_events = client.prepare_cached(TAKEN_EVENT_IDS).await?;
-    let select_endpoints = client
-        .prepare_cached(&format!(
-            "SELECT {} FROM endpoint WHERE app_id = ANY($1)",
-            crate::columns::ENDPOINT
-        ))
-        .await?;
+    let select_endpoints = client.prepare_cached(&SELECT_ENDPOINTS).await?;
     let reserve_seqs = client.prepare_cached(RESERVE_SEQS).await?;
     let batch_size = messages.len() as i64;
     let node = shared.node.get();
@@ -502,13 +515,7 @@ async fn write(
     let reference = client.prepare_cached(REFERENCE_ATTACHMENTS).await?;
     let insert_keys = client.prepare_cached(INSERT_KEYS).await?;
     let insert_deliveries = client.prepare_cached(INSERT_DELIVERIES).await?;
-    let insert_received = client
-        .prepare_cached(&format!(
-            "INSERT INTO received_request ({}) SELECT * FROM unnest($1::text[], $2::text[], \
-             $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[])",
-            crate::columns::RECEIVED
-        ))
-        .await?;
+    let insert_received = client.prepare_cached(&INSERT_RECEIVED).await?;
     let wanted = deliveries.wanted();
     let mut counts: Vec<(String, i64)> = counts.into_iter().collect();
     counts.sort_unstable();
