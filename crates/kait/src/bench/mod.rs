@@ -18,8 +18,11 @@
 //!   (`mqtt.rs`).
 //! - `pages`: the portal's and the dashboard's page times over a large log (`pages.rs`).
 //! - `overload`: twice push-10's delivery rate offered for 30 s, then the drain (`overload.rs`).
+//! - `efficiency`: CPU per webhook at 10 to 1,000 messages/s against flat out, and a quiet
+//!   server's idle cost (`efficiency.rs`).
 
 mod cluster;
+mod efficiency;
 mod load;
 mod media;
 mod mqtt;
@@ -79,11 +82,15 @@ pub enum Scenario {
     /// Twice push-10's delivered/s offered for 30 s, then a trickle: how long the backlog
     /// takes to drain against backlog ÷ capacity, and the trickle's latency.
     Overload,
+    /// CPU-seconds per 1,000 webhooks at 10, 100, 500 and 1,000 messages/s (for `--seconds`
+    /// each) and flat out, to one and to ten endpoints; then idle CPU over `--idle-seconds`
+    /// with 1,000 endpoints configured.
+    Efficiency,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (repeatable) [default: all of them but `pages`].
+    /// Scenarios to run (repeatable) [default: all of them but `pages` and `efficiency`].
     #[arg(long, value_enum)]
     pub scenario: Vec<Scenario>,
     /// Every scenario, `pages` too, and one summary table over them all.
@@ -128,6 +135,9 @@ pub struct BenchArgs {
     /// Messages delivered before the `pages` scenario times the pages.
     #[arg(long, default_value_t = 1_000_000)]
     pub page_messages: usize,
+    /// How long the `efficiency` scenario watches an idle server.
+    #[arg(long, default_value_t = 60)]
+    pub idle_seconds: u64,
     /// The MQTT broker of the `mqtt` scenarios.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub mqtt_url: String,
@@ -202,79 +212,86 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     let mut media_results = Vec::new();
     let mut pages_results = Vec::new();
     let mut overload_results = Vec::new();
+    let mut efficiency_results = Vec::new();
+    let mut rows: Vec<summary::SummaryRow> = Vec::new();
     let mut raw_rate = None;
     for scenario in scenarios {
-        if scenario == Scenario::Streams {
-            streams_results.push(streams::run(&args).await?);
-            continue;
-        }
-        if scenario == Scenario::Media {
-            media_results.push(media::run(&args).await?);
-            continue;
-        }
-        if scenario == Scenario::Pages {
-            pages_results.push(pages::run(&args).await?);
-            continue;
-        }
-        if scenario == Scenario::Overload {
-            overload_results.push(overload::run(&args).await?);
-            continue;
-        }
-        if scenario == Scenario::Mqtt {
-            for mut result in mqtt::run(&args).await? {
-                result.ratio_to_raw = raw_rate.map(|raw| result.delivered_per_second / raw);
-                results.push(result);
+        let first_new_row = rows.len();
+        let first_new_result = results.len();
+        match scenario {
+            Scenario::Streams => {
+                let result = streams::run(&args).await?;
+                rows.push(summary::of_streams(&result));
+                streams_results.push(result);
             }
-            continue;
-        }
-        if scenario == Scenario::IngestIsolation {
-            results.extend(ingest_isolation(&args).await?);
-            continue;
-        }
-        if scenario == Scenario::Timers {
-            let receiver = BenchReceiver::start().await?;
-            results.extend(timers::timers(&receiver, &args).await?);
-            continue;
-        }
-        if scenario == Scenario::Backlog {
-            for size in [10_000, args.backlog] {
+            Scenario::Media => {
+                let result = media::run(&args).await?;
+                rows.extend(summary::of_media(&result));
+                media_results.push(result);
+            }
+            Scenario::Pages => {
+                let result = pages::run(&args).await?;
+                rows.push(summary::of_pages(&result));
+                pages_results.push(result);
+            }
+            Scenario::Overload => {
+                let result = overload::run(&args).await?;
+                rows.push(summary::of_overload(&result, raw_rate));
+                overload_results.push(result);
+            }
+            Scenario::Efficiency => {
+                let result = efficiency::run(&args).await?;
+                rows.push(summary::of_efficiency(&result));
+                efficiency_results.push(result);
+            }
+            Scenario::Mqtt => results.extend(mqtt::run(&args).await?),
+            Scenario::IngestIsolation => results.extend(ingest_isolation(&args).await?),
+            Scenario::Timers => {
                 let receiver = BenchReceiver::start().await?;
-                let mut result = backlog(&receiver, &args, size).await?;
-                result.ratio_to_raw = raw_rate.map(|raw| result.delivered_per_second / raw);
+                results.extend(timers::timers(&receiver, &args).await?);
+            }
+            Scenario::Backlog => {
+                for size in [10_000, args.backlog] {
+                    let receiver = BenchReceiver::start().await?;
+                    results.push(backlog(&receiver, &args, size).await?);
+                }
+            }
+            Scenario::Raw => {
+                let receiver = BenchReceiver::start().await?;
+                let result = raw(&receiver, &args).await?;
+                raw_rate = Some(result.delivered_per_second);
                 results.push(result);
             }
-            continue;
-        }
-        let receiver = BenchReceiver::start().await?;
-        let mut result = match scenario {
-            Scenario::Raw => raw(&receiver, &args).await?,
-            Scenario::Push1 => push(&receiver, &args, 1).await?,
-            Scenario::Push10 => push(&receiver, &args, 10).await?,
-            Scenario::Ingest => ingest(&receiver, &args).await?,
-            Scenario::Backlog
-            | Scenario::Streams
-            | Scenario::IngestIsolation
-            | Scenario::Media
-            | Scenario::Mqtt
-            | Scenario::Pages
-            | Scenario::Overload
-            | Scenario::Timers => {
-                unreachable!("handled above")
+            Scenario::Push1 | Scenario::Push10 | Scenario::Ingest | Scenario::Latency => {
+                let receiver = BenchReceiver::start().await?;
+                results.push(match scenario {
+                    Scenario::Push1 => push(&receiver, &args, 1).await?,
+                    Scenario::Push10 => push(&receiver, &args, 10).await?,
+                    Scenario::Ingest => ingest(&receiver, &args).await?,
+                    _ => {
+                        let paced = Pace {
+                            rate: args.rate.max(1),
+                            total: (args.rate.max(1) * args.seconds.max(1)) as usize,
+                        };
+                        push_with(&receiver, &args, 1, Some(paced)).await?
+                    }
+                });
             }
-            Scenario::Latency => {
-                let paced = Pace {
-                    rate: args.rate.max(1),
-                    total: (args.rate.max(1) * args.seconds.max(1)) as usize,
-                };
-                push_with(&receiver, &args, 1, Some(paced)).await?
-            }
-        };
-        if scenario == Scenario::Raw {
-            raw_rate = Some(result.delivered_per_second);
-        } else if let Some(raw_rate) = raw_rate {
-            result.ratio_to_raw = Some(result.delivered_per_second / raw_rate);
         }
-        results.push(result);
+        // Rates of delivery flat out compare with `raw`; paced and timer figures do not.
+        let against_raw = !matches!(
+            scenario,
+            Scenario::Raw | Scenario::IngestIsolation | Scenario::Timers
+        );
+        for result in &mut results[first_new_result..] {
+            if against_raw {
+                result.ratio_to_raw = raw_rate.map(|raw| result.delivered_per_second / raw);
+            }
+            rows.push(summary::of_result(result));
+        }
+        // Each scenario's lines as it ends: `--all` on PostgreSQL runs for over half an hour,
+        // and a run cut short still leaves what it measured.
+        summary::print_progress(&rows[first_new_row..]);
     }
     if !results.is_empty() {
         print_table(&results)?;
@@ -291,16 +308,10 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     for result in &overload_results {
         overload::report(result);
     }
+    for result in &efficiency_results {
+        efficiency::report(result);
+    }
     // The table over every scenario (always, so a partial run reads the same way).
-    let mut rows: Vec<summary::SummaryRow> = results.iter().map(summary::of_result).collect();
-    rows.extend(media_results.iter().flat_map(summary::of_media));
-    rows.extend(streams_results.iter().map(summary::of_streams));
-    rows.extend(pages_results.iter().map(summary::of_pages));
-    rows.extend(
-        overload_results
-            .iter()
-            .map(|result| summary::of_overload(result, raw_rate)),
-    );
     summary::print(&rows);
     let failed: Vec<_> = results
         .iter()
@@ -310,6 +321,12 @@ async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
             overload_results
                 .iter()
                 .filter(|result| result.missing > 0)
+                .map(|result| result.scenario),
+        )
+        .chain(
+            efficiency_results
+                .iter()
+                .filter(|result| result.phases.iter().any(|phase| phase.missing > 0))
                 .map(|result| result.scenario),
         )
         .collect();

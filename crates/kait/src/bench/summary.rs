@@ -4,6 +4,7 @@
 //! its tail latency and the server's peak RSS.
 
 use super::BenchResult;
+use super::efficiency::EfficiencyResult;
 use super::media::MediaResult;
 use super::overload::OverloadResult;
 use super::pages::PagesResult;
@@ -72,6 +73,28 @@ pub fn of_overload(result: &OverloadResult, raw: Option<f64>) -> SummaryRow {
     }
 }
 
+pub fn of_efficiency(result: &EfficiencyResult) -> SummaryRow {
+    SummaryRow {
+        scenario: "efficiency".into(),
+        backend: result.backend,
+        headline: format!(
+            "CPU {}× flat-out; idle {:.2} % core",
+            result
+                .worst_vs_flat_out()
+                .map_or("-".to_owned(), |ratio| format!("{ratio:.1}")),
+            result.idle.kait_core_percent
+        ),
+        vs_ceiling: None,
+        p99_ms: result
+            .phases
+            .iter()
+            .filter(|phase| phase.rate.is_some())
+            .map(|phase| phase.p99_ms)
+            .reduce(f64::max),
+        peak_rss_mib: result.server_peak_rss_mib,
+    }
+}
+
 pub fn of_pages(result: &PagesResult) -> SummaryRow {
     // The slowest page a person waits for on load (on-demand counts are not a page load).
     let slowest = result
@@ -102,25 +125,41 @@ pub fn of_streams(result: &StreamsResult) -> SummaryRow {
     }
 }
 
+/// One scenario's lines as soon as it ends, on stderr (stdout keeps the tables and JSON lines).
+pub fn print_progress(rows: &[SummaryRow]) {
+    for row in rows {
+        let [ratio, p99, peak] = cells(row);
+        eprintln!(
+            "bench: {} ({}) done: {}, vs ceil {ratio}, p99 {p99} ms, peak {peak} MiB",
+            row.scenario, row.backend, row.headline,
+        );
+    }
+}
+
 pub fn print(rows: &[SummaryRow]) {
     println!(
         "\nsummary\n{:<16} {:<8} {:>34} {:>9} {:>10} {:>9}",
         "scenario", "store", "figure", "vs ceil", "p99 ms", "peak MiB"
     );
+    for row in rows {
+        let [ratio, p99, peak] = cells(row);
+        println!(
+            "{:<16} {:<8} {:>34} {ratio:>9} {p99:>10} {peak:>9}",
+            row.scenario, row.backend, row.headline,
+        );
+    }
+}
+
+/// The ratio, the p99 and the peak RSS as printed, `-` where a scenario has none.
+fn cells(row: &SummaryRow) -> [String; 3] {
     let or_dash = |value: Option<f64>, digits: usize| {
         value.map_or("-".to_owned(), |value| format!("{value:.digits$}"))
     };
-    for row in rows {
-        println!(
-            "{:<16} {:<8} {:>34} {:>9} {:>10} {:>9}",
-            row.scenario,
-            row.backend,
-            row.headline,
-            or_dash(row.vs_ceiling, 3),
-            or_dash(row.p99_ms, 2),
-            or_dash(row.peak_rss_mib, 1),
-        );
-    }
+    [
+        or_dash(row.vs_ceiling, 3),
+        or_dash(row.p99_ms, 2),
+        or_dash(row.peak_rss_mib, 1),
+    ]
 }
 
 #[cfg(test)]
