@@ -150,6 +150,8 @@ struct Dispatcher {
     shared: Arc<Shared>,
     config: DispatcherConfig,
     lanes: HashMap<EndpointId, Lane>,
+    /// The last claim was cut short by the claim capacity (see [`Self::claims_resume`]).
+    starved: bool,
     /// Endpoints the last claim skipped because their lane was full: their backlog in the
     /// store is claimed again once the lane is down to half.
     skipped: std::collections::HashSet<EndpointId>,
@@ -183,11 +185,12 @@ impl Dispatcher {
     /// claim next: now if the batch was full, else when the next pending delivery falls due
     /// (deliveries due now that were skipped wait for their lane to drain instead).
     async fn claim(&mut self) -> Option<Millis> {
-        let capacity = self.config.max_in_flight * 4;
-        let budget = capacity
-            .saturating_sub(self.waiting + self.in_flight)
-            .min(self.config.claim_batch);
+        let free = self
+            .claim_capacity()
+            .saturating_sub(self.waiting + self.in_flight);
+        let budget = free.min(self.config.claim_batch);
         if budget == 0 {
+            self.starved = true;
             return None;
         }
         let skip: Vec<EndpointId> = self
@@ -205,11 +208,26 @@ impl Dispatcher {
             }
         };
         let full = claim.deliveries.len() == budget;
+        // Cut short by the capacity: more may be due than this node could take, and only
+        // finished attempts make room ([`Self::claims_resume`]).
+        self.starved = full && budget == free;
         self.accept(claim.deliveries).await;
         if full {
             return Some(now_millis());
         }
         claim.next_due_at.filter(|due_at| *due_at > now_millis())
+    }
+
+    /// Deliveries this node holds at most (in lanes and in flight) before claims stop.
+    fn claim_capacity(&self) -> usize {
+        self.config.max_in_flight * 4
+    }
+
+    /// After a claim the capacity cut short, claim again once half of it is free. A backlog
+    /// in the store has no other wake-up than the poll interval: with a low `max_in_flight`
+    /// and lanes filled by hand-offs, delivery fell to one budget per second.
+    fn claims_resume(&self) -> bool {
+        self.starved && self.waiting + self.in_flight <= self.claim_capacity() / 2
     }
 
     /// Puts deliveries this node now owns (claimed, or handed over by the store as they were
@@ -284,8 +302,9 @@ impl Dispatcher {
         }
     }
 
-    /// Takes a finished attempt back into its lane. Returns whether a lane the last claim
-    /// skipped for being full is down to half, so that claiming should resume for it.
+    /// Takes a finished attempt back into its lane. Returns whether claiming should resume: a
+    /// lane the last claim skipped for being full is down to half, or a claim the capacity
+    /// cut short now has half of it free.
     fn on_finished(&mut self, result: attempt::Finished) -> bool {
         self.in_flight -= 1;
         record_metrics(&result);
@@ -301,7 +320,7 @@ impl Dispatcher {
         }
         self.report(&result);
         let Some(lane) = self.lanes.get_mut(&endpoint_id) else {
-            return false;
+            return self.claims_resume();
         };
         let hold_until = match result.outcome.next {
             NextStep::RetryHeld(at) | NextStep::WaitHeld(at) => Some(instant_of(at, now, now_ms)),
@@ -327,7 +346,7 @@ impl Dispatcher {
             self.store.endpoint_idle(&endpoint_id);
         }
         self.update_handoff_gate(&endpoint_id);
-        room_again
+        room_again || self.claims_resume()
     }
 
     /// Sets the dispatcher's gauges: totals, each endpoint's attempts in flight and
@@ -543,6 +562,7 @@ pub async fn run(
         config,
         lanes: HashMap::new(),
         skipped: Default::default(),
+        starved: false,
         closed_to_handoffs,
         circuit_states,
         in_flight: 0,

@@ -113,6 +113,9 @@ pub struct ServeArgs {
     /// Webhook requests in flight at once
     #[arg(long, env = "KAIT_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Threads running Kait's requests, deliveries and timers; 1 suits a small gateway (less CPU per message at low rates, a lower ceiling flat out) [default: one per CPU core]
+    #[arg(long, env = "KAIT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Webhook requests in flight at once to one endpoint
     #[arg(long, env = "KAIT_ENDPOINT_IN_FLIGHT")]
     pub endpoint_in_flight: Option<usize>,
@@ -336,6 +339,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub max_in_flight: usize,
     pub endpoint_in_flight: usize,
+    /// The async runtime's worker threads; `None`: one per CPU core.
+    pub worker_threads: Option<usize>,
     pub breaker: BreakerConfig,
     /// How long an endpoint may fail without a success before it is disabled.
     pub disable_after: Duration,
@@ -363,6 +368,9 @@ pub struct ServeConfig {
     /// How often blobs no message needs are looked for and deleted (not a setting: tests
     /// shorten it).
     pub attachment_sweep_interval: Duration,
+    /// The dispatcher's safety-net claim interval (not a setting: tests lengthen it, to show
+    /// that work is never left waiting for it).
+    pub dispatcher_poll_interval: Duration,
     /// `--mqtt-url`: the broker to bridge, if any.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
@@ -386,6 +394,7 @@ impl ServeConfig {
             limits: Limits::default(),
             max_in_flight: dispatcher.max_in_flight,
             endpoint_in_flight: dispatcher.endpoint_in_flight,
+            worker_threads: None,
             breaker: dispatcher.breaker,
             disable_after: dispatcher
                 .disable_after
@@ -403,6 +412,7 @@ impl ServeConfig {
             blob_url: None,
             max_attachment_bytes: kait_media::DEFAULT_MAX_UPLOAD_BYTES,
             attachment_sweep_interval: Duration::from_secs(600),
+            dispatcher_poll_interval: dispatcher.poll_interval,
             mqtt: None,
         }
     }
@@ -431,6 +441,9 @@ impl ServeConfig {
         let max_in_flight = settings.max_in_flight.unwrap_or(defaults.max_in_flight);
         if max_in_flight == 0 {
             bail!("--max-in-flight must be at least 1");
+        }
+        if settings.worker_threads == Some(0) {
+            bail!("--worker-threads must be at least 1");
         }
         let endpoint_in_flight = settings
             .endpoint_in_flight
@@ -721,6 +734,7 @@ impl ServeConfig {
             },
             max_in_flight,
             endpoint_in_flight,
+            worker_threads: settings.worker_threads,
             breaker,
             disable_after,
             operational_webhook,
@@ -736,6 +750,7 @@ impl ServeConfig {
             blob_url: settings.blob_url,
             max_attachment_bytes,
             attachment_sweep_interval: defaults.attachment_sweep_interval,
+            dispatcher_poll_interval: defaults.dispatcher_poll_interval,
             mqtt,
         })
     }
@@ -1037,6 +1052,15 @@ mod tests {
         let error = ServeConfig::resolve(no_source_slots).unwrap_err();
         assert!(
             format!("{error:#}").contains("--source-in-flight"),
+            "{error:#}"
+        );
+        let no_threads = ServeArgs {
+            worker_threads: Some(0),
+            ..ServeArgs::default()
+        };
+        let error = ServeConfig::resolve(no_threads).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("--worker-threads"),
             "{error:#}"
         );
         let dir = tempfile::tempdir().unwrap();

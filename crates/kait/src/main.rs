@@ -114,7 +114,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.admin_token.as_deref().unwrap_or_default()
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -287,6 +287,7 @@ pub async fn run(
             retry_schedule: config.retry_schedule.clone(),
             breaker: config.breaker,
             disable_after: Some(config.disable_after),
+            poll_interval: config.dispatcher_poll_interval,
             ..DispatcherConfig::default()
         },
         circuit_states.clone(),

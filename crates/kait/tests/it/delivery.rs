@@ -708,3 +708,38 @@ async fn deliver_at_holds_a_message_until_its_time() {
     );
     server.stop().await;
 }
+
+/// With few attempts in flight (`max_in_flight` 2: a claim takes at most 8 deliveries), a
+/// backlog in the store drains as attempts finish. The safety-net poll is an hour here: a
+/// drain that waited for it (one claim's worth per poll, as it once did) never finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_past_a_small_claim_capacity() {
+    const MESSAGES: usize = 40;
+    let server = TestServer::start_with(|config| {
+        config.max_in_flight = 2;
+        config.dispatcher_poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let app = server.create_app("small").await;
+    server
+        .create_endpoint(&app, json!({ "url": receiver.url }))
+        .await;
+    // Scheduled a moment ahead, so that they wait in the store and fall due together.
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    for n in 0..MESSAGES {
+        let body = json!({ "eventType": "a.b", "payload": { "n": n }, "deliverAt": at });
+        let (status, answer) = server
+            .post(&format!("/api/v1/app/{app}/msg"), &body.to_string())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    let received = receiver.wait_for(MESSAGES, Duration::from_secs(30)).await;
+    let mut delivered: Vec<i64> = received
+        .iter()
+        .map(|webhook| webhook.json()["n"].as_i64().unwrap())
+        .collect();
+    delivered.sort_unstable();
+    assert_eq!(delivered, (0..MESSAGES as i64).collect::<Vec<_>>());
+    server.stop().await;
+}
