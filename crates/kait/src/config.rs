@@ -1025,10 +1025,12 @@ mod tests {
         let config = ServeConfig::resolve(ServeArgs {
             config: Some(file),
             listen: Some("127.0.0.1:9100".parse().unwrap()),
+            worker_threads: Some(1),
             ..ServeArgs::default()
         })
         .unwrap();
         assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.worker_threads, Some(1));
         assert_eq!(config.max_in_flight, 7);
         assert_eq!(config.retry_schedule.max_attempts(), 2);
     }

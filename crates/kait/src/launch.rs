@@ -108,12 +108,20 @@ impl Drop for ServeProcess {
     }
 }
 
-/// utime + stime of a `/proc/<pid>/stat` line. The command name may hold spaces, so fields
-/// are counted after its closing parenthesis; the unit is USER_HZ, 100 on Linux.
+/// utime + stime of a `/proc/<pid>/stat` line, in seconds (the unit is USER_HZ, 100 on Linux).
 pub fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
-    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    Some((stat_field(stat, 11)? + stat_field(stat, 12)?) as f64 / 100.0)
+}
+
+/// A numeric field of a `/proc/<pid>/stat` line, counted from the state (0) on: the command
+/// name before it may hold spaces, so fields start after its closing parenthesis.
+pub fn stat_field(stat: &str, index: usize) -> Option<u64> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(index)?
+        .parse()
+        .ok()
 }
 
 /// The address is printed as soon as the socket is bound; the API answers once the store is

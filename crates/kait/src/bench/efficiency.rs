@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::launch::cpu_seconds_from_stat;
+use crate::launch::{cpu_seconds_from_stat, stat_field};
 
 const RATES: [u32; 4] = [10, 100, 500, 1000];
 const ENDPOINT_COUNTS: [usize; 2] = [1, 10];
@@ -284,19 +284,12 @@ fn postgres_cpu_seconds() -> Option<f64> {
 
 /// The parent's pid in a `/proc/<pid>/stat` line.
 fn parent_pid(stat: &str) -> Option<u32> {
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    u32::try_from(stat_field(stat, 1)?).ok()
 }
 
-/// cutime + cstime: what the exited (and reaped) children used, in USER_HZ (100 on Linux).
+/// cutime + cstime: what the exited (and reaped) children used, in seconds.
 fn children_cpu_seconds(stat: &str) -> Option<f64> {
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
-    Some((ticks(13)? + ticks(14)?) as f64 / 100.0)
+    Some((stat_field(stat, 13)? + stat_field(stat, 14)?) as f64 / 100.0)
 }
 
 pub fn report(result: &EfficiencyResult) {
