@@ -221,8 +221,14 @@ async fn gone_disables_the_endpoint_at_once() {
             |body| body["disabled"] == true,
         )
         .await;
-    let (_, states) = server
-        .get(&format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"))
+    // The attempt's outcome is written a moment after the endpoint is disabled; once it is
+    // (success 0 or failure 2, not pending 1 or sending 3), it must be a final failure.
+    let states = server
+        .wait_until(
+            &format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"),
+            WAIT,
+            |body| matches!(body["data"][0]["status"].as_i64(), Some(0 | 2)),
+        )
         .await;
     assert_eq!(states["data"][0]["status"], 2, "no retries after 410");
     assert_eq!(receiver.count(), 1);
