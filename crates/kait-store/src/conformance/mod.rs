@@ -62,6 +62,7 @@ macro_rules! for_each_conformance_test {
             the_audit_log_lists_newest_first_and_is_purged_with_history,
             waiting_for_the_ownership_check_uses_no_attempt,
             erasing_content_keeps_records_and_cancels_pending_work,
+            a_resend_while_sending_follows_the_attempt_in_flight,
             a_portal_token_ends_alone
         );
     };

@@ -1,10 +1,10 @@
 //! The message log, the delivery queue and housekeeping.
 
 use kait_core::time::now_millis;
-use kait_core::{AppId, DeliveryStatus, EndpointId, MessageId};
+use kait_core::{AppId, DeliveryStatus, EndpointId, MessageId, TriggerType};
 
 use super::{application, endpoint, message, outcome};
-use crate::{NewMessage, NextStep, Outcome, Store, StoreError};
+use crate::{ClaimedDelivery, NewMessage, NextStep, Outcome, Store, StoreError};
 
 /// A message fans out to the endpoints whose filters take it; a claim takes each delivery
 /// once; a retry falls due at its time; a success finishes it.
@@ -870,4 +870,63 @@ pub async fn new_deliveries_are_handed_off_when_the_dispatcher_takes_them(store:
         .unwrap();
     let claim = store.claim_due(now_millis(), 10, Vec::new()).await.unwrap();
     assert_eq!(claim.deliveries.len(), 2, "both of the last message");
+}
+
+/// A resend asked for while the delivery is being sent is neither lost nor sent twice at
+/// once: it waits for the attempt in flight (and for retries the dispatcher holds), then the
+/// delivery is due at once as a manual attempt with a fresh count, and only once.
+pub async fn a_resend_while_sending_follows_the_attempt_in_flight(store: &dyn Store) {
+    let app = store.create_application(application()).await.unwrap();
+    let target = store
+        .create_endpoint(endpoint(&app.id, None), 100)
+        .await
+        .unwrap();
+    let accepted = store
+        .create_message(message(&app.id, "a.b", None))
+        .await
+        .unwrap();
+    let msg_id = accepted.message.id.clone();
+    let claim_now = || async { store.claim_due(now_millis(), 10, Vec::new()).await.unwrap() };
+    let record = |claimed: &ClaimedDelivery, next| {
+        let outcome = outcome(claimed.delivery_id, claimed, next);
+        async move {
+            store
+                .record_outcomes(vec![outcome].into(), None)
+                .await
+                .unwrap()
+        }
+    };
+    let sending = claim_now().await.deliveries[0].clone();
+
+    store.resend(&app.id, &msg_id, &target.id).await.unwrap();
+    assert!(
+        claim_now().await.deliveries.is_empty(),
+        "not claimed twice while in flight"
+    );
+    // A retry the dispatcher keeps in hand does not let go of the delivery yet.
+    record(&sending, NextStep::RetryHeld(now_millis() + 60_000)).await;
+    assert!(claim_now().await.deliveries.is_empty(), "still held");
+
+    record(&sending, NextStep::Succeeded).await;
+    let again = claim_now().await;
+    assert_eq!(again.deliveries.len(), 1, "the resend follows the attempt");
+    let resent = &again.deliveries[0];
+    assert_eq!(resent.delivery_id, sending.delivery_id);
+    assert_eq!(resent.attempts_made, 0, "a fresh count");
+    assert_eq!(resent.trigger_type, TriggerType::Manual);
+    record(resent, NextStep::Succeeded).await;
+    let states = store.list_delivery_states(&app.id, &msg_id).await.unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Success, "resent once");
+    assert!(claim_now().await.deliveries.is_empty(), "and only once");
+
+    // Erasing the message's content drops a resend still waiting for its attempt.
+    store.resend(&app.id, &msg_id, &target.id).await.unwrap();
+    let in_flight = claim_now().await.deliveries[0].clone();
+    store.resend(&app.id, &msg_id, &target.id).await.unwrap();
+    store.erase_message_content(&app.id, &msg_id).await.unwrap();
+    record(&in_flight, NextStep::Succeeded).await;
+    assert!(
+        claim_now().await.deliveries.is_empty(),
+        "an erased message is not resent"
+    );
 }

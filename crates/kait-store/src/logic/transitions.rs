@@ -47,11 +47,6 @@ pub fn queued_until(status: DeliveryStatus, due_at: Option<Millis>) -> Option<Mi
         .flatten()
 }
 
-/// Whether the step puts the delivery back into the queue, so claimers must be woken.
-pub fn requeues(next: NextStep) -> bool {
-    matches!(next, NextStep::RetryAt(_) | NextStep::Wait(_))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,8 +77,6 @@ mod tests {
         assert_eq!(next_attempt_at(DeliveryStatus::Fail, Some(3)), None);
         assert_eq!(queued_until(DeliveryStatus::Pending, Some(4)), Some(4));
         assert_eq!(queued_until(DeliveryStatus::Sending, Some(4)), None);
-        assert!(requeues(NextStep::RetryAt(5)));
-        assert!(requeues(NextStep::Wait(5)));
         assert_eq!(
             after_attempt(NextStep::Wait(5)),
             (DeliveryStatus::Pending, Some(5))
@@ -92,7 +85,5 @@ mod tests {
             (counted(NextStep::Wait(5)), counted(NextStep::RetryAt(5))),
             (0, 1)
         );
-        assert!(!requeues(NextStep::RetryHeld(5)));
-        assert!(!requeues(NextStep::GiveUp));
     }
 }

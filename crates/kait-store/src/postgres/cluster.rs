@@ -444,7 +444,7 @@ async fn reap(shared: &Shared) -> StoreResult<u64> {
     }
     let freed = transaction
         .execute(
-            "UPDATE delivery SET status = 1, claimed_by = NULL WHERE status = 3 \
+            "UPDATE delivery SET status = 1, claimed_by = NULL, resend_requested = FALSE WHERE status = 3 \
              AND NOT EXISTS (SELECT 1 FROM kait_node n WHERE n.id = delivery.claimed_by)",
             &[],
         )
@@ -543,7 +543,8 @@ pub async fn leave(shared: &Shared) -> StoreResult<()> {
     let transaction = client.transaction().await?;
     let freed = transaction
         .execute(
-            "UPDATE delivery SET status = 1, claimed_by = NULL WHERE status = 3 AND claimed_by = $1",
+            "UPDATE delivery SET status = 1, claimed_by = NULL, resend_requested = FALSE \
+             WHERE status = 3 AND claimed_by = $1",
             &[&&*node],
         )
         .await?;

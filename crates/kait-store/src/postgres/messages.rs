@@ -216,6 +216,13 @@ impl MessageLog for PgStore {
                 ],
             )
             .await?;
+        // One being sent finishes, but a resend asked for meanwhile is not done.
+        transaction
+            .execute(
+                "UPDATE delivery SET resend_requested = FALSE WHERE msg_seq = $1 AND resend_requested",
+                &[&seq],
+            )
+            .await?;
         transaction
             .execute(
                 "DELETE FROM idempotent_response WHERE app_id = $1 \

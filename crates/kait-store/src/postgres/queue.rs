@@ -142,11 +142,8 @@ impl PgStore {
             // Back to the pool outside any transaction, however it failed.
             let _ = client.batch_execute("ROLLBACK").await;
         }
-        let disabled = result?;
-        if outcomes
-            .iter()
-            .any(|outcome| transitions::requeues(outcome.next))
-        {
+        let (disabled, requeued) = result?;
+        if requeued {
             self.shared.signals.deliveries_due();
         }
         if !disabled.is_empty() {
@@ -164,7 +161,7 @@ impl PgStore {
         client: &deadpool_postgres::ClientWrapper,
         outcomes: &[Outcome],
         disable_after: Option<Millis>,
-    ) -> StoreResult<Vec<DisabledEndpoint>> {
+    ) -> StoreResult<(Vec<DisabledEndpoint>, bool)> {
         let node = self.shared.node.get();
         let node: &str = &node;
         let mut moves = DeliveryMoves::default();
@@ -191,7 +188,7 @@ impl PgStore {
         let fail = client.prepare_cached(FAIL_ENDPOINTS).await?;
         let mut params = moves.params(&node);
         params.extend(columns.params());
-        let (_, _, _, failing_rows, _) = tokio::try_join!(
+        let (_, requeued, _, failing_rows, _) = tokio::try_join!(
             biased;
             client.batch_execute(
                 "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan",
@@ -199,7 +196,7 @@ impl PgStore {
             // Only this node's own claims move on: if its lease expired meanwhile, the
             // delivery belongs to the cluster again and this attempt is not logged (it will
             // be resent).
-            async { client.execute(&record, &params).await },
+            async { client.query_one(&record, &params).await },
             async {
                 if recovered.is_empty() {
                     return Ok(0);
@@ -219,8 +216,9 @@ impl PgStore {
                 client.batch_execute("COMMIT").await
             },
         )?;
+        let requeued = requeued.try_get::<_, i64>(0)? > 0;
         if failing.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), requeued));
         }
 
         let now = now_millis();
@@ -246,7 +244,7 @@ impl PgStore {
                 .await?;
         }
         client.batch_execute("COMMIT").await?;
-        Ok(disabled)
+        Ok((disabled, requeued))
     }
 }
 
@@ -302,14 +300,20 @@ const NEXT_DUE: &str = "SELECT MIN(h.due_at) FROM unnest($1::text[]) AS e(endpoi
        WHERE status = 1 AND endpoint_id = e.endpoint_id ORDER BY due_at LIMIT 1) h";
 
 /// Moves each delivery on after its attempt and logs the attempts of those that moved. Only
-/// the deliveries this node (`$5`) still has claimed move.
-const RECORD_OUTCOMES: &str = "WITH advanced AS (UPDATE delivery d SET status = o.status, \
-     attempts = d.attempts + o.counted, due_at = o.due_at, updated_at = o.at, \
+/// the deliveries this node (`$5`) still has claimed move. Counts those put back in the
+/// queue (retries, waits, resends asked for meanwhile), for which claimers must be woken.
+const RECORD_OUTCOMES: &str = "WITH advanced AS (UPDATE delivery d SET \
+     status = CASE WHEN d.resend_requested AND o.status <> 3 THEN 1 ELSE o.status END, \
+     attempts = CASE WHEN d.resend_requested AND o.status <> 3 THEN 0 ELSE d.attempts + o.counted END, \
+     due_at = CASE WHEN d.resend_requested AND o.status <> 3 THEN o.at ELSE o.due_at END, \
+     trigger_type = CASE WHEN d.resend_requested AND o.status <> 3 THEN 1 ELSE d.trigger_type END, \
+     resend_requested = d.resend_requested AND o.status = 3, \
+     updated_at = o.at, \
      claimed_by = CASE WHEN o.status = 3 THEN d.claimed_by END \
      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $6::bigint[]) \
      AS o(id, status, due_at, at, counted) \
-     WHERE d.id = o.id AND d.status = 3 AND d.claimed_by = $5 RETURNING d.id, d.msg_seq) \
-     INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
+     WHERE d.id = o.id AND d.status = 3 AND d.claimed_by = $5 RETURNING d.id, d.msg_seq, d.status), \
+     logged AS (INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
      response_status_code, response, response_duration_ms, trigger_type, created_at, sent) \
      SELECT a.id, advanced.msg_seq, a.msg_id, a.endpoint_id, a.app_id, a.url, a.status, \
      a.response_status_code, a.response, a.response_duration_ms, a.trigger_type, a.created_at, a.sent \
@@ -317,7 +321,8 @@ const RECORD_OUTCOMES: &str = "WITH advanced AS (UPDATE delivery d SET status = 
      $12::bigint[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[]) \
      AS a(delivery_id, id, msg_id, endpoint_id, app_id, url, status, response_status_code, response, \
      response_duration_ms, trigger_type, created_at, sent) \
-     JOIN advanced ON advanced.id = a.delivery_id";
+     JOIN advanced ON advanced.id = a.delivery_id) \
+     SELECT count(*) FILTER (WHERE status = 1) FROM advanced";
 /// Endpoints whose last attempt in a batch succeeded (writes only those that were failing).
 const RECOVER_ENDPOINTS: &str =
     "UPDATE endpoint SET failing_since = NULL WHERE id = ANY($1) AND failing_since IS NOT NULL";
@@ -465,14 +470,21 @@ impl DeliveryQueue for PgStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let now = now_millis();
-        // A delivery already in flight is left alone: it is being sent right now.
+        // A delivery in flight is being sent right now: the resend is remembered and applied
+        // when its outcome is recorded (see `RECORD_OUTCOMES`).
         self.client()
             .await?
             .execute(
                 "INSERT INTO delivery (msg_seq, endpoint_id, status, attempts, due_at, trigger_type, updated_at) \
                  VALUES ($1, $2, 1, 0, $3, 1, $3) \
-                 ON CONFLICT (msg_seq, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
-                 due_at = $3, trigger_type = 1, updated_at = $3, claimed_by = NULL WHERE delivery.status <> 3",
+                 ON CONFLICT (msg_seq, endpoint_id) DO UPDATE SET \
+                 resend_requested = delivery.status = 3, \
+                 status = CASE WHEN delivery.status = 3 THEN 3 ELSE 1 END, \
+                 attempts = CASE WHEN delivery.status = 3 THEN delivery.attempts ELSE 0 END, \
+                 due_at = CASE WHEN delivery.status = 3 THEN delivery.due_at ELSE $3 END, \
+                 trigger_type = CASE WHEN delivery.status = 3 THEN delivery.trigger_type ELSE 1 END, \
+                 claimed_by = CASE WHEN delivery.status = 3 THEN delivery.claimed_by END, \
+                 updated_at = $3",
                 &[&seq, &endpoint_id.as_str(), &now],
             )
             .await?;

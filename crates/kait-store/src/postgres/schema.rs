@@ -398,6 +398,10 @@ ALTER TABLE endpoint ADD COLUMN verified_url TEXT;
 -- Issue 18: the request an attempt sent, when it was not the message's own body (JSON).
 ALTER TABLE attempt ADD COLUMN sent TEXT;
 "#,
+    r#"
+-- Issue 20: a resend asked for while the delivery is being sent, applied when its outcome is.
+ALTER TABLE delivery ADD COLUMN resend_requested BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
 ];
 
 /// The advisory lock key that serialises migrations (any constant shared by all nodes).

@@ -366,6 +366,12 @@ impl MessageLog for SqliteStore {
                         kait_core::time::now_millis(),
                         DeliveryStatus::Pending.code()
                     ])?;
+                // One being sent finishes, but a resend asked for meanwhile is not done.
+                connection
+                    .prepare_cached(
+                        "UPDATE delivery SET resend_requested = 0 WHERE msg_seq = ?1 AND resend_requested = 1",
+                    )?
+                    .execute([seq])?;
                 connection
                     .prepare_cached(
                         "DELETE FROM idempotent_response WHERE app_id = ?1 \

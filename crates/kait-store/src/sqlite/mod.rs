@@ -157,7 +157,9 @@ impl SqliteStore {
         schema::migrate(&mut connection)?;
         secrets::reseal(&mut connection, &options.secret_keys)?;
         let orphans = connection.execute(
-            "UPDATE delivery SET status = 1, due_at = ?1, updated_at = ?1 WHERE status = 3",
+            // Sent again anyway, so a resend asked for meanwhile is done by that.
+            "UPDATE delivery SET status = 1, due_at = ?1, updated_at = ?1, resend_requested = 0 \
+             WHERE status = 3",
             [now_millis()],
         )?;
         if orphans > 0 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kait_core::time::{Millis, now_millis};
-use kait_core::{AppId, EndpointId, MessageId};
+use kait_core::{AppId, DeliveryStatus, EndpointId, MessageId};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
@@ -114,9 +114,17 @@ impl DeliveryQueue for SqliteStore {
         self.writer
             .write_unisolated(Durability::Unsynced, move |context| {
                 let connection = context.connection;
+                // A resend asked for while the attempt ran makes the delivery due again, as a
+                // manual attempt with a fresh count, once the dispatcher lets go of it.
                 let mut advance = connection.prepare_cached(
-                    "UPDATE delivery SET status = ?2, attempts = attempts + ?5, due_at = ?3, updated_at = ?4 \
-                     WHERE id = ?1 AND status = 3 RETURNING msg_seq",
+                    "UPDATE delivery SET \
+                     status = CASE WHEN resend_requested = 1 AND ?2 <> 3 THEN 1 ELSE ?2 END, \
+                     attempts = CASE WHEN resend_requested = 1 AND ?2 <> 3 THEN 0 ELSE attempts + ?5 END, \
+                     due_at = CASE WHEN resend_requested = 1 AND ?2 <> 3 THEN ?4 ELSE ?3 END, \
+                     trigger_type = CASE WHEN resend_requested = 1 AND ?2 <> 3 THEN 1 ELSE trigger_type END, \
+                     resend_requested = CASE WHEN ?2 <> 3 THEN 0 ELSE resend_requested END, \
+                     updated_at = ?4 \
+                     WHERE id = ?1 AND status = 3 RETURNING msg_seq, status",
                 )?;
                 let mut insert_attempt = connection.prepare_cached(
                     "INSERT INTO attempt (id, msg_seq, msg_id, endpoint_id, app_id, url, status, \
@@ -127,7 +135,7 @@ impl DeliveryQueue for SqliteStore {
                 for outcome in outcomes.iter() {
                     let (status, due_at) = transitions::after_attempt(outcome.next);
                     let attempt = &outcome.attempt;
-                    let msg_seq: Option<i64> = advance
+                    let moved: Option<(i64, i64)> = advance
                         .query_row(
                             params![
                                 outcome.delivery_id,
@@ -136,12 +144,12 @@ impl DeliveryQueue for SqliteStore {
                                 attempt.created_at,
                                 transitions::counted(outcome.next)
                             ],
-                            |row| row.get(0),
+                            |row| Ok((row.get(0)?, row.get(1)?)),
                         )
                         .optional()?;
                     // No row: the endpoint was deleted while the attempt ran; nothing to log.
-                    let Some(msg_seq) = msg_seq else { continue };
-                    requeued |= transitions::requeues(outcome.next);
+                    let Some((msg_seq, now_status)) = moved else { continue };
+                    requeued |= now_status == DeliveryStatus::Pending.code();
                     insert_attempt.execute(params![
                         attempt.id.as_str(),
                         msg_seq,
@@ -218,13 +226,19 @@ impl DeliveryQueue for SqliteStore {
                 let seq = message_seq(connection, app_id.as_str(), msg_id.as_str())?
                     .ok_or(StoreError::NotFound)?;
                 let now = now_millis();
-                // A delivery already in flight is left alone: it is being sent right now.
+                // A delivery in flight is being sent right now: the resend is remembered and
+                // applied when its outcome is recorded (see `record_outcomes`).
                 connection
                     .prepare_cached(
                         "INSERT INTO delivery (msg_seq, endpoint_id, status, attempts, due_at, trigger_type, updated_at) \
                          VALUES (?1, ?2, 1, 0, ?3, 1, ?3) \
-                         ON CONFLICT (msg_seq, endpoint_id) DO UPDATE SET status = 1, attempts = 0, \
-                         due_at = ?3, trigger_type = 1, updated_at = ?3 WHERE status <> 3",
+                         ON CONFLICT (msg_seq, endpoint_id) DO UPDATE SET \
+                         resend_requested = CASE WHEN status = 3 THEN 1 ELSE 0 END, \
+                         status = CASE WHEN status = 3 THEN 3 ELSE 1 END, \
+                         attempts = CASE WHEN status = 3 THEN attempts ELSE 0 END, \
+                         due_at = CASE WHEN status = 3 THEN due_at ELSE ?3 END, \
+                         trigger_type = CASE WHEN status = 3 THEN trigger_type ELSE 1 END, \
+                         updated_at = ?3",
                     )?
                     .execute(params![seq, endpoint_id.as_str(), now])?;
                 context.deliveries_became_due = true;

@@ -372,6 +372,10 @@ ALTER TABLE endpoint ADD COLUMN verified_url TEXT;
 -- Issue 18: the request an attempt sent, when it was not the message's own body (JSON).
 ALTER TABLE attempt ADD COLUMN sent TEXT;
 "#,
+    r#"
+-- Issue 20: a resend asked for while the delivery is being sent, applied when its outcome is.
+ALTER TABLE delivery ADD COLUMN resend_requested INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Brings the database's schema up to date inside one transaction.
