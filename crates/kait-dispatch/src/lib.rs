@@ -161,7 +161,7 @@ struct Dispatcher {
     in_flight: usize,
     waiting: usize,
     finished: mpsc::Sender<attempt::Finished>,
-    outcomes: mpsc::Sender<kait_store::Outcome>,
+    outcomes: mpsc::Sender<recorder::ToRecord>,
     ops: OperationalEvents,
     /// The attempt tasks, so that shutdown can stop those that outlive the grace period.
     attempts: JoinSet<()>,
@@ -295,7 +295,11 @@ impl Dispatcher {
                 self.attempts.spawn(async move {
                     let result = attempt::run(&shared, delivery, hold_retry).await;
                     // Recorded before the loop hears of it, so a held retry's attempt is logged first.
-                    let _ = outcomes.send(result.outcome.clone()).await;
+                    let to_record = recorder::ToRecord {
+                        outcome: result.outcome.clone(),
+                        prompt: hold_retry,
+                    };
+                    let _ = outcomes.send(to_record).await;
                     let _ = finished.send(result).await;
                 });
             }
