@@ -336,14 +336,38 @@ async fn kill_9_during_a_stream_of_device_messages_loses_none() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // 5,000 readings at about 400 a second (the broker queues at most 1,000 for a client
-    // that is away, and Kait is away for its restart); SIGKILL after 2,000.
+    // 5,000 readings at about 400 a second; SIGKILL after 2,000. The broker queues at most
+    // 1,000 messages for a client that is away and drops the rest, so after 800 more the
+    // device waits for the restarted server to be reading again (on PostgreSQL it first
+    // waits out the dead node's lease on the reading role: seconds).
+    const KILL_AT: usize = 2_000;
+    const AWAY_AT_MOST: usize = 800;
+    let seen = |receiver: &Receiver| -> std::collections::HashSet<String> {
+        receiver
+            .received()
+            .iter()
+            .filter_map(|webhook| webhook.json()["id"].as_str().map(str::to_owned))
+            .filter(|id| id.starts_with("m-"))
+            .collect()
+    };
     let topic = format!("{prefix}/line-1/reading");
     let mut pace = tokio::time::interval(Duration::from_micros(2_500));
     for n in 0..MESSAGES {
-        if n == 2_000 {
+        if n == KILL_AT {
             server.kill_hard();
             server = KaitProcess::start_with_env(&storage, &flags, &[]);
+        }
+        if n == KILL_AT + AWAY_AT_MOST {
+            let last_queued = format!("m-{}", n - 1);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while !seen(&receiver).contains(&last_queued) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the restarted server never read what queued while it was away"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            pace.reset();
         }
         pace.tick().await;
         device
@@ -358,12 +382,7 @@ async fn kill_9_during_a_stream_of_device_messages_loses_none() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let seen = loop {
-        let seen: std::collections::HashSet<String> = receiver
-            .received()
-            .iter()
-            .filter_map(|webhook| webhook.json()["id"].as_str().map(str::to_owned))
-            .filter(|id| id.starts_with("m-"))
-            .collect();
+        let seen = seen(&receiver);
         if seen.len() == MESSAGES || tokio::time::Instant::now() > deadline {
             break seen;
         }
