@@ -152,9 +152,10 @@ async fn a_sensor_that_stops_reporting_is_reported_silent_once() {
     let server = TestServer::start().await;
     let receiver = Receiver::start().await;
     let app_id = app_with_endpoint(&server, "site", &receiver, &["device.silent"]).await;
-    create_pipe(&server, silent_sensor_pipe(&app_id, 800)).await;
+    create_pipe(&server, silent_sensor_pipe(&app_id, 1_500)).await;
 
-    // Readings every 200 ms for 2 s: never silent for 800 ms.
+    // Readings every 200 ms for 2 s: never silent for 1.5 s (room for a stalled CI machine:
+    // with 800 ms a send that took 600 ms once read as silence).
     for _ in 0..10 {
         server
             .send(
@@ -169,8 +170,9 @@ async fn a_sensor_that_stops_reporting_is_reported_silent_once() {
     let stopped = Instant::now();
     let received = receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(received[0].json()["device"], "s-1");
-    assert!(stopped.elapsed() >= Duration::from_millis(500));
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(stopped.elapsed() >= Duration::from_millis(1_000));
+    // Longer than the timeout again: still one report for one silence.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert_eq!(receiver.count(), 1, "reported once");
     server.stop().await;
 }
